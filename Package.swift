@@ -1,0 +1,49 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "Lifeboat",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "lifeboat", targets: ["lifeboat"])
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
+    ],
+    targets: [
+        // C libraries from Debian, each imported by exactly one Swift module.
+        .systemLibrary(name: "CFuse3", pkgConfig: "fuse3", providers: [.apt(["libfuse3-dev"])]),
+        .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
+        .systemLibrary(name: "CXXHash", pkgConfig: "libxxhash", providers: [.apt(["libxxhash-dev"])]),
+        // CRC32C with the SSE4.2 instruction: Debian ships no C library for it (see Docs/decisions).
+        .target(name: "CCRC32C"),
+
+        .target(
+            name: "LifeboatCore",
+            dependencies: [
+                "CCRC32C", "CXXHash", "CZstd",
+                .product(name: "SystemPackage", package: "swift-system"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
+        .target(name: "LifeboatJournal", dependencies: ["LifeboatCore"]),
+        .target(name: "LifeboatFUSE", dependencies: ["CFuse3", "LifeboatCore", .product(name: "SystemPackage", package: "swift-system")]),
+        .target(name: "LifeboatProtect", dependencies: ["LifeboatCore", "LifeboatJournal", "LifeboatFUSE"]),
+        .executableTarget(
+            name: "lifeboat",
+            dependencies: [
+                "LifeboatProtect", "LifeboatJournal", "LifeboatCore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
+
+        .testTarget(name: "LifeboatCoreTests", dependencies: ["LifeboatCore"]),
+        .testTarget(
+            name: "LifeboatJournalTests", dependencies: ["LifeboatJournal", "LifeboatCore"],
+            resources: [.copy("Fixtures")]),
+        .testTarget(
+            name: "LifeboatProtectTests",
+            dependencies: ["LifeboatProtect", "LifeboatJournal", "LifeboatCore", "lifeboat"]),
+    ]
+)

@@ -1,0 +1,42 @@
+/// Little-endian field access on raw bytes, for the on-disk formats. Offsets are checked by
+/// the callers (who know their layouts); these never allocate.
+extension UnsafeMutableRawBufferPointer {
+    @inline(__always) public func storeLE<T: FixedWidthInteger>(_ value: T, at offset: Int) {
+        storeBytes(of: value.littleEndian, toByteOffset: offset, as: T.self)
+    }
+}
+
+extension UnsafeRawBufferPointer {
+    @inline(__always) public func loadLE<T: FixedWidthInteger>(_: T.Type = T.self, at offset: Int) -> T {
+        T(littleEndian: loadUnaligned(fromByteOffset: offset, as: T.self))
+    }
+}
+
+/// A growable little-endian byte writer for cold paths (headers, markers, fixtures).
+public struct ByteWriter {
+    public private(set) var bytes: [UInt8] = []
+    public init() {}
+    public mutating func put<T: FixedWidthInteger>(_ value: T) {
+        withUnsafeBytes(of: value.littleEndian) { bytes.append(contentsOf: $0) }
+    }
+    public mutating func put(_ raw: [UInt8]) { bytes.append(contentsOf: raw) }
+    public mutating func put(zeros count: Int) { bytes.append(contentsOf: repeatElement(0, count: count)) }
+}
+
+/// A bounds-checked little-endian reader for cold paths; runs out with `nil`, never traps.
+public struct ByteReader {
+    public let bytes: UnsafeRawBufferPointer
+    public private(set) var position = 0
+    public init(_ bytes: UnsafeRawBufferPointer) { self.bytes = bytes }
+    public var remaining: Int { bytes.count - position }
+    public mutating func get<T: FixedWidthInteger>(_: T.Type = T.self) -> T? {
+        guard remaining >= MemoryLayout<T>.size else { return nil }
+        defer { position += MemoryLayout<T>.size }
+        return bytes.loadLE(T.self, at: position)
+    }
+    public mutating func get(count: Int) -> [UInt8]? {
+        guard count >= 0, remaining >= count else { return nil }
+        defer { position += count }
+        return Array(bytes[position..<position + count])
+    }
+}

@@ -1,0 +1,101 @@
+import SystemPackage
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The one helper every raw system call goes through (swift-system's FileDescriptor covers the
+/// rest): retries EINTR, captures errno at once, and treats EBADF on our own descriptor as a bug.
+@inline(__always)
+public func syscallRetrying<T: FixedWidthInteger>(_ body: () -> T) -> Result<T, Errno> {
+    while true {
+        let rc = body()
+        if rc >= 0 { return .success(rc) }
+        let err = Errno(rawValue: errno)
+        if err == .interrupted { continue }
+        precondition(err != .badFileDescriptor, "EBADF on an owned descriptor: a Lifeboat bug")
+        return .failure(err)
+    }
+}
+
+extension FileDescriptor {
+    /// fdatasync(2): data and the metadata needed to read it back are durable.
+    public func dataSync() throws {
+        let fd = rawValue
+        if case .failure(let e) = syscallRetrying({ Glibc.fdatasync(fd) }) { throw e }
+    }
+
+    /// fsync(2).
+    public func fullSync() throws {
+        let fd = rawValue
+        if case .failure(let e) = syscallRetrying({ Glibc.fsync(fd) }) { throw e }
+    }
+
+    /// Reads exactly `buffer.count` bytes at `offset`, or throws; a short file reads as zeros
+    /// only when `zeroFillPastEOF` is set (sparse images shorter than their nominal size).
+    public func readAll(at offset: Int64, into buffer: UnsafeMutableRawBufferPointer, zeroFillPastEOF: Bool = false) throws {
+        var done = 0
+        while done < buffer.count {
+            let n = try read(fromAbsoluteOffset: offset + Int64(done), into: UnsafeMutableRawBufferPointer(rebasing: buffer[done...]))
+            if n == 0 {
+                guard zeroFillPastEOF else { throw Errno.ioError }
+                buffer.baseAddress!.advanced(by: done).initializeMemory(as: UInt8.self, repeating: 0, count: buffer.count - done)
+                return
+            }
+            done += n
+        }
+    }
+
+    /// An exclusive, non-blocking open-file-description lock on the whole file (fcntl
+    /// F_OFD_SETLK; flock(2) does not import, its name clashes with `struct flock`). Released
+    /// when this descriptor is closed or the process dies. False when another holder has it.
+    public func tryLockExclusive() throws -> Bool {
+        var lock = Glibc.flock()
+        lock.l_type = Int16(F_WRLCK)
+        lock.l_whence = Int16(SEEK_SET)
+        let fd = rawValue
+        let ofdSetLock: Int32 = 37  // F_OFD_SETLK in <bits/fcntl-linux.h>; hidden behind _GNU_SOURCE
+        switch syscallRetrying({ fcntl(fd, ofdSetLock, &lock) }) {
+        case .success: return true
+        case .failure(.resourceTemporarilyUnavailable), .failure(.permissionDenied): return false
+        case .failure(let e): throw e
+        }
+    }
+
+    /// Size from fstat(2).
+    public func fileSize() throws(Errno) -> Int64 {
+        var st = Glibc.stat()
+        let fd = rawValue
+        if case .failure(let e) = syscallRetrying({ Glibc.fstat(fd, &st) }) { throw e }
+        return Int64(st.st_size)
+    }
+}
+
+/// fsync of a directory: makes a create, rename or unlink inside it durable.
+public func syncDirectory(_ path: FilePath) throws {
+    let fd = try FileDescriptor.open(path, .readOnly, options: [.directory])
+    defer { try? fd.close() }
+    try fd.fullSync()
+}
+
+/// Writes `bytes` to `path` atomically: temp file, fsync, rename, fsync of the directory.
+public func writeFileAtomically(_ path: FilePath, _ bytes: [UInt8]) throws(LifeboatError) {
+    let tmp = FilePath(path.string + ".tmp")
+    do {
+        let fd = try FileDescriptor.open(tmp, .writeOnly, options: [.create, .truncate], permissions: [.ownerReadWrite, .groupRead, .otherRead])
+        do {
+            _ = try fd.writeAll(bytes)
+            try fd.fullSync()
+            try fd.close()
+        } catch {
+            try? fd.close()
+            throw error
+        }
+        if case .failure(let e) = syscallRetrying({ Glibc.rename(tmp.string, path.string) }) { throw e }
+        try syncDirectory(path.removingLastComponent())
+    } catch let e as Errno {
+        throw .system(e, "cannot write file atomically", path: path.string)
+    } catch {
+        throw LifeboatError(.io, "\(error)", path: path.string)
+    }
+}

@@ -1,0 +1,275 @@
+import Foundation
+import LifeboatCore
+import SystemPackage
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The replication journal of one protection group: appends records with consecutive LSNs,
+/// makes them durable with group commit, and rolls segments by size and by age.
+///
+/// Thread safety: every method may be called from any thread. Appends are serialized by one
+/// lock (they are page-cache writes); `sync` runs fdatasync outside the lock, and callers that
+/// arrive while one is running wait for it and then, if still needed, run one more for all of
+/// them: many concurrent fsyncs cost one or two fdatasyncs.
+public final class Journal: @unchecked Sendable {
+    public struct Configuration: Sendable {
+        /// A segment is sealed once it holds this many bytes.
+        public var segmentBytes: Int64 = 64 << 20
+        public init(segmentBytes: Int64 = 64 << 20) { self.segmentBytes = segmentBytes }
+    }
+
+    public struct Stats: Sendable {
+        public var appendedLSN: LSN
+        public var durableLSN: LSN
+        public var bytes: Int64
+        public var segments: Int
+        public var syncs: Int
+        public var failure: LifeboatError?
+    }
+
+    public let directory: FilePath
+    public let groupID: [UInt8]
+    private let configuration: Configuration
+    private let lock = ConditionLock()
+    private var current: OpenSegment
+    private var sealedBytes: Int64
+    private var sealedCount: Int
+    private var nextLSN: LSN
+    private var durableLSN: LSN
+    private var syncing = false
+    private var syncs = 0
+    /// Set after an fdatasync or seal fails: the page cache may have dropped our data
+    /// (fsync errors are not retryable), so nothing more is acknowledged until a restart
+    /// re-reads the journal from disk.
+    private var failure: LifeboatError?
+    /// The last append error (a full disk, say); appends may succeed again later.
+    private var lastAppendError: LifeboatError?
+
+    /// Opens a journal directory (creating it if new), checks every segment, cuts a torn tail
+    /// off the newest one, hands every valid record to `visit` (recovery replays from it),
+    /// seals the newest segment if it was left open, and starts a fresh segment.
+    public static func open(
+        directory: FilePath, groupID: [UInt8], configuration: Configuration = .init(),
+        visit: (SegmentScan, UnsafeRawBufferPointer) throws -> Void = { _, _ in }
+    ) throws -> (Journal, RecoveryReport) {
+        try removeTemporaryFiles(directory)
+        var last: SegmentScan?
+        var bytes: Int64 = 0
+        var report = try JournalDirectory.scanAll(directory, groupID: groupID, repairTornTail: true) { (scan, raw) throws in
+            try visit(scan, raw)
+            bytes += Int64(scan.validEnd)
+            last = scan
+        }
+        var nextLSN = LSN(1)
+        var count = report.segments
+        if let last {
+            nextLSN = last.lastLSN.next
+            if last.end != .sealed {
+                // Seal the segment the previous run left open, so that every segment but the
+                // newest is sealed (the reader's rule). The seal uses one LSN.
+                let seg = try OpenSegment.openForAppend(last.path, firstLSN: last.header.firstLSN, end: Int64(last.validEnd))
+                try Journal.appendSeal(to: seg, lsn: nextLSN)
+                bytes += Int64(JournalFormat.recordHeaderSize)
+                do { try seg.fd.dataSync() } catch { throw LifeboatError.system(error as? Errno ?? .ioError, "cannot sync sealed segment", path: seg.path.string) }
+                nextLSN = nextLSN.next
+                report.lastLSN = LSN(nextLSN.rawValue - 1)
+            }
+        }
+        let segment = try OpenSegment.create(in: directory, groupID: groupID, firstLSN: nextLSN)
+        count += 1
+        let journal = Journal(directory: directory, groupID: groupID, configuration: configuration, current: segment,
+                              sealedBytes: bytes, sealedCount: count - 1, nextLSN: nextLSN)
+        return (journal, report)
+    }
+
+    private init(directory: FilePath, groupID: [UInt8], configuration: Configuration, current: OpenSegment,
+                 sealedBytes: Int64, sealedCount: Int, nextLSN: LSN) {
+        self.directory = directory
+        self.groupID = groupID
+        self.configuration = configuration
+        self.current = current
+        self.sealedBytes = sealedBytes
+        self.sealedCount = sealedCount
+        self.nextLSN = nextLSN
+        self.durableLSN = LSN(nextLSN.rawValue - 1)
+    }
+
+    // MARK: Appends
+
+    /// Appends a write record of `data.count / 4096` blocks starting at `firstBlock`.
+    /// The payload checksum is computed before the lock is taken (it does not depend on the LSN).
+    @inline(__always)
+    public func appendWrite(disk: DiskID, firstBlock: BlockIndex, data: UnsafeRawBufferPointer) throws -> LSN {
+        let blocks = UInt32(data.count >> BlockSize.shift)
+        let headerBytes = JournalFormat.recordHeaderSize + JournalFormat.writePayloadHeaderSize
+        return try withUnsafeTemporaryAllocation(byteCount: headerBytes, alignment: 8) { (head) throws -> LSN in
+            let payloadHead = UnsafeMutableRawBufferPointer(rebasing: head[JournalFormat.recordHeaderSize...])
+            WritePayloadHeader(disk: disk, firstBlock: firstBlock, blockCount: blocks).store(into: payloadHead)
+            let crc = CRC32C.extend(CRC32C.of(UnsafeRawBufferPointer(payloadHead)), data)
+            return try withUnsafeTemporaryAllocation(of: iovec.self, capacity: 2) { (iov) throws -> LSN in
+                iov[0] = iovec(iov_base: head.baseAddress, iov_len: headerBytes)
+                iov[1] = iovec(iov_base: UnsafeMutableRawPointer(mutating: data.baseAddress), iov_len: data.count)
+                return try append(type: .write, payloadCRC: crc, payloadLength: headerBytes - JournalFormat.recordHeaderSize + data.count,
+                                  header: head, iov: UnsafeBufferPointer(iov))
+            }
+        }
+    }
+
+    /// Appends a flush record: the boundary a crash-point explorer replays to.
+    public func appendFlush() throws -> LSN {
+        try appendSmall(type: .flush, payload: [])
+    }
+
+    public func appendMarker(_ marker: Marker) throws -> LSN {
+        try appendSmall(type: .marker, payload: marker.encoded())
+    }
+
+    private func appendSmall(type: RecordType, payload: [UInt8]) throws -> LSN {
+        let crc = CRC32C.of(payload)
+        var record = [UInt8](repeating: 0, count: JournalFormat.recordHeaderSize)
+        record.append(contentsOf: payload)
+        return try record.withUnsafeMutableBytes { (raw) throws -> LSN in
+            try withUnsafeTemporaryAllocation(of: iovec.self, capacity: 1) { (iov) throws -> LSN in
+                iov[0] = iovec(iov_base: raw.baseAddress, iov_len: raw.count)
+                return try append(type: type, payloadCRC: crc, payloadLength: payload.count, header: raw, iov: UnsafeBufferPointer(iov))
+            }
+        }
+    }
+
+    /// Under the lock: assigns the LSN, stores the record header (first 24 bytes of `header`),
+    /// writes, and rolls the segment when it is full.
+    private func append(type: RecordType, payloadCRC: UInt32, payloadLength: Int,
+                        header: UnsafeMutableRawBufferPointer, iov: UnsafeBufferPointer<iovec>) throws -> LSN {
+        lock.lock()
+        defer { lock.unlock() }
+        if let failure { throw failure }
+        let lsn = nextLSN
+        RecordHeader(payloadCRC: payloadCRC, length: UInt32(payloadLength), type: type, lsn: lsn).store(into: header)
+        do {
+            try current.append(iov, total: JournalFormat.recordHeaderSize + payloadLength)
+        } catch {
+            let e = LifeboatError.system(error as? Errno ?? .ioError, "journal append failed", path: current.path.string, offset: current.end)
+            lastAppendError = e
+            throw e
+        }
+        lastAppendError = nil
+        nextLSN = lsn.next
+        if current.end >= configuration.segmentBytes {
+            try rollLocked()
+        }
+        return lsn
+    }
+
+    private static func appendSeal(to segment: OpenSegment, lsn: LSN) throws {
+        var record = [UInt8](repeating: 0, count: JournalFormat.recordHeaderSize)
+        try record.withUnsafeMutableBytes { (raw) throws in
+            RecordHeader(payloadCRC: CRC32C.of([]), length: 0, type: .seal, lsn: lsn).store(into: raw)
+            try withUnsafeTemporaryAllocation(of: iovec.self, capacity: 1) { (iov) throws in
+                iov[0] = iovec(iov_base: raw.baseAddress, iov_len: raw.count)
+                do { try segment.append(UnsafeBufferPointer(iov), total: raw.count) } catch {
+                    throw LifeboatError.system(error as? Errno ?? .ioError, "cannot append seal record", path: segment.path.string, offset: segment.end)
+                }
+            }
+        }
+    }
+
+    // MARK: Segments
+
+    /// Seals the current segment (seal record, fdatasync) and starts the next one. Lock held.
+    private func rollLocked() throws {
+        let old = current
+        let sealLSN = nextLSN
+        do {
+            try Journal.appendSeal(to: old, lsn: sealLSN)
+            try old.fd.dataSync()
+        } catch {
+            let e = (error as? LifeboatError) ?? .system(error as? Errno ?? .ioError, "cannot sync sealed segment", path: old.path.string)
+            failure = e
+            lock.broadcast()
+            throw e
+        }
+        nextLSN = sealLSN.next
+        durableLSN = sealLSN
+        do {
+            current = try OpenSegment.create(in: directory, groupID: groupID, firstLSN: nextLSN)
+        } catch {
+            let e = (error as? LifeboatError) ?? LifeboatError(.io, "\(error)", path: directory.string)
+            failure = e
+            lock.broadcast()
+            throw e
+        }
+        sealedBytes += old.end
+        sealedCount += 1
+        lock.broadcast()
+    }
+
+    /// Seals the current segment if it holds records and is at least `age` old: shipping
+    /// needs a sealed segment at least this often while there are writes.
+    public func sealIfOlder(than age: Duration) throws {
+        try lock.withLock { () throws in
+            guard failure == nil, current.records > 0, current.openedAt.duration(to: .now) >= age else { return }
+            try rollLocked()
+        }
+    }
+
+    // MARK: Durability
+
+    /// Returns once every record appended before the call is durable (group commit).
+    public func sync() throws {
+        lock.lock()
+        defer { lock.unlock() }
+        let target = LSN(nextLSN.rawValue - 1)
+        while durableLSN < target {
+            if let failure { throw failure }
+            if syncing {
+                lock.wait()
+                continue
+            }
+            syncing = true
+            let segment = current
+            let goal = LSN(nextLSN.rawValue - 1)
+            lock.unlock()
+            var syncError: Errno?
+            do { try segment.fd.dataSync() } catch { syncError = error as? Errno ?? .ioError }
+            lock.lock()
+            syncing = false
+            syncs += 1
+            if let syncError {
+                failure = .system(syncError, "journal fdatasync failed; nothing more is acknowledged until restart", path: segment.path.string)
+            } else if goal > durableLSN {
+                durableLSN = goal
+            }
+            lock.broadcast()
+        }
+    }
+
+    /// Appends a flush record and makes everything up to it durable.
+    public func flush() throws {
+        _ = try appendFlush()
+        try sync()
+    }
+
+    public var stats: Stats {
+        lock.withLock {
+            Stats(appendedLSN: LSN(nextLSN.rawValue - 1), durableLSN: durableLSN, bytes: sealedBytes + current.end,
+                  segments: sealedCount + 1, syncs: syncs, failure: failure ?? lastAppendError)
+        }
+    }
+
+    /// Syncs what was appended and closes the current segment (left open: the next `open`
+    /// seals it). Further appends fail.
+    public func close() throws {
+        try sync()
+        lock.withLock {
+            if failure == nil { failure = LifeboatError(.io, "journal is closed", path: directory.string) }
+        }
+    }
+
+    private static func removeTemporaryFiles(_ directory: FilePath) throws {
+        for entry in (try? FileManager.default.contentsOfDirectory(atPath: directory.string)) ?? [] where entry.hasSuffix(".tmp") {
+            try? FileManager.default.removeItem(atPath: directory.appending(entry).string)
+        }
+    }
+}

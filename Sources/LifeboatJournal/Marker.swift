@@ -1,0 +1,54 @@
+import LifeboatCore
+
+/// A recovery-point marker: the payload of a `marker` record.
+///
+/// | off | size | field |
+/// | 0 | 1 | kind (1 crash-consistent, 2 app-consistent, 3 label) | 1 | 3 | reserved |
+/// | 4 | 8 | time (Unix ns) | 12 | 2 | label length L | 14 | L | label (UTF-8) |
+/// | 14+L | 4 | disk count N | then N × (4 disk id, 16 digest root: high then low, LE) |
+public struct Marker: Equatable, Sendable {
+    public enum Kind: UInt8, Sendable { case crashConsistent = 1, appConsistent = 2, label = 3 }
+    public var kind: Kind
+    public var timeNanos: Int64
+    public var label: String
+    public var digests: [DiskID: Hash128]
+
+    public init(kind: Kind, timeNanos: Int64, label: String, digests: [DiskID: Hash128]) {
+        self.kind = kind
+        self.timeNanos = timeNanos
+        self.label = label
+        self.digests = digests
+    }
+
+    public func encoded() -> [UInt8] {
+        var w = ByteWriter()
+        w.put(kind.rawValue)
+        w.put(zeros: 3)
+        w.put(timeNanos)
+        let label = Array(self.label.utf8.prefix(Int(UInt16.max)))
+        w.put(UInt16(label.count))
+        w.put(label)
+        w.put(UInt32(digests.count))
+        for (disk, root) in digests.sorted(by: { $0.key < $1.key }) {
+            w.put(disk.rawValue)
+            w.put(root.high)
+            w.put(root.low)
+        }
+        return w.bytes
+    }
+
+    public static func decode(_ payload: UnsafeRawBufferPointer) -> Marker? {
+        var r = ByteReader(payload)
+        guard let k = r.get(UInt8.self), let kind = Kind(rawValue: k), r.get(count: 3) == [0, 0, 0],
+            let time = r.get(Int64.self), let len = r.get(UInt16.self), let label = r.get(count: Int(len)),
+            let text = String(validating: label, as: UTF8.self), let n = r.get(UInt32.self)
+        else { return nil }
+        var digests: [DiskID: Hash128] = [:]
+        for _ in 0..<n {
+            guard let d = r.get(UInt32.self), let high = r.get(UInt64.self), let low = r.get(UInt64.self) else { return nil }
+            digests[DiskID(d)] = Hash128(high: high, low: low)
+        }
+        guard r.remaining == 0 else { return nil }
+        return Marker(kind: kind, timeNanos: time, label: text, digests: digests)
+    }
+}

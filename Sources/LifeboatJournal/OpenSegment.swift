@@ -1,0 +1,84 @@
+import LifeboatCore
+import SystemPackage
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The segment being appended to. A class so that a group-commit leader that is in the middle
+/// of fdatasync keeps the descriptor open even if a rollover replaces the segment meanwhile.
+final class OpenSegment: @unchecked Sendable {
+    let fd: FileDescriptor
+    let path: FilePath
+    let firstLSN: LSN
+    let openedAt: ContinuousClock.Instant
+    /// Offset of the next record (guarded by the journal's lock).
+    var end: Int64
+    var records = 0
+
+    init(fd: FileDescriptor, path: FilePath, firstLSN: LSN, end: Int64) {
+        self.fd = fd
+        self.path = path
+        self.firstLSN = firstLSN
+        self.end = end
+        self.openedAt = .now
+    }
+
+    deinit { try? fd.close() }
+
+    /// Creates a segment whose header is durable before it is visible under its name:
+    /// write `NAME.tmp`, fdatasync, rename, fsync the directory.
+    static func create(in directory: FilePath, groupID: [UInt8], firstLSN: LSN) throws -> OpenSegment {
+        let path = directory.appending(SegmentName.make(firstLSN: firstLSN))
+        let header = SegmentHeader(groupID: groupID, firstLSN: firstLSN, createdNanos: wallClockNanos()).encoded()
+        try writeFileAtomically(path, header)
+        return try openForAppend(path, firstLSN: firstLSN, end: Int64(header.count))
+    }
+
+    static func openForAppend(_ path: FilePath, firstLSN: LSN, end: Int64) throws -> OpenSegment {
+        do {
+            let fd = try FileDescriptor.open(path, .writeOnly, options: [.closeOnExec])
+            return OpenSegment(fd: fd, path: path, firstLSN: firstLSN, end: end)
+        } catch {
+            throw LifeboatError.system(error as? Errno ?? .ioError, "cannot open journal segment for append", path: path.string)
+        }
+    }
+
+    /// pwritev of the iovecs at `end`; on success `end` moves past them. On failure the
+    /// partial record is cut off again (so the tail stays valid) and the errno is thrown.
+    func append(_ iov: UnsafeBufferPointer<iovec>, total: Int) throws {
+        let fdRaw = fd.rawValue
+        let start = end
+        var written = 0
+        var result = syscallRetrying { Glibc.pwritev(fdRaw, iov.baseAddress, Int32(iov.count), Int(start)) }
+        if case .success(let n) = result { written = n }
+        // A short write (a full disk part-way) is finished piece by piece, or fails.
+        while case .success = result, written < total {
+            var skip = written
+            for v in iov {
+                if skip >= v.iov_len { skip -= v.iov_len; continue }
+                let base = v.iov_base!.advanced(by: skip)
+                let len = v.iov_len - skip
+                result = syscallRetrying { Glibc.pwrite(fdRaw, base, len, Int(start) + written) }
+                guard case .success(let n) = result, n > 0 else {
+                    if case .success = result { result = .failure(Errno.noSpace) }
+                    break
+                }
+                written += n
+                break
+            }
+        }
+        if case .failure(let e) = result {
+            _ = syscallRetrying { Glibc.ftruncate(fdRaw, Int(start)) }
+            throw e
+        }
+        end = start + Int64(total)
+        records += 1
+    }
+}
+
+func wallClockNanos() -> Int64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_REALTIME, &ts)
+    return Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec)
+}

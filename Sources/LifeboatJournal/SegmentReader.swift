@@ -1,0 +1,150 @@
+import LifeboatCore
+import SystemPackage
+
+/// One valid record found by a scan: where it is and what its header says.
+public struct ScannedRecord: Sendable {
+    public var offset: Int
+    public var header: RecordHeader
+    public var payloadOffset: Int { offset + JournalFormat.recordHeaderSize }
+}
+
+/// How a segment's valid records end.
+public enum SegmentEnd: Equatable, Sendable {
+    /// A seal record closes the segment (only zeros may follow it).
+    case sealed
+    /// Valid records run to EOF (or to zero padding): the segment was being appended to.
+    case open
+    /// The last record is incomplete or fails its checksum and nothing valid follows it:
+    /// what a crash in the middle of an append leaves. Only acceptable in the newest segment.
+    case tornTail(offset: Int, bytes: Int, reason: String)
+}
+
+/// The result of reading one segment file start to end.
+public struct SegmentScan: Sendable {
+    public var path: FilePath
+    public var header: SegmentHeader
+    public var records: [ScannedRecord]
+    public var end: SegmentEnd
+    /// Offset just past the last valid record.
+    public var validEnd: Int
+    /// LSN of the last valid record, or firstLSN − 1 when there is none.
+    public var lastLSN: LSN
+}
+
+/// Reads and validates segments. A record at offset X is valid if and only if: its header
+/// checksum matches, its reserved bytes are zero, its LSN is one more than the previous
+/// record's (the segment header's first LSN for the first record), its payload fits in the
+/// file and matches the payload checksum, its type is known or ignorable, and a write
+/// record's payload is a well-formed block run. The first invalid record ends the valid
+/// data; it is a torn tail when no valid record header with a later LSN starts anywhere
+/// after it, and corruption otherwise.
+public enum SegmentReader {
+    /// Reads the whole file; segments are bounded in size (the writer's limit).
+    public static func load(_ path: FilePath) throws -> [UInt8] {
+        do {
+            let fd = try FileDescriptor.open(path, .readOnly)
+            defer { try? fd.close() }
+            let size = Int(try fd.fileSize())
+            var bytes = [UInt8](repeating: 0, count: size)
+            try bytes.withUnsafeMutableBytes { buf in try fd.readAll(at: 0, into: buf) }
+            return bytes
+        } catch let e as Errno {
+            throw LifeboatError.system(e, "cannot read journal segment", path: path.string)
+        } catch {
+            throw LifeboatError(.io, "\(error)", path: path.string)
+        }
+    }
+
+    public static func scan(_ bytes: [UInt8], path: FilePath) throws -> SegmentScan {
+        try bytes.withUnsafeBytes { raw in try scan(raw, path: path) }
+    }
+
+    public static func scan(_ raw: UnsafeRawBufferPointer, path: FilePath) throws -> SegmentScan {
+        let name = path.string
+        let header = try SegmentHeader.decode(raw, path: name)
+        var records: [ScannedRecord] = []
+        var pos = JournalFormat.segmentHeaderSize
+        var expect = header.firstLSN
+        while true {
+            if pos == raw.count {
+                return SegmentScan(path: path, header: header, records: records, end: .open, validEnd: pos, lastLSN: LSN(expect.rawValue - 1))
+            }
+            switch checkRecord(raw, at: pos, expecting: expect, path: name) {
+            case .valid(let h):
+                records.append(ScannedRecord(offset: pos, header: h))
+                pos += JournalFormat.recordHeaderSize + Int(h.length)
+                expect = expect.next
+                if h.type == .seal {
+                    if let junk = firstNonZero(raw, from: pos) {
+                        throw LifeboatError(.corrupt, "data after the seal record", path: name, offset: Int64(junk))
+                    }
+                    return SegmentScan(path: path, header: header, records: records, end: .sealed, validEnd: pos, lastLSN: h.lsn)
+                }
+            case .unsupported(let message):
+                throw LifeboatError(.unsupported, message, path: name, offset: Int64(pos))
+            case .invalid(let reason):
+                let last = LSN(expect.rawValue - 1)
+                if firstNonZero(raw, from: pos) == nil {
+                    return SegmentScan(path: path, header: header, records: records, end: .open, validEnd: pos, lastLSN: last)
+                }
+                if let later = laterValidHeader(raw, after: pos, minimumLSN: expect) {
+                    throw LifeboatError(
+                        .corrupt, "\(reason) (record LSN \(expect)); a valid record follows at offset \(later), so this is corruption, not a torn tail",
+                        path: name, offset: Int64(pos))
+                }
+                let end = SegmentEnd.tornTail(offset: pos, bytes: raw.count - pos, reason: reason)
+                return SegmentScan(path: path, header: header, records: records, end: end, validEnd: pos, lastLSN: last)
+            }
+        }
+    }
+
+    private enum Check {
+        case valid(RecordHeader)
+        case invalid(String)
+        case unsupported(String)
+    }
+
+    private static func checkRecord(_ raw: UnsafeRawBufferPointer, at pos: Int, expecting lsn: LSN, path: String) -> Check {
+        let rest = UnsafeRawBufferPointer(rebasing: raw[pos...])
+        guard rest.count >= JournalFormat.recordHeaderSize else { return .invalid("record header is cut short (\(rest.count) bytes)") }
+        guard let h = RecordHeader.decode(rest) else { return .invalid("record header checksum mismatch") }
+        guard h.lsn == lsn else { return .invalid("record LSN \(h.lsn) where \(lsn) was expected") }
+        let len = Int(h.length)
+        guard len <= JournalFormat.maxPayload, len <= rest.count - JournalFormat.recordHeaderSize else {
+            return .invalid("record payload of \(len) bytes runs past the end of the file")
+        }
+        let payload = UnsafeRawBufferPointer(rebasing: rest[JournalFormat.recordHeaderSize..<JournalFormat.recordHeaderSize + len])
+        guard CRC32C.of(payload) == h.payloadCRC else { return .invalid("record payload checksum mismatch") }
+        if !h.type.isKnown && !h.type.isIgnorable {
+            return .unsupported("record type \(h.type.rawValue) is not known to this lifeboat and not marked ignorable")
+        }
+        switch h.type {
+        case .write where WritePayloadHeader.decode(payload) == nil:
+            return .invalid("malformed write record payload")
+        case .marker where Marker.decode(payload) == nil:
+            return .invalid("malformed marker record payload")
+        case .flush where len != 0, .seal where len != 0:
+            return .invalid("\(h.type) record with a payload")
+        default:
+            return .valid(h)
+        }
+    }
+
+    private static func firstNonZero(_ raw: UnsafeRawBufferPointer, from: Int) -> Int? {
+        var i = from
+        while i < raw.count {
+            if raw[i] != 0 { return i }
+            i += 1
+        }
+        return nil
+    }
+
+    private static func laterValidHeader(_ raw: UnsafeRawBufferPointer, after pos: Int, minimumLSN: LSN) -> Int? {
+        var i = pos + 1
+        while i + JournalFormat.recordHeaderSize <= raw.count {
+            if let h = RecordHeader.decode(UnsafeRawBufferPointer(rebasing: raw[i...])), h.lsn >= minimumLSN { return i }
+            i += 1
+        }
+        return nil
+    }
+}
