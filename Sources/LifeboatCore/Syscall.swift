@@ -99,3 +99,7 @@ public func writeFileAtomically(_ path: FilePath, _ bytes: [UInt8]) throws(Lifeb
         throw LifeboatError(.io, "\(error)", path: path.string)
     }
 }
+
+/// lseek whences from <unistd.h> hidden behind _GNU_SOURCE (the same on every Linux arch).
+public let seekData: Int32 = 3
+public let seekHole: Int32 = 4

@@ -54,7 +54,7 @@ public final class FUSESession: @unchecked Sendable {
     /// Mounts. Fails with one clear error when the mountpoint is missing, not a directory, or
     /// already a mount point, or when /dev/fuse cannot be opened.
     public func mount() throws(LifeboatError) {
-        try Self.checkMountpoint(mountpoint)
+        try Self.checkMountpointIsFree(mountpoint)
         guard access("/dev/fuse", R_OK | W_OK) == 0 else {
             throw LifeboatError(.permission, "cannot open /dev/fuse (run as root, with the fuse module loaded)", path: "/dev/fuse")
         }
@@ -105,7 +105,8 @@ public final class FUSESession: @unchecked Sendable {
         mounted = false
     }
 
-    static func checkMountpoint(_ path: String) throws(LifeboatError) {
+    /// Checks that `path` is an existing directory with nothing mounted on it.
+    public static func checkMountpointIsFree(_ path: String) throws(LifeboatError) {
         var st = Glibc.stat()
         guard stat(path, &st) == 0 else {
             throw LifeboatError(.notFound, "mountpoint does not exist", path: path)

@@ -1,0 +1,42 @@
+import Foundation
+import LifeboatCore
+import SystemPackage
+
+/// `SITE/state/checkpoint.json`: every journal record up to `appliedLSN` is durable in the
+/// primaries and the digest sidecars, so recovery replays only the records after it.
+/// `cleanStop` is true only after `protect` drained and stopped normally.
+public struct Checkpoint: Codable, Equatable, Sendable {
+    public var appliedLSN: LSN
+    public var cleanStop: Bool
+
+    public init(appliedLSN: LSN, cleanStop: Bool) {
+        self.appliedLSN = appliedLSN
+        self.cleanStop = cleanStop
+    }
+
+    static func path(in state: FilePath) -> FilePath { state.appending("checkpoint.json") }
+
+    public static func load(from state: FilePath) throws -> Checkpoint {
+        let path = Self.path(in: state)
+        guard let data = FileManager.default.contents(atPath: path.string) else {
+            throw LifeboatError(.notFound, "missing checkpoint", path: path.string)
+        }
+        do { return try JSONDecoder().decode(Checkpoint.self, from: data) } catch {
+            throw LifeboatError(.corrupt, "checkpoint is not valid: \(error)", path: path.string)
+        }
+    }
+
+    func save(in state: FilePath) throws {
+        let data: Data
+        do { data = try JSONEncoder().encode(self) } catch { throw LifeboatError(.io, "\(error)") }
+        try writeFileAtomically(Self.path(in: state), Array(data))
+    }
+}
+
+extension LSN: Codable {
+    public init(from decoder: any Decoder) throws { self.init(try decoder.singleValueContainer().decode(UInt64.self)) }
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.singleValueContainer()
+        try c.encode(rawValue)
+    }
+}

@@ -1,0 +1,96 @@
+import LifeboatCore
+import SystemPackage
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A disk's digest sidecar (`NAME.digest`, the leaves of `DiskDigest`), memory-mapped and
+/// updated on every write, plus the chunk hashes, kept in memory and recomputed lazily: a write
+/// only marks its chunk dirty, and `root()` rehashes the dirty chunks (16 KiB each).
+///
+/// Concurrency: `update` for one block is serialized by the caller's block lock; `root()`
+/// is exact only while no write is in flight (the group takes its apply lock exclusively).
+public final class DigestMap: @unchecked Sendable {
+    public let blockCount: Int
+    public let sizeBytes: Int64
+    private let fd: FileDescriptor
+    private let leaves: UnsafeMutableRawPointer
+    private let chunks: UnsafeMutableBufferPointer<Hash128>
+    private let dirty: UnsafeMutableBufferPointer<UInt8>
+    private let mappedBytes: Int
+
+    /// Opens the sidecar at `path`, creating it from the primary's content when `rebuildFrom`
+    /// is given (new disk, or a sidecar that cannot be trusted).
+    public init(path: FilePath, sizeBytes: Int64, rebuildFrom primary: FileDescriptor?) throws {
+        self.sizeBytes = sizeBytes
+        self.blockCount = Int(sizeBytes >> Int64(BlockSize.shift))
+        self.mappedBytes = blockCount * DiskDigest.leafBytes
+        do {
+            fd = try FileDescriptor.open(path, .readWrite, options: primary == nil ? [.closeOnExec] : [.create, .closeOnExec], permissions: [.ownerReadWrite, .groupRead, .otherRead])
+            if primary == nil {
+                guard try fd.fileSize() == Int64(mappedBytes) else {
+                    try? fd.close()
+                    throw LifeboatError(.corrupt, "digest sidecar has the wrong size for a \(sizeBytes)-byte disk", path: path.string)
+                }
+            } else {
+                try fd.resize(to: Int64(mappedBytes))
+            }
+        } catch let e as LifeboatError {
+            throw e
+        } catch {
+            throw LifeboatError.system(error as? Errno ?? .ioError, "cannot open the digest sidecar", path: path.string)
+        }
+        guard let map = mmap(nil, mappedBytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd.rawValue, 0), map != MAP_FAILED else {
+            try? fd.close()
+            throw LifeboatError.system(Errno(rawValue: errno), "cannot map the digest sidecar", path: path.string)
+        }
+        leaves = map
+        let chunkCount = DiskDigest.chunkCount(blocks: blockCount)
+        chunks = .allocate(capacity: chunkCount)
+        chunks.initialize(repeating: .zero)
+        dirty = .allocate(capacity: chunkCount)
+        dirty.initialize(repeating: 1)
+        if let primary {
+            do { try DiskDigest.computeLeaves(ofImage: primary, blocks: blockCount, into: leaves) } catch {
+                throw LifeboatError.system(error as? Errno ?? .ioError, "cannot read the primary to build its digest", path: path.string)
+            }
+            try sync(path: path)
+        }
+    }
+
+    deinit {
+        munmap(leaves, mappedBytes)
+        chunks.deallocate()
+        dirty.deallocate()
+        try? fd.close()
+    }
+
+    /// Hashes the 4096-byte `data` as block `block`'s new content.
+    @inline(__always)
+    public func update(_ block: Int, with data: UnsafeRawBufferPointer) {
+        DiskDigest.storeLeaf(Hash128.of(data), into: leaves, block: block)
+        dirty[block / DiskDigest.leavesPerChunk] = 1
+    }
+
+    public func leaf(_ block: Int) -> Hash128 {
+        let p = UnsafeRawBufferPointer(start: leaves + block * DiskDigest.leafBytes, count: DiskDigest.leafBytes)
+        return Hash128(high: p.loadLE(UInt64.self, at: 0), low: p.loadLE(UInt64.self, at: 8))
+    }
+
+    /// The disk's digest root.
+    public func root() -> Hash128 {
+        for i in 0..<chunks.count where dirty[i] != 0 {
+            dirty[i] = 0
+            chunks[i] = DiskDigest.chunkHash(leaves: leaves, blocks: blockCount, chunk: i)
+        }
+        return DiskDigest.root(chunks: UnsafeBufferPointer(chunks), sizeBytes: sizeBytes)
+    }
+
+    /// Writes the mapped leaves back to the file (msync MS_SYNC).
+    public func sync(path: FilePath) throws {
+        if msync(leaves, mappedBytes, MS_SYNC) != 0 {
+            throw LifeboatError.system(Errno(rawValue: errno), "cannot sync the digest sidecar", path: path.string)
+        }
+    }
+}

@@ -1,0 +1,97 @@
+import Foundation
+import LifeboatCore
+import LifeboatFUSE
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The protected-disk filesystem: a root directory with one `NAME.img` file per disk of the
+/// group. Reads come straight from the primary (the kernel splices them); writes go through
+/// the group's write path; fsync is a journal flush. Sizes are fixed.
+public final class ProtectFilesystem: FUSEFilesystem, @unchecked Sendable {
+    private let group: ProtectionGroup
+    private let names: [String: Int]
+    private let modified: timespec
+
+    public init(group: ProtectionGroup) {
+        self.group = group
+        self.names = Dictionary(uniqueKeysWithValues: group.disks.enumerated().map { ($1.config.name + ".img", $0) })
+        let now = group.startedAt.timeIntervalSince1970
+        self.modified = timespec(tv_sec: Int(now), tv_nsec: 0)
+    }
+
+    public var attributeTimeout: Double { 3600 }
+
+    @inline(__always)
+    private func diskIndex(_ inode: Inode) throws(FUSEError) -> Int {
+        let index = Int(inode.rawValue) - 2
+        guard index >= 0, index < group.disks.count else { throw .noEntry }
+        return index
+    }
+
+    private func attributes(ofDisk index: Int) -> FileAttributes {
+        FileAttributes(inode: Inode(UInt64(index + 2)), isDirectory: false, permissions: 0o644, size: group.disks[index].sizeBytes, modified: modified)
+    }
+
+    private var rootAttributes: FileAttributes {
+        FileAttributes(inode: .root, isDirectory: true, permissions: 0o755, size: 4096, modified: modified)
+    }
+
+    public func lookup(parent: Inode, name: String) throws(FUSEError) -> FileAttributes {
+        guard parent == .root, let index = names[name] else { throw .noEntry }
+        return attributes(ofDisk: index)
+    }
+
+    public func getattr(_ inode: Inode) throws(FUSEError) -> FileAttributes {
+        if inode == .root { return rootAttributes }
+        return attributes(ofDisk: try diskIndex(inode))
+    }
+
+    public func truncate(_ inode: Inode, to size: Int64) throws(FUSEError) -> FileAttributes {
+        let a = try getattr(inode)
+        // A protected disk has a fixed size; O_TRUNC or a resize would destroy or reshape it.
+        guard !a.isDirectory, size == a.size else { throw .notPermitted }
+        return a
+    }
+
+    public func open(_ inode: Inode, flags: Int32) throws(FUSEError) {
+        _ = try diskIndex(inode)
+    }
+
+    public func read(_ inode: Inode, offset: Int64, size: Int, reply: (ReadSource) -> Void) throws(FUSEError) {
+        let disk = group.disks[try diskIndex(inode)]
+        let length = offset >= disk.sizeBytes ? 0 : Int(min(Int64(size), disk.sizeBytes - offset))
+        reply(.file(fd: disk.primary.rawValue, offset: offset, length: length))
+    }
+
+    public func write(_ inode: Inode, offset: Int64, data: UnsafeRawBufferPointer) throws(FUSEError) {
+        let index = try diskIndex(inode)
+        do {
+            try group.write(disk: index, offset: offset, data: data)
+        } catch let e as LifeboatError where e.code == .invalidArgument {
+            throw .noSpace  // past the end of the disk, as a block device answers
+        } catch {
+            // Never acknowledged without being journaled: the writer sees EIO; status says why.
+            throw .io
+        }
+    }
+
+    public func fsync(_ inode: Inode, dataOnly: Bool) throws(FUSEError) {
+        _ = try diskIndex(inode)
+        do { try group.flush() } catch { throw .io }
+    }
+
+    public func readdir(_ inode: Inode) throws(FUSEError) -> [DirectoryEntry] {
+        guard inode == .root else { throw FUSEError(ENOTDIR) }
+        var entries = [DirectoryEntry(name: ".", attributes: rootAttributes), DirectoryEntry(name: "..", attributes: rootAttributes)]
+        for (i, disk) in group.disks.enumerated() {
+            entries.append(DirectoryEntry(name: disk.config.name + ".img", attributes: attributes(ofDisk: i)))
+        }
+        return entries
+    }
+
+    public func statfs() -> (totalBytes: UInt64, freeBytes: UInt64) {
+        (UInt64(group.disks.reduce(0) { $0 + $1.sizeBytes }), 0)
+    }
+}

@@ -1,0 +1,170 @@
+import Foundation
+import LifeboatCore
+import LifeboatJournal
+import Logging
+import Synchronization
+import SystemPackage
+
+/// The disks of a site under protection, sharing one journal and one LSN space.
+///
+/// Write path (`write`): widen to whole 4 KiB blocks (reading the partial ones from the
+/// primary), take the blocks' stripe locks, append to the journal (the LSN is assigned
+/// there), write the primary, update the digest leaves, release. Writes hold the apply lock
+/// shared; a checkpoint takes it exclusively for an instant to read an LSN that every
+/// applied write is at or below.
+public final class ProtectionGroup: @unchecked Sendable {
+    public struct Options: Sendable {
+        public var segmentBytes: Int64 = 64 << 20
+        public var sealInterval: Duration = .seconds(1)
+        public var checkpointInterval: Duration = .seconds(5)
+        public init() {}
+    }
+
+    public let site: Site
+    let journal: Journal
+    let disks: [ProtectedDisk]
+    private let stripes = StripedLocks()
+    private let applyLock = ReadWriteLock()
+    private let siteLock: FileDescriptor
+    private let options: Options
+    private let logger: Logger
+    public let recovery: RecoveryReport
+    public let replayedRecords: Int
+    private let checkpointState = Mutex<(lsn: LSN, at: ContinuousClock.Instant)>((.zero, .now))
+    let startedAt = Date()
+
+    /// Takes the site lock, opens every disk, checks the whole journal, cuts a torn tail,
+    /// replays onto the primaries every record after the last checkpoint, and checkpoints.
+    public static func open(site: Site, options: Options = .init(), logger: Logger) throws -> ProtectionGroup {
+        let lockFD = try site.lock(for: "starting another protect")
+        do {
+            return try ProtectionGroup(site: site, options: options, logger: logger, lockFD: lockFD)
+        } catch {
+            try? lockFD.close()
+            throw error
+        }
+    }
+
+    private init(site: Site, options: Options, logger: Logger, lockFD: FileDescriptor) throws {
+        self.site = site
+        self.options = options
+        self.logger = logger
+        self.siteLock = lockFD
+        let saved = try Checkpoint.load(from: site.stateDirectory)
+        if !saved.cleanStop {
+            logger.warning("the previous protect did not stop cleanly; recovering from the journal after LSN \(saved.appliedLSN)")
+        }
+        var opened: [ProtectedDisk] = []
+        for config in site.config.disks { opened.append(try ProtectedDisk(site: site, config: config)) }
+        let byID = Dictionary(uniqueKeysWithValues: opened.map { ($0.id, $0) })
+        var replayed = 0
+        let (journal, report) = try Journal.open(
+            directory: site.journalDirectory, groupID: site.config.groupIDBytes,
+            configuration: .init(segmentBytes: options.segmentBytes)
+        ) { (scan, raw) throws in
+            for record in scan.records where record.header.type == .write {
+                let payload = UnsafeRawBufferPointer(rebasing: raw[record.payloadOffset..<(record.payloadOffset + Int(record.header.length))])
+                let write = WritePayloadHeader.decode(payload)!  // the scan validated it
+                guard let disk = byID[write.disk] else {
+                    throw LifeboatError(.corrupt, "write record for disk id \(write.disk), which the site does not have", path: scan.path.string, offset: Int64(record.offset))
+                }
+                guard (Int(write.firstBlock.rawValue) + Int(write.blockCount)) <= disk.config.blockCount else {
+                    throw LifeboatError(.corrupt, "write record past the end of disk '\(disk.config.name)'", path: scan.path.string, offset: Int64(record.offset))
+                }
+                disk.lastLSN.store(record.header.lsn.rawValue, ordering: .relaxed)
+                guard record.header.lsn > saved.appliedLSN else { continue }
+                try disk.apply(firstBlock: write.firstBlock, data: UnsafeRawBufferPointer(rebasing: payload[JournalFormat.writePayloadHeaderSize...]))
+                replayed += 1
+            }
+        }
+        self.journal = journal
+        self.disks = opened
+        self.recovery = report
+        self.replayedRecords = replayed
+        if let torn = report.tornTail {
+            logger.warning("torn journal tail cut off: \(torn.segment) at offset \(torn.offset), \(torn.bytes) bytes (\(torn.reason)); kept in \(torn.evidence)")
+        }
+        if replayed > 0 { logger.notice("replayed \(replayed) journal records onto the primaries") }
+        try checkpoint(clean: false)
+    }
+
+    deinit { try? siteLock.close() }
+
+    // MARK: Write path
+
+    /// Captures a write of `data` at byte `offset` of disk `index` (position in `disks`).
+    @inline(__always)
+    func write(disk index: Int, offset: Int64, data: UnsafeRawBufferPointer) throws {
+        let disk = disks[index]
+        guard offset >= 0, data.count > 0, offset + Int64(data.count) <= disk.sizeBytes else {
+            throw LifeboatError(.invalidArgument, "write of \(data.count) bytes at \(offset) is outside the \(disk.sizeBytes)-byte disk")
+        }
+        let (first, count) = BlockSize.blocks(coveringOffset: offset, length: data.count)
+        applyLock.lockShared()
+        defer { applyLock.unlock() }
+        try stripes.withBlocks(first: first, count: count) { () throws in
+            if offset & Int64(BlockSize.bytes - 1) == 0 && data.count & (BlockSize.bytes - 1) == 0 {
+                try commit(disk, first: first, blocks: data)
+            } else {
+                // Partial blocks: read-modify-write whole blocks from the primary (rare: the
+                // kernel sends page-aligned writes for loop devices and most filesystems).
+                let whole = UnsafeMutableRawBufferPointer.allocate(byteCount: count << BlockSize.shift, alignment: BlockSize.bytes)
+                defer { whole.deallocate() }
+                do { try disk.primary.readAll(at: first.byteOffset.rawValue, into: whole) } catch {
+                    throw LifeboatError.system(error as? Errno ?? .ioError, "primary read for a partial-block write failed", path: disk.primaryPath.string, offset: first.byteOffset.rawValue)
+                }
+                let delta = Int(offset - first.byteOffset.rawValue)
+                UnsafeMutableRawBufferPointer(rebasing: whole[delta..<(delta + data.count)]).copyMemory(from: data)
+                try commit(disk, first: first, blocks: UnsafeRawBufferPointer(whole))
+            }
+        }
+    }
+
+    @inline(__always)
+    private func commit(_ disk: ProtectedDisk, first: BlockIndex, blocks: UnsafeRawBufferPointer) throws {
+        let lsn = try journal.appendWrite(disk: disk.id, firstBlock: first, data: blocks)
+        try disk.apply(firstBlock: first, data: blocks)
+        disk.lastLSN.store(lsn.rawValue, ordering: .relaxed)
+    }
+
+    /// fsync of an exposed file: every write acknowledged before it is durable in the journal.
+    func flush() throws {
+        try journal.flush()
+    }
+
+    // MARK: Checkpoints and background duties
+
+    /// Makes the primaries and digests durable up to an LSN and records it, so that recovery
+    /// replays only what follows. `clean` marks a normal stop.
+    public func checkpoint(clean: Bool) throws {
+        let lsn = applyLock.withExclusive { journal.stats.appendedLSN }
+        try journal.sync()
+        for disk in disks { try disk.sync() }
+        try Checkpoint(appliedLSN: lsn, cleanStop: clean).save(in: site.stateDirectory)
+        checkpointState.withLock { $0 = (lsn, .now) }
+    }
+
+    /// Called a few times a second by `protect`: seals the segment by age, checkpoints when due.
+    public func tick() {
+        do {
+            try journal.sealIfOlder(than: options.sealInterval)
+            let (lsn, at) = checkpointState.withLock { $0 }
+            if at.duration(to: .now) >= options.checkpointInterval && journal.stats.appendedLSN > lsn {
+                try checkpoint(clean: false)
+            }
+        } catch {
+            logger.error("\(error)")
+        }
+    }
+
+    /// Drains: syncs the journal, checkpoints as a clean stop, releases the site.
+    public func close() throws {
+        try checkpoint(clean: true)
+        try journal.close()
+    }
+
+    /// The digest root of every disk at one instant (writes paused for the computation).
+    public func digests() -> [DiskID: Hash128] {
+        applyLock.withExclusive { Dictionary(uniqueKeysWithValues: disks.map { ($0.id, $0.digest.root()) }) }
+    }
+}

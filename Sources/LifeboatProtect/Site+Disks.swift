@@ -1,0 +1,104 @@
+import Foundation
+import LifeboatCore
+import SystemPackage
+
+extension Site {
+    /// Names become file names (`NAME.img`): letters, digits, `.`, `_`, `-`; 1–64 characters,
+    /// not starting with a dot.
+    public static func validateDiskName(_ name: String) throws {
+        let allowed = name.unicodeScalars.allSatisfy { $0.isASCII && (CharacterSet.alphanumerics.contains($0) || "._-".unicodeScalars.contains($0)) }
+        guard !name.isEmpty, name.count <= 64, allowed, !name.hasPrefix(".") else {
+            throw LifeboatError(.invalidArgument, "disk name '\(name)' is not valid: use 1–64 letters, digits, '.', '_' or '-', not starting with '.'")
+        }
+    }
+
+    /// Adds a disk: an empty (sparse) one of `sizeBytes`, or one whose initial content is the
+    /// raw image `from` (size defaults to the image's). Fails while `protect` runs.
+    public mutating func createDisk(name: String, sizeBytes: Int64?, from image: FilePath?) throws -> SiteConfig.Disk {
+        try Site.validateDiskName(name)
+        let lockFD = try lock(for: "adding a disk")
+        defer { try? lockFD.close() }
+        if config.disk(named: name) != nil {
+            throw LifeboatError(.alreadyExists, "disk '\(name)' already exists in this site", path: root.string)
+        }
+        var source: FileDescriptor?
+        defer { try? source?.close() }
+        var imageSize: Int64 = 0
+        if let image {
+            do {
+                source = try FileDescriptor.open(image, .readOnly)
+                imageSize = try source!.fileSize()
+            } catch {
+                throw LifeboatError.system(error as? Errno ?? .ioError, "cannot open the source image", path: image.string)
+            }
+        }
+        let size = sizeBytes ?? imageSize
+        guard size > 0 else { throw LifeboatError(.invalidArgument, "disk size must be given (--size) and greater than zero") }
+        guard size % Int64(BlockSize.bytes) == 0 else {
+            throw LifeboatError(.invalidArgument, "disk size \(size) is not a multiple of 4 KiB" + (image != nil && sizeBytes == nil ? " (the image's size; give --size to round it up)" : ""))
+        }
+        guard imageSize <= size else {
+            throw LifeboatError(.invalidArgument, "the image is \(imageSize) bytes, larger than the disk size \(size)", path: image?.string)
+        }
+        let disk = SiteConfig.Disk(id: config.nextDiskID, name: name, sizeBytes: size, createdAt: Date(), source: image?.string)
+        let paths = [primaryPath(disk), basePath(disk), digestPath(disk)]
+        do {
+            for path in paths[0...1] {
+                try SparseCopy.create(path, sizeBytes: size, from: source)
+            }
+            let primary = try FileDescriptor.open(primaryPath(disk), .readOnly)
+            defer { try? primary.close() }
+            _ = try DigestMap(path: digestPath(disk), sizeBytes: size, rebuildFrom: primary)
+            try syncDirectory(primaryPath(disk).removingLastComponent())
+        } catch {
+            for path in paths { try? FileManager.default.removeItem(atPath: path.string) }
+            if let e = error as? LifeboatError { throw e }
+            throw LifeboatError.system(error as? Errno ?? .ioError, "cannot create the disk files", path: primaryPath(disk).string)
+        }
+        config.disks.append(disk)
+        config.nextDiskID += 1
+        try save()
+        return disk
+    }
+}
+
+/// Sparse copies: all-zero 64 KiB runs of the source become holes in the destination.
+enum SparseCopy {
+    static func create(_ path: FilePath, sizeBytes: Int64, from source: FileDescriptor?) throws {
+        let out = try FileDescriptor.open(path, .writeOnly, options: [.create, .exclusiveCreate, .closeOnExec], permissions: [.ownerReadWrite, .groupRead])
+        defer { try? out.close() }
+        if let source {
+            let chunk = 1 << 20
+            let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunk, alignment: 4096)
+            defer { buffer.deallocate() }
+            let size = try source.fileSize()
+            var offset: Int64 = 0
+            while offset < size {
+                let n = Int(min(Int64(chunk), size - offset))
+                let slice = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<n])
+                try source.readAll(at: offset, into: slice)
+                var at = 0
+                while at < n {
+                    let piece = min(65536, n - at)
+                    let bytes = UnsafeRawBufferPointer(rebasing: slice[at..<at + piece])
+                    if !isZero(bytes) { _ = try out.writeAll(toAbsoluteOffset: offset + Int64(at), bytes) }
+                    at += piece
+                }
+                offset += Int64(n)
+            }
+        }
+        try out.resize(to: sizeBytes)
+        try out.fullSync()
+    }
+
+    static func isZero(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        var i = 0
+        let words = bytes.count / 8
+        while i < words {
+            if bytes.loadUnaligned(fromByteOffset: i * 8, as: UInt64.self) != 0 { return false }
+            i += 1
+        }
+        for j in (words * 8)..<bytes.count where bytes[j] != 0 { return false }
+        return true
+    }
+}

@@ -1,0 +1,100 @@
+import Foundation
+import LifeboatCore
+import LifeboatJournal
+import SystemPackage
+
+/// A site: the source side of protection, one directory.
+///
+/// ```
+/// SITE/site.json               identity and disks (SiteConfig)
+/// SITE/lock                    held (OFD lock) by the running `protect`
+/// SITE/disks/NAME.img          the primary: the disk's live content, a sparse raw file
+/// SITE/disks/NAME.base         the initial content, what `journal verify` replays onto
+/// SITE/disks/NAME.digest       per-block XXH3-128 hashes (Docs/formats/digest.md)
+/// SITE/journal/*.seg           the replication journal (Docs/formats/journal.md)
+/// SITE/state/checkpoint.json   the LSN the primaries are durable up to; clean-stop flag
+/// SITE/state/status.json       what the running `protect` last reported
+/// ```
+public struct Site: Sendable {
+    public let root: FilePath
+    public internal(set) var config: SiteConfig
+
+    public var journalDirectory: FilePath { root.appending("journal") }
+    public var stateDirectory: FilePath { root.appending("state") }
+    var disksDirectory: FilePath { root.appending("disks") }
+    var configPath: FilePath { root.appending("site.json") }
+    public var lockPath: FilePath { root.appending("lock") }
+
+    public func primaryPath(_ disk: SiteConfig.Disk) -> FilePath { disksDirectory.appending(disk.name + ".img") }
+    public func basePath(_ disk: SiteConfig.Disk) -> FilePath { disksDirectory.appending(disk.name + ".base") }
+    public func digestPath(_ disk: SiteConfig.Disk) -> FilePath { disksDirectory.appending(disk.name + ".digest") }
+
+    /// Creates a new, empty site at `root` (the directory may exist but must not hold a site).
+    public static func initialize(at root: FilePath) throws -> Site {
+        let fm = FileManager.default
+        if fm.fileExists(atPath: root.appending("site.json").string) {
+            throw LifeboatError(.alreadyExists, "a site already exists here", path: root.string)
+        }
+        for dir in ["", "disks", "journal", "state"] {
+            do { try fm.createDirectory(atPath: root.appending(dir).string, withIntermediateDirectories: true) } catch {
+                throw LifeboatError(.io, "cannot create directory: \(error.localizedDescription)", path: root.appending(dir).string)
+            }
+        }
+        let config = SiteConfig(version: SiteConfig.currentVersion, groupID: SiteConfig.newGroupID(), createdAt: Date(), disks: [], nextDiskID: 0)
+        var site = Site(root: root, config: config)
+        try site.save()
+        try Checkpoint(appliedLSN: .zero, cleanStop: true).save(in: site.stateDirectory)
+        _ = site
+        return site
+    }
+
+    /// Opens an existing site.
+    public static func open(_ root: FilePath) throws -> Site {
+        let path = root.appending("site.json")
+        guard let data = FileManager.default.contents(atPath: path.string) else {
+            throw LifeboatError(.notFound, "no site here (run `lifeboat init --site \(root)` first)", path: root.string)
+        }
+        let config: SiteConfig
+        do { config = try SiteConfig.decoder.decode(SiteConfig.self, from: data) } catch {
+            throw LifeboatError(.corrupt, "site.json is not valid: \(error)", path: path.string)
+        }
+        guard config.version <= SiteConfig.currentVersion else {
+            throw LifeboatError(.unsupported, "site layout version \(config.version) is newer than this lifeboat's (\(SiteConfig.currentVersion))", path: path.string)
+        }
+        guard config.groupIDBytes.count == 16 else {
+            throw LifeboatError(.corrupt, "site.json has a malformed groupID", path: path.string)
+        }
+        return Site(root: root, config: config)
+    }
+
+    mutating func save() throws {
+        let data: Data
+        do { data = try SiteConfig.encoder.encode(config) } catch { throw LifeboatError(.io, "cannot encode site.json: \(error)") }
+        try writeFileAtomically(configPath, Array(data))
+    }
+
+    /// Whether a `protect` holds the site (its lock is taken).
+    public func isProtectRunning() -> Bool {
+        guard let fd = try? FileDescriptor.open(lockPath, .readWrite, options: [.create], permissions: [.ownerReadWrite]) else { return false }
+        defer { try? fd.close() }
+        return (try? fd.tryLockExclusive()) == false
+    }
+
+    /// Takes the site lock for this process (protect, disk create); `.busy` if held elsewhere.
+    public func lock(for purpose: String) throws -> FileDescriptor {
+        let fd: FileDescriptor
+        do { fd = try FileDescriptor.open(lockPath, .readWrite, options: [.create, .closeOnExec], permissions: [.ownerReadWrite]) } catch {
+            throw LifeboatError.system(error as? Errno ?? .ioError, "cannot open the site lock", path: lockPath.string)
+        }
+        let taken: Bool
+        do { taken = try fd.tryLockExclusive() } catch {
+            try? fd.close()
+            throw LifeboatError.system(error as? Errno ?? .ioError, "cannot lock the site", path: lockPath.string)
+        }
+        guard taken else {
+            try? fd.close()
+            throw LifeboatError(.busy, "the site is in use by a running `lifeboat protect`; stop it before \(purpose)", path: root.string)
+        }
+        return fd
+    }
+}

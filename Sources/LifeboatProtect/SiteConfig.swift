@@ -1,0 +1,57 @@
+import Foundation
+import LifeboatCore
+
+/// `SITE/site.json`: the site's identity and its disks. Written atomically; read at every
+/// command. `version` is the site layout version: a newer one is refused.
+public struct SiteConfig: Codable, Equatable, Sendable {
+    public static let currentVersion = 1
+
+    public struct Disk: Codable, Equatable, Sendable {
+        public var id: UInt32
+        public var name: String
+        public var sizeBytes: Int64
+        public var createdAt: Date
+        /// The image the disk's initial content came from, if any.
+        public var source: String?
+
+        public var diskID: DiskID { DiskID(id) }
+        public var blockCount: Int { Int(sizeBytes >> Int64(BlockSize.shift)) }
+    }
+
+    public var version: Int
+    /// The protection group's id: 16 random bytes, hex. Every journal segment carries it.
+    public var groupID: String
+    public var createdAt: Date
+    public var disks: [Disk]
+    public var nextDiskID: UInt32
+
+    public var groupIDBytes: [UInt8] {
+        var bytes: [UInt8] = []
+        var text = Substring(groupID)
+        while text.count >= 2, let b = UInt8(text.prefix(2), radix: 16) {
+            bytes.append(b)
+            text = text.dropFirst(2)
+        }
+        return bytes
+    }
+
+    public func disk(named name: String) -> Disk? { disks.first { $0.name == name } }
+
+    static func newGroupID() -> String {
+        var rng = SystemRandomNumberGenerator()
+        return (0..<16).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &rng)) }.joined()
+    }
+
+    static let encoder: JSONEncoder = {
+        let e = JSONEncoder()
+        e.outputFormatting = [.prettyPrinted, .sortedKeys]
+        e.dateEncodingStrategy = .iso8601
+        return e
+    }()
+
+    static let decoder: JSONDecoder = {
+        let d = JSONDecoder()
+        d.dateDecodingStrategy = .iso8601
+        return d
+    }()
+}

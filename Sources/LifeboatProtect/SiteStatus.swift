@@ -1,0 +1,81 @@
+import Foundation
+import LifeboatCore
+import LifeboatJournal
+import SystemPackage
+
+/// What `lifeboat status` shows, and what a running `protect` writes to
+/// `SITE/state/status.json` every second.
+public struct SiteStatus: Codable, Sendable {
+    public struct Disk: Codable, Sendable {
+        public var name: String
+        public var sizeBytes: Int64
+        /// LSN of the newest write to the disk (nil when unknown: protect not running yet).
+        public var lastLSN: UInt64?
+        /// protected | stopped | error
+        public var state: String
+        public var digest: String?
+        public var error: String?
+    }
+
+    public struct JournalFigures: Codable, Sendable {
+        public var appendedLSN: UInt64
+        public var durableLSN: UInt64
+        public var bytes: Int64
+        public var segments: Int
+        public var error: String?
+    }
+
+    /// protecting | stopped | stopped (unclean: recovery pending)
+    public var state: String
+    public var pid: Int32?
+    public var mountpoint: String?
+    public var updatedAt: Date
+    public var journal: JournalFigures
+    public var disks: [Disk]
+
+    static func path(in site: Site) -> FilePath { site.stateDirectory.appending("status.json") }
+
+    func save(in site: Site) throws {
+        try writeFileAtomically(Self.path(in: site), Array(try SiteConfig.encoder.encode(self)))
+    }
+
+    /// The live status of a running group.
+    static func live(_ group: ProtectionGroup, mountpoint: String) -> SiteStatus {
+        let stats = group.journal.stats
+        let roots = group.digests()
+        let disks = group.disks.map { d in
+            let error = d.primaryError.withLock { $0 }
+            return Disk(name: d.config.name, sizeBytes: d.sizeBytes, lastLSN: d.lastLSN.load(ordering: .relaxed),
+                        state: error == nil && stats.failure == nil ? "protected" : "error", digest: roots[d.id]?.description, error: error)
+        }
+        return SiteStatus(
+            state: "protecting", pid: getpid(), mountpoint: mountpoint, updatedAt: Date(),
+            journal: JournalFigures(appendedLSN: stats.appendedLSN.rawValue, durableLSN: stats.durableLSN.rawValue, bytes: stats.bytes,
+                                    segments: stats.segments, error: stats.failure?.description),
+            disks: disks)
+    }
+
+    /// The status of a site: what the running protect last wrote, or, when none runs, what
+    /// the files say (the digest read from the sidecars, exact after a clean stop).
+    public static func read(_ site: Site) throws -> SiteStatus {
+        let saved = (FileManager.default.contents(atPath: path(in: site).string)).flatMap { try? SiteConfig.decoder.decode(SiteStatus.self, from: $0) }
+        if site.isProtectRunning(), let saved { return saved }
+        let checkpoint = try Checkpoint.load(from: site.stateDirectory)
+        let segments = try JournalDirectory.segments(in: site.journalDirectory)
+        let bytes = segments.reduce(Int64(0)) { sum, s in
+            sum + ((try? FileManager.default.attributesOfItem(atPath: s.path.string)[.size] as? Int64) ?? 0)
+        }
+        let disks = site.config.disks.map { d in
+            let digest = try? DigestMap(path: site.digestPath(d), sizeBytes: d.sizeBytes, rebuildFrom: nil).root()
+            let last = saved?.disks.first { $0.name == d.name }?.lastLSN
+            return Disk(name: d.name, sizeBytes: d.sizeBytes, lastLSN: last, state: "stopped",
+                        digest: checkpoint.cleanStop ? digest?.description : nil,
+                        error: checkpoint.cleanStop ? nil : "not stopped cleanly: the digest is exact again after the next protect recovers")
+        }
+        let last = checkpoint.appliedLSN.rawValue
+        return SiteStatus(
+            state: checkpoint.cleanStop ? "stopped" : "stopped (unclean: recovery pending)", pid: nil, mountpoint: nil, updatedAt: Date(),
+            journal: JournalFigures(appendedLSN: max(last, saved?.journal.appendedLSN ?? 0), durableLSN: last, bytes: bytes, segments: segments.count, error: nil),
+            disks: disks)
+    }
+}

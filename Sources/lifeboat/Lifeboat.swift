@@ -1,0 +1,95 @@
+import ArgumentParser
+import Foundation
+import LifeboatCore
+import Logging
+
+struct Lifeboat: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "lifeboat",
+        abstract: "Disaster recovery for virtual disks: protect, vault, drill.",
+        discussion: "Exit codes are listed in Docs/operations.md.",
+        version: "0.1.0",
+        subcommands: [InitCommand.self, DiskCommand.self, ProtectCommand.self, StatusCommand.self, JournalCommand.self])
+}
+
+/// `--site`, defaulting from LIFEBOAT_SITE.
+struct SiteOption: ParsableArguments {
+    @Option(name: .long, help: "The site directory (default: $LIFEBOAT_SITE).")
+    var site: String?
+
+    func path() throws -> String {
+        if let site { return site }
+        if let env = ProcessInfo.processInfo.environment["LIFEBOAT_SITE"], !env.isEmpty { return env }
+        throw ValidationError("no site given: pass --site DIR or set LIFEBOAT_SITE")
+    }
+}
+
+/// The CLI's exit codes (Docs/operations.md): sysexits-style, one per error code.
+enum ExitStatus {
+    static let verificationFailed: Int32 = 1
+
+    static func code(for error: LifeboatError) -> Int32 {
+        switch error.code {
+        case .mismatch: 1
+        case .invalidArgument: 64
+        case .corrupt: 65
+        case .notFound: 66
+        case .unsupported: 69
+        case .alreadyExists: 73
+        case .io: 74
+        case .busy: 75
+        case .permission: 77
+        }
+    }
+}
+
+/// Runs a command body; a LifeboatError becomes one line on stderr and its exit code.
+func reportingErrors(_ body: () throws -> Void) throws {
+    do {
+        try body()
+    } catch let error as LifeboatError {
+        FileHandle.standardError.write(Data("lifeboat: error: \(error)\n".utf8))
+        throw ExitCode(ExitStatus.code(for: error))
+    }
+}
+
+func makeLogger() -> Logger {
+    var logger = Logger(label: "lifeboat") { StreamLogHandler.standardError(label: $0) }
+    logger.logLevel = ProcessInfo.processInfo.environment["LIFEBOAT_DEBUG"] == nil ? .info : .debug
+    return logger
+}
+
+/// Sizes as qemu-img takes them: a number of bytes with an optional binary suffix K, M, G, T.
+func parseSize(_ text: String) throws -> Int64 {
+    let units: [Character: Int64] = ["K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40]
+    var digits = text.uppercased()
+    var multiplier: Int64 = 1
+    if digits.hasSuffix("IB") { digits.removeLast(2) } else if digits.hasSuffix("B") && digits.count > 1 && units[digits[digits.index(digits.endIndex, offsetBy: -2)]] != nil { digits.removeLast() }
+    if let last = digits.last, let unit = units[last] {
+        multiplier = unit
+        digits.removeLast()
+    }
+    guard let value = Int64(digits), value > 0, value <= Int64.max / multiplier else {
+        throw ValidationError("'\(text)' is not a size: use bytes or a number with K, M, G or T (binary units)")
+    }
+    return value * multiplier
+}
+
+func printJSON<T: Encodable>(_ value: T) throws {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+    encoder.dateEncodingStrategy = .iso8601
+    print(String(decoding: try encoder.encode(value), as: UTF8.self))
+}
+
+/// Human sizes for tables: 4.0 GiB, 512.0 MiB, 4096 B.
+func humanBytes(_ n: Int64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"]
+    var value = Double(n)
+    var unit = 0
+    while value >= 1024 && unit < units.count - 1 {
+        value /= 1024
+        unit += 1
+    }
+    return unit == 0 ? "\(n) B" : String(format: "%.1f %@", value, units[unit])
+}
