@@ -38,10 +38,10 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]),
 
-        .testTarget(name: "LifeboatCoreTests", dependencies: ["LifeboatCore"]),
+        .testTarget(name: "LifeboatCoreTests", dependencies: ["LifeboatCore", .product(name: "SystemPackage", package: "swift-system")]),
         .testTarget(
-            name: "LifeboatJournalTests", dependencies: ["LifeboatJournal", "LifeboatCore"],
-            resources: [.copy("Fixtures")]),
+            name: "LifeboatJournalTests", dependencies: ["LifeboatJournal", "LifeboatCore", .product(name: "SystemPackage", package: "swift-system")],
+            exclude: ["Fixtures"]),
         .testTarget(
             name: "LifeboatProtectTests",
             dependencies: ["LifeboatProtect", "LifeboatJournal", "LifeboatCore", "lifeboat"]),

@@ -1,0 +1,98 @@
+import Testing
+import LifeboatCore
+import SystemPackage
+import Foundation
+
+@Suite struct ChecksumTests {
+    @Test func crc32cMatchesTheCastagnoliCheckValue() {
+        // The standard check value of CRC-32C (RFC 3720 B.4 / the "123456789" catalogue entry).
+        #expect(CRC32C.of(Array("123456789".utf8)) == 0xE306_9283)
+        #expect(CRC32C.of([UInt8](repeating: 0, count: 32)) == 0x8A91_36AA)  // RFC 3720 B.4: 32 zero bytes
+    }
+
+    @Test func crc32cChainsAcrossPieces() {
+        let bytes = (0..<1000).map { UInt8(truncatingIfNeeded: $0 * 7) }
+        let whole = CRC32C.of(bytes)
+        let chained = bytes[0..<333].withUnsafeBytes { a in bytes[333...].withUnsafeBytes { b in CRC32C.extend(CRC32C.extend(0, a), b) } }
+        #expect(whole == chained)
+    }
+
+    @Test func hash128HexRoundTripsAndDiffersByContent() {
+        let a = [UInt8](repeating: 1, count: 4096).withUnsafeBytes { Hash128.of($0) }
+        let b = [UInt8](repeating: 2, count: 4096).withUnsafeBytes { Hash128.of($0) }
+        #expect(a != b)
+        #expect(Hash128(hex: a.description) == a)
+        #expect(Hash128(hex: "xyz") == nil)
+    }
+}
+
+@Suite struct BlockMathTests {
+    @Test func writesWidenToTheBlocksTheyTouch() {
+        #expect(BlockSize.blocks(coveringOffset: 0, length: 4096) == (BlockIndex(0), 1))
+        #expect(BlockSize.blocks(coveringOffset: 4095, length: 2) == (BlockIndex(0), 2))
+        #expect(BlockSize.blocks(coveringOffset: 8192, length: 1) == (BlockIndex(2), 1))
+        #expect(BlockSize.blocks(coveringOffset: 100, length: 3 * 4096) == (BlockIndex(0), 4))
+    }
+}
+
+@Suite struct ZstdTests {
+    @Test func compressedFrameRoundTrips() throws {
+        let input = (0..<100_000).map { UInt8(truncatingIfNeeded: $0 % 251) }
+        let packed = try input.withUnsafeBytes { try Zstd.compress($0) }
+        #expect(packed.count < input.count / 10)
+        let unpacked = try packed.withUnsafeBytes { try Zstd.decompress($0, maxSize: 1 << 20) }
+        #expect(unpacked == input)
+    }
+
+    @Test func damagedFrameIsAnErrorNotACrash() throws {
+        var packed = try [UInt8](repeating: 7, count: 10_000).withUnsafeBytes { try Zstd.compress($0) }
+        packed[packed.count / 2] ^= 0xFF
+        packed.removeLast(3)
+        #expect(throws: LifeboatError.self) { try packed.withUnsafeBytes { try Zstd.decompress($0, maxSize: 1 << 20) } }
+    }
+}
+
+@Suite struct DiskDigestTests {
+    @Test func imageRootSeesEveryBlockAndSkipsHolesCorrectly() throws {
+        let dir = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let path = FilePath(dir + "/img")
+        let fd = try FileDescriptor.open(path, .readWrite, options: [.create], permissions: .ownerReadWrite)
+        defer { try? fd.close() }
+        let size: Int64 = 8 << 20
+        try fd.resize(to: size)
+        let empty = try DiskDigest.root(ofImage: fd, sizeBytes: size)
+        // One byte in the middle of the last block changes the root; writing zeros back restores it.
+        _ = try fd.writeAll(toAbsoluteOffset: size - 100, [0xAB])
+        let changed = try DiskDigest.root(ofImage: fd, sizeBytes: size)
+        #expect(changed != empty)
+        _ = try fd.writeAll(toAbsoluteOffset: size - 100, [0])
+        #expect(try DiskDigest.root(ofImage: fd, sizeBytes: size) == empty)
+    }
+}
+
+@Suite struct StripedLockTests {
+    @Test func overlappingWrappedRangesDoNotDeadlock() async {
+        let locks = StripedLocks()
+        let counter = ConditionLock()
+        nonisolated(unsafe) var total = 0
+        await withTaskGroup(of: Void.self) { group in
+            for t in 0..<8 {
+                group.addTask {
+                    for i in 0..<2000 {
+                        // Ranges that wrap around the stripe table from different starting points.
+                        let first = BlockIndex(UInt64((t * 97 + i * 31) % 1000 + 200))
+                        locks.withBlocks(first: first, count: 1 + (i % 90)) { counter.withLock { total += 1 } }
+                    }
+                }
+            }
+        }
+        #expect(total == 16000)
+    }
+}
+
+func temporaryDirectory() throws -> String {
+    let path = NSTemporaryDirectory() + "lifeboat-test-" + UUID().uuidString
+    try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    return path
+}

@@ -1,0 +1,291 @@
+import Foundation
+import LifeboatCore
+import SystemPackage
+import Testing
+
+@testable import LifeboatJournal
+
+let groupID = [UInt8](repeating: 0xAB, count: 16)
+
+func temporaryDirectory() throws -> FilePath {
+    let path = NSTemporaryDirectory() + "lifeboat-journal-" + UUID().uuidString
+    try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    return FilePath(path)
+}
+
+func blocks(_ fill: UInt8, count: Int = 1) -> [UInt8] { [UInt8](repeating: fill, count: count * BlockSize.bytes) }
+
+/// Encodes one record with the production codec (for hand-made segments).
+func encodeRecord(type: RecordType, lsn: LSN, payload: [UInt8]) -> [UInt8] {
+    var record = [UInt8](repeating: 0, count: JournalFormat.recordHeaderSize)
+    record.withUnsafeMutableBytes { RecordHeader(payloadCRC: CRC32C.of(payload), length: UInt32(payload.count), type: type, lsn: lsn).store(into: $0) }
+    return record + payload
+}
+
+func writePayload(disk: UInt32, block: UInt64, data: [UInt8]) -> [UInt8] {
+    var head = [UInt8](repeating: 0, count: JournalFormat.writePayloadHeaderSize)
+    head.withUnsafeMutableBytes { WritePayloadHeader(disk: DiskID(disk), firstBlock: BlockIndex(block), blockCount: UInt32(data.count / 4096)).store(into: $0) }
+    return head + data
+}
+
+/// Opens, appends `writes` single-block writes (fill = index), and stops without sealing.
+@discardableResult
+func journalWithWrites(_ dir: FilePath, writes: Int, segmentBytes: Int64 = 64 << 20) throws -> [ScannedRecord] {
+    let (journal, _) = try Journal.open(directory: dir, groupID: groupID, configuration: .init(segmentBytes: segmentBytes))
+    for i in 0..<writes {
+        let data = blocks(UInt8(i & 0xFF))
+        _ = try data.withUnsafeBytes { try journal.appendWrite(disk: DiskID(0), firstBlock: BlockIndex(UInt64(i)), data: $0) }
+    }
+    try journal.close()
+    let last = try JournalDirectory.segments(in: dir).last!.path
+    return try SegmentReader.scan(SegmentReader.load(last), path: last).records
+}
+
+func flipByte(_ path: FilePath, at offset: Int) throws {
+    let fd = try FileDescriptor.open(path, .readWrite)
+    defer { try? fd.close() }
+    var byte: [UInt8] = [0]
+    _ = try byte.withUnsafeMutableBytes { try fd.read(fromAbsoluteOffset: Int64(offset), into: $0) }
+    byte[0] ^= 0x40
+    _ = try fd.writeAll(toAbsoluteOffset: Int64(offset), byte)
+}
+
+func appendBytes(_ path: FilePath, _ bytes: [UInt8]) throws {
+    let fd = try FileDescriptor.open(path, .writeOnly, options: [.append])
+    defer { try? fd.close() }
+    _ = try fd.writeAll(bytes)
+}
+
+func newestSegment(_ dir: FilePath) throws -> FilePath { try JournalDirectory.segments(in: dir).last!.path }
+
+@Suite struct JournalRecoveryTests {
+    @Test func appendedRecordsReadBackInOrderWithTheirData() throws {
+        let dir = try temporaryDirectory()
+        let (journal, _) = try Journal.open(directory: dir, groupID: groupID)
+        let a = try blocks(1, count: 3).withUnsafeBytes { try journal.appendWrite(disk: DiskID(2), firstBlock: BlockIndex(10), data: $0) }
+        let f = try journal.appendFlush()
+        let marker = Marker(kind: .appConsistent, timeNanos: 42, label: "pre-upgrade", digests: [DiskID(2): Hash128(high: 1, low: 2)])
+        let m = try journal.appendMarker(marker)
+        try journal.close()
+        #expect([a, f, m] == [LSN(1), LSN(2), LSN(3)])
+
+        var seen: [(RecordType, LSN)] = []
+        try JournalDirectory.scanAll(dir, groupID: groupID, repairTornTail: false) { scan, raw in
+            for r in scan.records {
+                seen.append((r.header.type, r.header.lsn))
+                let payload = UnsafeRawBufferPointer(rebasing: raw[r.payloadOffset..<(r.payloadOffset + Int(r.header.length))])
+                if r.header.type == .write {
+                    let w = WritePayloadHeader.decode(payload)!
+                    #expect(w == WritePayloadHeader(disk: DiskID(2), firstBlock: BlockIndex(10), blockCount: 3))
+                    #expect(payload[JournalFormat.writePayloadHeaderSize...].allSatisfy { $0 == 1 })
+                }
+                if r.header.type == .marker { #expect(Marker.decode(payload) == marker) }
+            }
+        }
+        #expect(seen.map(\.0) == [.write, .flush, .marker])
+    }
+
+    @Test func tornTailIsTruncatedAndReported() throws {
+        let dir = try temporaryDirectory()
+        let records = try journalWithWrites(dir, writes: 5)
+        let segment = try newestSegment(dir)
+        // Cut the last record in half, as a crash in the middle of its append would.
+        let cut = records[4].offset + 1000
+        let fd = try FileDescriptor.open(segment, .writeOnly)
+        try fd.resize(to: Int64(cut))
+        try fd.close()
+
+        let (journal, report) = try Journal.open(directory: dir, groupID: groupID)
+        let torn = try #require(report.tornTail)
+        #expect(torn.segment == segment.string)
+        #expect(torn.offset == records[4].offset)
+        #expect(torn.bytes == 1000)
+        #expect(FileManager.default.contents(atPath: torn.evidence)?.count == 1000)
+        #expect(report.lastLSN == LSN(5))  // four writes survive, then the seal written on open (LSN 5)
+        let next = try blocks(9).withUnsafeBytes { try journal.appendWrite(disk: DiskID(0), firstBlock: BlockIndex(0), data: $0) }
+        #expect(next == LSN(6))
+        try journal.close()
+        // The repaired journal reads back cleanly, with no torn tail left.
+        let again = try JournalDirectory.scanAll(dir, groupID: groupID, repairTornTail: false) { _, _ in }
+        #expect(again.tornTail == nil)
+    }
+
+    @Test func checksumFailureInTheLastRecordIsATornTail() throws {
+        let dir = try temporaryDirectory()
+        let records = try journalWithWrites(dir, writes: 3)
+        try flipByte(try newestSegment(dir), at: records[2].payloadOffset + 2000)
+        let (_, report) = try Journal.open(directory: dir, groupID: groupID)
+        #expect(report.tornTail?.offset == records[2].offset)
+        #expect(report.tornTail?.reason == "record payload checksum mismatch")
+    }
+
+    @Test func zeroPaddingAfterTheLastRecordIsACleanEnd() throws {
+        let dir = try temporaryDirectory()
+        try journalWithWrites(dir, writes: 2)
+        try appendBytes(try newestSegment(dir), [UInt8](repeating: 0, count: 8192))
+        let (_, report) = try Journal.open(directory: dir, groupID: groupID)
+        #expect(report.tornTail == nil)
+        #expect(report.records == 2)
+    }
+
+    @Test func midSegmentChecksumMismatchIsCorruption() throws {
+        let dir = try temporaryDirectory()
+        let records = try journalWithWrites(dir, writes: 6)
+        let segment = try newestSegment(dir)
+        try flipByte(segment, at: records[2].payloadOffset + 100)
+        let error = try #require(throws: LifeboatError.self) { try Journal.open(directory: dir, groupID: groupID) }
+        #expect(error.code == .corrupt)
+        #expect(error.path == segment.string)
+        #expect(error.offset == Int64(records[2].offset))
+        #expect(error.message.contains("record payload checksum mismatch"))
+        // Nothing was cut off or rewritten: the evidence is untouched.
+        #expect(!FileManager.default.fileExists(atPath: segment.string + ".broken"))
+        #expect(try SegmentReader.load(segment).count == records[5].payloadOffset + 16 + 4096)
+    }
+
+    @Test func damagedHeaderInTheMiddleIsCorruptionNotATornTail() throws {
+        let dir = try temporaryDirectory()
+        let records = try journalWithWrites(dir, writes: 4)
+        try flipByte(try newestSegment(dir), at: records[1].offset + 9)  // the length field
+        let error = try #require(throws: LifeboatError.self) { try Journal.open(directory: dir, groupID: groupID) }
+        #expect(error.code == .corrupt)
+        #expect(error.offset == Int64(records[1].offset))
+    }
+
+    @Test func damageAtTheEndOfASealedSegmentIsCorruption() throws {
+        let dir = try temporaryDirectory()
+        // 1 MiB segments: 300 writes of 4 KiB span several sealed segments.
+        try journalWithWrites(dir, writes: 300, segmentBytes: 1 << 20)
+        let first = try JournalDirectory.segments(in: dir).first!.path
+        let scan = try SegmentReader.scan(SegmentReader.load(first), path: first)
+        #expect(scan.end == .sealed)
+        let lastWrite = scan.records[scan.records.count - 2]
+        try flipByte(first, at: lastWrite.payloadOffset + 50)
+        let error = try #require(throws: LifeboatError.self) { try Journal.open(directory: dir, groupID: groupID) }
+        #expect(error.code == .corrupt)
+        #expect(error.path == first.string)
+    }
+
+    @Test func missingSegmentIsAnLSNGap() throws {
+        let dir = try temporaryDirectory()
+        try journalWithWrites(dir, writes: 600, segmentBytes: 1 << 20)
+        let segments = try JournalDirectory.segments(in: dir)
+        #expect(segments.count >= 3)
+        try FileManager.default.removeItem(atPath: segments[1].path.string)
+        let error = try #require(throws: LifeboatError.self) { try Journal.open(directory: dir, groupID: groupID) }
+        #expect(error.code == .corrupt)
+        #expect(error.message.contains("LSN gap"))
+    }
+
+    @Test func unknownRecordTypeIsRefusedUnlessMarkedIgnorable() throws {
+        for (type, refused) in [(UInt8(9), true), (UInt8(0x89), false)] {
+            let dir = try temporaryDirectory()
+            let records = try journalWithWrites(dir, writes: 2)
+            let next = LSN(records.last!.header.lsn.rawValue + 1)
+            try appendBytes(try newestSegment(dir), encodeRecord(type: RecordType(rawValue: type), lsn: next, payload: [1, 2, 3]))
+            if refused {
+                let error = try #require(throws: LifeboatError.self) { try Journal.open(directory: dir, groupID: groupID) }
+                #expect(error.code == .unsupported)
+            } else {
+                let (_, report) = try Journal.open(directory: dir, groupID: groupID)
+                #expect(report.records == 3)
+            }
+        }
+    }
+
+    @Test func newerFormatVersionIsRefusedWithBothVersionsNamed() throws {
+        let dir = try temporaryDirectory()
+        try journalWithWrites(dir, writes: 1)
+        let segment = try newestSegment(dir)
+        var bytes = try SegmentReader.load(segment)
+        bytes[8] = 2
+        let crc = CRC32C.of(Array(bytes[0..<60]))
+        bytes.withUnsafeMutableBytes { $0.storeLE(crc, at: 60) }
+        try FileManager.default.removeItem(atPath: segment.string)
+        FileManager.default.createFile(atPath: segment.string, contents: Data(bytes))
+        let error = try #require(throws: LifeboatError.self) { try Journal.open(directory: dir, groupID: groupID) }
+        #expect(error.code == .unsupported)
+        #expect(error.message.contains("version 2") && error.message.contains("version 1"))
+    }
+
+    @Test func segmentOfAnotherGroupIsRefused() throws {
+        let dir = try temporaryDirectory()
+        try journalWithWrites(dir, writes: 1)
+        #expect(throws: LifeboatError.self) { try Journal.open(directory: dir, groupID: [UInt8](repeating: 1, count: 16)) }
+    }
+}
+
+@Suite struct JournalWriterTests {
+    @Test func concurrentFlushesShareFdatasyncs() async throws {
+        let dir = try temporaryDirectory()
+        let (journal, _) = try Journal.open(directory: dir, groupID: groupID)
+        let threads = 8, perThread = 50
+        await withTaskGroup(of: Void.self) { group in
+            for t in 0..<threads {
+                group.addTask {
+                    for i in 0..<perThread {
+                        _ = try? blocks(UInt8(t)).withUnsafeBytes { try journal.appendWrite(disk: DiskID(0), firstBlock: BlockIndex(UInt64(t * 1000 + i)), data: $0) }
+                        try? journal.flush()
+                    }
+                }
+            }
+        }
+        let stats = journal.stats
+        #expect(stats.durableLSN == stats.appendedLSN)
+        #expect(stats.appendedLSN == LSN(UInt64(threads * perThread * 2)))
+        // Group commit: fewer fdatasyncs than flush requests.
+        #expect(stats.syncs < threads * perThread)
+        try journal.close()
+    }
+
+    @Test func segmentsRollBySizeAndByAge() throws {
+        let dir = try temporaryDirectory()
+        let (journal, _) = try Journal.open(directory: dir, groupID: groupID, configuration: .init(segmentBytes: 1 << 20))
+        for i in 0..<600 {
+            _ = try blocks(1).withUnsafeBytes { try journal.appendWrite(disk: DiskID(0), firstBlock: BlockIndex(UInt64(i)), data: $0) }
+        }
+        let bySize = journal.stats.segments
+        #expect(bySize == 3)  // 600 × 4.1 KiB ≈ 2.4 MiB in 1 MiB segments
+        try journal.sealIfOlder(than: .zero)
+        #expect(journal.stats.segments == bySize + 1)
+        try journal.sealIfOlder(than: .zero)  // nothing new: no empty segment is sealed
+        #expect(journal.stats.segments == bySize + 1)
+        try journal.close()
+        for entry in try JournalDirectory.segments(in: dir).dropLast() {
+            #expect(try SegmentReader.scan(SegmentReader.load(entry.path), path: entry.path).end == .sealed)
+        }
+    }
+
+    @Test func failedAppendIsNotAcknowledgedAndLeavesNoPartialRecord() throws {
+        // A 64 KiB tmpfs holds a few records, then ENOSPC: the append throws, and the segment
+        // still scans cleanly afterwards (the partial record was cut off).
+        guard geteuid() == 0 else { return }
+        let dir = try temporaryDirectory()
+        guard mountTmpfs(dir, bytes: 128 << 10) else { return }
+        defer { _ = umount2(dir.string, 0) }
+        let (journal, _) = try Journal.open(directory: dir, groupID: groupID)
+        var acknowledged = 0
+        var failure: LifeboatError?
+        for i in 0..<100 {
+            do {
+                _ = try blocks(3, count: 2).withUnsafeBytes { try journal.appendWrite(disk: DiskID(0), firstBlock: BlockIndex(UInt64(i)), data: $0) }
+                acknowledged += 1
+            } catch { failure = error as? LifeboatError; break }
+        }
+        #expect(failure?.code == .io)
+        #expect(journal.stats.failure != nil)
+        let segment = try newestSegment(dir)
+        let scan = try SegmentReader.scan(SegmentReader.load(segment), path: segment)
+        #expect(scan.records.count == acknowledged)
+        #expect(scan.end == .open)
+    }
+}
+
+func mountTmpfs(_ dir: FilePath, bytes: Int) -> Bool {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: "/bin/mount")
+    p.arguments = ["-t", "tmpfs", "-o", "size=\(bytes)", "tmpfs", dir.string]
+    guard (try? p.run()) != nil else { return false }
+    p.waitUntilExit()
+    return p.terminationStatus == 0
+}
