@@ -1,0 +1,188 @@
+import Foundation
+import LifeboatCore
+import SystemPackage
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Real-mount tests need root and /dev/fuse (CI has both). Elsewhere they are skipped, and
+/// the skip says why.
+let canMount = geteuid() == 0 && access("/dev/fuse", R_OK | W_OK) == 0
+let mountSkipReason: Comment = "needs root and /dev/fuse (real FUSE mounts and loop devices); CI runs it"
+
+/// The `lifeboat` binary built next to this test bundle.
+let lifeboatBinary: String = {
+    let dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+    for candidate in [dir, dir.deletingLastPathComponent()] {
+        let path = candidate.appendingPathComponent("lifeboat").path
+        if FileManager.default.isExecutableFile(atPath: path) { return path }
+    }
+    return ".build/debug/lifeboat"
+}()
+
+struct CommandResult {
+    var status: Int32
+    var stdout: String
+    var stderr: String
+}
+
+/// Runs a command to completion, capturing its output.
+@discardableResult
+func run(_ arguments: [String], environment: [String: String]? = nil) throws -> CommandResult {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: arguments[0].hasPrefix("/") ? arguments[0] : "/usr/bin/env")
+    p.arguments = arguments[0].hasPrefix("/") ? Array(arguments.dropFirst()) : arguments
+    if let environment { p.environment = environment }
+    let out = Pipe(), err = Pipe()
+    p.standardOutput = out
+    p.standardError = err
+    try p.run()
+    let o = out.fileHandleForReading.readDataToEndOfFile()
+    let e = err.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    return CommandResult(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
+}
+
+func lifeboat(_ arguments: String...) throws -> CommandResult { try run([lifeboatBinary] + arguments) }
+
+func makeTemporaryDirectory(_ tag: String = "t") throws -> String {
+    let path = "/tmp/lifeboat-\(tag)-" + UUID().uuidString.prefix(8)
+    try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    return path
+}
+
+func isMounted(_ path: String) -> Bool {
+    let mounts = (try? String(contentsOfFile: "/proc/mounts", encoding: .utf8)) ?? ""
+    return mounts.split(separator: "\n").contains { $0.split(separator: " ").dropFirst().first.map(String.init) == path }
+}
+
+/// A test site with a mountpoint, removed (and anything left mounted undone) by `cleanup`.
+final class TestSite {
+    let root: String
+    var site: String { root + "/site" }
+    var mountpoint: String { root + "/mnt" }
+    var fsMount: String { root + "/fs" }
+    var protect: ProtectProcess?
+    var loopDevices: [String] = []
+
+    init(disks: [(String, String)] = [("d0", "64M")]) throws {
+        root = try makeTemporaryDirectory("site")
+        for dir in [mountpoint, fsMount] { try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) }
+        try check(lifeboat("init", "--site", site))
+        for (name, size) in disks { try check(lifeboat("disk", "create", name, "--size", size, "--site", site)) }
+    }
+
+    func image(_ name: String) -> String { mountpoint + "/" + name + ".img" }
+
+    func startProtect(_ extra: [String] = []) throws -> ProtectProcess {
+        let p = try ProtectProcess(site: site, mountpoint: mountpoint, extra: extra)
+        protect = p
+        return p
+    }
+
+    func attachLoop(_ file: String) throws -> String {
+        let r = try run(["losetup", "-f", "--show", file])
+        guard r.status == 0 else { throw TestFailure("losetup failed: \(r.stderr)") }
+        let dev = r.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        loopDevices.append(dev)
+        return dev
+    }
+
+    func detachLoop(_ dev: String) {
+        for _ in 0..<50 {
+            if (try? run(["losetup", "-d", dev]))?.status == 0 { break }
+            usleep(100_000)
+        }
+        loopDevices.removeAll { $0 == dev }
+    }
+
+    /// Undoes everything: filesystem mount, loop devices, protect, the FUSE mount, the files.
+    func cleanup() {
+        if isMounted(fsMount) { _ = try? run(["umount", "-l", fsMount]) }
+        for dev in loopDevices { detachLoop(dev) }
+        protect?.stop()
+        if isMounted(mountpoint) { _ = try? run(["umount", "-l", mountpoint]) }
+        try? FileManager.default.removeItem(atPath: root)
+    }
+}
+
+/// A running `lifeboat protect` child process.
+final class ProtectProcess {
+    let process = Process()
+    let mountpoint: String
+    let log: String
+
+    init(site: String, mountpoint: String, extra: [String]) throws {
+        self.mountpoint = mountpoint
+        log = site + ".protect.log"
+        FileManager.default.createFile(atPath: log, contents: nil)
+        process.executableURL = URL(fileURLWithPath: lifeboatBinary)
+        process.arguments = ["protect", mountpoint, "--site", site] + extra
+        let handle = FileHandle(forWritingAtPath: log)!
+        handle.seekToEndOfFile()
+        process.standardOutput = handle
+        process.standardError = handle
+        try process.run()
+        let deadline = Date().addingTimeInterval(20)
+        while !isMounted(mountpoint) {
+            guard process.isRunning, Date() < deadline else {
+                throw TestFailure("protect did not mount: \(output)")
+            }
+            usleep(20_000)
+        }
+    }
+
+    var output: String { (try? String(contentsOfFile: log, encoding: .utf8)) ?? "" }
+
+    /// SIGTERM and wait: the normal stop. Returns the exit status.
+    @discardableResult
+    func stop() -> Int32 {
+        if process.isRunning {
+            kill(process.processIdentifier, SIGTERM)
+            let deadline = Date().addingTimeInterval(30)
+            while process.isRunning && Date() < deadline { usleep(20_000) }
+            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        }
+        process.waitUntilExit()
+        return process.terminationStatus
+    }
+
+    /// kill -9, then detach the dead FUSE mount as an administrator would.
+    func crash() {
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+    }
+}
+
+struct TestFailure: Error, CustomStringConvertible {
+    var description: String
+    init(_ d: String) { description = d }
+}
+
+func check(_ r: CommandResult) throws {
+    guard r.status == 0 else { throw TestFailure("command failed (\(r.status)): \(r.stderr)\(r.stdout)") }
+}
+
+/// Random bytes from a seeded generator (reproducible failures).
+struct SplitMix: RandomNumberGenerator {
+    var state: UInt64
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+func randomBytes(_ count: Int, seed: UInt64) -> [UInt8] {
+    var g = SplitMix(state: seed)
+    var out = [UInt8](repeating: 0, count: count)
+    out.withUnsafeMutableBytes { raw in
+        for i in 0..<(count / 8) { raw.storeBytes(of: g.next(), toByteOffset: i * 8, as: UInt64.self) }
+    }
+    for i in (count / 8 * 8)..<count { out[i] = UInt8(truncatingIfNeeded: g.next()) }
+    return out
+}

@@ -1,0 +1,152 @@
+import Foundation
+import LifeboatCore
+import LifeboatFUSE
+import LifeboatJournal
+import Logging
+import SystemPackage
+import Testing
+
+@testable import LifeboatProtect
+
+/// The write path driven in process, without a mount (the filesystem object is called as
+/// libfuse would call it).
+@Suite struct WritePathTests {
+    let logger = Logger(label: "test")
+
+    func makeSite(sizes: [Int64] = [16 << 20]) throws -> Site {
+        let dir = try makeTemporaryDirectory("wp")
+        var site = try Site.initialize(at: FilePath(dir))
+        for (i, size) in sizes.enumerated() { _ = try site.createDisk(name: "d\(i)", sizeBytes: size, from: nil) }
+        return site
+    }
+
+    func readAll(_ fs: ProtectFilesystem, inode: LifeboatFUSE.Inode, size: Int) throws -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: size)
+        try fs.read(inode, offset: 0, size: size) { source in
+            guard case .file(let fd, let offset, let length) = source else { return }
+            _ = out.withUnsafeMutableBytes { pread(fd, $0.baseAddress, length, Int(offset)) }
+        }
+        return out
+    }
+
+    @Test func unalignedAndPartialWritesLandInJournalPrimaryAndDigest() throws {
+        let site = try makeSite()
+        defer { try? FileManager.default.removeItem(atPath: site.root.string) }
+        let group = try ProtectionGroup.open(site: site, logger: logger)
+        let fs = ProtectFilesystem(group: group)
+        let disk = LifeboatFUSE.Inode(2)
+        var shadow = [UInt8](repeating: 0, count: 16 << 20)
+        var g = SplitMix(state: 7)
+        for i in 0..<300 {
+            let length = [1, 511, 4096, 5000, 65536, 131_072 + 3][Int(g.next() % 6)]
+            let offset = Int(g.next() % UInt64(shadow.count - length))
+            let data = randomBytes(length, seed: UInt64(i))
+            try data.withUnsafeBytes { try fs.write(disk, offset: Int64(offset), data: $0) }
+            shadow.replaceSubrange(offset..<(offset + length), with: data)
+        }
+        try fs.fsync(disk, dataOnly: true)
+        #expect(try readAll(fs, inode: disk, size: shadow.count) == shadow)
+        // The digest kept on the write path equals the digest recomputed from the image.
+        let live = group.digests()[DiskID(0)]
+        let primary = try FileDescriptor.open(site.primaryPath(site.config.disks[0]), .readOnly)
+        defer { try? primary.close() }
+        #expect(live == (try DiskDigest.root(ofImage: primary, sizeBytes: 16 << 20)))
+        try group.close()
+        let verify = try JournalVerifier.verify(site: site)
+        #expect(verify.ok)
+        #expect(verify.disks[0].journaledBlocks > 0)
+    }
+
+    @Test func writesOutsideTheDiskAndResizesAreRefused() throws {
+        let site = try makeSite()
+        defer { try? FileManager.default.removeItem(atPath: site.root.string) }
+        let group = try ProtectionGroup.open(site: site, logger: logger)
+        let fs = ProtectFilesystem(group: group)
+        let past = [UInt8](repeating: 1, count: 8192)
+        let error = #expect(throws: FUSEError.self) { try past.withUnsafeBytes { try fs.write(LifeboatFUSE.Inode(2), offset: (16 << 20) - 4096, data: $0) } }
+        #expect(error?.errno == ENOSPC)
+        #expect(throws: FUSEError.self) { _ = try fs.truncate(LifeboatFUSE.Inode(2), to: 0) }
+        #expect(try fs.truncate(LifeboatFUSE.Inode(2), to: 16 << 20).size == 16 << 20)
+        #expect(throws: FUSEError.self) { _ = try fs.lookup(parent: .root, name: "nope.img") }
+        #expect(try fs.readdir(.root).map(\.name) == [".", "..", "d0.img"])
+        try group.close()
+    }
+
+    @Test func recoveryReplaysWritesThePrimaryLost() throws {
+        let site = try makeSite(sizes: [8 << 20, 4 << 20])
+        defer { try? FileManager.default.removeItem(atPath: site.root.string) }
+        var expected: [[UInt8]] = []
+        do {
+            let group = try ProtectionGroup.open(site: site, logger: logger)
+            for (i, size) in [8 << 20, 4 << 20].enumerated() {
+                let data = randomBytes(size, seed: UInt64(100 + i))
+                for off in stride(from: 0, to: size, by: 1 << 20) {
+                    try data[off..<(off + (1 << 20))].withUnsafeBytes { try group.write(disk: i, offset: Int64(off), data: $0) }
+                }
+                expected.append(data)
+            }
+            try group.flush()
+            // Dropped without close(): a crash. The checkpoint on disk predates the writes.
+        }
+        // Simulate primaries that never got the writes (a crash before write-back).
+        for disk in site.config.disks {
+            let fd = try FileDescriptor.open(site.primaryPath(disk), .writeOnly)
+            try fd.resize(to: 0)
+            try fd.resize(to: disk.sizeBytes)
+            try fd.close()
+        }
+        let group = try ProtectionGroup.open(site: site, logger: logger)
+        #expect(group.replayedRecords == 12)
+        try group.close()
+        for (i, disk) in site.config.disks.enumerated() {
+            #expect(FileManager.default.contents(atPath: site.primaryPath(disk).string).map(Array.init) == expected[i])
+        }
+        #expect(try JournalVerifier.verify(site: site).ok)
+    }
+
+    @Test func aSecondProtectOnTheSameSiteIsRefused() throws {
+        let site = try makeSite()
+        defer { try? FileManager.default.removeItem(atPath: site.root.string) }
+        let group = try ProtectionGroup.open(site: site, logger: logger)
+        let error = #expect(throws: LifeboatError.self) { _ = try ProtectionGroup.open(site: site, logger: logger) }
+        #expect(error?.code == .busy)
+        var again = site
+        #expect(throws: LifeboatError.self) { _ = try again.createDisk(name: "late", sizeBytes: 1 << 20, from: nil) }
+        try group.close()
+    }
+
+    @Test func verifyNamesTheFirstBlockThatDiffers() throws {
+        let site = try makeSite()
+        defer { try? FileManager.default.removeItem(atPath: site.root.string) }
+        let group = try ProtectionGroup.open(site: site, logger: logger)
+        try randomBytes(1 << 20, seed: 3).withUnsafeBytes { try group.write(disk: 0, offset: 0, data: $0) }
+        try group.close()
+        // Change block 77 of the primary behind the journal's back.
+        let fd = try FileDescriptor.open(site.primaryPath(site.config.disks[0]), .writeOnly)
+        _ = try fd.writeAll(toAbsoluteOffset: 77 * 4096 + 5, [0xEE, 0xEE])
+        try fd.close()
+        let result = try JournalVerifier.verify(site: site)
+        #expect(!result.ok)
+        #expect(result.disks[0].firstMismatch?.block == 77)
+        #expect(result.disks[0].firstMismatch?.detail.contains("LSN") == true)
+        #expect(result.disks[0].firstDigestMismatch == 77)
+    }
+
+    @Test func diskCreatedFromAnImageStartsWithItsContentAndRejectsBadSizes() throws {
+        let dir = try makeTemporaryDirectory("img")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let image = dir + "/source.raw"
+        let content = randomBytes(3 << 20, seed: 11) + [UInt8](repeating: 0, count: 1 << 20)
+        FileManager.default.createFile(atPath: image, contents: Data(content))
+        var site = try Site.initialize(at: FilePath(dir + "/site"))
+        let disk = try site.createDisk(name: "imported", sizeBytes: nil, from: FilePath(image))
+        #expect(disk.sizeBytes == 4 << 20)
+        #expect(FileManager.default.contents(atPath: site.primaryPath(disk).string).map(Array.init) == content)
+        #expect(FileManager.default.contents(atPath: site.basePath(disk).string).map(Array.init) == content)
+        let tooSmall = #expect(throws: LifeboatError.self) { _ = try site.createDisk(name: "small", sizeBytes: 1 << 20, from: FilePath(image)) }
+        #expect(tooSmall?.code == .invalidArgument)
+        let exists = #expect(throws: LifeboatError.self) { _ = try site.createDisk(name: "imported", sizeBytes: 1 << 20, from: nil) }
+        #expect(exists?.code == .alreadyExists)
+        #expect(throws: LifeboatError.self) { _ = try site.createDisk(name: "../evil", sizeBytes: 1 << 20, from: nil) }
+    }
+}
