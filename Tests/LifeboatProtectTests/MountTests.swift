@@ -1,0 +1,87 @@
+import Foundation
+import LifeboatCore
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Real FUSE mounts of `lifeboat protect`, with real ext4 on loop devices. Serialized: they
+/// share the machine's loop devices and each one leaves nothing mounted behind.
+@Suite(.serialized, .enabled(if: canMount, mountSkipReason))
+struct MountTests {
+    @Test func ext4TreeOnALoopDeviceRoundTripsAndFsckIsClean() throws {
+        let t = try TestSite(disks: [("d0", "256M"), ("d1", "32M")])
+        defer { t.cleanup() }
+        let protect = try t.startProtect()
+        #expect(try FileManager.default.contentsOfDirectory(atPath: t.mountpoint).sorted() == ["d0.img", "d1.img"])
+        try check(run(["mkfs.ext4", "-q", "-F", t.image("d0")]))
+        let dev = try t.attachLoop(t.image("d0"))
+        try check(run(["mount", dev, t.fsMount]))
+        var files: [String: [UInt8]] = [:]
+        for i in 0..<60 {
+            let dir = t.fsMount + "/dir\(i % 7)"
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            let data = randomBytes(1000 + i * 4099, seed: UInt64(i))
+            FileManager.default.createFile(atPath: dir + "/file\(i)", contents: Data(data))
+            files["dir\(i % 7)/file\(i)"] = data
+        }
+        try check(run(["sync"]))
+        try check(run(["umount", t.fsMount]))
+        t.detachLoop(dev)
+        let fsck = try run(["e2fsck", "-fn", t.image("d0")])
+        #expect(fsck.status == 0, "e2fsck: \(fsck.stdout)")
+        let dev2 = try t.attachLoop(t.image("d0"))
+        try check(run(["mount", "-o", "ro", dev2, t.fsMount]))
+        for (path, data) in files {
+            #expect(FileManager.default.contents(atPath: t.fsMount + "/" + path).map(Array.init) == data, "\(path)")
+        }
+        try check(run(["umount", t.fsMount]))
+        t.detachLoop(dev2)
+        let status = try lifeboat("status", "--site", t.site, "--json")
+        #expect(status.stdout.contains("\"state\" : \"protecting\""))
+        #expect(protect.stop() == 0)
+        #expect(!isMounted(t.mountpoint))
+        #expect(protect.output.contains("stopped cleanly"))
+        let verify = try lifeboat("journal", "verify", "--site", t.site)
+        #expect(verify.status == 0, "\(verify.stdout)\(verify.stderr)")
+        #expect(verify.stdout.contains("d0: identical to the primary"))
+    }
+
+    @Test func stopWhileALoopDeviceHoldsADiskKeepsProtecting() throws {
+        let t = try TestSite()
+        defer { t.cleanup() }
+        let protect = try t.startProtect()
+        let dev = try t.attachLoop(t.image("d0"))
+        kill(protect.process.processIdentifier, SIGTERM)
+        usleep(500_000)
+        #expect(protect.process.isRunning)
+        #expect(isMounted(t.mountpoint))
+        #expect(protect.output.contains("still in use"))
+        // Still serving: the loop device reads and writes through it.
+        try check(run(["dd", "if=/dev/urandom", "of=\(dev)", "bs=64k", "count=16", "oflag=direct", "status=none"]))
+        t.detachLoop(dev)
+        #expect(protect.stop() == 0)
+        #expect(!isMounted(t.mountpoint))
+    }
+
+    @Test func fioVerifyPassesOnTheExposedFile() throws {
+        let t = try TestSite(disks: [("d0", "128M")])
+        defer { t.cleanup() }
+        let protect = try t.startProtect()
+        let fio = try run([
+            "fio", "--name=verify", "--filename=\(t.image("d0"))", "--rw=randwrite", "--bs=4k", "--size=64M",
+            "--ioengine=psync", "--iodepth=1", "--numjobs=1", "--verify=crc32c", "--do_verify=1",
+            "--fsync=32", "--verify_fatal=1", "--randrepeat=1", "--output-format=terse",
+        ])
+        #expect(fio.status == 0, "fio: \(fio.stderr)")
+        let mixed = try run([
+                        // Unaligned sizes from two writers, each in its own 16 MiB region.
+            "fio", "--name=mixed", "--filename=\(t.image("d0"))", "--rw=randwrite", "--bsrange=512-128k", "--size=16M", "--offset=80M",
+            "--offset_increment=16M", "--ioengine=psync", "--numjobs=2", "--verify=crc32c", "--do_verify=1", "--verify_fatal=1", "--output-format=terse",
+        ])
+        #expect(mixed.status == 0, "fio: \(mixed.stderr)")
+        #expect(protect.stop() == 0)
+        #expect(try lifeboat("journal", "verify", "--site", t.site).status == 0)
+    }
+}
