@@ -216,20 +216,22 @@ func newestSegment(_ dir: FilePath) throws -> FilePath { try JournalDirectory.se
 }
 
 @Suite struct JournalWriterTests {
-    @Test func concurrentFlushesShareFdatasyncs() async throws {
+    @Test func concurrentFlushesShareFdatasyncs() throws {
         let dir = try temporaryDirectory()
         let (journal, _) = try Journal.open(directory: dir, groupID: groupID)
         let threads = 8, perThread = 50
-        await withTaskGroup(of: Void.self) { group in
-            for t in 0..<threads {
-                group.addTask {
-                    for i in 0..<perThread {
-                        _ = try? blocks(UInt8(t)).withUnsafeBytes { try journal.appendWrite(disk: DiskID(0), firstBlock: BlockIndex(UInt64(t * 1000 + i)), data: $0) }
-                        try? journal.flush()
-                    }
+        // OS threads, as libfuse's workers are: blocking fdatasync has no place on Swift's
+        // cooperative pool, which would also cap the concurrency at the core count.
+        let workers = (0..<threads).map { t in
+            Thread {
+                for i in 0..<perThread {
+                    _ = try? blocks(UInt8(t)).withUnsafeBytes { try journal.appendWrite(disk: DiskID(0), firstBlock: BlockIndex(UInt64(t * 1000 + i)), data: $0) }
+                    try? journal.flush()
                 }
             }
         }
+        workers.forEach { $0.start() }
+        while workers.contains(where: { !$0.isFinished }) { usleep(5000) }
         let stats = journal.stats
         #expect(stats.durableLSN == stats.appendedLSN)
         #expect(stats.appendedLSN == LSN(UInt64(threads * perThread * 2)))
