@@ -19,6 +19,8 @@ let package = Package(
         .systemLibrary(name: "CXXHash", pkgConfig: "libxxhash", providers: [.apt(["libxxhash-dev"])]),
         // CRC32C with the SSE4.2 instruction: Debian ships no C library for it (see Docs/decisions).
         .target(name: "CCRC32C"),
+        // Linux calls hidden behind _GNU_SOURCE (sync_file_range).
+        .target(name: "CLinux"),
 
         .target(
             name: "LifeboatCore",
@@ -27,7 +29,7 @@ let package = Package(
                 .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
-        .target(name: "LifeboatJournal", dependencies: ["LifeboatCore"]),
+        .target(name: "LifeboatJournal", dependencies: ["LifeboatCore", "CLinux"]),
         .target(name: "LifeboatFUSE", dependencies: ["CFuse3", "LifeboatCore", .product(name: "SystemPackage", package: "swift-system")]),
         .target(name: "LifeboatProtect", dependencies: ["LifeboatCore", "LifeboatJournal", "LifeboatFUSE"]),
         .executableTarget(

@@ -34,6 +34,9 @@ public final class Journal: @unchecked Sendable {
     private let configuration: Configuration
     private let lock = ConditionLock()
     private var current: OpenSegment
+    /// A segment was renamed into place since the last directory fsync.
+    private var needsDirectorySync = false
+    private let preparer: SegmentPreparer
     private var sealedBytes: Int64
     private var sealedCount: Int
     private var nextLSN: LSN
@@ -94,6 +97,8 @@ public final class Journal: @unchecked Sendable {
         self.sealedCount = sealedCount
         self.nextLSN = nextLSN
         self.durableLSN = LSN(nextLSN.rawValue - 1)
+        self.preparer = SegmentPreparer(directory: directory, maximumBytes: configuration.segmentBytes)
+        preparer.start()
     }
 
     // MARK: Appends
@@ -177,7 +182,10 @@ public final class Journal: @unchecked Sendable {
 
     // MARK: Segments
 
-    /// Seals the current segment (seal record, fdatasync) and starts the next one. Lock held.
+    /// Seals the current segment (seal record, fdatasync) and starts the next one, from the
+    /// preparer's spare when one is ready. Lock held. The seal is durable before the next
+    /// segment exists, so on disk every segment but the newest is sealed: a crash can only
+    /// ever leave the newest one torn (see Docs/decisions/0002).
     private func rollLocked() throws {
         let old = current
         let sealLSN = nextLSN
@@ -192,8 +200,14 @@ public final class Journal: @unchecked Sendable {
         }
         nextLSN = sealLSN.next
         durableLSN = sealLSN
+        preparer.retire(old, end: old.end)
         do {
-            current = try OpenSegment.create(in: directory, groupID: groupID, firstLSN: nextLSN)
+            if let spare = preparer.take(lastSegmentBytes: old.end) {
+                current = try OpenSegment.adopt(spare, in: directory, groupID: groupID, firstLSN: nextLSN)
+                needsDirectorySync = true
+            } else {
+                current = try OpenSegment.create(in: directory, groupID: groupID, firstLSN: nextLSN)
+            }
         } catch {
             let e = (error as? LifeboatError) ?? LifeboatError(.io, "\(error)", path: directory.string)
             failure = e
@@ -229,15 +243,21 @@ public final class Journal: @unchecked Sendable {
             }
             syncing = true
             let segment = current
+            let directorySync = needsDirectorySync
+            needsDirectorySync = false
             let goal = LSN(nextLSN.rawValue - 1)
             lock.unlock()
-            var syncError: Errno?
-            do { try segment.fd.dataSync() } catch { syncError = error as? Errno ?? .ioError }
+            var syncError: (Errno, FilePath)?
+            do { try segment.fd.dataSync() } catch { syncError = (error as? Errno ?? .ioError, segment.path) }
+            if syncError == nil && directorySync {
+                // The segment was renamed into place: its directory entry must be durable too.
+                do { try syncDirectory(directory) } catch { syncError = (error as? Errno ?? .ioError, directory) }
+            }
             lock.lock()
             syncing = false
             syncs += 1
-            if let syncError {
-                failure = .system(syncError, "journal fdatasync failed; nothing more is acknowledged until restart", path: segment.path.string)
+            if let (errno, path) = syncError {
+                failure = .system(errno, "journal fdatasync failed; nothing more is acknowledged until restart", path: path.string)
             } else if goal > durableLSN {
                 durableLSN = goal
             }
@@ -260,7 +280,10 @@ public final class Journal: @unchecked Sendable {
 
     /// Syncs what was appended and closes the current segment (left open: the next `open`
     /// seals it). Further appends fail.
+    deinit { preparer.stop() }
+
     public func close() throws {
+        defer { preparer.stop() }
         try sync()
         lock.withLock {
             if failure == nil { failure = LifeboatError(.io, "journal is closed", path: directory.string) }
@@ -268,7 +291,8 @@ public final class Journal: @unchecked Sendable {
     }
 
     private static func removeTemporaryFiles(_ directory: FilePath) throws {
-        for entry in (try? FileManager.default.contentsOfDirectory(atPath: directory.string)) ?? [] where entry.hasSuffix(".tmp") {
+        for entry in (try? FileManager.default.contentsOfDirectory(atPath: directory.string)) ?? []
+        where entry.hasSuffix(".tmp") || entry.hasSuffix(".prep") {
             try? FileManager.default.removeItem(atPath: directory.appending(entry).string)
         }
     }

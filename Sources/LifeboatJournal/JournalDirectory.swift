@@ -36,7 +36,15 @@ public enum JournalDirectory {
         visit: (SegmentScan, UnsafeRawBufferPointer) throws -> Void
     ) throws -> RecoveryReport {
         var report = RecoveryReport()
-        let list = try segments(in: directory)
+        var list = try segments(in: directory)
+        if let newest = list.last, try isInterruptedCreation(newest.path) {
+            // A segment renamed into place whose header never became durable. Its predecessor
+            // was sealed and synced before it was created, and no record in it was acknowledged
+            // (a sync makes its header durable first): set it aside, the journal ends before it.
+            let evidence = repairTornTail ? try setAside(newest.path) : ""
+            report.tornTail = (newest.path.string, 0, 0, "interrupted segment creation (no header)", evidence)
+            list.removeLast()
+        }
         var previous: SegmentScan?
         for (index, entry) in list.enumerated() {
             let isNewest = index == list.count - 1
@@ -82,6 +90,23 @@ public enum JournalDirectory {
             previous = scan
         }
         return report
+    }
+
+    static func isInterruptedCreation(_ path: FilePath) throws -> Bool {
+        let fd: FileDescriptor
+        do { fd = try FileDescriptor.open(path, .readOnly) } catch { return false }
+        defer { try? fd.close() }
+        var head = [UInt8](repeating: 0, count: JournalFormat.segmentHeaderSize)
+        let n = (try? head.withUnsafeMutableBytes { try fd.read(fromAbsoluteOffset: 0, into: $0) }) ?? 0
+        return head[0..<n].allSatisfy { $0 == 0 }
+    }
+
+    static func setAside(_ path: FilePath) throws -> String {
+        let evidence = path.string + ".broken"
+        do { try FileManager.default.moveItem(atPath: path.string, toPath: evidence) } catch {
+            throw LifeboatError(.io, "cannot set aside an interrupted segment: \(error)", path: path.string)
+        }
+        return evidence
     }
 
     /// Keeps the torn bytes as evidence (`NAME.broken`, never overwritten) and truncates the

@@ -1,3 +1,4 @@
+import CLinux
 import LifeboatCore
 import SystemPackage
 
@@ -15,6 +16,9 @@ final class OpenSegment: @unchecked Sendable {
     /// Offset of the next record (guarded by the journal's lock).
     var end: Int64
     var records = 0
+    /// Where the last early writeback started (see `append`).
+    var writebackStart: Int64 = 0
+    static let writebackStride: Int64 = 4 << 20
 
     init(fd: FileDescriptor, path: FilePath, firstLSN: LSN, end: Int64) {
         self.fd = fd
@@ -33,6 +37,22 @@ final class OpenSegment: @unchecked Sendable {
         let header = SegmentHeader(groupID: groupID, firstLSN: firstLSN, createdNanos: wallClockNanos()).encoded()
         try writeFileAtomically(path, header)
         return try openForAppend(path, firstLSN: firstLSN, end: Int64(header.count))
+    }
+
+    /// Turns a prepared spare into the segment starting at `firstLSN`: header written into its
+    /// first (cached) page, then renamed into place. Both become durable with the next sync
+    /// (fdatasync of the file, fsync of the directory), before any record in it is acknowledged.
+    static func adopt(_ spare: SegmentPreparer.Spare, in directory: FilePath, groupID: [UInt8], firstLSN: LSN) throws -> OpenSegment {
+        let path = directory.appending(SegmentName.make(firstLSN: firstLSN))
+        let header = SegmentHeader(groupID: groupID, firstLSN: firstLSN, createdNanos: wallClockNanos()).encoded()
+        do {
+            _ = try spare.fd.writeAll(toAbsoluteOffset: 0, header)
+            if case .failure(let e) = syscallRetrying({ Glibc.rename(spare.path.string, path.string) }) { throw e }
+        } catch {
+            try? spare.fd.close()
+            throw LifeboatError.system(error as? Errno ?? .ioError, "cannot put a new segment in place", path: path.string)
+        }
+        return OpenSegment(fd: spare.fd, path: path, firstLSN: firstLSN, end: Int64(header.count))
     }
 
     static func openForAppend(_ path: FilePath, firstLSN: LSN, end: Int64) throws -> OpenSegment {
@@ -74,6 +94,12 @@ final class OpenSegment: @unchecked Sendable {
         }
         end = start + Int64(total)
         records += 1
+        // Start writeback of every full 4 MiB behind the tail (RocksDB's wal_bytes_per_sync):
+        // a seal's fdatasync then waits for little, and writeback never arrives in one burst.
+        if end - writebackStart >= Self.writebackStride {
+            _ = clinux_start_writeback(fdRaw, writebackStart, end - writebackStart)
+            writebackStart = end
+        }
     }
 }
 
