@@ -67,15 +67,22 @@ final class SegmentPreparer: @unchecked Sendable {
         }
     }
 
+    /// Stops the thread and removes the unused spare. Idempotent (close and deinit both call
+    /// it): the spare's descriptor is closed exactly once, since a second close could hit a
+    /// descriptor number another thread has been given since.
     func stop() {
         lock.withLock {
             stopping = true
             lock.broadcast()
         }
         while let t = thread, !t.isFinished { usleep(1000) }
-        if let spare {
-            try? spare.fd.close()
-            unlink(spare.path.string)
+        let leftover = lock.withLock {
+            defer { spare = nil }
+            return spare
+        }
+        if let leftover {
+            try? leftover.fd.close()
+            unlink(leftover.path.string)
         }
     }
 
