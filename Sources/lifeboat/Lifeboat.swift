@@ -1,7 +1,9 @@
 import ArgumentParser
 import Foundation
 import LifeboatCore
+import LifeboatProtect
 import Logging
+import SystemPackage
 
 struct Lifeboat: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -22,6 +24,8 @@ struct SiteOption: ParsableArguments {
         if let env = ProcessInfo.processInfo.environment["LIFEBOAT_SITE"], !env.isEmpty { return env }
         throw ValidationError("no site given: pass --site DIR or set LIFEBOAT_SITE")
     }
+
+    func open() throws -> Site { try Site.open(FilePath(path())) }
 }
 
 /// The CLI's exit codes (Docs/operations.md): sysexits-style, one per error code.

@@ -16,7 +16,6 @@ struct ProtectCommand: ParsableCommand {
     @Option(help: "Seal a journal segment at least this often while there are writes, in seconds.") var sealInterval = 1.0
 
     func run() throws {
-        let path = try site.path()
         let segmentBytes = try parseSize(segmentSize)
         guard segmentBytes >= 1 << 20 else { throw ValidationError("--segment-size must be at least 1M") }
         guard sealInterval > 0 else { throw ValidationError("--seal-interval must be positive") }
@@ -26,7 +25,7 @@ struct ProtectCommand: ParsableCommand {
             options.sealInterval = .milliseconds(Int64(sealInterval * 1000))
             // Absolute, so that status and the kernel's mount table name the same path.
             let absolute = mountpoint.hasPrefix("/") ? mountpoint : FileManager.default.currentDirectoryPath + "/" + mountpoint
-            try ProtectService.run(site: try Site.open(FilePath(path)), mountpoint: absolute, options: options, logger: makeLogger())
+            try ProtectService.run(site: try site.open(), mountpoint: absolute, options: options, logger: makeLogger())
         }
     }
 }

@@ -33,10 +33,9 @@ struct DiskCommand: ParsableCommand {
         }
 
         func run() throws {
-            let path = try site.path()
             let bytes = try size.map(parseSize)
             try reportingErrors {
-                var s = try Site.open(FilePath(path))
+                var s = try site.open()
                 let disk = try s.createDisk(name: name, sizeBytes: bytes, from: from.map { FilePath($0) })
                 print("created disk \(disk.name) (\(humanBytes(disk.sizeBytes)))" + (from.map { " from \($0)" } ?? ""))
             }
@@ -49,9 +48,8 @@ struct DiskCommand: ParsableCommand {
         @OptionGroup var site: SiteOption
 
         func run() throws {
-            let path = try site.path()
             try reportingErrors {
-                let s = try Site.open(FilePath(path))
+                let s = try site.open()
                 if json { return try printJSON(s.config.disks) }
                 print(pad("NAME", 20) + pad("SIZE", 12) + pad("ID", 5) + "SOURCE")
                 for d in s.config.disks {

@@ -10,12 +10,11 @@ struct StatusCommand: ParsableCommand {
     @OptionGroup var site: SiteOption
 
     func run() throws {
-        let path = try site.path()
         try reportingErrors {
-            let s = try Site.open(FilePath(path))
+            let s = try site.open()
             let status = try SiteStatus.read(s)
             if json { return try printJSON(status) }
-            var line = "site \(path): \(status.state)"
+            var line = "site \(s.root): \(status.state)"
             if let pid = status.pid, let mp = status.mountpoint { line += " (pid \(pid), mounted at \(mp))" }
             print(line)
             let j = status.journal
@@ -40,9 +39,8 @@ struct JournalCommand: ParsableCommand {
         @OptionGroup var site: SiteOption
 
         func run() throws {
-            let path = try site.path()
             try reportingErrors {
-                let s = try Site.open(FilePath(path))
+                let s = try site.open()
                 let result = try JournalVerifier.verify(site: s)
                 print("journal: \(result.segments) segment(s), \(result.records) record(s), last LSN \(result.lastLSN)")
                 for d in result.disks {
