@@ -11,6 +11,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
     ],
     targets: [
         // C libraries from Debian, each imported by exactly one Swift module.
@@ -30,6 +31,10 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]),
         .target(name: "LifeboatJournal", dependencies: ["LifeboatCore", "CLinux"]),
+        .target(
+            name: "LifeboatVault",
+            dependencies: ["LifeboatCore", "LifeboatJournal", .product(name: "GRDB", package: "GRDB.swift"),
+                           .product(name: "SystemPackage", package: "swift-system")]),
         .target(name: "LifeboatFUSE", dependencies: ["CFuse3", "LifeboatCore", .product(name: "SystemPackage", package: "swift-system")]),
         .target(name: "LifeboatProtect", dependencies: ["LifeboatCore", "LifeboatJournal", "LifeboatFUSE"]),
         .executableTarget(
@@ -44,6 +49,9 @@ let package = Package(
         .testTarget(
             name: "LifeboatJournalTests", dependencies: ["LifeboatJournal", "LifeboatCore", .product(name: "SystemPackage", package: "swift-system")],
             exclude: ["Fixtures"]),
+        .testTarget(
+            name: "LifeboatVaultTests",
+            dependencies: ["LifeboatVault", "LifeboatJournal", "LifeboatCore", .product(name: "SystemPackage", package: "swift-system")]),
         .testTarget(
             name: "LifeboatProtectTests",
             dependencies: ["LifeboatProtect", "LifeboatJournal", "LifeboatCore", "lifeboat"]),

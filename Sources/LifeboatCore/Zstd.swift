@@ -25,3 +25,58 @@ public enum Zstd {
         return out
     }
 }
+
+/// A reusable zstd compression context (one per thread): no allocation per call beyond the
+/// output, and every frame carries zstd's content checksum, so damage is found at decompression.
+public final class ZstdCompressor {
+    private let context: OpaquePointer
+
+    public init(level: Int32 = 3) {
+        context = ZSTD_createCCtx()
+        ZSTD_CCtx_setParameter(context, ZSTD_c_compressionLevel, level)
+        ZSTD_CCtx_setParameter(context, ZSTD_c_checksumFlag, 1)
+    }
+
+    deinit { ZSTD_freeCCtx(context) }
+
+    /// Appends one frame holding `input` to `output`; returns the frame's length.
+    public func compress(_ input: UnsafeRawBufferPointer, appendingTo output: inout [UInt8]) throws -> Int {
+        let start = output.count
+        let bound = ZSTD_compressBound(input.count)
+        output.append(contentsOf: repeatElement(0, count: bound))
+        let n = output.withUnsafeMutableBytes { out in
+            ZSTD_compress2(context, out.baseAddress! + start, bound, input.baseAddress, input.count)
+        }
+        if czstd_is_error(n) != 0 {
+            output.removeSubrange(start...)
+            throw LifeboatError(.io, "zstd compress: " + String(cString: ZSTD_getErrorName(n)))
+        }
+        output.removeSubrange((start + n)...)
+        return n
+    }
+}
+
+/// A reusable zstd decompression context.
+public final class ZstdDecompressor {
+    private let context: OpaquePointer
+
+    public init() { context = ZSTD_createDCtx() }
+    deinit { ZSTD_freeDCtx(context) }
+
+    /// Decompresses exactly one frame of `input` into `output`, which must be its exact size.
+    public func decompress(_ input: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer) throws {
+        let n = ZSTD_decompressDCtx(context, output.baseAddress, output.count, input.baseAddress, input.count)
+        if czstd_is_error(n) != 0 {
+            throw LifeboatError(.corrupt, "zstd frame does not decode: " + String(cString: ZSTD_getErrorName(n)))
+        }
+        guard n == output.count else { throw LifeboatError(.corrupt, "zstd frame decoded to \(n) bytes, \(output.count) expected") }
+    }
+}
+
+public enum ZstdFrame {
+    /// The content size a frame's header declares, if it declares one.
+    public static func contentSize(_ frame: UnsafeRawBufferPointer) -> UInt64? {
+        let size = ZSTD_getFrameContentSize(frame.baseAddress, frame.count)
+        return size >= UInt64.max - 1 ? nil : size
+    }
+}

@@ -1,0 +1,118 @@
+import Foundation
+import GRDB
+import LifeboatCore
+
+/// The vault catalog (`VAULT/catalog.sqlite`, SQLite through GRDB): what the vault holds.
+/// Block data never goes in here — only one row per layer, point and disk (the per-block index
+/// lives in each layer's footer; Docs/formats/vault.md).
+struct Catalog {
+    static let formatVersion = 1
+    let db: DatabaseQueue
+
+    init(path: String) throws {
+        var config = Configuration()
+        config.busyMode = .timeout(10)
+        do { db = try DatabaseQueue(path: path, configuration: config) } catch {
+            throw LifeboatError(.io, "cannot open the vault catalog: \(error)", path: path)
+        }
+        try checkVersion(path: path)
+        var migrator = DatabaseMigrator()
+        // Forward-only, named migrations; a vault written by a newer lifeboat is refused above.
+        migrator.registerMigration("v1") { db in
+            try db.create(table: "meta") { t in
+                t.primaryKey("key", .text)
+                t.column("value", .text).notNull()
+            }
+            try db.execute(sql: "INSERT INTO meta(key, value) VALUES ('formatVersion', '1')")
+            try db.create(table: "grp") { t in
+                t.primaryKey("id", .text)
+                t.column("baseLSN", .integer).notNull()
+                t.column("lastLSN", .integer).notNull()
+                t.column("createdAt", .datetime).notNull()
+            }
+            try db.create(table: "disk") { t in
+                t.column("diskID", .integer).notNull().primaryKey()
+                t.column("name", .text).notNull().unique()
+                t.column("sizeBytes", .integer).notNull()
+            }
+            try db.create(table: "layer") { t in
+                t.autoIncrementedPrimaryKey("id")
+                t.column("firstLSN", .integer).notNull().unique()
+                t.column("lastLSN", .integer).notNull()
+                t.column("file", .text).notNull()
+                t.column("bytes", .integer).notNull()
+                t.column("entries", .integer).notNull()
+            }
+            try db.create(table: "point") { t in
+                t.autoIncrementedPrimaryKey("id")
+                t.column("lsn", .integer).notNull().indexed()
+                t.column("kind", .text).notNull()
+                t.column("time", .datetime).notNull()
+                t.column("label", .text).notNull()
+                t.column("digests", .text).notNull()
+            }
+        }
+        do { try migrator.migrate(db) } catch {
+            throw LifeboatError(.io, "cannot migrate the vault catalog: \(error)", path: path)
+        }
+    }
+
+    private func checkVersion(path: String) throws {
+        let version: String? = try? db.read { db in
+            guard try db.tableExists("meta") else { return nil }
+            return try String.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'formatVersion'")
+        }
+        if let version, let v = Int(version), v > Self.formatVersion {
+            throw LifeboatError(.unsupported, "vault format version \(v) is newer than this lifeboat's (\(Self.formatVersion))", path: path)
+        }
+    }
+}
+
+struct GroupRow: Codable, FetchableRecord, PersistableRecord {
+    static let databaseTableName = "grp"
+    var id: String
+    var baseLSN: Int64
+    var lastLSN: Int64
+    var createdAt: Date
+}
+
+public struct VaultDisk: Codable, FetchableRecord, PersistableRecord, Sendable {
+    public static let databaseTableName = "disk"
+    public var diskID: Int64
+    public var name: String
+    public var sizeBytes: Int64
+    public var id: DiskID { DiskID(UInt32(diskID)) }
+    public var blockCount: Int { Int(sizeBytes >> Int64(BlockSize.shift)) }
+}
+
+struct LayerRow: Codable, FetchableRecord, MutablePersistableRecord {
+    static let databaseTableName = "layer"
+    var id: Int64?
+    var firstLSN: Int64
+    var lastLSN: Int64
+    var file: String
+    var bytes: Int64
+    var entries: Int64
+    mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }
+}
+
+/// A recovery point: a cut of every disk of the group at one LSN.
+public struct RecoveryPoint: Codable, FetchableRecord, MutablePersistableRecord, Sendable {
+    public static let databaseTableName = "point"
+    public var id: Int64?
+    public var lsn: Int64
+    /// crash-consistent | app-consistent | label
+    public var kind: String
+    public var time: Date
+    public var label: String
+    /// JSON object: disk id → digest root (32 hex digits).
+    public var digests: String
+    public mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }
+
+    public var digestMap: [DiskID: Hash128] {
+        let raw = (try? JSONDecoder().decode([String: String].self, from: Data(digests.utf8))) ?? [:]
+        var out: [DiskID: Hash128] = [:]
+        for (k, v) in raw { if let d = UInt32(k), let h = Hash128(hex: v) { out[DiskID(d)] = h } }
+        return out
+    }
+}

@@ -1,0 +1,128 @@
+import LifeboatCore
+import SystemPackage
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// An open layer file: mapped read-only, header and index checked once at open (O(1) work
+/// besides the index checksum), lookups by binary search in the mapped index.
+public final class LayerReader: @unchecked Sendable {
+    public let path: FilePath
+    public let header: LayerHeader
+    private let base: UnsafeRawPointer
+    private let size: Int
+
+    public init(path: FilePath) throws {
+        self.path = path
+        let fd: FileDescriptor
+        do { fd = try FileDescriptor.open(path, .readOnly, options: [.closeOnExec]) } catch {
+            throw LifeboatError.system(error as? Errno ?? .ioError, "cannot open layer", path: path.string)
+        }
+        defer { try? fd.close() }
+        let size = Int((try? fd.fileSize()) ?? 0)
+        guard size >= LayerFormat.headerSize + LayerFormat.footerSize else {
+            throw LifeboatError(.corrupt, "layer is truncated (\(size) bytes)", path: path.string, offset: Int64(size))
+        }
+        guard let map = mmap(nil, size, PROT_READ, MAP_SHARED, fd.rawValue, 0), map != MAP_FAILED else {
+            throw LifeboatError.system(Errno(rawValue: errno), "cannot map layer", path: path.string)
+        }
+        self.base = UnsafeRawPointer(map)
+        self.size = size
+        let raw = UnsafeRawBufferPointer(start: base, count: size)
+        do {
+            self.header = try Self.validate(raw, path: path.string)
+        } catch {
+            munmap(map, size)
+            throw error
+        }
+    }
+
+    deinit { munmap(UnsafeMutableRawPointer(mutating: base), size) }
+
+    private var raw: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: base, count: size) }
+
+    static func validate(_ raw: UnsafeRawBufferPointer, path: String) throws -> LayerHeader {
+        guard Array(raw[0..<8]) == LayerFormat.magic else { throw LifeboatError(.corrupt, "not a Lifeboat layer (bad magic)", path: path, offset: 0) }
+        let version = raw.loadLE(UInt32.self, at: 8)
+        guard version == LayerFormat.version else {
+            throw LifeboatError(.unsupported, "layer format version \(version); this lifeboat reads version \(LayerFormat.version)", path: path, offset: 8)
+        }
+        let header = LayerHeader(
+            groupID: Array(raw[16..<32]), firstLSN: LSN(raw.loadLE(UInt64.self, at: 32)), lastLSN: LSN(raw.loadLE(UInt64.self, at: 40)),
+            entryCount: Int(raw.loadLE(UInt64.self, at: 48)), indexOffset: Int(raw.loadLE(UInt64.self, at: 56)))
+        let footer = raw.count - LayerFormat.footerSize
+        guard Array(raw[(footer + 8)..<(footer + 16)]) == LayerFormat.endMagic else {
+            throw LifeboatError(.corrupt, "layer footer is missing (truncated layer?)", path: path, offset: Int64(footer))
+        }
+        guard header.indexOffset >= LayerFormat.headerSize, header.entryCount >= 0,
+              header.indexOffset + header.entryCount * LayerFormat.entrySize == footer else {
+            throw LifeboatError(.corrupt, "layer index offset \(header.indexOffset) and \(header.entryCount) entries do not fit the file", path: path, offset: 56)
+        }
+        let crc = CRC32C.extend(CRC32C.of(UnsafeRawBufferPointer(rebasing: raw[0..<LayerFormat.headerSize])),
+                                UnsafeRawBufferPointer(rebasing: raw[header.indexOffset..<footer]))
+        guard crc == raw.loadLE(UInt32.self, at: footer) else {
+            throw LifeboatError(.corrupt, "layer header/index checksum mismatch", path: path, offset: Int64(header.indexOffset))
+        }
+        return header
+    }
+
+    public func entry(_ i: Int) -> LayerEntry {
+        LayerEntry.load(raw, at: header.indexOffset + i * LayerFormat.entrySize)
+    }
+
+    /// The newest version of `block` of `disk` with LSN ≤ `lsn` in this layer, if any.
+    public func lookup(disk: DiskID, block: BlockIndex, atOrBefore lsn: LSN) -> LayerEntry? {
+        // First index whose key is > (disk, block, lsn); the candidate is just before it.
+        var low = 0, high = header.entryCount
+        while low < high {
+            let mid = (low + high) / 2
+            let e = entry(mid)
+            if LayerEntry.precedes((disk, block, lsn), (e.disk, e.block, e.lsn)) { high = mid } else { low = mid + 1 }
+        }
+        guard low > 0 else { return nil }
+        let e = entry(low - 1)
+        return e.disk == disk && e.block == block ? e : nil
+    }
+
+    /// Decompresses the frame of `entry` and copies its block into `out` (4096 bytes).
+    public func readBlock(_ entry: LayerEntry, into out: UnsafeMutableRawBufferPointer, scratch: inout [UInt8], decompressor: ZstdDecompressor) throws {
+        guard entry.frameOffset >= LayerFormat.headerSize, entry.frameOffset + entry.frameLength <= header.indexOffset else {
+            throw LifeboatError(.corrupt, "index entry points outside the layer's frames", path: path.string, offset: Int64(entry.frameOffset))
+        }
+        let frame = UnsafeRawBufferPointer(rebasing: raw[entry.frameOffset..<(entry.frameOffset + entry.frameLength)])
+        let contentSize = Int(ZstdFrame.contentSize(frame) ?? 0)
+        guard contentSize >= (entry.blockInFrame + 1) * BlockSize.bytes else {
+            throw LifeboatError(.corrupt, "frame is smaller than its index entries say", path: path.string, offset: Int64(entry.frameOffset))
+        }
+        if scratch.count < contentSize { scratch = [UInt8](repeating: 0, count: contentSize) }
+        do {
+            try scratch.withUnsafeMutableBytes { try decompressor.decompress(frame, into: UnsafeMutableRawBufferPointer(rebasing: $0[0..<contentSize])) }
+        } catch let e as LifeboatError {
+            throw LifeboatError(.corrupt, e.message, path: path.string, offset: Int64(entry.frameOffset))
+        }
+        scratch.withUnsafeBytes { out.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[(entry.blockInFrame * BlockSize.bytes)..<((entry.blockInFrame + 1) * BlockSize.bytes)])) }
+    }
+
+    /// Decodes every frame (zstd's checksums) and checks the index: what `vault verify` runs.
+    public func verifyAll() throws {
+        let decompressor = ZstdDecompressor()
+        var scratch: [UInt8] = []
+        var previous: LayerEntry?
+        var out = [UInt8](repeating: 0, count: BlockSize.bytes)
+        var checkedFrames = Set<Int>()
+        for i in 0..<header.entryCount {
+            let e = entry(i)
+            if let p = previous, !LayerEntry.precedes((p.disk, p.block, p.lsn), (e.disk, e.block, e.lsn)) {
+                throw LifeboatError(.corrupt, "layer index is not sorted at entry \(i)", path: path.string, offset: Int64(header.indexOffset + i * LayerFormat.entrySize))
+            }
+            guard e.lsn >= header.firstLSN, e.lsn <= header.lastLSN else {
+                throw LifeboatError(.corrupt, "index entry \(i) has LSN \(e.lsn) outside the layer's range", path: path.string, offset: Int64(header.indexOffset + i * LayerFormat.entrySize))
+            }
+            if checkedFrames.insert(e.frameOffset).inserted {
+                try out.withUnsafeMutableBytes { try readBlock(e, into: $0, scratch: &scratch, decompressor: decompressor) }
+            }
+            previous = e
+        }
+    }
+}

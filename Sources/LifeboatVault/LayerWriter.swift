@@ -1,0 +1,59 @@
+import LifeboatCore
+import LifeboatJournal
+
+/// Builds a layer from a validated, sealed journal segment: each write record's data becomes one
+/// zstd frame, and each of its blocks an index entry. Markers are returned for the catalog.
+public struct LayerBuild {
+    public var bytes: [UInt8]
+    public var header: LayerHeader
+    public var markers: [(lsn: LSN, marker: Marker)]
+    /// Distinct disks written, with the highest block touched (for checks against the catalog).
+    public var highestBlock: [DiskID: BlockIndex]
+}
+
+public enum LayerWriter {
+    public static func build(scan: SegmentScan, segment raw: UnsafeRawBufferPointer, compressor: ZstdCompressor) throws -> LayerBuild {
+        var bytes = [UInt8](repeating: 0, count: LayerFormat.headerSize)
+        var entries: [LayerEntry] = []
+        var markers: [(LSN, Marker)] = []
+        var highest: [DiskID: BlockIndex] = [:]
+        for record in scan.records {
+            let payload = UnsafeRawBufferPointer(rebasing: raw[record.payloadOffset..<(record.payloadOffset + Int(record.header.length))])
+            switch record.header.type {
+            case .write:
+                let w = WritePayloadHeader.decode(payload)!
+                let data = UnsafeRawBufferPointer(rebasing: payload[JournalFormat.writePayloadHeaderSize...])
+                let offset = bytes.count
+                let length = try compressor.compress(data, appendingTo: &bytes)
+                for k in 0..<Int(w.blockCount) {
+                    entries.append(LayerEntry(disk: w.disk, block: BlockIndex(w.firstBlock.rawValue + UInt64(k)), lsn: record.header.lsn,
+                                              frameOffset: offset, frameLength: length, blockInFrame: k))
+                }
+                let last = BlockIndex(w.firstBlock.rawValue + UInt64(w.blockCount) - 1)
+                highest[w.disk] = max(highest[w.disk] ?? last, last)
+            case .marker:
+                markers.append((record.header.lsn, Marker.decode(payload)!))
+            default:
+                break
+            }
+        }
+        entries.sort { LayerEntry.precedes(($0.disk, $0.block, $0.lsn), ($1.disk, $1.block, $1.lsn)) }
+        let header = LayerHeader(groupID: scan.header.groupID, firstLSN: scan.header.firstLSN, lastLSN: scan.lastLSN,
+                                 entryCount: entries.count, indexOffset: bytes.count)
+        bytes.replaceSubrange(0..<LayerFormat.headerSize, with: header.encoded())
+        let indexStart = bytes.count
+        bytes.append(contentsOf: repeatElement(0, count: entries.count * LayerFormat.entrySize))
+        bytes.withUnsafeMutableBytes { out in
+            for (i, e) in entries.enumerated() { e.store(into: out, at: indexStart + i * LayerFormat.entrySize) }
+        }
+        let crc = bytes.withUnsafeBytes { raw in
+            CRC32C.extend(CRC32C.of(UnsafeRawBufferPointer(rebasing: raw[0..<LayerFormat.headerSize])), UnsafeRawBufferPointer(rebasing: raw[indexStart...]))
+        }
+        var footer = ByteWriter()
+        footer.put(crc)
+        footer.put(UInt32(0))
+        footer.put(LayerFormat.endMagic)
+        bytes.append(contentsOf: footer.bytes)
+        return LayerBuild(bytes: bytes, header: header, markers: markers, highestBlock: highest)
+    }
+}

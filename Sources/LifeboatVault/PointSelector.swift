@@ -1,0 +1,42 @@
+import Foundation
+import LifeboatCore
+
+/// Point selectors: `latest`, `latest-app`, a point id, `lsn:N`, `@2026-11-24T10:00:00Z`.
+public enum PointSelector {
+    /// The LSN a selector names, and the cataloged point when it names one.
+    public static func resolve(_ text: String, in vault: Vault) throws -> (lsn: LSN, point: RecoveryPoint?) {
+        let points = try vault.points()
+        func pick(_ p: RecoveryPoint?, _ what: String) throws -> (LSN, RecoveryPoint?) {
+            guard let p else { throw LifeboatError(.notFound, "no point matches '\(text)': \(what)", path: vault.root.string) }
+            return (LSN(UInt64(p.lsn)), p)
+        }
+        switch text {
+        case "latest":
+            return try pick(points.last, "the vault has no points yet")
+        case "latest-app":
+            return try pick(points.last { $0.kind == "app-consistent" }, "the vault has no app-consistent point")
+        default:
+            break
+        }
+        if text.hasPrefix("lsn:") {
+            guard let n = UInt64(text.dropFirst(4)) else {
+                throw LifeboatError(.invalidArgument, "'\(text)' is not a point selector: lsn:N takes a number")
+            }
+            let (base, last) = try vault.lsnRange()
+            guard LSN(n) >= base, LSN(n) <= last else {
+                throw LifeboatError(.notFound, "LSN \(n) is outside what the vault holds (\(base)…\(last))", path: vault.root.string)
+            }
+            return (LSN(n), points.last { $0.lsn == Int64(n) })
+        }
+        if text.hasPrefix("@") {
+            guard let time = ISO8601DateFormatter().date(from: String(text.dropFirst())) else {
+                throw LifeboatError(.invalidArgument, "'\(text)' is not a point selector: @TIME takes an ISO 8601 time like @2026-11-24T10:00:00Z")
+            }
+            return try pick(points.last { $0.time <= time }, "no point at or before \(text.dropFirst())")
+        }
+        if let id = Int64(text) {
+            return try pick(points.first { $0.id == id }, "no point with id \(id)")
+        }
+        throw LifeboatError(.invalidArgument, "'\(text)' is not a point selector (latest, latest-app, an id, lsn:N, @TIME)")
+    }
+}

@@ -1,0 +1,200 @@
+import Foundation
+import GRDB
+import LifeboatCore
+import LifeboatJournal
+import SystemPackage
+
+/// The replica store of one protection group (Docs/formats/vault.md):
+///
+/// ```
+/// VAULT/catalog.sqlite          group, disks, layers, points (Catalog)
+/// VAULT/bases/DISKID.img        each disk's content at the group's base LSN (sparse raw)
+/// VAULT/layers/FIRST-LAST.layer one per ingested journal segment (LayerFormat)
+/// VAULT/incoming/               layers being written
+/// ```
+public final class Vault: @unchecked Sendable {
+    public let root: FilePath
+    let catalog: Catalog
+
+    var basesDirectory: FilePath { root.appending("bases") }
+    var layersDirectory: FilePath { root.appending("layers") }
+    var incomingDirectory: FilePath { root.appending("incoming") }
+    func basePath(_ disk: DiskID) -> FilePath { basesDirectory.appending("\(disk.rawValue).img") }
+
+    /// Opens the vault at `root`, creating it when `create` is set and there is none.
+    public init(root: FilePath, create: Bool = false) throws {
+        self.root = root
+        let fm = FileManager.default
+        let catalogPath = root.appending("catalog.sqlite").string
+        if !fm.fileExists(atPath: catalogPath) {
+            guard create else { throw LifeboatError(.notFound, "no vault here", path: root.string) }
+            for dir in ["", "bases", "layers", "incoming"] {
+                do { try fm.createDirectory(atPath: root.appending(dir).string, withIntermediateDirectories: true) } catch {
+                    throw LifeboatError(.io, "cannot create the vault: \(error.localizedDescription)", path: root.string)
+                }
+            }
+        }
+        catalog = try Catalog(path: catalogPath)
+        // A layer written but not cataloged (a crash between rename and commit) is garbage.
+        for name in (try? fm.contentsOfDirectory(atPath: incomingDirectory.string)) ?? [] {
+            try? fm.removeItem(atPath: incomingDirectory.appending(name).string)
+        }
+    }
+
+    // MARK: Group and disks
+
+    /// The group this vault replicates, if one was registered.
+    public func groupID() throws -> String? {
+        try catalog.db.read { db in try GroupRow.fetchOne(db)?.id }
+    }
+
+    public func disks() throws -> [VaultDisk] {
+        try catalog.db.read { db in try VaultDisk.order(Column("diskID")).fetchAll(db) }
+    }
+
+    public func disk(named name: String) throws -> VaultDisk {
+        guard let d = try disks().first(where: { $0.name == name }) else {
+            let known = try disks().map(\.name).joined(separator: ", ")
+            throw LifeboatError(.notFound, "the vault has no disk '\(name)' (it has: \(known.isEmpty ? "none" : known))", path: root.string)
+        }
+        return d
+    }
+
+    /// The LSN range the vault can present: [base, last].
+    public func lsnRange() throws -> (base: LSN, last: LSN) {
+        guard let g = try catalog.db.read({ db in try GroupRow.fetchOne(db) }) else { return (.zero, .zero) }
+        return (LSN(UInt64(g.baseLSN)), LSN(UInt64(g.lastLSN)))
+    }
+
+    /// Registers the group (first call) and adds a disk whose content before any journaled
+    /// write is the raw image `initialContent` (its base): the initial replication. `progress`
+    /// is called with bytes copied so far.
+    public func addDisk(group: String, id: DiskID, name: String, sizeBytes: Int64, initialContent: FilePath,
+                        progress: (Int64) -> Void = { _ in }) throws {
+        if let existing = try groupID(), existing != group {
+            throw LifeboatError(.invalidArgument, "this vault replicates protection group \(existing), not \(group)", path: root.string)
+        }
+        if let d = try disks().first(where: { $0.id == id }) {
+            guard d.name == name, d.sizeBytes == sizeBytes else {
+                throw LifeboatError(.alreadyExists, "the vault has disk id \(id) as '\(d.name)' (\(d.sizeBytes) bytes)", path: root.string)
+            }
+            return  // already seeded
+        }
+        let tmp = incomingDirectory.appending("\(id.rawValue).img.tmp")
+        try SparseImage.copy(from: initialContent, to: tmp, sizeBytes: sizeBytes, progress: progress)
+        try renameDurably(tmp, basePath(id))
+        try catalog.db.write { db in
+            if try GroupRow.fetchOne(db) == nil {
+                try GroupRow(id: group, baseLSN: 0, lastLSN: 0, createdAt: Date()).insert(db)
+            }
+            try VaultDisk(diskID: Int64(id.rawValue), name: name, sizeBytes: sizeBytes).insert(db)
+        }
+    }
+
+    // MARK: Ingest
+
+    public enum IngestOutcome: Equatable, Sendable {
+        case ingested(layerBytes: Int, points: Int)
+        /// The vault already holds this segment (a retry after a lost acknowledgement).
+        case alreadyHeld
+    }
+
+    /// Ingests one sealed journal segment, compressed with zstd as the shipper sends it. The
+    /// segment is checked end to end before anything is written; the vault holds it durably
+    /// when this returns (layer fsynced and renamed, catalog committed).
+    public func ingest(compressedSegment: [UInt8], name: String) throws -> IngestOutcome {
+        let raw: [UInt8]
+        do { raw = try compressedSegment.withUnsafeBytes { try Zstd.decompress($0, maxSize: 1 << 31) } } catch let e as LifeboatError {
+            throw LifeboatError(.corrupt, "shipped segment does not decompress: \(e.message)", path: name)
+        }
+        return try ingest(segment: raw, name: name)
+    }
+
+    public func ingest(segment raw: [UInt8], name: String) throws -> IngestOutcome {
+        let scan = try SegmentReader.scan(raw, path: FilePath(name))
+        guard scan.end == .sealed else {
+            throw LifeboatError(.corrupt, "segment is not sealed: only sealed segments are shipped", path: name, offset: Int64(scan.validEnd))
+        }
+        guard let group = try groupID() else { throw LifeboatError(.invalidArgument, "the vault has no group yet (add its disks first)", path: root.string) }
+        guard scan.header.groupID == hexBytes(group) else {
+            throw LifeboatError(.invalidArgument, "segment belongs to another protection group", path: name, offset: 16)
+        }
+        let (_, last) = try lsnRange()
+        if scan.lastLSN <= last { return .alreadyHeld }
+        guard scan.header.firstLSN == last.next else {
+            throw LifeboatError(.invalidArgument, "the vault holds LSNs up to \(last); this segment starts at \(scan.header.firstLSN)", path: name, offset: 32)
+        }
+        let build = try raw.withUnsafeBytes { try LayerWriter.build(scan: scan, segment: $0, compressor: ZstdCompressor()) }
+        let disks = Dictionary(uniqueKeysWithValues: try self.disks().map { ($0.id, $0) })
+        for (disk, highest) in build.highestBlock {
+            guard let d = disks[disk], Int(highest.rawValue) < d.blockCount else {
+                throw LifeboatError(.invalidArgument, "segment writes disk \(disk) block \(highest), which the vault does not have", path: name)
+            }
+        }
+        let file = "\(hex16(scan.header.firstLSN))-\(hex16(scan.lastLSN)).layer"
+        let tmp = incomingDirectory.appending(file)
+        try writeFileAtomically(tmp, build.bytes)
+        try renameDurably(tmp, layersDirectory.appending(file))
+        try catalog.db.write { db in
+            var layer = LayerRow(id: nil, firstLSN: Int64(scan.header.firstLSN.rawValue), lastLSN: Int64(scan.lastLSN.rawValue), file: file,
+                                 bytes: Int64(build.bytes.count), entries: Int64(build.header.entryCount))
+            try layer.insert(db)
+            for (lsn, marker) in build.markers {
+                var point = RecoveryPoint(marker: marker, lsn: lsn)
+                try point.insert(db)
+            }
+            try db.execute(sql: "UPDATE grp SET lastLSN = ?", arguments: [Int64(scan.lastLSN.rawValue)])
+        }
+        return .ingested(layerBytes: build.bytes.count, points: build.markers.count)
+    }
+
+    // MARK: Points
+
+    public func points() throws -> [RecoveryPoint] {
+        try catalog.db.read { db in try RecoveryPoint.order(Column("lsn"), Column("id")).fetchAll(db) }
+    }
+
+    func layerRows(upTo lsn: LSN) throws -> [LayerRow] {
+        try catalog.db.read { db in
+            try LayerRow.filter(Column("firstLSN") <= Int64(lsn.rawValue)).order(Column("firstLSN").desc).fetchAll(db)
+        }
+    }
+
+    func layerPath(_ row: LayerRow) -> FilePath { layersDirectory.appending(row.file) }
+
+    func renameDurably(_ from: FilePath, _ to: FilePath) throws {
+        guard rename(from.string, to.string) == 0 else {
+            throw LifeboatError.system(Errno(rawValue: errno), "cannot move into place", path: to.string)
+        }
+        try syncDirectory(to.removingLastComponent())
+    }
+}
+
+extension RecoveryPoint {
+    init(marker: Marker, lsn: LSN) {
+        let kind = switch marker.kind {
+        case .crashConsistent: "crash-consistent"
+        case .appConsistent: "app-consistent"
+        case .label: "label"
+        }
+        let digests = Dictionary(uniqueKeysWithValues: marker.digests.map { (String($0.key.rawValue), $0.value.description) })
+        let json = String(decoding: (try? JSONEncoder().encode(digests)) ?? Data("{}".utf8), as: UTF8.self)
+        self.init(id: nil, lsn: Int64(lsn.rawValue), kind: kind, time: Date(timeIntervalSince1970: Double(marker.timeNanos) / 1e9),
+                  label: marker.label, digests: json)
+    }
+}
+
+func hexBytes(_ text: String) -> [UInt8] {
+    var bytes: [UInt8] = []
+    var rest = Substring(text)
+    while rest.count >= 2, let b = UInt8(rest.prefix(2), radix: 16) {
+        bytes.append(b)
+        rest = rest.dropFirst(2)
+    }
+    return bytes
+}
+
+func hex16(_ lsn: LSN) -> String {
+    let h = String(lsn.rawValue, radix: 16)
+    return String(repeating: "0", count: 16 - h.count) + h
+}

@@ -1,0 +1,57 @@
+import Foundation
+import LifeboatCore
+import SystemPackage
+
+/// `vault verify`: the catalog against the files, every layer end to end (header, index order
+/// and checksum, every zstd frame with its checksum), the LSN chain, the bases' sizes.
+public enum VaultVerifier {
+    public struct Problem: Sendable, CustomStringConvertible {
+        public var error: LifeboatError
+        public var description: String { error.description }
+    }
+
+    public struct Report: Sendable {
+        public var layers = 0
+        public var points = 0
+        public var bytes: Int64 = 0
+        public var problems: [Problem] = []
+    }
+
+    public static func verify(_ vault: Vault) throws -> Report {
+        var report = Report()
+        let (base, last) = try vault.lsnRange()
+        var expected = base.next
+        for row in try vault.layerRows(upTo: last).reversed() {
+            report.layers += 1
+            report.bytes += row.bytes
+            let path = vault.layerPath(row)
+            if LSN(UInt64(row.firstLSN)) != expected {
+                report.problems.append(Problem(error: LifeboatError(.corrupt, "LSN gap: layer starts at \(row.firstLSN), \(expected) expected", path: path.string)))
+            }
+            expected = LSN(UInt64(row.lastLSN)).next
+            do {
+                let layer = try LayerReader(path: path)
+                if layer.header.firstLSN.rawValue != UInt64(row.firstLSN) || layer.header.lastLSN.rawValue != UInt64(row.lastLSN) {
+                    throw LifeboatError(.corrupt, "layer header says LSNs \(layer.header.firstLSN)…\(layer.header.lastLSN), the catalog \(row.firstLSN)…\(row.lastLSN)", path: path.string, offset: 32)
+                }
+                try layer.verifyAll()
+            } catch let e as LifeboatError {
+                report.problems.append(Problem(error: e))
+            }
+        }
+        for disk in try vault.disks() {
+            let path = vault.basePath(disk.id)
+            let size = (try? FileManager.default.attributesOfItem(atPath: path.string)[.size] as? Int64) ?? nil
+            if size != disk.sizeBytes {
+                report.problems.append(Problem(error: LifeboatError(.corrupt, "base of disk '\(disk.name)' is \(size.map(String.init) ?? "missing"), \(disk.sizeBytes) bytes expected", path: path.string)))
+            }
+        }
+        for p in try vault.points() {
+            report.points += 1
+            if LSN(UInt64(p.lsn)) < base || LSN(UInt64(p.lsn)) > last {
+                report.problems.append(Problem(error: LifeboatError(.corrupt, "point \(p.id ?? 0) at LSN \(p.lsn) is outside \(base)…\(last)", path: vault.root.string)))
+            }
+        }
+        return report
+    }
+}

@@ -1,0 +1,199 @@
+import Foundation
+import LifeboatCore
+import LifeboatJournal
+import SystemPackage
+import Testing
+
+@testable import LifeboatVault
+
+func temporaryDirectory() throws -> FilePath {
+    let path = NSTemporaryDirectory() + "lifeboat-vault-" + UUID().uuidString
+    try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    return FilePath(path)
+}
+
+struct SplitMix: RandomNumberGenerator {
+    var state: UInt64
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+/// A journal written with random block writes and markers, and the model of every write, so
+/// that the state at any LSN can be computed independently of the vault.
+struct Fixture {
+    static let group = [UInt8](0..<16)
+    static let groupHex = group.map { String(format: "%02x", $0) }.joined()
+    static let blocksPerDisk = 256
+    let root: FilePath
+    var writes: [(lsn: LSN, disk: Int, block: Int, data: [UInt8])] = []
+    var markers: [LSN] = []
+
+    var journal: FilePath { root.appending("journal") }
+
+    init(records: Int, seed: UInt64) throws {
+        root = try temporaryDirectory()
+        try FileManager.default.createDirectory(atPath: root.appending("journal").string, withIntermediateDirectories: true)
+        let (j, _) = try Journal.open(directory: root.appending("journal"), groupID: Self.group, configuration: .init(segmentBytes: 1 << 20))
+        var g = SplitMix(state: seed)
+        for i in 0..<records {
+            if i % 50 == 49 {
+                let kind: Marker.Kind = i % 100 == 99 ? .appConsistent : .crashConsistent
+                markers.append(try j.appendMarker(Marker(kind: kind, timeNanos: 1_700_000_000_000_000_000 + Int64(i) * 1_000_000_000, label: "m\(i)", digests: [DiskID(0): Hash128(high: 1, low: UInt64(i))])))
+                continue
+            }
+            let disk = Int(g.next() % 2)
+            let count = 1 + Int(g.next() % 4)
+            let block = Int(g.next() % UInt64(Self.blocksPerDisk - count))
+            var data = [UInt8](repeating: 0, count: count * 4096)
+            for k in stride(from: 0, to: data.count, by: 8) { data.withUnsafeMutableBytes { $0.storeBytes(of: g.next(), toByteOffset: k, as: UInt64.self) } }
+            let lsn = try data.withUnsafeBytes { try j.appendWrite(disk: DiskID(UInt32(disk)), firstBlock: BlockIndex(UInt64(block)), data: $0) }
+            for k in 0..<count { writes.append((lsn, disk, block + k, Array(data[(k * 4096)..<((k + 1) * 4096)]))) }
+        }
+        try j.sealIfOlder(than: .zero)
+        try j.close()
+    }
+
+    /// Disk `disk` after every write with LSN ≤ `lsn`, starting from zeros.
+    func state(disk: Int, at lsn: LSN) -> [UInt8] {
+        var image = [UInt8](repeating: 0, count: Self.blocksPerDisk * 4096)
+        for w in writes where w.disk == disk && w.lsn <= lsn { image.replaceSubrange((w.block * 4096)..<((w.block + 1) * 4096), with: w.data) }
+        return image
+    }
+
+    func sealedSegments() throws -> [(name: String, bytes: [UInt8])] {
+        try JournalDirectory.segments(in: journal).compactMap { entry in
+            let bytes = try SegmentReader.load(entry.path)
+            return try SegmentReader.scan(bytes, path: entry.path).end == .sealed ? (entry.path.lastComponent!.string, bytes) : nil
+        }
+    }
+
+    func makeVault() throws -> Vault {
+        let vault = try Vault(root: root.appending("vault"), create: true)
+        let empty = root.appending("empty.img")
+        FileManager.default.createFile(atPath: empty.string, contents: nil)
+        for d in 0..<2 {
+            try vault.addDisk(group: Self.groupHex, id: DiskID(UInt32(d)), name: "d\(d)", sizeBytes: Int64(Self.blocksPerDisk * 4096), initialContent: empty)
+        }
+        return vault
+    }
+
+    func read(_ reader: PointReader, disk: Int) throws -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: Self.blocksPerDisk * 4096)
+        try out.withUnsafeMutableBytes { raw in
+            for b in 0..<Self.blocksPerDisk {
+                try reader.readBlock(disk: DiskID(UInt32(disk)), block: BlockIndex(UInt64(b)),
+                                     into: UnsafeMutableRawBufferPointer(rebasing: raw[(b * 4096)..<((b + 1) * 4096)]))
+            }
+        }
+        return out
+    }
+}
+
+@Suite struct VaultTests {
+    @Test func everyLSNPrefixReadsBackAsTheReplayOfTheJournal() throws {
+        let f = try Fixture(records: 1200, seed: 1)
+        let vault = try f.makeVault()
+        let segments = try f.sealedSegments()
+        #expect(segments.count >= 4)
+        for s in segments {
+            let packed = try s.bytes.withUnsafeBytes { try Zstd.compress($0) }
+            guard case .ingested = try vault.ingest(compressedSegment: packed, name: s.name) else { Issue.record("not ingested"); return }
+        }
+        let (_, last) = try vault.lsnRange()
+        var g = SplitMix(state: 9)
+        let samples = [LSN(1), last] + (0..<8).map { _ in LSN(1 + g.next() % last.rawValue) }
+        for lsn in samples {
+            let reader = try PointReader(vault: vault, lsn: lsn)
+            for d in 0..<2 { #expect(try f.read(reader, disk: d) == f.state(disk: d, at: lsn), "disk \(d) at LSN \(lsn)") }
+        }
+        // Markers became points, with their kinds and digests.
+        let points = try vault.points()
+        #expect(points.map { LSN(UInt64($0.lsn)) } == f.markers.filter { $0 <= last })
+        #expect(points.contains { $0.kind == "app-consistent" })
+        #expect(points.first?.digestMap[DiskID(0)] == Hash128(high: 1, low: 49))
+        // Export streams the same bytes.
+        let out = f.root.appending("export.raw")
+        let fd = try FileDescriptor.open(out, .readWrite, options: [.create], permissions: .ownerReadWrite)
+        try PointReader(vault: vault, lsn: last).exportRaw(disk: try vault.disk(named: "d1"), to: fd)
+        try fd.close()
+        #expect(FileManager.default.contents(atPath: out.string).map(Array.init) == f.state(disk: 1, at: last))
+        #expect(try VaultVerifier.verify(vault).problems.isEmpty)
+    }
+
+    @Test func aRepeatedSegmentIsAcknowledgedAndAGapIsRefused() throws {
+        let f = try Fixture(records: 600, seed: 2)
+        let vault = try f.makeVault()
+        let segments = try f.sealedSegments()
+        _ = try vault.ingest(segment: segments[0].bytes, name: segments[0].name)
+        #expect(try vault.ingest(segment: segments[0].bytes, name: segments[0].name) == .alreadyHeld)
+        let gap = #expect(throws: LifeboatError.self) { _ = try vault.ingest(segment: segments[2].bytes, name: segments[2].name) }
+        #expect(gap?.message.contains("holds LSNs up to") == true)
+    }
+
+    @Test func aSegmentDamagedInTransitIsRejectedWithItsOffsetAndChangesNothing() throws {
+        let f = try Fixture(records: 300, seed: 3)
+        let vault = try f.makeVault()
+        var segment = try f.sealedSegments()[0]
+        let before = try vault.lsnRange()
+        segment.bytes[64 + 24 + 16 + 1000] ^= 0x01  // inside the first record's data
+        let error = #expect(throws: LifeboatError.self) { _ = try vault.ingest(segment: segment.bytes, name: segment.name) }
+        #expect(error?.code == .corrupt)
+        #expect(error?.path == segment.name)
+        #expect(error?.offset != nil)
+        #expect(try vault.lsnRange() == before)
+        var packed = try segment.bytes.withUnsafeBytes { try Zstd.compress($0) }
+        packed[packed.count / 2] ^= 0xFF
+        #expect(throws: LifeboatError.self) { _ = try vault.ingest(compressedSegment: packed, name: segment.name) }
+    }
+
+    @Test func vaultVerifyNamesTheDamagedLayerAndOffset() throws {
+        let f = try Fixture(records: 300, seed: 4)
+        let vault = try f.makeVault()
+        for s in try f.sealedSegments() { _ = try vault.ingest(segment: s.bytes, name: s.name) }
+        #expect(try VaultVerifier.verify(vault).problems.isEmpty)
+        let layers = try FileManager.default.contentsOfDirectory(atPath: vault.layersDirectory.string).sorted()
+        let path = vault.layersDirectory.appending(layers[0])
+        var bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: path.string)))
+        bytes[200] ^= 0x55  // inside the first zstd frame
+        try Data(bytes).write(to: URL(fileURLWithPath: path.string))
+        let problems = try VaultVerifier.verify(vault).problems
+        #expect(problems.count == 1)
+        #expect(problems.first?.error.path == path.string)
+        #expect(problems.first?.error.offset == 64)
+    }
+
+    @Test func aVaultWrittenByANewerVersionIsRefusedWithBothVersions() throws {
+        let root = try temporaryDirectory()
+        _ = try Vault(root: root, create: true)
+        try Catalog(path: root.appending("catalog.sqlite").string).db.write { db in
+            try db.execute(sql: "UPDATE meta SET value = '2' WHERE key = 'formatVersion'")
+        }
+        let error = #expect(throws: LifeboatError.self) { _ = try Vault(root: root) }
+        #expect(error?.code == .unsupported)
+        #expect(error?.message == "vault format version 2 is newer than this lifeboat's (1)")
+        #expect(throws: LifeboatError.self) { _ = try Vault(root: try temporaryDirectory()) }
+    }
+
+    @Test func selectorsNameTheRightPointOrSayWhyNot() throws {
+        let f = try Fixture(records: 600, seed: 5)
+        let vault = try f.makeVault()
+        #expect(throws: LifeboatError.self) { _ = try PointSelector.resolve("latest", in: vault) }
+        for s in try f.sealedSegments() { _ = try vault.ingest(segment: s.bytes, name: s.name) }
+        let points = try vault.points()
+        #expect(try PointSelector.resolve("latest", in: vault).lsn == LSN(UInt64(points.last!.lsn)))
+        #expect(try PointSelector.resolve("latest-app", in: vault).point?.kind == "app-consistent")
+        #expect(try PointSelector.resolve("\(points[1].id!)", in: vault).lsn == LSN(UInt64(points[1].lsn)))
+        #expect(try PointSelector.resolve("lsn:7", in: vault).lsn == LSN(7))
+        // @TIME: the newest point at or before; marker i has time 1_700_000_000 + i seconds.
+        #expect(try PointSelector.resolve("@2023-11-14T22:15:00Z", in: vault).point?.label == "m99")
+        #expect(try PointSelector.resolve("@2023-11-14T22:14:40Z", in: vault).point?.label == "m49")
+        for bad in ["newest", "lsn:x", "@yesterday", "lsn:999999"] {
+            #expect(throws: LifeboatError.self) { _ = try PointSelector.resolve(bad, in: vault) }
+        }
+    }
+}
