@@ -36,11 +36,11 @@ let package = Package(
             dependencies: ["LifeboatCore", "LifeboatJournal", .product(name: "GRDB", package: "GRDB.swift"),
                            .product(name: "SystemPackage", package: "swift-system")]),
         .target(name: "LifeboatFUSE", dependencies: ["CFuse3", "LifeboatCore", .product(name: "SystemPackage", package: "swift-system")]),
-        .target(name: "LifeboatProtect", dependencies: ["LifeboatCore", "LifeboatJournal", "LifeboatFUSE"]),
+        .target(name: "LifeboatProtect", dependencies: ["LifeboatCore", "LifeboatJournal", "LifeboatFUSE", "LifeboatVault"]),
         .executableTarget(
             name: "lifeboat",
             dependencies: [
-                "LifeboatProtect", "LifeboatJournal", "LifeboatCore",
+                "LifeboatProtect", "LifeboatJournal", "LifeboatCore", "LifeboatVault",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]),

@@ -27,6 +27,8 @@ public final class Journal: @unchecked Sendable {
         public var segments: Int
         public var syncs: Int
         public var failure: LifeboatError?
+        /// First LSN of the segment being appended to: every segment before it is sealed.
+        public var currentSegmentFirstLSN: LSN
     }
 
     public let directory: FilePath
@@ -274,7 +276,8 @@ public final class Journal: @unchecked Sendable {
     public var stats: Stats {
         lock.withLock {
             Stats(appendedLSN: LSN(nextLSN.rawValue - 1), durableLSN: durableLSN, bytes: sealedBytes + current.end,
-                  segments: sealedCount + 1, syncs: syncs, failure: failure ?? lastAppendError)
+                  segments: sealedCount + 1, syncs: syncs, failure: failure ?? lastAppendError,
+                  currentSegmentFirstLSN: current.firstLSN)
         }
     }
 

@@ -1,10 +1,12 @@
 import LifeboatCore
 import LifeboatJournal
+import LifeboatVault
 import SystemPackage
 
-/// `journal verify`: proves the journal by replaying it, in LSN order, onto each disk's initial
-/// content and comparing the result with the primary block by block; and checks every digest
-/// leaf against the primary's block. Run at a quiet moment (no writes in flight).
+/// `journal verify`: proves the journal by replaying it, in LSN order, onto each disk's content
+/// just before the first local segment — the initial content while nothing has been shipped
+/// away, else the vault's image at that LSN — and comparing the result with the primary block
+/// by block; and checks every digest leaf against the primary's block. Run at a quiet moment.
 public enum JournalVerifier {
     public struct DiskResult: Sendable {
         public var name: String
@@ -53,14 +55,25 @@ public enum JournalVerifier {
         defer { segmentFDs.forEach { try? $0.close() } }
         for path in paths { segmentFDs.append(try FileDescriptor.open(path, .readOnly)) }
 
+        // Where replay starts: LSN 0 is each disk's initial content (SITE/disks/NAME.base);
+        // after shipping dropped older segments, the vault holds the state before the first.
+        let firstLocal = try JournalDirectory.segments(in: site.journalDirectory).first?.firstLSN ?? .zero
+        var start: PointReader?
+        if firstLocal > LSN(1) {
+            guard let vaultPath = site.config.vault else {
+                throw LifeboatError(.corrupt, "the journal starts at LSN \(firstLocal) and the site has no vault to hold what came before", path: site.journalDirectory.string)
+            }
+            start = try PointReader(vault: try Vault(root: FilePath(vaultPath)), lsn: LSN(firstLocal.rawValue - 1))
+        }
         var results: [DiskResult] = []
         for disk in site.config.disks {
-            results.append(try verifyDisk(site: site, disk: disk, latest: latest, segmentFDs: segmentFDs, paths: paths))
+            results.append(try verifyDisk(site: site, disk: disk, latest: latest, segmentFDs: segmentFDs, paths: paths, start: start))
         }
         return Result(segments: report.segments, records: report.records, lastLSN: report.lastLSN, disks: results)
     }
 
-    private static func verifyDisk(site: Site, disk: SiteConfig.Disk, latest: [UInt64: Location], segmentFDs: [FileDescriptor], paths: [FilePath]) throws -> DiskResult {
+    private static func verifyDisk(site: Site, disk: SiteConfig.Disk, latest: [UInt64: Location], segmentFDs: [FileDescriptor], paths: [FilePath],
+                                   start: PointReader?) throws -> DiskResult {
         let primary = try FileDescriptor.open(site.primaryPath(disk), .readOnly)
         defer { try? primary.close() }
         let base = try FileDescriptor.open(site.basePath(disk), .readOnly)
@@ -78,7 +91,14 @@ public enum JournalVerifier {
             let bytes = n * bs
             let at = Int64(block) * Int64(bs)
             try primary.readAll(at: at, into: UnsafeMutableRawBufferPointer(rebasing: live[0..<bytes]))
-            try base.readAll(at: at, into: UnsafeMutableRawBufferPointer(rebasing: expected[0..<bytes]), zeroFillPastEOF: true)
+            if let start {
+                for k in 0..<n {
+                    try start.readBlock(disk: disk.diskID, block: BlockIndex(UInt64(block + k)),
+                                        into: UnsafeMutableRawBufferPointer(rebasing: expected[(k * bs)..<((k + 1) * bs)]))
+                }
+            } else {
+                try base.readAll(at: at, into: UnsafeMutableRawBufferPointer(rebasing: expected[0..<bytes]), zeroFillPastEOF: true)
+            }
             for k in 0..<n {
                 let b = block + k
                 let slot = UnsafeMutableRawBufferPointer(rebasing: expected[(k * bs)..<((k + 1) * bs)])
@@ -92,7 +112,7 @@ public enum JournalVerifier {
                     result.mismatchedBlocks += 1
                     if result.firstMismatch == nil {
                         let source = location.map { "its last journal write, LSN \($0.lsn) in \(paths[Int($0.segment)].lastComponent!) at offset \($0.dataOffset)" }
-                            ?? "the initial content (the journal never writes this block)"
+                            ?? (start == nil ? "the initial content (the journal never writes this block)" : "the vault's image before the first local segment")
                         result.firstMismatch = (b, "block \(b) (byte offset \(Int64(b) * Int64(bs))) of the primary differs from \(source)")
                     }
                 }

@@ -17,6 +17,8 @@ public final class ProtectionGroup: @unchecked Sendable {
         public var segmentBytes: Int64 = 64 << 20
         public var sealInterval: Duration = .seconds(1)
         public var checkpointInterval: Duration = .seconds(5)
+        /// A crash-consistent point is marked this often while there are writes.
+        public var pointInterval: Duration = .seconds(5)
         public init() {}
     }
 
@@ -31,6 +33,9 @@ public final class ProtectionGroup: @unchecked Sendable {
     public let recovery: RecoveryReport
     public let replayedRecords: Int
     private let checkpointState = Mutex<(lsn: LSN, at: ContinuousClock.Instant)>((.zero, .now))
+    private let markerState = Mutex<(lsn: LSN, at: ContinuousClock.Instant)>((.zero, .now))
+    /// Ships sealed segments to the site's vault, when it has one.
+    private(set) var shipper: Shipper?
     let startedAt = Date()
 
     /// Takes the site lock, opens every disk, checks the whole journal, cuts a torn tail,
@@ -86,6 +91,13 @@ public final class ProtectionGroup: @unchecked Sendable {
         }
         if replayed > 0 { logger.notice("replayed \(replayed) journal records onto the primaries") }
         try checkpoint(clean: false)
+        markerState.withLock { $0.lsn = journal.stats.appendedLSN }
+        if let vault = site.config.vault {
+            shipper = Shipper(site: site, vaultPath: vault, journal: journal, logger: logger) { [weak self] in
+                self?.checkpointState.withLock { $0.lsn } ?? .zero
+            }
+            shipper?.start()
+        }
     }
 
     deinit { try? siteLock.close() }
@@ -144,9 +156,31 @@ public final class ProtectionGroup: @unchecked Sendable {
         checkpointState.withLock { $0 = (lsn, .now) }
     }
 
-    /// Called a few times a second by `protect`: seals the segment by age, checkpoints when due.
+    /// Writes a recovery-point marker carrying every disk's digest at one cut: writes are
+    /// paused (apply lock held exclusively) from the digests to the append, so the digests are
+    /// exactly the disks' content at the marker's LSN. The marker is made durable and its
+    /// segment sealed, so it ships at once.
+    public func mark(_ kind: Marker.Kind, label: String) throws -> (lsn: LSN, digests: [DiskID: Hash128]) {
+        let (lsn, digests) = try applyLock.withExclusive { () throws -> (LSN, [DiskID: Hash128]) in
+            let digests = Dictionary(uniqueKeysWithValues: disks.map { ($0.id, $0.digest.root()) })
+            let now = Int64(Date().timeIntervalSince1970 * 1e9)
+            return (try journal.appendMarker(Marker(kind: kind, timeNanos: now, label: label, digests: digests)), digests)
+        }
+        try journal.sync()
+        try journal.sealIfOlder(than: .zero)
+        markerState.withLock { $0 = (lsn, .now) }
+        shipper?.poke()
+        return (lsn, digests)
+    }
+
+    /// Called a few times a second by `protect`: seals the segment by age, marks a
+    /// crash-consistent point and checkpoints when due.
     public func tick() {
         do {
+            let (markedLSN, markedAt) = markerState.withLock { $0 }
+            if markedAt.duration(to: .now) >= options.pointInterval && journal.stats.appendedLSN > markedLSN {
+                _ = try mark(.crashConsistent, label: "")
+            }
             try journal.sealIfOlder(than: options.sealInterval)
             let (lsn, at) = checkpointState.withLock { $0 }
             if at.duration(to: .now) >= options.checkpointInterval && journal.stats.appendedLSN > lsn {
@@ -157,9 +191,12 @@ public final class ProtectionGroup: @unchecked Sendable {
         }
     }
 
-    /// Drains: syncs the journal, checkpoints as a clean stop, releases the site.
+    /// Drains: seals the last segment, checkpoints as a clean stop, ships what is sealed
+    /// (when the vault is reachable), releases the site.
     public func close() throws {
+        try journal.sealIfOlder(than: .zero)
         try checkpoint(clean: true)
+        shipper?.stop()
         try journal.close()
     }
 

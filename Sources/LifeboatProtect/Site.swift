@@ -30,7 +30,7 @@ public struct Site: Sendable {
     public func digestPath(_ disk: SiteConfig.Disk) -> FilePath { disksDirectory.appending(disk.name + ".digest") }
 
     /// Creates a new, empty site at `root` (the directory may exist but must not hold a site).
-    public static func initialize(at root: FilePath) throws -> Site {
+    public static func initialize(at root: FilePath, vault: String? = nil) throws -> Site {
         let fm = FileManager.default
         if fm.fileExists(atPath: root.appending("site.json").string) {
             throw LifeboatError(.alreadyExists, "a site already exists here", path: root.string)
@@ -40,7 +40,7 @@ public struct Site: Sendable {
                 throw LifeboatError(.io, "cannot create directory: \(error.localizedDescription)", path: root.appending(dir).string)
             }
         }
-        let config = SiteConfig(version: SiteConfig.currentVersion, groupID: SiteConfig.newGroupID(), createdAt: Date(), disks: [], nextDiskID: 0)
+        let config = SiteConfig(version: SiteConfig.currentVersion, groupID: SiteConfig.newGroupID(), createdAt: Date(), disks: [], nextDiskID: 0, vault: vault)
         var site = Site(root: root, config: config)
         try site.save()
         try Checkpoint(appliedLSN: .zero, cleanStop: true).save(in: site.stateDirectory)
@@ -65,6 +65,18 @@ public struct Site: Sendable {
             throw LifeboatError(.corrupt, "site.json has a malformed groupID", path: path.string)
         }
         return Site(root: root, config: config)
+    }
+
+    /// Points the site at a vault (an existing site protected before it had one ships its
+    /// whole journal, from each disk's initial content, at the next protect).
+    public mutating func setVault(_ path: String) throws {
+        let lockFD = try lock(for: "changing the vault")
+        defer { try? lockFD.close() }
+        if let current = config.vault, current != path {
+            throw LifeboatError(.alreadyExists, "the site already ships to \(current)", path: root.string)
+        }
+        config.vault = path
+        try save()
     }
 
     mutating func save() throws {

@@ -24,6 +24,8 @@ public struct SiteConfig: Codable, Equatable, Sendable {
     public var createdAt: Date
     public var disks: [Disk]
     public var nextDiskID: UInt32
+    /// The vault this site ships to (a directory), if any.
+    public var vault: String?
 
     public var groupIDBytes: [UInt8] {
         var bytes: [UInt8] = []

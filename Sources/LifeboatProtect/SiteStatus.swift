@@ -32,6 +32,8 @@ public struct SiteStatus: Codable, Sendable {
     public var updatedAt: Date
     public var journal: JournalFigures
     public var disks: [Disk]
+    /// Shipping to the vault, when the site has one.
+    public var shipping: Shipper.Figures?
 
     static func path(in site: Site) -> FilePath { site.stateDirectory.appending("status.json") }
 
@@ -48,11 +50,13 @@ public struct SiteStatus: Codable, Sendable {
             return Disk(name: d.config.name, sizeBytes: d.sizeBytes, lastLSN: d.lastLSN.load(ordering: .relaxed),
                         state: error == nil && stats.failure == nil ? "protected" : "error", digest: roots[d.id]?.description, error: error)
         }
+        let local = (try? JournalDirectory.segments(in: group.journal.directory)) ?? []
         return SiteStatus(
             state: "protecting", pid: getpid(), mountpoint: mountpoint, updatedAt: Date(),
-            journal: JournalFigures(appendedLSN: stats.appendedLSN.rawValue, durableLSN: stats.durableLSN.rawValue, bytes: stats.bytes,
-                                    segments: stats.segments, error: stats.failure?.description),
-            disks: disks)
+            journal: JournalFigures(appendedLSN: stats.appendedLSN.rawValue, durableLSN: stats.durableLSN.rawValue,
+                                    bytes: local.reduce(0) { $0 + (fileSize($1.path) ?? 0) },
+                                    segments: local.count, error: stats.failure?.description),
+            disks: disks, shipping: group.shipper?.current)
     }
 
     /// The status of a site: what the running protect last wrote, or, when none runs, what
@@ -76,6 +80,6 @@ public struct SiteStatus: Codable, Sendable {
         return SiteStatus(
             state: checkpoint.cleanStop ? "stopped" : "stopped (unclean: recovery pending)", pid: nil, mountpoint: nil, updatedAt: Date(),
             journal: JournalFigures(appendedLSN: max(last, saved?.journal.appendedLSN ?? 0), durableLSN: last, bytes: bytes, segments: segments.count, error: nil),
-            disks: disks)
+            disks: disks, shipping: saved?.shipping)
     }
 }

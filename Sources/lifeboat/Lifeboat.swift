@@ -11,7 +11,8 @@ struct Lifeboat: ParsableCommand {
         abstract: "Disaster recovery for virtual disks: protect, vault, drill.",
         discussion: "Exit codes are listed in Docs/operations.md.",
         version: "0.1.0",
-        subcommands: [InitCommand.self, DiskCommand.self, ProtectCommand.self, StatusCommand.self, JournalCommand.self])
+        subcommands: [InitCommand.self, DiskCommand.self, ProtectCommand.self, StatusCommand.self, JournalCommand.self,
+                      PointsCommand.self, ExportCommand.self, VaultCommand.self])
 }
 
 /// `--site`, defaulting from LIFEBOAT_SITE.

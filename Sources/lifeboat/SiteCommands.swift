@@ -2,17 +2,28 @@ import ArgumentParser
 import Foundation
 import LifeboatCore
 import LifeboatProtect
+import LifeboatVault
 import SystemPackage
 
 struct InitCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "init", abstract: "Create a site.")
+    static let configuration = CommandConfiguration(
+        commandName: "init", abstract: "Create a site; with --vault, the vault it ships to (created if new).",
+        discussion: "On an existing site, --vault sets its vault: the whole journal ships at the next protect.")
     @OptionGroup var site: SiteOption
+    @Option(help: "The vault directory (default: $LIFEBOAT_VAULT).") var vault: String?
 
     func run() throws {
         let path = try site.path()
+        let vaultPath = vault ?? ProcessInfo.processInfo.environment["LIFEBOAT_VAULT"].flatMap { $0.isEmpty ? nil : $0 }
         try reportingErrors {
-            let created = try Site.initialize(at: FilePath(path))
-            print("created site \(path) (protection group \(created.config.groupID))")
+            if let vaultPath { _ = try Vault(root: FilePath(vaultPath), create: true) }
+            if var existing = try? Site.open(FilePath(path)), let vaultPath {
+                try existing.setVault(vaultPath)
+                print("site \(path) now ships to vault \(vaultPath)")
+                return
+            }
+            let created = try Site.initialize(at: FilePath(path), vault: vaultPath)
+            print("created site \(path) (protection group \(created.config.groupID))" + (vaultPath.map { ", shipping to vault \($0)" } ?? ""))
         }
     }
 }

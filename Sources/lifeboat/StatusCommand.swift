@@ -20,6 +20,11 @@ struct StatusCommand: ParsableCommand {
             let j = status.journal
             print("journal: LSN \(j.appendedLSN) appended, \(j.durableLSN) durable, \(humanBytes(j.bytes)) in \(j.segments) segment(s)")
             if let e = j.error { print("journal error: \(e)") }
+            if let v = status.shipping {
+                let lag = j.appendedLSN > v.shippedLSN ? j.appendedLSN - v.shippedLSN : 0
+                print("vault \(v.vault): shipped up to LSN \(v.shippedLSN); lag \(lag) LSNs, \(v.pendingSegments) segment(s), \(humanBytes(v.pendingBytes)) waiting")
+                if let e = v.error { print("shipping paused: \(e)") }
+            }
             print(pad("DISK", 16) + pad("SIZE", 11) + pad("LAST LSN", 10) + pad("STATE", 11) + "DIGEST")
             for d in status.disks {
                 print(pad(d.name, 16) + pad(humanBytes(d.sizeBytes), 11) + pad(d.lastLSN.map(String.init) ?? "-", 10) + pad(d.state, 11) + (d.digest ?? "-"))

@@ -1,0 +1,148 @@
+import Foundation
+import LifeboatCore
+import LifeboatJournal
+import LifeboatVault
+import Logging
+import Synchronization
+import SystemPackage
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Ships sealed journal segments to the site's vault, in LSN order, compressed with zstd; the
+/// vault holds each durably before `ingest` returns. A local segment is deleted only once the
+/// vault holds it *and* a checkpoint covers it (recovery replays the local journal after the
+/// checkpoint LSN, so those records must stay until the primaries are durable past them).
+///
+/// While the vault is missing, unreachable, read-only or full, or rejects a segment, segments
+/// stay local, `status` shows the lag and the reason, and shipping resumes by itself.
+public final class Shipper: @unchecked Sendable {
+    public struct Figures: Codable, Sendable {
+        public var vault: String
+        /// Everything up to this LSN is in the vault.
+        public var shippedLSN: UInt64 = 0
+        public var pendingSegments = 0
+        public var pendingBytes: Int64 = 0
+        public var lastShippedAt: Date?
+        public var error: String?
+    }
+
+    private let site: Site
+    private let journal: Journal
+    private let appliedLSN: @Sendable () -> LSN
+    private let logger: Logger
+    private let figures: Mutex<Figures>
+    private let wake = ConditionLock()
+    private var stopping = false
+    private var thread: Thread?
+    private var vault: Vault?
+    private let compressor = ZstdCompressor(level: 1)
+
+    init(site: Site, vaultPath: String, journal: Journal, logger: Logger, appliedLSN: @escaping @Sendable () -> LSN) {
+        self.site = site
+        self.journal = journal
+        self.logger = logger
+        self.appliedLSN = appliedLSN
+        self.figures = Mutex(Figures(vault: vaultPath))
+    }
+
+    var current: Figures { figures.withLock { $0 } }
+
+    func start() {
+        let t = Thread { [self] in self.loop() }
+        t.name = "lifeboat-shipper"
+        thread = t
+        t.start()
+    }
+
+    /// Ships what is sealed now, then stops.
+    func stop() {
+        wake.withLock {
+            stopping = true
+            wake.broadcast()
+        }
+        while let t = thread, !t.isFinished { usleep(5000) }
+    }
+
+    func poke() { wake.withLock { wake.broadcast() } }
+
+    private func loop() {
+        var lastError: String?
+        while true {
+            let done = wake.withLock { stopping }
+            do {
+                try shipOnce()
+                if lastError != nil { logger.notice("shipping to \(current.vault) resumed") }
+                lastError = nil
+            } catch {
+                let message = "\(error)"
+                if message != lastError { logger.error("shipping paused: \(message)") }
+                lastError = message
+                vault = nil
+                figures.withLock { $0.error = message }
+            }
+            if done { return }
+            wake.withLock { if !stopping { wake.wait(seconds: 0.25) } }
+        }
+    }
+
+    private func shipOnce() throws {
+        let path = current.vault
+        if vault == nil { vault = try Vault(root: FilePath(path)) }
+        guard let vault else { return }
+        try seedDisks(vault)
+        let currentFirst = journal.stats.currentSegmentFirstLSN
+        let local = try JournalDirectory.segments(in: journal.directory)
+        let sealed = local.filter { $0.firstLSN < currentFirst }
+        var shipped = try vault.lsnRange().last
+        for (i, segment) in sealed.enumerated() {
+            let next = i + 1 < local.count ? local[i + 1].firstLSN : currentFirst
+            let lastLSN = LSN(next.rawValue - 1)
+            if lastLSN > shipped {
+                let bytes = try SegmentReader.load(segment.path)
+                var packed: [UInt8] = []
+                packed.reserveCapacity(bytes.count / 2)
+                _ = try bytes.withUnsafeBytes { try compressor.compress($0, appendingTo: &packed) }
+                _ = try vault.ingest(compressedSegment: packed, name: segment.path.string)
+                shipped = lastLSN
+                figures.withLock { $0.lastShippedAt = Date() }
+            }
+            if lastLSN <= appliedLSN() {
+                unlink(segment.path.string)
+                try? syncDirectory(journal.directory)
+            }
+        }
+        // Waiting: sealed segments the vault does not hold yet (the open one ships once sealed).
+        let remaining = try JournalDirectory.segments(in: journal.directory).filter { $0.firstLSN > shipped && $0.firstLSN < currentFirst }
+        let bytes = remaining.reduce(Int64(0)) { $0 + (fileSize($1.path) ?? 0) }
+        figures.withLock {
+            $0.shippedLSN = shipped.rawValue
+            $0.pendingSegments = remaining.count
+            $0.pendingBytes = bytes
+            $0.error = nil
+        }
+    }
+
+    /// Initial replication: each disk's initial content becomes its base in the vault.
+    private func seedDisks(_ vault: Vault) throws {
+        let held = Set(try vault.disks().map(\.id))
+        for disk in site.config.disks where !held.contains(disk.diskID) {
+            logger.notice("initial replication of \(disk.name) (\(disk.sizeBytes) bytes) to \(vault.root)")
+            var reported: Int64 = -1
+            try vault.addDisk(group: site.config.groupID, id: disk.diskID, name: disk.name, sizeBytes: disk.sizeBytes,
+                              initialContent: site.basePath(disk)) { done in
+                let percent = disk.sizeBytes == 0 ? 100 : done * 100 / disk.sizeBytes
+                if percent / 10 != reported / 10 {
+                    reported = percent
+                    logger.info("initial replication of \(disk.name): \(percent)%")
+                }
+            }
+        }
+    }
+}
+
+func fileSize(_ path: FilePath) -> Int64? {
+    var st = Glibc.stat()
+    return stat(path.string, &st) == 0 ? Int64(st.st_size) : nil
+}

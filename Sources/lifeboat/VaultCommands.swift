@@ -1,0 +1,111 @@
+import ArgumentParser
+import Foundation
+import LifeboatCore
+import LifeboatVault
+import SystemPackage
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `--vault`, defaulting from LIFEBOAT_VAULT.
+struct VaultOption: ParsableArguments {
+    @Option(name: .long, help: "The vault directory (default: $LIFEBOAT_VAULT).")
+    var vault: String?
+
+    func open() throws -> Vault {
+        let path = vault ?? ProcessInfo.processInfo.environment["LIFEBOAT_VAULT"].flatMap { $0.isEmpty ? nil : $0 }
+        guard let path else { throw ValidationError("no vault given: pass --vault DIR or set LIFEBOAT_VAULT") }
+        return try Vault(root: FilePath(path))
+    }
+}
+
+struct PointsCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "points", abstract: "List the vault's recovery points.")
+    @OptionGroup var vault: VaultOption
+    @Option(help: "Show this disk's digest.") var disk: String?
+    @Flag(help: "Print JSON.") var json = false
+
+    func run() throws {
+        try reportingErrors {
+            let v = try vault.open()
+            let diskID = try disk.map { try v.disk(named: $0).id }
+            let points = try v.points()
+            if json { return try printJSON(points) }
+            let (base, last) = try v.lsnRange()
+            print("vault \(v.root): LSNs \(base)…\(last), \(points.count) point(s)")
+            print(pad("ID", 6) + pad("LSN", 10) + pad("KIND", 18) + pad("TIME", 22) + pad("LABEL", 16) + (disk.map { "DIGEST (\($0))" } ?? ""))
+            let time = ISO8601DateFormatter()
+            for p in points {
+                let digest = diskID.flatMap { p.digestMap[$0]?.description } ?? ""
+                print(pad(String(p.id ?? 0), 6) + pad(String(p.lsn), 10) + pad(p.kind, 18) + pad(time.string(from: p.time), 22) + pad(p.label.isEmpty ? "-" : p.label, 16) + digest)
+            }
+        }
+    }
+}
+
+struct ExportCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "export", abstract: "Write one disk at a recovery point to an image file.")
+    @OptionGroup var vault: VaultOption
+    @Option(help: "latest, latest-app, a point id, lsn:N or @TIME.") var point: String
+    @Option(help: "The disk's name.") var disk: String
+    @Option(help: "raw (VHD formats come with issue 4).") var format = "raw"
+    @Argument(help: "The output file (must not exist).") var output: String
+
+    func validate() throws {
+        guard format == "raw" else { throw ValidationError("unknown format '\(format)': this lifeboat exports raw") }
+    }
+
+    func run() throws {
+        try reportingErrors {
+            let v = try vault.open()
+            let d = try v.disk(named: disk)
+            let (lsn, _) = try PointSelector.resolve(point, in: v)
+            let reader = try PointReader(vault: v, lsn: lsn)
+            let out: FileDescriptor
+            do { out = try FileDescriptor.open(output, .writeOnly, options: [.create, .exclusiveCreate], permissions: [.ownerReadWrite, .groupRead]) } catch {
+                throw LifeboatError.system(error as? Errno ?? .ioError, "cannot create the output", path: output)
+            }
+            defer { try? out.close() }
+            let terminal = isatty(STDERR_FILENO) == 1
+            var shown = -1
+            do {
+                try reader.exportRaw(disk: d, to: out) { done in
+                    let percent = Int(done * 100 / max(d.sizeBytes, 1))
+                    if terminal && percent != shown {
+                        shown = percent
+                        FileHandle.standardError.write(Data("\rexporting \(d.name) at LSN \(lsn): \(percent)%".utf8))
+                    }
+                }
+            } catch {
+                unlink(output)
+                throw error
+            }
+            if terminal { FileHandle.standardError.write(Data("\n".utf8)) }
+            print("exported \(d.name) at LSN \(lsn) to \(output) (\(humanBytes(d.sizeBytes)))")
+        }
+    }
+}
+
+struct VaultCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "vault", abstract: "Check the vault.", subcommands: [Verify.self])
+
+    struct Verify: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Check the catalog and every layer (index, checksums, every zstd frame); exit 65 if anything is damaged.")
+        @OptionGroup var vault: VaultOption
+
+        func run() throws {
+            try reportingErrors {
+                let v = try vault.open()
+                let report = try VaultVerifier.verify(v)
+                print("vault \(v.root): \(report.layers) layer(s), \(humanBytes(report.bytes)), \(report.points) point(s)")
+                for p in report.problems { print("DAMAGED: \(p)") }
+                if !report.problems.isEmpty {
+                    throw LifeboatError(.corrupt, "\(report.problems.count) problem(s) found", path: v.root.string)
+                }
+                print("ok")
+            }
+        }
+    }
+}
