@@ -37,23 +37,26 @@ public final class ZstdCompressor {
         ZSTD_CCtx_setParameter(context, ZSTD_c_checksumFlag, 1)
     }
 
-    deinit { ZSTD_freeCCtx(context) }
+    deinit {
+        ZSTD_freeCCtx(context)
+        scratch.deallocate()
+    }
 
-    /// Appends one frame holding `input` to `output`; returns the frame's length.
+    /// Appends one frame holding `input` to `output`; returns the frame's length. Compresses
+    /// into a scratch buffer kept between calls, then appends with one copy.
     public func compress(_ input: UnsafeRawBufferPointer, appendingTo output: inout [UInt8]) throws -> Int {
-        let start = output.count
         let bound = ZSTD_compressBound(input.count)
-        output.append(contentsOf: repeatElement(0, count: bound))
-        let n = output.withUnsafeMutableBytes { out in
-            ZSTD_compress2(context, out.baseAddress! + start, bound, input.baseAddress, input.count)
+        if scratch.count < bound {
+            scratch.deallocate()
+            scratch = .allocate(byteCount: bound, alignment: 16)
         }
-        if czstd_is_error(n) != 0 {
-            output.removeSubrange(start...)
-            throw LifeboatError(.io, "zstd compress: " + String(cString: ZSTD_getErrorName(n)))
-        }
-        output.removeSubrange((start + n)...)
+        let n = ZSTD_compress2(context, scratch.baseAddress, bound, input.baseAddress, input.count)
+        if czstd_is_error(n) != 0 { throw LifeboatError(.io, "zstd compress: " + String(cString: ZSTD_getErrorName(n))) }
+        output.append(contentsOf: UnsafeRawBufferPointer(rebasing: scratch[0..<n]))
         return n
     }
+
+    private var scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 0, alignment: 16)
 }
 
 /// A reusable zstd decompression context.

@@ -1,6 +1,10 @@
 import LifeboatCore
 import SystemPackage
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// One valid record found by a scan: where it is and what its header says.
 public struct ScannedRecord: Sendable {
     public var offset: Int
@@ -130,14 +134,25 @@ public enum SegmentReader {
         }
     }
 
+    /// Preallocated segments end in megabytes of zeros: compare 64 KiB at a time with memcmp,
+    /// and look byte by byte only inside a chunk that is not all zero.
     private static func firstNonZero(_ raw: UnsafeRawBufferPointer, from: Int) -> Int? {
         var i = from
         while i < raw.count {
-            if raw[i] != 0 { return i }
-            i += 1
+            let n = min(zeroChunk.count, raw.count - i)
+            if memcmp(raw.baseAddress! + i, zeroChunk.baseAddress!, n) != 0 {
+                for j in i..<(i + n) where raw[j] != 0 { return j }
+            }
+            i += n
         }
         return nil
     }
+
+    nonisolated(unsafe) private static let zeroChunk: UnsafeRawBufferPointer = {  // immutable after init
+        let p = UnsafeMutableRawBufferPointer.allocate(byteCount: 65536, alignment: 16)
+        p.initializeMemory(as: UInt8.self, repeating: 0)
+        return UnsafeRawBufferPointer(p)
+    }()
 
     private static func laterValidHeader(_ raw: UnsafeRawBufferPointer, after pos: Int, minimumLSN: LSN) -> Int? {
         var i = pos + 1

@@ -45,6 +45,9 @@ public enum ProtectService {
             throw error
         }
         session.start()
+        let control = try? ControlServer(site: site, group: group, mountpoint: mountpoint, logger: logger)
+        control?.start()
+        if control == nil { logger.warning("no control socket: `lifeboat checkpoint` cannot reach this protect") }
         logger.notice("protecting \(site.config.disks.count) disk(s) at \(mountpoint): \(site.config.disks.map { $0.name + ".img" }.joined(separator: ", "))")
         try? SiteStatus.live(group, mountpoint: mountpoint).save(in: site)
 
@@ -71,6 +74,7 @@ public enum ProtectService {
                 lastStatus = .now
             }
         }
+        control?.stop()
         logger.notice("unmounted; draining the journal")
         try group.close()
         var final = SiteStatus.live(group, mountpoint: mountpoint)

@@ -168,7 +168,9 @@ public final class ProtectionGroup: @unchecked Sendable {
         }
         try journal.sync()
         try journal.sealIfOlder(than: .zero)
-        markerState.withLock { $0 = (lsn, .now) }
+        // The seal took an LSN too: only writes after this count as "new" for the next point.
+        let settled = journal.stats.appendedLSN
+        markerState.withLock { $0 = (settled, .now) }
         shipper?.poke()
         return (lsn, digests)
     }

@@ -56,7 +56,8 @@ public final class Shipper: @unchecked Sendable {
         t.start()
     }
 
-    /// Ships what is sealed now, then stops.
+    /// Stops after the segment in flight: a stop must not wait for a backlog (the rest is
+    /// durable locally and ships at the next start).
     func stop() {
         wake.withLock {
             stopping = true
@@ -70,7 +71,7 @@ public final class Shipper: @unchecked Sendable {
     private func loop() {
         var lastError: String?
         while true {
-            let done = wake.withLock { stopping }
+            if wake.withLock({ stopping }) { return }
             do {
                 try shipOnce()
                 if lastError != nil { logger.notice("shipping to \(current.vault) resumed") }
@@ -82,14 +83,16 @@ public final class Shipper: @unchecked Sendable {
                 vault = nil
                 figures.withLock { $0.error = message }
             }
-            if done { return }
             wake.withLock { if !stopping { wake.wait(seconds: 0.25) } }
         }
     }
 
     private func shipOnce() throws {
         let path = current.vault
-        if vault == nil { vault = try Vault(root: FilePath(path)) }
+        if vault == nil {
+            vault = try Vault(root: FilePath(path))
+            vault?.removeStaleIncoming()
+        }
         guard let vault else { return }
         try seedDisks(vault)
         let currentFirst = journal.stats.currentSegmentFirstLSN
@@ -97,6 +100,7 @@ public final class Shipper: @unchecked Sendable {
         let sealed = local.filter { $0.firstLSN < currentFirst }
         var shipped = try vault.lsnRange().last
         for (i, segment) in sealed.enumerated() {
+            if wake.withLock({ stopping }) { break }
             let next = i + 1 < local.count ? local[i + 1].firstLSN : currentFirst
             let lastLSN = LSN(next.rawValue - 1)
             if lastLSN > shipped {
@@ -105,10 +109,11 @@ public final class Shipper: @unchecked Sendable {
                 packed.reserveCapacity(bytes.count / 2)
                 _ = try bytes.withUnsafeBytes { try compressor.compress($0, appendingTo: &packed) }
                 _ = try vault.ingest(compressedSegment: packed, name: segment.path.string)
-                shipped = lastLSN
+                // Trust only the catalog, read back, before anything local is deleted.
+                shipped = try vault.lsnRange().last
                 figures.withLock { $0.lastShippedAt = Date() }
             }
-            if lastLSN <= appliedLSN() {
+            if lastLSN <= shipped && lastLSN <= appliedLSN() {
                 unlink(segment.path.string)
                 try? syncDirectory(journal.directory)
             }

@@ -42,7 +42,7 @@ public enum LayerWriter {
                                  entryCount: entries.count, indexOffset: bytes.count)
         bytes.replaceSubrange(0..<LayerFormat.headerSize, with: header.encoded())
         let indexStart = bytes.count
-        bytes.append(contentsOf: repeatElement(0, count: entries.count * LayerFormat.entrySize))
+        bytes += [UInt8](repeating: 0, count: entries.count * LayerFormat.entrySize)
         bytes.withUnsafeMutableBytes { out in
             for (i, e) in entries.enumerated() { e.store(into: out, at: indexStart + i * LayerFormat.entrySize) }
         }

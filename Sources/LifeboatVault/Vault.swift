@@ -35,7 +35,13 @@ public final class Vault: @unchecked Sendable {
             }
         }
         catalog = try Catalog(path: catalogPath)
-        // A layer written but not cataloged (a crash between rename and commit) is garbage.
+    }
+
+    /// Removes what an interrupted ingest left in `incoming/`. Only the vault's single writer
+    /// (the shipper) calls this, once, before its first ingest: readers open the vault freely
+    /// while an ingest is writing there.
+    public func removeStaleIncoming() {
+        let fm = FileManager.default
         for name in (try? fm.contentsOfDirectory(atPath: incomingDirectory.string)) ?? [] {
             try? fm.removeItem(atPath: incomingDirectory.appending(name).string)
         }

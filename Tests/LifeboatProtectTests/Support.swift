@@ -67,10 +67,12 @@ final class TestSite {
     var protect: ProtectProcess?
     var loopDevices: [String] = []
 
-    init(disks: [(String, String)] = [("d0", "64M")]) throws {
+    var vault: String { root + "/vault" }
+
+    init(disks: [(String, String)] = [("d0", "64M")], withVault: Bool = false) throws {
         root = try makeTemporaryDirectory("site")
         for dir in [mountpoint, fsMount] { try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) }
-        try check(lifeboat("init", "--site", site))
+        try check(withVault ? lifeboat("init", "--site", site, "--vault", vault) : lifeboat("init", "--site", site))
         for (name, size) in disks { try check(lifeboat("disk", "create", name, "--size", size, "--site", site)) }
     }
 
@@ -185,4 +187,12 @@ func randomBytes(_ count: Int, seed: UInt64) -> [UInt8] {
     }
     for i in (count / 8 * 8)..<count { out[i] = UInt8(truncatingIfNeeded: g.next()) }
     return out
+}
+
+/// A flag one thread sets and another polls.
+final class StopFlag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var raised = false
+    var isRaised: Bool { lock.withLock { raised } }
+    func raise() { lock.withLock { raised = true } }
 }

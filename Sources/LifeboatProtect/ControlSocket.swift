@@ -1,0 +1,145 @@
+import Foundation
+import LifeboatCore
+import LifeboatJournal
+import Logging
+import SystemPackage
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The running `protect`'s control socket (`SITE/state/control.sock`, root only): one JSON
+/// request line, one JSON answer line. `lifeboat checkpoint` uses it to write a marker.
+public struct ControlRequest: Codable, Sendable {
+    public var op: String          // "mark"
+    public var kind: String        // crash-consistent | app-consistent | label
+    public var label: String
+    public init(op: String, kind: String, label: String) {
+        self.op = op
+        self.kind = kind
+        self.label = label
+    }
+}
+
+public struct ControlResponse: Codable, Sendable {
+    public var ok: Bool
+    public var error: String?
+    public var lsn: UInt64?
+    public var digests: [String: String]?
+    public var mountpoint: String?
+}
+
+final class ControlServer: @unchecked Sendable {
+    private let path: String
+    private let fd: Int32
+    private let group: ProtectionGroup
+    private let mountpoint: String
+    private let logger: Logger
+    private var thread: Thread?
+
+    init(site: Site, group: ProtectionGroup, mountpoint: String, logger: Logger) throws {
+        path = site.stateDirectory.appending("control.sock").string
+        self.group = group
+        self.mountpoint = mountpoint
+        self.logger = logger
+        unlink(path)
+        fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0, bindUnix(fd, path) == 0, chmod(path, 0o600) == 0, listen(fd, 8) == 0 else {
+            let e = errno
+            if fd >= 0 { close(fd) }
+            throw LifeboatError.system(Errno(rawValue: e), "cannot open the control socket", path: path)
+        }
+    }
+
+    func start() {
+        let t = Thread { [self] in self.serve() }
+        t.name = "lifeboat-control"
+        thread = t
+        t.start()
+    }
+
+    func stop() {
+        shutdown(fd, Int32(SHUT_RDWR))
+        close(fd)
+        unlink(path)
+        while let t = thread, !t.isFinished { usleep(2000) }
+    }
+
+    private func serve() {
+        while true {
+            let client = accept(fd, nil, nil)
+            if client < 0 {
+                if errno == EINTR { continue }
+                return  // closed by stop()
+            }
+            handle(client)
+            close(client)
+        }
+    }
+
+    private func handle(_ client: Int32) {
+        var timeout = timeval(tv_sec: 10, tv_usec: 0)
+        setsockopt(client, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var line = [UInt8]()
+        var byte: UInt8 = 0
+        while line.count < 65536, read(client, &byte, 1) == 1, byte != 10 { line.append(byte) }
+        var response = ControlResponse(ok: false, mountpoint: mountpoint)
+        do {
+            let request = try JSONDecoder().decode(ControlRequest.self, from: Data(line))
+            guard request.op == "mark" else { throw LifeboatError(.invalidArgument, "unknown op '\(request.op)'") }
+            let kind: Marker.Kind = switch request.kind {
+            case "app-consistent": .appConsistent
+            case "label": .label
+            default: .crashConsistent
+            }
+            let (lsn, digests) = try group.mark(kind, label: request.label)
+            logger.notice("\(request.kind) point marked at LSN \(lsn)\(request.label.isEmpty ? "" : " (\(request.label))")")
+            response.ok = true
+            response.lsn = lsn.rawValue
+            response.digests = Dictionary(uniqueKeysWithValues: digests.map { (String($0.key.rawValue), $0.value.description) })
+        } catch {
+            response.error = "\(error)"
+        }
+        var out = Array((try? JSONEncoder().encode(response)) ?? Data())
+        out.append(10)
+        _ = out.withUnsafeBytes { write(client, $0.baseAddress, $0.count) }
+    }
+}
+
+/// Connects to a running protect's control socket and sends one request.
+public func sendControlRequest(site: Site, _ request: ControlRequest, timeoutSeconds: Int = 30) throws -> ControlResponse {
+    let path = site.stateDirectory.appending("control.sock").string
+    let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+    guard fd >= 0 else { throw LifeboatError.system(Errno(rawValue: errno), "socket") }
+    defer { close(fd) }
+    guard connectUnix(fd, path) == 0 else {
+        throw LifeboatError(.notFound, "no running `lifeboat protect` for this site (cannot connect to its control socket)", path: path)
+    }
+    var timeout = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+    var data = Array(try JSONEncoder().encode(request))
+    data.append(10)
+    guard data.withUnsafeBytes({ write(fd, $0.baseAddress, $0.count) }) == data.count else {
+        throw LifeboatError.system(Errno(rawValue: errno), "cannot send to protect", path: path)
+    }
+    var answer = [UInt8]()
+    var byte: UInt8 = 0
+    while read(fd, &byte, 1) == 1, byte != 10 { answer.append(byte) }
+    guard let response = try? JSONDecoder().decode(ControlResponse.self, from: Data(answer)) else {
+        throw LifeboatError(.io, "protect did not answer (timed out after \(timeoutSeconds) s?)", path: path)
+    }
+    return response
+}
+
+private func withUnixAddress<T>(_ path: String, _ body: (UnsafePointer<sockaddr>, socklen_t) -> T) -> T {
+    var address = sockaddr_un()
+    address.sun_family = sa_family_t(AF_UNIX)
+    let bytes = Array(path.utf8.prefix(107)) + [0]
+    withUnsafeMutableBytes(of: &address.sun_path) { raw in raw.copyBytes(from: bytes) }
+    return withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { body($0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+    }
+}
+
+private func bindUnix(_ fd: Int32, _ path: String) -> Int32 { withUnixAddress(path) { bind(fd, $0, $1) } }
+private func connectUnix(_ fd: Int32, _ path: String) -> Int32 { withUnixAddress(path) { connect(fd, $0, $1) } }
