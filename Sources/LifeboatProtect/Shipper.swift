@@ -38,6 +38,7 @@ public final class Shipper: @unchecked Sendable {
     private var thread: Thread?
     private var vault: Vault?
     private let compressor = ZstdCompressor(level: 1)
+    private var lastPrune = ContinuousClock.now
 
     init(site: Site, vaultPath: String, journal: Journal, logger: Logger, appliedLSN: @escaping @Sendable () -> LSN) {
         self.site = site
@@ -121,6 +122,13 @@ public final class Shipper: @unchecked Sendable {
         // Waiting: sealed segments the vault does not hold yet (the open one ships once sealed).
         let remaining = try JournalDirectory.segments(in: journal.directory).filter { $0.firstLSN > shipped && $0.firstLSN < currentFirst }
         let bytes = remaining.reduce(Int64(0)) { $0 + (fileSize($1.path) ?? 0) }
+        if lastPrune.duration(to: .now) >= .seconds(60) {
+            lastPrune = .now
+            let report = try vault.prune()
+            if report.mergedLayers > 0 || !report.removedPoints.isEmpty {
+                logger.info("retention: pruned \(report.removedPoints.count) point(s), merged \(report.mergedLayers) layer(s); the vault starts at LSN \(report.baseLSN)")
+            }
+        }
         figures.withLock {
             $0.shippedLSN = shipped.rawValue
             $0.pendingSegments = remaining.count

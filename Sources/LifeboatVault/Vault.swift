@@ -67,9 +67,14 @@ public final class Vault: @unchecked Sendable {
     }
 
     /// The LSN range the vault can present: [base, last].
+    /// Below `base` nothing can be read: merged into the bases, or being merged (a prune's
+    /// committed target).
     public func lsnRange() throws -> (base: LSN, last: LSN) {
-        guard let g = try catalog.db.read({ db in try GroupRow.fetchOne(db) }) else { return (.zero, .zero) }
-        return (LSN(UInt64(g.baseLSN)), LSN(UInt64(g.lastLSN)))
+        try catalog.db.read { db in
+            guard let g = try GroupRow.fetchOne(db) else { return (.zero, .zero) }
+            let target = try String.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'pruneTarget'").flatMap { UInt64($0) } ?? 0
+            return (LSN(max(UInt64(g.baseLSN), target)), LSN(UInt64(g.lastLSN)))
+        }
     }
 
     /// Registers the group (first call) and adds a disk whose content before any journaled
@@ -117,6 +122,10 @@ public final class Vault: @unchecked Sendable {
     }
 
     public func ingest(segment raw: [UInt8], name: String) throws -> IngestOutcome {
+        try withWriterLock { try ingestLocked(segment: raw, name: name) }
+    }
+
+    private func ingestLocked(segment raw: [UInt8], name: String) throws -> IngestOutcome {
         let scan = try SegmentReader.scan(raw, path: FilePath(name))
         guard scan.end == .sealed else {
             throw LifeboatError(.corrupt, "segment is not sealed: only sealed segments are shipped", path: name, offset: Int64(scan.validEnd))

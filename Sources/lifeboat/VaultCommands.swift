@@ -87,8 +87,43 @@ struct ExportCommand: ParsableCommand {
     }
 }
 
+/// Durations as `90s`, `30m`, `2h`, `7d`.
+func parseDuration(_ text: String) throws -> TimeInterval {
+    let units: [Character: Double] = ["s": 1, "m": 60, "h": 3600, "d": 86400]
+    guard let unit = text.last.flatMap({ units[$0] }), let value = Double(text.dropLast()), value > 0 else {
+        throw LifeboatError(.invalidArgument, "'\(text)' is not a duration: use a number with s, m, h or d (e.g. 24h)")
+    }
+    return value * unit
+}
+
 struct VaultCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "vault", abstract: "Check the vault.", subcommands: [Verify.self])
+    static let configuration = CommandConfiguration(commandName: "vault", abstract: "Check and prune the vault.", subcommands: [Verify.self, Prune.self])
+
+    struct Prune: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Apply retention now (protect also applies it every minute).",
+            discussion: "Keeps every point younger than --keep-all, then the newest point of each --every interval up to --window, and always the newest app-consistent point; merges older layers into the bases. Given options are stored as the vault's policy (default 24h / 2h / 1h).")
+        @OptionGroup var vault: VaultOption
+        @Option(help: "Retention window, e.g. 24h.") var window: String?
+        @Option(help: "Keep every point younger than this, e.g. 2h.") var keepAll: String?
+        @Option(help: "Beyond --keep-all, keep one point per interval, e.g. 1h.") var every: String?
+
+        func run() throws {
+            try reportingErrors {
+                let v = try vault.open()
+                var policy = try v.retentionPolicy()
+                if let window { policy.window = try parseDuration(window) }
+                if let keepAll { policy.keepAll = try parseDuration(keepAll) }
+                if let every { policy.every = try parseDuration(every) }
+                guard policy.keepAll <= policy.window, policy.every > 0 else {
+                    throw LifeboatError(.invalidArgument, "retention needs keep-all <= window and every > 0")
+                }
+                if window != nil || keepAll != nil || every != nil { try v.setRetentionPolicy(policy) }
+                let report = try v.prune(policy: policy)
+                print("pruned \(report.removedPoints.count) point(s), merged \(report.mergedLayers) layer(s) into the bases, reclaimed \(humanBytes(report.reclaimedBytes)); the vault now starts at LSN \(report.baseLSN)")
+            }
+        }
+    }
 
     struct Verify: ParsableCommand {
         static let configuration = CommandConfiguration(

@@ -1,0 +1,149 @@
+import Foundation
+import GRDB
+import LifeboatCore
+import SystemPackage
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Tiered retention, like ASR's: every point younger than `keepAll`, then the newest point of
+/// each `every` interval up to `window`; older points go. The newest app-consistent point is
+/// always kept, however old, and so is any point in `pinned` (mounted, being drilled).
+public struct RetentionPolicy: Codable, Equatable, Sendable {
+    public var window: TimeInterval = 24 * 3600
+    public var keepAll: TimeInterval = 2 * 3600
+    public var every: TimeInterval = 3600
+    public init(window: TimeInterval = 24 * 3600, keepAll: TimeInterval = 2 * 3600, every: TimeInterval = 3600) {
+        self.window = window
+        self.keepAll = keepAll
+        self.every = every
+    }
+
+    /// The ids of the points to keep.
+    public func retained(_ points: [RecoveryPoint], now: Date, pinned: Set<Int64> = []) -> Set<Int64> {
+        var keep = Set<Int64>()
+        var buckets = Set<Int64>()
+        for p in points.sorted(by: { $0.lsn > $1.lsn }) {
+            guard let id = p.id else { continue }
+            let age = now.timeIntervalSince(p.time)
+            if age <= keepAll {
+                keep.insert(id)
+            } else if age <= window, buckets.insert(Int64((p.time.timeIntervalSince1970 / every).rounded(.down))).inserted {
+                keep.insert(id)
+            }
+        }
+        if let app = points.filter({ $0.kind == "app-consistent" }).max(by: { $0.lsn < $1.lsn })?.id { keep.insert(app) }
+        return keep.union(pinned.intersection(Set(points.compactMap(\.id))))
+    }
+}
+
+public struct PruneReport: Sendable {
+    public var removedPoints: [Int64] = []
+    public var mergedLayers = 0
+    public var reclaimedBytes: Int64 = 0
+    public var baseLSN = LSN.zero
+}
+
+extension Vault {
+    public func retentionPolicy() throws -> RetentionPolicy {
+        try catalog.db.read { db in
+            guard let text = try String.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'retention'") else { return RetentionPolicy() }
+            return (try? JSONDecoder().decode(RetentionPolicy.self, from: Data(text.utf8))) ?? RetentionPolicy()
+        }
+    }
+
+    public func setRetentionPolicy(_ policy: RetentionPolicy) throws {
+        let text = String(decoding: try JSONEncoder().encode(policy), as: UTF8.self)
+        try catalog.db.write { db in try db.execute(sql: "INSERT OR REPLACE INTO meta(key, value) VALUES ('retention', ?)", arguments: [text]) }
+    }
+
+    /// Applies retention: drops the points the policy does not keep, then merges every layer
+    /// that lies wholly below the oldest kept point into the bases and deletes it.
+    ///
+    /// Crash safety: the target base LSN is committed (with the point deletions) before any
+    /// base is written, so reads below it are refused from then on; the layers stay until the
+    /// merge is durable and a second commit moves the base. A prune interrupted anywhere is
+    /// finished by the next one (the merge is idempotent: newest version ≤ target, from layers
+    /// that still exist). Reads at kept points are right throughout: they find every block
+    /// written since the old base in a layer before they ever look at a base.
+    public func prune(now: Date = Date(), policy: RetentionPolicy? = nil, pinned: Set<Int64> = [],
+                      interruptAfterLayers: Int? = nil) throws -> PruneReport {
+        try withWriterLock {
+            let policy = try policy ?? retentionPolicy()
+            let points = try self.points()
+            let keep = policy.retained(points, now: now, pinned: pinned)
+            let removed = points.compactMap(\.id).filter { !keep.contains($0) }
+            let (base, last) = try lsnRange()
+            let oldestKept = points.filter { keep.contains($0.id ?? -1) }.map { LSN(UInt64($0.lsn)) }.min() ?? last
+            let mergeable = try layerRows(upTo: last).filter { LSN(UInt64($0.lastLSN)) <= oldestKept }.sorted { $0.firstLSN < $1.firstLSN }
+            let target = max(base, mergeable.last.map { LSN(UInt64($0.lastLSN)) } ?? base)
+            var report = PruneReport(removedPoints: removed, baseLSN: target)
+            if removed.isEmpty && mergeable.isEmpty { return report }
+
+            try catalog.db.write { db in
+                for id in removed { _ = try RecoveryPoint.deleteOne(db, key: id) }
+                try db.execute(sql: "INSERT OR REPLACE INTO meta(key, value) VALUES ('pruneTarget', ?)", arguments: [String(target.rawValue)])
+            }
+            try mergeIntoBases(mergeable, interruptAfter: interruptAfterLayers)
+            try catalog.db.write { db in
+                for row in mergeable { _ = try LayerRow.deleteOne(db, key: row.id) }
+                try db.execute(sql: "UPDATE grp SET baseLSN = ?", arguments: [Int64(target.rawValue)])
+                try db.execute(sql: "DELETE FROM meta WHERE key = 'pruneTarget'")
+            }
+            for row in mergeable {
+                unlink(layerPath(row).string)
+                report.reclaimedBytes += row.bytes
+            }
+            try? syncDirectory(layersDirectory)
+            report.mergedLayers = mergeable.count
+            return report
+        }
+    }
+
+    /// Writes into each base the newest version of every block the layers hold (oldest layer
+    /// first, so later versions win), then syncs the bases.
+    private func mergeIntoBases(_ layers: [LayerRow], interruptAfter: Int?) throws {
+        var bases: [DiskID: FileDescriptor] = [:]
+        defer { bases.values.forEach { try? $0.close() } }
+        for d in try disks() { bases[d.id] = try FileDescriptor.open(basePath(d.id), .writeOnly) }
+        let decompressor = ZstdDecompressor()
+        var scratch: [UInt8] = []
+        var block = [UInt8](repeating: 0, count: BlockSize.bytes)
+        for (n, row) in layers.enumerated() {
+            if let interruptAfter, n == interruptAfter { throw LifeboatError(.io, "prune interrupted (test)") }
+            let layer = try LayerReader(path: layerPath(row))
+            for i in 0..<layer.header.entryCount {
+                let e = layer.entry(i)
+                // Entries are sorted by (disk, block, LSN): only the last of a run matters.
+                if i + 1 < layer.header.entryCount {
+                    let next = layer.entry(i + 1)
+                    if next.disk == e.disk && next.block == e.block { continue }
+                }
+                guard let fd = bases[e.disk] else { throw LifeboatError(.corrupt, "layer writes disk \(e.disk), which the vault does not have", path: layer.path.string) }
+                try block.withUnsafeMutableBytes { try layer.readBlock(e, into: $0, scratch: &scratch, decompressor: decompressor) }
+                _ = try fd.writeAll(toAbsoluteOffset: e.block.byteOffset.rawValue, block)
+            }
+        }
+        for fd in bases.values { try fd.fullSync() }
+    }
+
+    /// One writer at a time (the shipper's ingest, a prune from protect or from the CLI):
+    /// an open-file-description lock on VAULT/lock, waited for.
+    func withWriterLock<T>(_ body: () throws -> T) throws -> T {
+        let path = root.appending("lock")
+        let fd: FileDescriptor
+        do { fd = try FileDescriptor.open(path, .readWrite, options: [.create, .closeOnExec], permissions: [.ownerReadWrite]) } catch {
+            throw LifeboatError.system(error as? Errno ?? .ioError, "cannot open the vault lock", path: path.string)
+        }
+        defer { try? fd.close() }
+        var lock = Glibc.flock()
+        lock.l_type = Int16(F_WRLCK)
+        lock.l_whence = Int16(SEEK_SET)
+        let ofdSetLockWait: Int32 = 38  // F_OFD_SETLKW, hidden behind _GNU_SOURCE
+        if case .failure(let e) = syscallRetrying({ fcntl(fd.rawValue, ofdSetLockWait, &lock) }) {
+            throw LifeboatError.system(e, "cannot lock the vault", path: path.string)
+        }
+        return try body()
+    }
+}
