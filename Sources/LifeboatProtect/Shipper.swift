@@ -100,6 +100,7 @@ public final class Shipper: @unchecked Sendable {
         let local = try JournalDirectory.segments(in: journal.directory)
         let sealed = local.filter { $0.firstLSN < currentFirst }
         var shipped = try vault.lsnRange().last
+        var shippedSomething = false
         for (i, segment) in sealed.enumerated() {
             if wake.withLock({ stopping }) { break }
             let next = i + 1 < local.count ? local[i + 1].firstLSN : currentFirst
@@ -112,6 +113,7 @@ public final class Shipper: @unchecked Sendable {
                 _ = try vault.ingest(compressedSegment: packed, name: segment.path.string)
                 // Trust only the catalog, read back, before anything local is deleted.
                 shipped = try vault.lsnRange().last
+                shippedSomething = true
                 figures.withLock { $0.lastShippedAt = Date() }
             }
             if lastLSN <= shipped && lastLSN <= appliedLSN() {
@@ -122,6 +124,7 @@ public final class Shipper: @unchecked Sendable {
         // Waiting: sealed segments the vault does not hold yet (the open one ships once sealed).
         let remaining = try JournalDirectory.segments(in: journal.directory).filter { $0.firstLSN > shipped && $0.firstLSN < currentFirst }
         let bytes = remaining.reduce(Int64(0)) { $0 + (fileSize($1.path) ?? 0) }
+        if shippedSomething { try vault.compact() }
         if lastPrune.duration(to: .now) >= .seconds(60) {
             lastPrune = .now
             let report = try vault.prune()

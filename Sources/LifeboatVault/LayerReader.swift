@@ -42,6 +42,8 @@ public final class LayerReader: @unchecked Sendable {
 
     private var raw: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: base, count: size) }
 
+    func withRaw<T>(_ body: (UnsafeRawBufferPointer) throws -> T) rethrows -> T { try body(raw) }
+
     static func validate(_ raw: UnsafeRawBufferPointer, path: String) throws -> LayerHeader {
         guard Array(raw[0..<8]) == LayerFormat.magic else { throw LifeboatError(.corrupt, "not a Lifeboat layer (bad magic)", path: path, offset: 0) }
         let version = raw.loadLE(UInt32.self, at: 8)

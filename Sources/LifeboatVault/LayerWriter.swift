@@ -40,6 +40,13 @@ public enum LayerWriter {
         entries.sort { LayerEntry.precedes(($0.disk, $0.block, $0.lsn), ($1.disk, $1.block, $1.lsn)) }
         let header = LayerHeader(groupID: scan.header.groupID, firstLSN: scan.header.firstLSN, lastLSN: scan.lastLSN,
                                  entryCount: entries.count, indexOffset: bytes.count)
+        finish(&bytes, header: header, entries: entries)
+        return LayerBuild(bytes: bytes, header: header, markers: markers, highestBlock: highest)
+    }
+
+    /// Given the header space and the frames in `bytes`, writes the header, appends the sorted
+    /// index and the footer.
+    static func finish(_ bytes: inout [UInt8], header: LayerHeader, entries: [LayerEntry]) {
         bytes.replaceSubrange(0..<LayerFormat.headerSize, with: header.encoded())
         let indexStart = bytes.count
         bytes += [UInt8](repeating: 0, count: entries.count * LayerFormat.entrySize)
@@ -54,6 +61,5 @@ public enum LayerWriter {
         footer.put(UInt32(0))
         footer.put(LayerFormat.endMagic)
         bytes.append(contentsOf: footer.bytes)
-        return LayerBuild(bytes: bytes, header: header, markers: markers, highestBlock: highest)
     }
 }

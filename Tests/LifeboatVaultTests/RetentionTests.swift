@@ -68,3 +68,26 @@ import Testing
         #expect(try VaultVerifier.verify(reopened).problems.isEmpty)
     }
 }
+
+@Suite struct CompactionTests {
+    @Test func compactionKeepsEveryVersionAndCutsTheLayerCount() throws {
+        let f = try Fixture(records: 2600, seed: 21)
+        let vault = try f.makeVault()
+        for s in try f.sealedSegments() { _ = try vault.ingest(segment: s.bytes, name: s.name) }
+        let (_, last) = try vault.lsnRange()
+        let before = try vault.layerRows(upTo: last).count
+        #expect(before >= Vault.compactionFanIn)
+        let merges = try vault.compact()
+        #expect(merges >= 1)
+        let after = try vault.layerRows(upTo: last).count
+        #expect(after == before - merges * (Vault.compactionFanIn - 1))
+        #expect(after < Vault.compactionFanIn * 2)
+        var g = SplitMix(state: 4)
+        for lsn in [LSN(1), last] + (0..<6).map({ _ in LSN(1 + g.next() % last.rawValue) }) {
+            let reader = try PointReader(vault: vault, lsn: lsn)
+            for d in 0..<2 { #expect(try f.read(reader, disk: d) == f.state(disk: d, at: lsn), "disk \(d) at LSN \(lsn)") }
+        }
+        #expect(try VaultVerifier.verify(vault).problems.isEmpty)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: vault.layersDirectory.string).count == after)
+    }
+}

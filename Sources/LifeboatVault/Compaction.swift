@@ -1,0 +1,97 @@
+import Foundation
+import GRDB
+import LifeboatCore
+import SystemPackage
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Tiered compaction (LSM): whenever `fanIn` consecutive layers sit at the same size tier, they
+/// are merged into one layer holding every version of every block (frames copied as they are,
+/// indexes merged), so a point read searches O(log N) layers instead of one per shipped segment.
+/// Tier t holds layers of up to 8^t × 1 MiB. Retention later merges whole old layers into the
+/// bases; compaction never drops a version.
+extension Vault {
+    public static let compactionFanIn = 8
+
+    static func tier(of bytes: Int64) -> Int {
+        var t = 0
+        var limit: Int64 = 1 << 20
+        while bytes > limit && t < 12 {
+            limit *= Int64(compactionFanIn)
+            t += 1
+        }
+        return t
+    }
+
+    /// Merges runs of same-tier layers until none is left; returns how many merges it did.
+    @discardableResult
+    public func compact() throws -> Int {
+        var merges = 0
+        while let run = try nextRun() {
+            try withWriterLock { try merge(run) }
+            merges += 1
+        }
+        return merges
+    }
+
+    private func nextRun() throws -> [LayerRow]? {
+        let layers = try catalog.db.read { db in try LayerRow.order(Column("firstLSN")).fetchAll(db) }
+        var start = 0
+        while start < layers.count {
+            let t = Self.tier(of: layers[start].bytes)
+            var end = start
+            while end < layers.count && Self.tier(of: layers[end].bytes) == t { end += 1 }
+            if end - start >= Self.compactionFanIn { return Array(layers[start..<(start + Self.compactionFanIn)]) }
+            start = end
+        }
+        return nil
+    }
+
+    /// Writes the merged layer (incoming, fsync, rename), swaps the rows in one transaction,
+    /// then deletes the inputs. A crash before the commit leaves the inputs in force.
+    private func merge(_ run: [LayerRow]) throws {
+        let readers = try run.map { try LayerReader(path: layerPath($0)) }
+        var bytes = [UInt8](repeating: 0, count: LayerFormat.headerSize)
+        var entries: [LayerEntry] = []
+        for reader in readers {
+            // Frames are copied whole; only their offsets change.
+            let framesStart = LayerFormat.headerSize
+            let framesEnd = reader.header.indexOffset
+            let shift = bytes.count - framesStart
+            try reader.withFrames { frames in bytes.append(contentsOf: frames) }
+            for i in 0..<reader.header.entryCount {
+                var e = reader.entry(i)
+                guard e.frameOffset >= framesStart, e.frameOffset + e.frameLength <= framesEnd else {
+                    throw LifeboatError(.corrupt, "index entry \(i) points outside the frames", path: reader.path.string)
+                }
+                e.frameOffset += shift
+                entries.append(e)
+            }
+        }
+        entries.sort { LayerEntry.precedes(($0.disk, $0.block, $0.lsn), ($1.disk, $1.block, $1.lsn)) }
+        let first = LSN(UInt64(run.first!.firstLSN)), last = LSN(UInt64(run.last!.lastLSN))
+        let header = LayerHeader(groupID: readers[0].header.groupID, firstLSN: first, lastLSN: last, entryCount: entries.count, indexOffset: bytes.count)
+        LayerWriter.finish(&bytes, header: header, entries: entries)
+        let file = "\(hex16(first))-\(hex16(last)).layer"
+        let tmp = incomingDirectory.appending(file)
+        try writeFileAtomically(tmp, bytes)
+        try renameDurably(tmp, layersDirectory.appending(file))
+        try catalog.db.write { db in
+            for row in run { _ = try LayerRow.deleteOne(db, key: row.id) }
+            var merged = LayerRow(id: nil, firstLSN: Int64(first.rawValue), lastLSN: Int64(last.rawValue), file: file,
+                                  bytes: Int64(bytes.count), entries: Int64(entries.count))
+            try merged.insert(db)
+        }
+        for row in run { unlink(layerPath(row).string) }
+        try? syncDirectory(layersDirectory)
+    }
+}
+
+extension LayerReader {
+    /// The frame region (everything between the header and the index).
+    func withFrames<T>(_ body: (UnsafeRawBufferPointer) throws -> T) rethrows -> T {
+        try withRaw { raw in try body(UnsafeRawBufferPointer(rebasing: raw[LayerFormat.headerSize..<header.indexOffset])) }
+    }
+}
