@@ -45,6 +45,10 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]),
 
+        .executableTarget(
+            name: "lifeboat-bench", dependencies: ["LifeboatVault", "LifeboatJournal", "LifeboatCore", .product(name: "SystemPackage", package: "swift-system")],
+            path: "Sources/lifeboat-bench"),
+
         .testTarget(name: "LifeboatCoreTests", dependencies: ["LifeboatCore", .product(name: "SystemPackage", package: "swift-system")]),
         .testTarget(
             name: "LifeboatJournalTests", dependencies: ["LifeboatJournal", "LifeboatCore", .product(name: "SystemPackage", package: "swift-system")],

@@ -169,6 +169,9 @@ public final class Vault: @unchecked Sendable {
         try catalog.db.read { db in try RecoveryPoint.order(Column("lsn"), Column("id")).fetchAll(db) }
     }
 
+    /// How many layers hold data for LSNs up to `lsn` (what a point read searches).
+    public func layerCount(upTo lsn: LSN) throws -> Int { try layerRows(upTo: lsn).count }
+
     func layerRows(upTo lsn: LSN) throws -> [LayerRow] {
         try catalog.db.read { db in
             try LayerRow.filter(Column("firstLSN") <= Int64(lsn.rawValue)).order(Column("firstLSN").desc).fetchAll(db)

@@ -1,0 +1,117 @@
+// Vault benchmarks (Harness/bench/vault.sh runs this in release mode):
+//   ingest   — journal segments of 64 KiB writes of 2:1-compressible data: shipper-side zstd +
+//              vault ingest, MB/s of journal data;
+//   reads    — point open time and random 4 KiB block read latency (warm) with 1×, 10× and
+//              100× the layers, before and after compaction.
+import Foundation
+import LifeboatCore
+import LifeboatJournal
+import LifeboatVault
+import SystemPackage
+
+let group = [UInt8](0..<16)
+let groupHex = group.map { String(format: "%02x", $0) }.joined()
+
+func temporary() -> FilePath {
+    let path = "/var/tmp/lifeboat-bench-" + UUID().uuidString.prefix(8)
+    try! FileManager.default.createDirectory(atPath: path + "/journal", withIntermediateDirectories: true)
+    return FilePath(path)
+}
+
+func seconds(_ body: () throws -> Void) rethrows -> Double {
+    let start = ContinuousClock.now
+    try body()
+    let d = start.duration(to: .now)
+    return Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
+}
+
+/// 64 KiB of 2:1-compressible data: 32 KiB random, 32 KiB of zeros.
+func payload(_ g: inout SystemRandomNumberGenerator) -> [UInt8] {
+    var data = [UInt8](repeating: 0, count: 65536)
+    data.withUnsafeMutableBytes { raw in for i in 0..<4096 { raw.storeBytes(of: g.next() as UInt64, toByteOffset: i * 8, as: UInt64.self) } }
+    return data
+}
+
+func makeJournal(_ dir: FilePath, bytes: Int, diskBlocks: UInt64, segmentBytes: Int64, writeBytes: Int = 65536) throws -> [FilePath] {
+    let (j, _) = try Journal.open(directory: dir.appending("journal"), groupID: group, configuration: .init(segmentBytes: segmentBytes))
+    var g = SystemRandomNumberGenerator()
+    // A pool of distinct payloads, larger than zstd's window, so no write repeats a recent one.
+    let pool = (0..<256).map { _ in payload(&g) }
+    for i in 0..<(bytes / writeBytes) {
+        let block = UInt64.random(in: 0..<(diskBlocks - UInt64(writeBytes / 4096)), using: &g)
+        let data = pool[i % pool.count]
+        _ = try data[0..<writeBytes].withUnsafeBytes { try j.appendWrite(disk: DiskID(0), firstBlock: BlockIndex(block), data: $0) }
+    }
+    try j.sealIfOlder(than: .zero)
+    try j.close()
+    return try JournalDirectory.segments(in: dir.appending("journal")).dropLast().map(\.path)
+}
+
+func makeVault(_ dir: FilePath, diskBytes: Int64) throws -> Vault {
+    let vault = try Vault(root: dir.appending("vault"), create: true)
+    let empty = dir.appending("empty")
+    FileManager.default.createFile(atPath: empty.string, contents: nil)
+    try vault.addDisk(group: groupHex, id: DiskID(0), name: "d0", sizeBytes: diskBytes, initialContent: empty)
+    return vault
+}
+
+func benchIngest() throws {
+    let dir = temporary()
+    defer { try? FileManager.default.removeItem(atPath: dir.string) }
+    let total = 1 << 30
+    let segments = try makeJournal(dir, bytes: total, diskBlocks: 1 << 18, segmentBytes: 64 << 20)
+    let vault = try makeVault(dir, diskBytes: 1 << 30)
+    let raw = try segments.map { try SegmentReader.load($0) }
+    let compressor = ZstdCompressor(level: 1)
+    var packed: [[UInt8]] = []
+    let shipTime = try seconds {
+        for r in raw {
+            var out: [UInt8] = []
+            _ = try r.withUnsafeBytes { try compressor.compress($0, appendingTo: &out) }
+            packed.append(out)
+        }
+    }
+    let ingestTime = try seconds {
+        for (i, p) in packed.enumerated() { _ = try vault.ingest(compressedSegment: p, name: segments[i].string) }
+    }
+    let bytes = Double(raw.reduce(0) { $0 + $1.count })
+    let wire = Double(packed.reduce(0) { $0 + $1.count })
+    print(String(format: "ingest: %.0f MiB of journal in %d segments; shipper zstd %.0f MB/s, vault ingest %.0f MB/s, together %.0f MB/s; on the wire %.0f%%",
+                 bytes / 1048576, raw.count, bytes / shipTime / 1e6, bytes / ingestTime / 1e6, bytes / (shipTime + ingestTime) / 1e6, wire / bytes * 100))
+}
+
+func benchReads(layers: Int) throws {
+    let dir = temporary()
+    defer { try? FileManager.default.removeItem(atPath: dir.string) }
+    // Each layer: one 1 MiB segment of 4 KiB random writes over a 1 GiB disk.
+    let diskBlocks: UInt64 = 1 << 18
+    let segments = try makeJournal(dir, bytes: layers * 1_000_000, diskBlocks: diskBlocks, segmentBytes: 1 << 20, writeBytes: 4096)
+    let vault = try makeVault(dir, diskBytes: Int64(diskBlocks) * 4096)
+    for s in segments { _ = try vault.ingest(segment: try SegmentReader.load(s), name: s.string) }
+    func measure(_ label: String) throws {
+        let last = try vault.lsnRange().last
+        var reader: PointReader!
+        let open = try seconds { reader = try PointReader(vault: vault, lsn: last) }
+        var block = [UInt8](repeating: 0, count: 4096)
+        var g = SystemRandomNumberGenerator()
+        for _ in 0..<2000 {  // warm-up
+            try block.withUnsafeMutableBytes { try reader.readBlock(disk: DiskID(0), block: BlockIndex(UInt64.random(in: 0..<diskBlocks, using: &g)), into: $0) }
+        }
+        var times: [Double] = []
+        for _ in 0..<20000 {
+            let b = BlockIndex(UInt64.random(in: 0..<diskBlocks, using: &g))
+            times.append(try seconds { try block.withUnsafeMutableBytes { try reader.readBlock(disk: DiskID(0), block: b, into: $0) } })
+        }
+        times.sort()
+        let count = try vault.layerCount(upTo: last)
+        print(String(format: "reads %-18@ %4d layers: open %.2f ms; random 4 KiB read p50 %.1f µs, p99 %.1f µs",
+                     label as NSString, count, open * 1000, times[times.count / 2] * 1e6, times[times.count * 99 / 100] * 1e6))
+    }
+    try measure("(\(layers)×, raw)")
+    try vault.compact()
+    try measure("(\(layers)×, compacted)")
+}
+
+let what = CommandLine.arguments.dropFirst().first ?? "all"
+if what == "ingest" || what == "all" { try benchIngest() }
+if what == "reads" || what == "all" { for n in [10, 100, 1000] { try benchReads(layers: n) } }
