@@ -10,7 +10,7 @@ swift build -c release --product lifeboat 2>&1 | tail -1
 lifeboat=$(swift build -c release --show-bin-path)/lifeboat
 
 work=$(mktemp -d /tmp/lifeboat-demo.XXXXXX)
-site=$work/site mnt=$work/mnt fs=$work/fs loopdev="" protect_pid=""
+site=$work/site vault=$work/vault mnt=$work/mnt fs=$work/fs loopdev="" protect_pid=""
 cleanup() {
   set +e
   mountpoint -q "$fs" && umount "$fs"
@@ -23,10 +23,10 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 mkdir -p "$mnt" "$fs"
-export LIFEBOAT_SITE=$site
+export LIFEBOAT_SITE=$site LIFEBOAT_VAULT=$vault
 
 step() { echo; echo "== $*"; }
-step "lifeboat init";                         $lifeboat init
+step "lifeboat init (a site and its vault)";  $lifeboat init
 step "lifeboat disk create vm0 --size 1G";    $lifeboat disk create vm0 --size 1G
 step "lifeboat protect $mnt (in the background)"
 $lifeboat protect "$mnt" & protect_pid=$!
@@ -43,9 +43,18 @@ dd if=/dev/urandom of="$fs/random.bin" bs=1M count=32 status=none
 sync
 du -sh "$fs"
 
+step "lifeboat checkpoint --app-consistent (fsfreeze, marker, thaw; copy of the primary while frozen)"
+$lifeboat checkpoint --app-consistent --label demo --while-frozen "cp --sparse=always $site/disks/vm0.img $work/frozen.img"
+step "more writes after the point";           dd if=/dev/urandom of="$fs/after.bin" bs=1M count=8 status=none; sync
 step "lifeboat status";                       sleep 1.2; $lifeboat status
+step "lifeboat points --disk vm0";            $lifeboat points --disk vm0
+step "lifeboat export --point latest-app --disk vm0"
+$lifeboat export --point latest-app --disk vm0 --format raw "$work/vm0-app.raw"
+cmp "$work/vm0-app.raw" "$work/frozen.img" && echo "the export equals the disk as it was while frozen"
+e2fsck -fn "$work/vm0-app.raw" >/dev/null && echo "e2fsck: the app-consistent image is clean"
 step "unmount ext4, detach the loop device";  umount "$fs"; losetup -d "$loopdev"; loopdev=""
 step "lifeboat journal verify";               $lifeboat journal verify
+step "lifeboat vault verify";                 $lifeboat vault verify
 step "stop protect (SIGTERM: unmount, drain)"; kill -TERM "$protect_pid"; wait "$protect_pid"; protect_pid=""
 step "lifeboat status";                       $lifeboat status
 echo
