@@ -38,6 +38,8 @@ public final class Shipper: @unchecked Sendable {
     private var thread: Thread?
     private var vault: Vault?
     private let compressor = ZstdCompressor(level: 1)
+    /// Compaction runs beside shipping, so a big merge never delays the next point.
+    private lazy var compactor = Compactor(vaultPath: current.vault, logger: logger)
     private var lastPrune = ContinuousClock.now
 
     init(site: Site, vaultPath: String, journal: Journal, logger: Logger, appliedLSN: @escaping @Sendable () -> LSN) {
@@ -55,6 +57,7 @@ public final class Shipper: @unchecked Sendable {
         t.name = "lifeboat-shipper"
         thread = t
         t.start()
+        compactor.start()
     }
 
     /// Stops after the segment in flight: a stop must not wait for a backlog (the rest is
@@ -65,6 +68,7 @@ public final class Shipper: @unchecked Sendable {
             wake.broadcast()
         }
         while let t = thread, !t.isFinished { usleep(5000) }
+        compactor.stop()
     }
 
     func poke() { wake.withLock { wake.broadcast() } }
@@ -114,7 +118,11 @@ public final class Shipper: @unchecked Sendable {
                 // Trust only the catalog, read back, before anything local is deleted.
                 shipped = try vault.lsnRange().last
                 shippedSomething = true
-                figures.withLock { $0.lastShippedAt = Date() }
+                let now = shipped.rawValue
+                figures.withLock {
+                    $0.lastShippedAt = Date()
+                    $0.shippedLSN = now
+                }
             }
             if lastLSN <= shipped && lastLSN <= appliedLSN() {
                 unlink(segment.path.string)
@@ -124,7 +132,7 @@ public final class Shipper: @unchecked Sendable {
         // Waiting: sealed segments the vault does not hold yet (the open one ships once sealed).
         let remaining = try JournalDirectory.segments(in: journal.directory).filter { $0.firstLSN > shipped && $0.firstLSN < currentFirst }
         let bytes = remaining.reduce(Int64(0)) { $0 + (fileSize($1.path) ?? 0) }
-        if shippedSomething { try vault.compact() }
+        if shippedSomething { compactor.poke() }
         if lastPrune.duration(to: .now) >= .seconds(60) {
             lastPrune = .now
             let report = try vault.prune()
@@ -161,4 +169,59 @@ public final class Shipper: @unchecked Sendable {
 func fileSize(_ path: FilePath) -> Int64? {
     var st = Glibc.stat()
     return stat(path.string, &st) == 0 ? Int64(st.st_size) : nil
+}
+
+/// Compacts the vault's layers on its own thread when the shipper says there is new data.
+final class Compactor: @unchecked Sendable {
+    private let vaultPath: String
+    private let logger: Logger
+    private let wake = ConditionLock()
+    private var pending = false
+    private var stopping = false
+    private var thread: Thread?
+
+    init(vaultPath: String, logger: Logger) {
+        self.vaultPath = vaultPath
+        self.logger = logger
+    }
+
+    func start() {
+        let t = Thread { [self] in self.loop() }
+        t.name = "lifeboat-compactor"
+        thread = t
+        t.start()
+    }
+
+    func poke() {
+        wake.withLock {
+            pending = true
+            wake.broadcast()
+        }
+    }
+
+    /// Stops after the merge in flight (an unfinished merge is only a file in incoming/).
+    func stop() {
+        wake.withLock {
+            stopping = true
+            wake.broadcast()
+        }
+        while let t = thread, !t.isFinished { usleep(5000) }
+    }
+
+    private func loop() {
+        while true {
+            let go: Bool = wake.withLock {
+                while !pending && !stopping { wake.wait() }
+                pending = false
+                return !stopping
+            }
+            guard go else { return }
+            do {
+                let merges = try Vault(root: FilePath(vaultPath)).compact()
+                if merges > 0 { logger.debug("compacted \(merges) run(s) of layers") }
+            } catch {
+                logger.error("compaction: \(error)")
+            }
+        }
+    }
 }

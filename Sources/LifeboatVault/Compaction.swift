@@ -30,7 +30,7 @@ extension Vault {
     public func compact() throws -> Int {
         var merges = 0
         while let run = try nextRun() {
-            try withWriterLock { try merge(run) }
+            guard try merge(run) else { break }
             merges += 1
         }
         return merges
@@ -49,9 +49,12 @@ extension Vault {
         return nil
     }
 
-    /// Writes the merged layer (incoming, fsync, rename), swaps the rows in one transaction,
-    /// then deletes the inputs. A crash before the commit leaves the inputs in force.
-    private func merge(_ run: [LayerRow]) throws {
+    /// Writes the merged layer to `incoming/` without holding the writer lock (inputs are
+    /// immutable), then, under the lock, checks that every input is still cataloged (a prune may
+    /// have merged some into the bases meanwhile), renames it into place, swaps the rows in one
+    /// transaction, and deletes the inputs. A crash before the commit leaves the inputs in force.
+    /// Returns false when the run changed under it (the output is discarded).
+    private func merge(_ run: [LayerRow]) throws -> Bool {
         let readers = try run.map { try LayerReader(path: layerPath($0)) }
         var bytes = [UInt8](repeating: 0, count: LayerFormat.headerSize)
         var entries: [LayerEntry] = []
@@ -75,17 +78,25 @@ extension Vault {
         let header = LayerHeader(groupID: readers[0].header.groupID, firstLSN: first, lastLSN: last, entryCount: entries.count, indexOffset: bytes.count)
         LayerWriter.finish(&bytes, header: header, entries: entries)
         let file = "\(hex16(first))-\(hex16(last)).layer"
-        let tmp = incomingDirectory.appending(file)
+        let tmp = incomingDirectory.appending("compacting-" + file)
         try writeFileAtomically(tmp, bytes)
-        try renameDurably(tmp, layersDirectory.appending(file))
-        try catalog.db.write { db in
-            for row in run { _ = try LayerRow.deleteOne(db, key: row.id) }
-            var merged = LayerRow(id: nil, firstLSN: Int64(first.rawValue), lastLSN: Int64(last.rawValue), file: file,
-                                  bytes: Int64(bytes.count), entries: Int64(entries.count))
-            try merged.insert(db)
+        return try withWriterLock {
+            let ids = Set(try catalog.db.read { db in try LayerRow.fetchAll(db) }.compactMap(\.id))
+            guard run.allSatisfy({ ids.contains($0.id ?? -1) }) else {
+                unlink(tmp.string)
+                return false
+            }
+            try renameDurably(tmp, layersDirectory.appending(file))
+            try catalog.db.write { db in
+                for row in run { _ = try LayerRow.deleteOne(db, key: row.id) }
+                var merged = LayerRow(id: nil, firstLSN: Int64(first.rawValue), lastLSN: Int64(last.rawValue), file: file,
+                                      bytes: Int64(bytes.count), entries: Int64(entries.count))
+                try merged.insert(db)
+            }
+            for row in run { unlink(layerPath(row).string) }
+            try? syncDirectory(layersDirectory)
+            return true
         }
-        for row in run { unlink(layerPath(row).string) }
-        try? syncDirectory(layersDirectory)
     }
 }
 

@@ -14,15 +14,18 @@ struct ProtectCommand: ParsableCommand {
     @OptionGroup var site: SiteOption
     @Option(help: "Seal a journal segment at this size (bytes or K/M/G).") var segmentSize = "64M"
     @Option(help: "Seal a journal segment at least this often while there are writes, in seconds.") var sealInterval = 1.0
+    @Option(help: "Mark a crash-consistent point this often while there are writes, in seconds.") var pointInterval = 5.0
 
     func run() throws {
         let segmentBytes = try parseSize(segmentSize)
         guard segmentBytes >= 1 << 20 else { throw ValidationError("--segment-size must be at least 1M") }
         guard sealInterval > 0 else { throw ValidationError("--seal-interval must be positive") }
+        guard pointInterval >= 0.2 else { throw ValidationError("--point-interval must be at least 0.2 seconds") }
         try reportingErrors {
             var options = ProtectionGroup.Options()
             options.segmentBytes = segmentBytes
             options.sealInterval = .milliseconds(Int64(sealInterval * 1000))
+            options.pointInterval = .milliseconds(Int64(pointInterval * 1000))
             // Absolute, so that status and the kernel's mount table name the same path.
             let absolute = mountpoint.hasPrefix("/") ? mountpoint : FileManager.default.currentDirectoryPath + "/" + mountpoint
             try ProtectService.run(site: try site.open(), mountpoint: absolute, options: options, logger: makeLogger())
