@@ -8,8 +8,9 @@ import Glibc
 #endif
 
 /// Tiered retention, like ASR's: every point younger than `keepAll`, then the newest point of
-/// each `every` interval up to `window`; older points go. The newest app-consistent point is
-/// always kept, however old, and so is any point in `pinned` (mounted, being drilled).
+/// each `every` interval up to `window`; older points go. The newest point and the newest
+/// app-consistent point are always kept, however old (a vault idle for longer than its window
+/// still has a point to recover to), and so is any point in `pinned` (mounted, being drilled).
 public struct RetentionPolicy: Codable, Equatable, Sendable {
     public var window: TimeInterval = 24 * 3600
     public var keepAll: TimeInterval = 2 * 3600
@@ -34,6 +35,7 @@ public struct RetentionPolicy: Codable, Equatable, Sendable {
             }
         }
         if let app = points.filter({ $0.kind == "app-consistent" }).max(by: { $0.lsn < $1.lsn })?.id { keep.insert(app) }
+        if let newest = points.max(by: { $0.lsn < $1.lsn })?.id { keep.insert(newest) }
         return keep.union(pinned.intersection(Set(points.compactMap(\.id))))
     }
 }

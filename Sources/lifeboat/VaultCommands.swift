@@ -102,7 +102,7 @@ struct VaultCommand: ParsableCommand {
     struct Prune: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Apply retention now (protect also applies it every minute).",
-            discussion: "Keeps every point younger than --keep-all, then the newest point of each --every interval up to --window, and always the newest app-consistent point; merges older layers into the bases. Given options are stored as the vault's policy (default 24h / 2h / 1h).")
+            discussion: "Keeps every point younger than --keep-all, then the newest point of each --every interval up to --window, and always the newest point and the newest app-consistent point; merges older layers into the bases. Given options are stored as the vault's policy (default 24h / 2h / 1h).")
         @OptionGroup var vault: VaultOption
         @Option(help: "Retention window, e.g. 24h.") var window: String?
         @Option(help: "Keep every point younger than this, e.g. 2h.") var keepAll: String?

@@ -116,4 +116,87 @@ struct ShippingTests {
         #expect(try run(["cmp", exported, t.site + "/disks/d0.img"]).status == 0)
         #expect(try lifeboat("vault", "verify", "--vault", t.vault).status == 0)
     }
+
+    @Test func aFailedHookGivesACrashConsistentPointWithTheReasonAndThawsEverything() throws {
+        let t = try TestSite(disks: [("d0", "64M")], withVault: true)
+        defer { t.cleanup() }
+        let protect = try t.startProtect()
+        try check(run(["mkfs.ext4", "-q", "-F", t.image("d0")]))
+        let dev = try t.attachLoop(t.image("d0"))
+        try check(run(["mount", dev, t.fsMount]))
+        // The while-frozen hook fails after the freeze: the point must not claim app-consistency,
+        // and the filesystem must be thawed (a write to it succeeds right after).
+        let r = try lifeboat("checkpoint", "--site", t.site, "--app-consistent", "--label", "nightly", "--json",
+                             "--while-frozen", "echo broken >&2; exit 3")
+        #expect(r.status == 0, "\(r.stderr)")
+        let json = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any] ?? [:]
+        #expect(json["kind"] as? String == "crash-consistent")
+        #expect((json["reason"] as? String)?.contains("exit 3") == true)
+        #expect((json["frozen"] as? [String]) == [t.fsMount])
+        let write = try run(["timeout", "5", "dd", "if=/dev/zero", "of=\(t.fsMount)/after", "bs=4k", "count=1", "conv=fsync", "status=none"])
+        #expect(write.status == 0, "the filesystem was left frozen")
+        let points = try lifeboat("points", "--vault", t.vault, "--json")
+        #expect(points.stdout.contains("nightly (not app-consistent: while-frozen hook"))
+        #expect(!points.stdout.contains("\"app-consistent\""))
+        // A failing pre-hook: nothing is frozen at all.
+        let pre = try lifeboat("checkpoint", "--site", t.site, "--app-consistent", "--json", "--pre", "false")
+        let preJSON = try JSONSerialization.jsonObject(with: Data(pre.stdout.utf8)) as? [String: Any] ?? [:]
+        #expect(preJSON["kind"] as? String == "crash-consistent")
+        #expect((preJSON["frozen"] as? [String]) == [])
+        try check(run(["umount", t.fsMount]))
+        t.detachLoop(dev)
+        #expect(protect.stop() == 0)
+    }
+
+    /// Every point's marker digest (taken on the write path) must equal its export's digest.
+    static func checkEveryPoint(_ t: TestSite, sizeBytes: Int64, _ context: String) throws -> Int {
+        let list = try lifeboat("points", "--vault", t.vault, "--json")
+        let points = try JSONSerialization.jsonObject(with: Data(list.stdout.utf8)) as? [[String: Any]] ?? []
+        for p in points {
+            let id = p["id"] as? Int ?? -1
+            let digests = try JSONSerialization.jsonObject(with: Data((p["digests"] as? String ?? "{}").utf8)) as? [String: String] ?? [:]
+            let out = t.root + "/point-\(id).raw"
+            try check(lifeboat("export", "--vault", t.vault, "--point", String(id), "--disk", "d0", out))
+            let fd = try FileDescriptor.open(out, .readOnly)
+            #expect(try DiskDigest.root(ofImage: fd, sizeBytes: sizeBytes).description == digests["0"], "\(context): point \(id)")
+            try fd.close()
+            unlink(out)
+        }
+        return points.count
+    }
+
+    @Test func killNineDuringPruneLosesNoRetainedPoint() throws {
+        let t = try TestSite(disks: [("d0", "16M")], withVault: true)
+        defer { t.cleanup() }
+        let protect = try t.startProtect(["--point-interval", "0.3", "--seal-interval", "0.2"])
+        let fd = open(t.image("d0"), O_WRONLY)
+        var g = SplitMix(state: 8)
+        let until = Date().addingTimeInterval(4)
+        while Date() < until {
+            let data = randomBytes(16384, seed: g.next())
+            _ = data.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, Int(g.next() % 1000) * 16384) }
+            fdatasync(fd)
+        }
+        close(fd)
+        try check(lifeboat("checkpoint", "--site", t.site, "--label", "last"))
+        #expect(protect.stop() == 0)
+        let before = try Self.checkEveryPoint(t, sizeBytes: 16 << 20, "before")
+        #expect(before > 5)
+        // Kill prunes at different moments; after each, every remaining point must still be exact.
+        for delay in [2_000, 10_000, 30_000, 80_000] as [useconds_t] {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: lifeboatBinary)
+            p.arguments = ["vault", "prune", "--vault", t.vault, "--window", "2s", "--keep-all", "1s", "--every", "1s"]
+            p.standardOutput = FileHandle.nullDevice
+            try p.run()
+            usleep(delay)
+            kill(p.processIdentifier, SIGKILL)
+            p.waitUntilExit()
+            _ = try Self.checkEveryPoint(t, sizeBytes: 16 << 20, "after kill at \(delay) µs")
+        }
+        try check(lifeboat("vault", "prune", "--vault", t.vault))
+        let after = try Self.checkEveryPoint(t, sizeBytes: 16 << 20, "after the final prune")
+        #expect(after >= 1 && after < before)
+        #expect(try lifeboat("vault", "verify", "--vault", t.vault).status == 0)
+    }
 }
