@@ -32,7 +32,7 @@ struct ShippingTests {
     static func waitFor(_ t: Thread) { while !t.isFinished { usleep(10_000) } }
 
     @Test func appConsistentPointExportsExactlyTheFrozenState() throws {
-        let t = try TestSite(disks: [("d0", "128M")], withVault: true)
+        let t = try TestSite(disks: [("d0", "128M"), ("d1", "64M")], withVault: true)
         defer { t.cleanup() }
         let protect = try t.startProtect()
         try check(run(["mkfs.ext4", "-q", "-F", t.image("d0")]))
@@ -40,6 +40,13 @@ struct ShippingTests {
         try check(run(["mount", dev, t.fsMount]))
         let stop = StopFlag()
         let load = Self.fileLoad(t.fsMount, stop: stop)
+        // Meanwhile a raw disk of the same group takes an fio write+verify load.
+        let fio = Process()
+        fio.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        fio.arguments = ["fio", "--name=load", "--filename=\(t.image("d1"))", "--rw=randwrite", "--bs=16k", "--size=48M",
+                         "--ioengine=psync", "--verify=crc32c", "--do_verify=1", "--verify_fatal=1", "--fsync=8", "--output-format=terse"]
+        fio.standardOutput = FileHandle.nullDevice
+        try fio.run()
         usleep(800_000)
         let frozenCopy = t.root + "/frozen.img"
         let checkpoint = try lifeboat("checkpoint", "--site", t.site, "--app-consistent", "--label", "test", "--json",
@@ -47,6 +54,8 @@ struct ShippingTests {
                                       "--while-frozen", "cp --sparse=always \(t.site)/disks/d0.img \(frozenCopy)")
         stop.raise()
         Self.waitFor(load)
+        fio.waitUntilExit()
+        #expect(fio.terminationStatus == 0, "fio --verify failed through the checkpoint")
         #expect(checkpoint.status == 0, "\(checkpoint.stderr)")
         let result = try JSONSerialization.jsonObject(with: Data(checkpoint.stdout.utf8)) as? [String: Any] ?? [:]
         #expect(result["kind"] as? String == "app-consistent")
@@ -63,6 +72,12 @@ struct ShippingTests {
         #expect(digest == (try DiskDigest.root(ofImage: fd, sizeBytes: 128 << 20)).description)
         // A frozen filesystem is clean: no journal replay needed.
         #expect(try run(["e2fsck", "-fn", exported]).status == 0)
+        // The raw disk at the same point (same cut, same LSN) matches its digest too.
+        let raw1 = t.root + "/export-d1.raw"
+        try check(lifeboat("export", "--vault", t.vault, "--point", "latest-app", "--disk", "d1", raw1))
+        let fd1 = try FileDescriptor.open(raw1, .readOnly)
+        defer { try? fd1.close() }
+        #expect((result["digests"] as? [String: String])?["1"] == (try DiskDigest.root(ofImage: fd1, sizeBytes: 64 << 20)).description)
 
         try check(run(["umount", t.fsMount]))
         t.detachLoop(dev)
