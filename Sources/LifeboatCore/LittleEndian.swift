@@ -40,3 +40,23 @@ public struct ByteReader {
         return Array(bytes[position..<position + count])
     }
 }
+
+/// Hex text for IDs and file names.
+public enum Hex {
+    /// Bytes from lowercase or uppercase hex digits; stops at the first pair that is not hex.
+    public static func bytes(_ text: String) -> [UInt8] {
+        var bytes: [UInt8] = []
+        var rest = Substring(text)
+        while rest.count >= 2, let b = UInt8(rest.prefix(2), radix: 16) {
+            bytes.append(b)
+            rest = rest.dropFirst(2)
+        }
+        return bytes
+    }
+
+    /// 16 lowercase hex digits, zero-padded: LSNs in file names sort as numbers.
+    public static func padded(_ value: UInt64) -> String {
+        let h = String(value, radix: 16)
+        return String(repeating: "0", count: 16 - h.count) + h
+    }
+}

@@ -178,10 +178,7 @@ public struct WritePayloadHeader: Equatable, Sendable {
 
 /// Segment file names: the first LSN as 16 hex digits, so names sort in LSN order.
 public enum SegmentName {
-    public static func make(firstLSN: LSN) -> String {
-        let hex = String(firstLSN.rawValue, radix: 16)
-        return String(repeating: "0", count: 16 - hex.count) + hex + JournalFormat.segmentSuffix
-    }
+    public static func make(firstLSN: LSN) -> String { Hex.padded(firstLSN.rawValue) + JournalFormat.segmentSuffix }
 
     public static func parse(_ name: String) -> LSN? {
         guard name.hasSuffix(JournalFormat.segmentSuffix), name.count == 16 + JournalFormat.segmentSuffix.count else { return nil }

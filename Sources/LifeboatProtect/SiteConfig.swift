@@ -27,15 +27,7 @@ public struct SiteConfig: Codable, Equatable, Sendable {
     /// The vault this site ships to (a directory), if any.
     public var vault: String?
 
-    public var groupIDBytes: [UInt8] {
-        var bytes: [UInt8] = []
-        var text = Substring(groupID)
-        while text.count >= 2, let b = UInt8(text.prefix(2), radix: 16) {
-            bytes.append(b)
-            text = text.dropFirst(2)
-        }
-        return bytes
-    }
+    public var groupIDBytes: [UInt8] { Hex.bytes(groupID) }
 
     public func disk(named name: String) -> Disk? { disks.first { $0.name == name } }
 

@@ -131,7 +131,7 @@ public final class Vault: @unchecked Sendable {
             throw LifeboatError(.corrupt, "segment is not sealed: only sealed segments are shipped", path: name, offset: Int64(scan.validEnd))
         }
         guard let group = try groupID() else { throw LifeboatError(.invalidArgument, "the vault has no group yet (add its disks first)", path: root.string) }
-        guard scan.header.groupID == hexBytes(group) else {
+        guard scan.header.groupID == Hex.bytes(group) else {
             throw LifeboatError(.invalidArgument, "segment belongs to another protection group", path: name, offset: 16)
         }
         let (_, last) = try lsnRange()
@@ -202,17 +202,4 @@ extension RecoveryPoint {
     }
 }
 
-func hexBytes(_ text: String) -> [UInt8] {
-    var bytes: [UInt8] = []
-    var rest = Substring(text)
-    while rest.count >= 2, let b = UInt8(rest.prefix(2), radix: 16) {
-        bytes.append(b)
-        rest = rest.dropFirst(2)
-    }
-    return bytes
-}
-
-func hex16(_ lsn: LSN) -> String {
-    let h = String(lsn.rawValue, radix: 16)
-    return String(repeating: "0", count: 16 - h.count) + h
-}
+func hex16(_ lsn: LSN) -> String { Hex.padded(lsn.rawValue) }
