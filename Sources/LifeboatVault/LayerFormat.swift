@@ -3,20 +3,21 @@ import LifeboatCore
 /// A layer: the writes of one journal segment, as stored in the vault (Docs/formats/vault.md).
 ///
 /// ```
-/// | header (64) | zstd frames, one per write record | index: entries × 40 | footer (16) |
+/// | header (64) | zstd frames, one per write record | index: entries × 40 | Bloom filter | footer (24) |
 /// ```
 /// Header: magic "LBLAYER1" (8), version u32, header size u32 (64), group id (16), first LSN u64,
 /// last LSN u64, entry count u64, index offset u64.
 /// Index entry (sorted by disk, block, LSN): disk u32, block-in-frame u32, block u64, LSN u64,
 /// frame offset u64, frame length u32, reserved u32.
-/// Footer: CRC-32C of header ‖ index u32, reserved u32, magic "LBLAYEND" (8).
+/// Bloom filter: u64 words (LayerBloom) of the distinct (disk, block) pairs.
+/// Footer: Bloom filter words u64, CRC-32C of header ‖ index ‖ filter u32, reserved u32, magic "LBLAYEND" (8).
 public enum LayerFormat {
     public static let magic: [UInt8] = Array("LBLAYER1".utf8)
     public static let endMagic: [UInt8] = Array("LBLAYEND".utf8)
     public static let version: UInt32 = 1
     public static let headerSize = 64
     public static let entrySize = 40
-    public static let footerSize = 16
+    public static let footerSize = 24
 }
 
 public struct LayerHeader: Equatable, Sendable {

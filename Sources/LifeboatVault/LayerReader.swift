@@ -10,6 +10,8 @@ import Glibc
 public final class LayerReader: @unchecked Sendable {
     public let path: FilePath
     public let header: LayerHeader
+    /// Offset and length in bytes of the Bloom filter.
+    private let bloomRange: Range<Int>
     private let base: UnsafeRawPointer
     private let size: Int
 
@@ -31,7 +33,7 @@ public final class LayerReader: @unchecked Sendable {
         self.size = size
         let raw = UnsafeRawBufferPointer(start: base, count: size)
         do {
-            self.header = try Self.validate(raw, path: path.string)
+            (self.header, self.bloomRange) = try Self.validate(raw, path: path.string)
         } catch {
             munmap(map, size)
             throw error
@@ -44,7 +46,7 @@ public final class LayerReader: @unchecked Sendable {
 
     func withRaw<T>(_ body: (UnsafeRawBufferPointer) throws -> T) rethrows -> T { try body(raw) }
 
-    static func validate(_ raw: UnsafeRawBufferPointer, path: String) throws -> LayerHeader {
+    static func validate(_ raw: UnsafeRawBufferPointer, path: String) throws -> (LayerHeader, Range<Int>) {
         guard Array(raw[0..<8]) == LayerFormat.magic else { throw LifeboatError(.corrupt, "not a Lifeboat layer (bad magic)", path: path, offset: 0) }
         let version = raw.loadLE(UInt32.self, at: 8)
         guard version == LayerFormat.version else {
@@ -54,19 +56,21 @@ public final class LayerReader: @unchecked Sendable {
             groupID: Array(raw[16..<32]), firstLSN: LSN(raw.loadLE(UInt64.self, at: 32)), lastLSN: LSN(raw.loadLE(UInt64.self, at: 40)),
             entryCount: Int(raw.loadLE(UInt64.self, at: 48)), indexOffset: Int(raw.loadLE(UInt64.self, at: 56)))
         let footer = raw.count - LayerFormat.footerSize
-        guard Array(raw[(footer + 8)..<(footer + 16)]) == LayerFormat.endMagic else {
+        guard Array(raw[(footer + 16)..<(footer + 24)]) == LayerFormat.endMagic else {
             throw LifeboatError(.corrupt, "layer footer is missing (truncated layer?)", path: path, offset: Int64(footer))
         }
-        guard header.indexOffset >= LayerFormat.headerSize, header.entryCount >= 0,
-              header.indexOffset + header.entryCount * LayerFormat.entrySize == footer else {
-            throw LifeboatError(.corrupt, "layer index offset \(header.indexOffset) and \(header.entryCount) entries do not fit the file", path: path, offset: 56)
+        let bloomBytes = Int(clamping: raw.loadLE(UInt64.self, at: footer)) &* 8
+        let bloomStart = header.indexOffset + header.entryCount * LayerFormat.entrySize
+        guard header.indexOffset >= LayerFormat.headerSize, header.entryCount >= 0, bloomBytes >= 8,
+              bloomStart + bloomBytes == footer else {
+            throw LifeboatError(.corrupt, "layer index offset \(header.indexOffset), \(header.entryCount) entries and the filter do not fit the file", path: path, offset: 56)
         }
         let crc = CRC32C.extend(CRC32C.of(UnsafeRawBufferPointer(rebasing: raw[0..<LayerFormat.headerSize])),
                                 UnsafeRawBufferPointer(rebasing: raw[header.indexOffset..<footer]))
-        guard crc == raw.loadLE(UInt32.self, at: footer) else {
+        guard crc == raw.loadLE(UInt32.self, at: footer + 8) else {
             throw LifeboatError(.corrupt, "layer header/index checksum mismatch", path: path, offset: Int64(header.indexOffset))
         }
-        return header
+        return (header, bloomStart..<footer)
     }
 
     public func entry(_ i: Int) -> LayerEntry {
@@ -75,6 +79,7 @@ public final class LayerReader: @unchecked Sendable {
 
     /// The newest version of `block` of `disk` with LSN ≤ `lsn` in this layer, if any.
     public func lookup(disk: DiskID, block: BlockIndex, atOrBefore lsn: LSN) -> LayerEntry? {
+        guard LayerBloom.mayContain(UnsafeRawBufferPointer(rebasing: raw[bloomRange]), disk: disk, block: block) else { return nil }
         // First index whose key is > (disk, block, lsn); the candidate is just before it.
         var low = 0, high = header.entryCount
         while low < high {
@@ -120,6 +125,10 @@ public final class LayerReader: @unchecked Sendable {
             }
             guard e.lsn >= header.firstLSN, e.lsn <= header.lastLSN else {
                 throw LifeboatError(.corrupt, "index entry \(i) has LSN \(e.lsn) outside the layer's range", path: path.string, offset: Int64(header.indexOffset + i * LayerFormat.entrySize))
+            }
+            // A filter that denies a block the index holds would hide that version from reads.
+            guard LayerBloom.mayContain(UnsafeRawBufferPointer(rebasing: raw[bloomRange]), disk: e.disk, block: e.block) else {
+                throw LifeboatError(.corrupt, "the layer's Bloom filter misses block \(e.block) of disk \(e.disk)", path: path.string, offset: Int64(bloomRange.lowerBound))
             }
             if checkedFrames.insert(e.frameOffset).inserted {
                 try out.withUnsafeMutableBytes { try readBlock(e, into: $0, scratch: &scratch, decompressor: decompressor) }

@@ -53,10 +53,18 @@ public enum LayerWriter {
         bytes.withUnsafeMutableBytes { out in
             for (i, e) in entries.enumerated() { e.store(into: out, at: indexStart + i * LayerFormat.entrySize) }
         }
+        // Entries are sorted, so the distinct (disk, block) pairs are the changes along the index.
+        var keys: [(DiskID, BlockIndex)] = []
+        for e in entries where keys.last.map({ $0.0 != e.disk || $0.1 != e.block }) ?? true { keys.append((e.disk, e.block)) }
+        let bloom = LayerBloom.build(keys)
+        var filter = ByteWriter()
+        for word in bloom { filter.put(word) }
+        bytes += filter.bytes
         let crc = bytes.withUnsafeBytes { raw in
             CRC32C.extend(CRC32C.of(UnsafeRawBufferPointer(rebasing: raw[0..<LayerFormat.headerSize])), UnsafeRawBufferPointer(rebasing: raw[indexStart...]))
         }
         var footer = ByteWriter()
+        footer.put(UInt64(bloom.count))
         footer.put(crc)
         footer.put(UInt32(0))
         footer.put(LayerFormat.endMagic)
