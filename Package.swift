@@ -35,12 +35,13 @@ let package = Package(
             name: "LifeboatVault",
             dependencies: ["LifeboatCore", "LifeboatJournal", .product(name: "GRDB", package: "GRDB.swift"),
                            .product(name: "SystemPackage", package: "swift-system")]),
+        .target(name: "LifeboatVHD", dependencies: ["LifeboatCore", .product(name: "SystemPackage", package: "swift-system")]),
         .target(name: "LifeboatFUSE", dependencies: ["CFuse3", "LifeboatCore", .product(name: "SystemPackage", package: "swift-system")]),
-        .target(name: "LifeboatProtect", dependencies: ["LifeboatCore", "LifeboatJournal", "LifeboatFUSE", "LifeboatVault"]),
+        .target(name: "LifeboatProtect", dependencies: ["LifeboatCore", "LifeboatJournal", "LifeboatFUSE", "LifeboatVault", "LifeboatVHD"]),
         .executableTarget(
             name: "lifeboat",
             dependencies: [
-                "LifeboatProtect", "LifeboatJournal", "LifeboatCore", "LifeboatVault",
+                "LifeboatProtect", "LifeboatJournal", "LifeboatCore", "LifeboatVault", "LifeboatVHD",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
@@ -56,6 +57,7 @@ let package = Package(
         .testTarget(
             name: "LifeboatVaultTests",
             dependencies: ["LifeboatVault", "LifeboatJournal", "LifeboatCore", .product(name: "SystemPackage", package: "swift-system")]),
+        .testTarget(name: "LifeboatVHDTests", dependencies: ["LifeboatVHD", "LifeboatCore", .product(name: "SystemPackage", package: "swift-system")]),
         .testTarget(
             name: "LifeboatProtectTests",
             dependencies: ["LifeboatProtect", "LifeboatJournal", "LifeboatCore", "lifeboat"]),

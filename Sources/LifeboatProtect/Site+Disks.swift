@@ -1,6 +1,11 @@
 import Foundation
 import LifeboatCore
 import SystemPackage
+import LifeboatVHD
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 extension Site {
     /// Names become file names (`NAME.img`): letters, digits, `.`, `_`, `-`; 1–64 characters,
@@ -13,9 +18,24 @@ extension Site {
     }
 
     /// Adds a disk: an empty (sparse) one of `sizeBytes`, or one whose initial content is the
-    /// raw image `from` (size defaults to the image's). Fails while `protect` runs.
+    /// image `from`, raw or VHD (fixed or dynamic; size defaults to the image's). Fails while
+    /// `protect` runs.
     public mutating func createDisk(name: String, sizeBytes: Int64?, from image: FilePath?) throws -> SiteConfig.Disk {
         try Site.validateDiskName(name)
+        if let image, VHDReader.looksLikeVHD(image.string) {
+            // Import: the VHD's disk, converted to a sparse raw file, becomes the source.
+            let vhd = try VHDReader(path: image.string)
+            let raw = disksDirectory.appending(".\(name).import")
+            defer { unlink(raw.string) }
+            try SparseCopy.convert(vhd, to: raw)
+            var disk = try createDisk(name: name, sizeBytes: sizeBytes ?? vhd.sizeBytes, from: raw)
+            disk.source = image.string
+            if let i = config.disks.firstIndex(where: { $0.id == disk.id }) {
+                config.disks[i].source = image.string
+                try save()
+            }
+            return disk
+        }
         let lockFD = try lock(for: "adding a disk")
         defer { try? lockFD.close() }
         if config.disk(named: name) != nil {
@@ -64,6 +84,23 @@ extension Site {
 
 /// Sparse copies: all-zero 64 KiB runs of the source become holes in the destination.
 enum SparseCopy {
+    /// Writes a VHD's disk as a sparse raw file.
+    static func convert(_ vhd: VHDReader, to path: FilePath) throws {
+        let out = try FileDescriptor.open(path, .writeOnly, options: [.create, .truncate, .closeOnExec], permissions: [.ownerReadWrite])
+        defer { try? out.close() }
+        let chunk = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 4096)
+        defer { chunk.deallocate() }
+        var at: Int64 = 0
+        while at < vhd.sizeBytes {
+            let n = Int(min(Int64(chunk.count), vhd.sizeBytes - at))
+            let piece = UnsafeMutableRawBufferPointer(rebasing: chunk[0..<n])
+            try vhd.read(at: at, into: piece)
+            if !isZero(UnsafeRawBufferPointer(piece)) { _ = try out.writeAll(toAbsoluteOffset: at, UnsafeRawBufferPointer(piece)) }
+            at += Int64(n)
+        }
+        try out.resize(to: vhd.sizeBytes)
+    }
+
     static func create(_ path: FilePath, sizeBytes: Int64, from source: FileDescriptor?) throws {
         let out = try FileDescriptor.open(path, .writeOnly, options: [.create, .exclusiveCreate, .closeOnExec], permissions: [.ownerReadWrite, .groupRead])
         defer { try? out.close() }

@@ -48,6 +48,16 @@ public final class PointReader {
         }
     }
 
+    /// Fills `buffer` with the disk's bytes at `offset` (both multiples of 4096).
+    public func read(disk: DiskID, at offset: Int64, into buffer: UnsafeMutableRawBufferPointer) throws {
+        var done = 0
+        while done < buffer.count {
+            let block = BlockIndex(UInt64((offset + Int64(done)) >> Int64(BlockSize.shift)))
+            try readBlock(disk: disk, block: block, into: UnsafeMutableRawBufferPointer(rebasing: buffer[done..<(done + BlockSize.bytes)]))
+            done += BlockSize.bytes
+        }
+    }
+
     /// Streams the whole disk to `output` as raw, writing only non-zero blocks (the output is
     /// sparse; its size is set to the disk's). `progress` gets the bytes done so far.
     public func exportRaw(disk: VaultDisk, to output: FileDescriptor, progress: (Int64) -> Void = { _ in }) throws {

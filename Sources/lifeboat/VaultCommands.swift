@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import LifeboatCore
 import LifeboatVault
+import LifeboatVHD
 import SystemPackage
 
 #if canImport(Glibc)
@@ -49,11 +50,13 @@ struct ExportCommand: ParsableCommand {
     @OptionGroup var vault: VaultOption
     @Option(help: "latest, latest-app, a point id, lsn:N or @TIME.") var point: String
     @Option(help: "The disk's name.") var disk: String
-    @Option(help: "raw (VHD formats come with issue 4).") var format = "raw"
+    @Option(help: "raw, vhd-fixed or vhd-dynamic.") var format = "raw"
     @Argument(help: "The output file (must not exist).") var output: String
 
     func validate() throws {
-        guard format == "raw" else { throw ValidationError("unknown format '\(format)': this lifeboat exports raw") }
+        guard ["raw", "vhd-fixed", "vhd-dynamic"].contains(format) else {
+            throw ValidationError("unknown format '\(format)': use raw, vhd-fixed or vhd-dynamic")
+        }
     }
 
     func run() throws {
@@ -69,20 +72,25 @@ struct ExportCommand: ParsableCommand {
             defer { try? out.close() }
             let terminal = isatty(STDERR_FILENO) == 1
             var shown = -1
+            let progress = { (done: Int64) in
+                let percent = Int(done * 100 / max(d.sizeBytes, 1))
+                if terminal && percent != shown {
+                    shown = percent
+                    FileHandle.standardError.write(Data("\rexporting \(d.name) at LSN \(lsn): \(percent)%".utf8))
+                }
+            }
             do {
-                try reader.exportRaw(disk: d, to: out) { done in
-                    let percent = Int(done * 100 / max(d.sizeBytes, 1))
-                    if terminal && percent != shown {
-                        shown = percent
-                        FileHandle.standardError.write(Data("\rexporting \(d.name) at LSN \(lsn): \(percent)%".utf8))
-                    }
+                if let vhd = VHDWriter.Format(rawValue: format) {
+                    try VHDWriter.write(vhd, sizeBytes: d.sizeBytes, to: out, read: { try reader.read(disk: d.id, at: $0, into: $1) }, progress: progress)
+                } else {
+                    try reader.exportRaw(disk: d, to: out, progress: progress)
                 }
             } catch {
                 unlink(output)
                 throw error
             }
             if terminal { FileHandle.standardError.write(Data("\n".utf8)) }
-            print("exported \(d.name) at LSN \(lsn) to \(output) (\(humanBytes(d.sizeBytes)))")
+            print("exported \(d.name) at LSN \(lsn) to \(output) (\(format), \(humanBytes(d.sizeBytes)))")
         }
     }
 }

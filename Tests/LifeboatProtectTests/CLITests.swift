@@ -134,4 +134,27 @@ import Glibc
         #expect(status.stdout.contains("journal error:") && status.stdout.contains("No space left on device"), "\(status.stdout)")
         #expect(p.stop() == 0)
     }
+
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/qemu-img"), "needs qemu-img (Harness/setup.sh installs qemu-utils)"))
+    func diskCreateImportsAVHDMadeByQemu() throws {
+        let dir = try makeTemporaryDirectory("import")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let fixture = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../Images/fixtures/qemu-dynamic.vhd").standardized.path
+        try check(lifeboat("init", "--site", dir + "/site"))
+        let created = try lifeboat("disk", "create", "vm", "--from", fixture, "--site", dir + "/site")
+        #expect(created.status == 0, "\(created.stderr)")
+        #expect(created.stdout.contains("4.0 MiB"))
+        try check(run(["qemu-img", "convert", "-f", "vpc", "-O", "raw", fixture, dir + "/oracle.raw"]))
+        #expect(try run(["cmp", dir + "/site/disks/vm.img", dir + "/oracle.raw"]).status == 0)
+        #expect(try run(["cmp", dir + "/site/disks/vm.base", dir + "/oracle.raw"]).status == 0)
+        // A truncated VHD is refused with the field named, and no disk is added.
+        let broken = dir + "/broken.vhd"
+        var bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: fixture)))
+        bytes[bytes.count - 512 + 70] ^= 0xFF
+        try Data(bytes).write(to: URL(fileURLWithPath: broken))
+        let refused = try lifeboat("disk", "create", "bad", "--from", broken, "--site", dir + "/site")
+        #expect(refused.status == 65)
+        #expect(refused.stderr.contains("footer checksum"))
+        #expect(try lifeboat("disk", "list", "--site", dir + "/site").stdout.contains("bad") == false)
+    }
 }
