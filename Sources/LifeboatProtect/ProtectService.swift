@@ -51,23 +51,8 @@ public enum ProtectService {
         logger.notice("protecting \(site.config.disks.count) disk(s) at \(mountpoint): \(site.config.disks.map { $0.name + ".img" }.joined(separator: ", "))")
         try? SiteStatus.live(group, mountpoint: mountpoint).save(in: site)
 
-        var set = sigset_t()
-        sigemptyset(&set)
-        for s in stopSignals { sigaddset(&set, s) }
         var lastStatus = ContinuousClock.now
-        while !session.isFinished {
-            var timeout = timespec(tv_sec: 0, tv_nsec: 250_000_000)
-            let signal = sigtimedwait(&set, nil, &timeout)
-            if signal > 0 {
-                logger.notice("signal \(signal): stopping (unmounting \(mountpoint))")
-                do {
-                    try session.unmount()
-                    _ = session.waitUntilFinished(seconds: 30)
-                } catch {
-                    logger.error("\(error); still protecting — send the signal again once it is free")
-                }
-                continue
-            }
+        serveUntilUnmounted(session, mountpoint: mountpoint, logger: logger) {
             group.tick()
             if lastStatus.duration(to: .now) >= .seconds(1) {
                 try? SiteStatus.live(group, mountpoint: mountpoint).save(in: site)

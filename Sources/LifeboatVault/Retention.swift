@@ -45,6 +45,8 @@ public struct PruneReport: Sendable {
     public var mergedLayers = 0
     public var reclaimedBytes: Int64 = 0
     public var baseLSN = LSN.zero
+    /// Points retention would have dropped but a running mount or drill holds.
+    public var keptForMounts: [Int64] = []
 }
 
 extension Vault {
@@ -74,13 +76,17 @@ extension Vault {
         try withWriterLock {
             let policy = try policy ?? retentionPolicy()
             let points = try self.points()
-            let keep = policy.retained(points, now: now, pinned: pinned)
+            // Points being served (mounted, drilled) stay, and so does every layer they need.
+            let pinnedLSNs = pinnedLSNs()
+            let pinnedIDs = Set(points.filter { pinnedLSNs.contains(LSN(UInt64($0.lsn))) }.compactMap(\.id))
+            let keep = policy.retained(points, now: now, pinned: pinned.union(pinnedIDs))
             let removed = points.compactMap(\.id).filter { !keep.contains($0) }
             let (base, last) = try lsnRange()
-            let oldestKept = points.filter { keep.contains($0.id ?? -1) }.map { LSN(UInt64($0.lsn)) }.min() ?? last
+            let oldestKept = (points.filter { keep.contains($0.id ?? -1) }.map { LSN(UInt64($0.lsn)) } + pinnedLSNs).min() ?? last
             let mergeable = try layerRows(upTo: last).filter { LSN(UInt64($0.lastLSN)) <= oldestKept }.sorted { $0.firstLSN < $1.firstLSN }
             let target = max(base, mergeable.last.map { LSN(UInt64($0.lastLSN)) } ?? base)
             var report = PruneReport(removedPoints: removed, baseLSN: target)
+            report.keptForMounts = pinnedIDs.filter { !policy.retained(points, now: now).contains($0) }.sorted()
             if removed.isEmpty && mergeable.isEmpty { return report }
 
             try catalog.db.write { db in
@@ -147,5 +153,32 @@ extension Vault {
             throw LifeboatError.system(e, "cannot lock the vault", path: path.string)
         }
         return try body()
+    }
+}
+
+/// Pins: a running `lifeboat mount` (or drill) keeps its LSN readable. One file per process,
+/// `VAULT/pins/PID-LSN`; pins of processes that no longer exist are ignored.
+extension Vault {
+    public struct Pin: Sendable { let path: String }
+
+    public func pin(lsn: LSN) throws -> Pin {
+        let dir = root.appending("pins").string
+        try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let path = dir + "/\(getpid())-\(lsn.rawValue)"
+        guard FileManager.default.createFile(atPath: path, contents: nil) else {
+            throw LifeboatError(.io, "cannot pin the point", path: path)
+        }
+        return Pin(path: path)
+    }
+
+    public func unpin(_ pin: Pin) { unlink(pin.path) }
+
+    func pinnedLSNs() -> [LSN] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: root.appending("pins").string)) ?? []
+        return names.compactMap { name in
+            let parts = name.split(separator: "-")
+            guard parts.count == 2, let pid = Int32(parts[0]), let lsn = UInt64(parts[1]), kill(pid, 0) == 0 || errno == EPERM else { return nil }
+            return LSN(lsn)
+        }
     }
 }

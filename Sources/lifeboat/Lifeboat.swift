@@ -12,7 +12,7 @@ struct Lifeboat: ParsableCommand {
         discussion: "Exit codes are listed in Docs/operations.md.",
         version: "0.1.0",
         subcommands: [InitCommand.self, DiskCommand.self, ProtectCommand.self, StatusCommand.self, JournalCommand.self,
-                      PointsCommand.self, ExportCommand.self, VaultCommand.self, CheckpointCommand.self])
+                      PointsCommand.self, ExportCommand.self, VaultCommand.self, CheckpointCommand.self, MountCommand.self])
 }
 
 /// `--site`, defaulting from LIFEBOAT_SITE.

@@ -128,6 +128,9 @@ struct VaultCommand: ParsableCommand {
                 }
                 if window != nil || keepAll != nil || every != nil { try v.setRetentionPolicy(policy) }
                 let report = try v.prune(policy: policy)
+                if !report.keptForMounts.isEmpty {
+                    print("kept point(s) \(report.keptForMounts.map(String.init).joined(separator: ", ")): mounted (lifeboat mount holds them)")
+                }
                 print("pruned \(report.removedPoints.count) point(s), merged \(report.mergedLayers) layer(s) into the bases, reclaimed \(humanBytes(report.reclaimedBytes)); the vault now starts at LSN \(report.baseLSN)")
             }
         }

@@ -1,8 +1,8 @@
 import LifeboatProtect
 
-// `protect` takes its stop signals with sigtimedwait; they must be blocked before any thread
+// `protect` and `mount` take their stop signals with sigtimedwait; they must be blocked before any thread
 // exists so that every thread inherits the mask (see ProtectService).
-if CommandLine.arguments.dropFirst().first == "protect" {
+if ["protect", "mount"].contains(CommandLine.arguments.dropFirst().first ?? "") {
     ProtectService.blockStopSignals()
 }
 Lifeboat.main()

@@ -1,0 +1,32 @@
+import Foundation
+import LifeboatFUSE
+import Logging
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Serves a mounted session until it is unmounted: SIGINT/SIGTERM/SIGHUP (blocked in every
+/// thread, see `blockStopSignals`) try a non-lazy unmount, which fails while a loop device or
+/// an open file uses the filesystem (then serving goes on, and the next signal tries again);
+/// `fusermount3 -u` from outside ends it too. `tick` runs about four times a second.
+func serveUntilUnmounted(_ session: FUSESession, mountpoint: String, logger: Logger, tick: () -> Void) {
+    var set = sigset_t()
+    sigemptyset(&set)
+    for s in ProtectService.stopSignals { sigaddset(&set, s) }
+    while !session.isFinished {
+        var timeout = timespec(tv_sec: 0, tv_nsec: 250_000_000)
+        let signal = sigtimedwait(&set, nil, &timeout)
+        if signal > 0 {
+            logger.notice("signal \(signal): stopping (unmounting \(mountpoint))")
+            do {
+                try session.unmount()
+                _ = session.waitUntilFinished(seconds: 30)
+            } catch {
+                logger.error("\(error); still serving — send the signal again once it is free")
+            }
+            continue
+        }
+        tick()
+    }
+}
