@@ -1,13 +1,13 @@
 /// Little-endian field access on raw bytes, for the on-disk formats. Offsets are checked by
 /// the callers (who know their layouts); these never allocate.
 extension UnsafeMutableRawBufferPointer {
-    @inline(__always) public func storeLE<T: FixedWidthInteger>(_ value: T, at offset: Int) {
+    @inlinable @inline(__always) public func storeLE<T: FixedWidthInteger>(_ value: T, at offset: Int) {
         storeBytes(of: value.littleEndian, toByteOffset: offset, as: T.self)
     }
 }
 
 extension UnsafeRawBufferPointer {
-    @inline(__always) public func loadLE<T: FixedWidthInteger>(_: T.Type = T.self, at offset: Int) -> T {
+    @inlinable @inline(__always) public func loadLE<T: FixedWidthInteger>(_: T.Type = T.self, at offset: Int) -> T {
         T(littleEndian: loadUnaligned(fromByteOffset: offset, as: T.self))
     }
 }

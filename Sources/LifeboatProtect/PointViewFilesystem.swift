@@ -121,23 +121,27 @@ public final class PointViewFilesystem: FUSEFilesystem, @unchecked Sendable {
     }
 
     /// Disk bytes (overlay first, then the point), then the VHD footer past the disk's end.
+    /// Runs of blocks not in the overlay go to the point in one call.
     private func fill(_ d: Disk, from offset: Int64, into buffer: UnsafeMutableRawBufferPointer) throws {
+        let diskEnd = Int(max(0, min(Int64(buffer.count), d.vault.sizeBytes - offset)))
         var at = 0
-        while at < buffer.count {
-            let pos = offset + Int64(at)
-            let slot = UnsafeMutableRawBufferPointer(rebasing: buffer[at..<(at + BlockSize.bytes)])
-            if pos >= d.vault.sizeBytes {
-                slot.initializeMemory(as: UInt8.self, repeating: 0)
-                if let footer = d.footer, pos == d.vault.sizeBytes { slot.copyBytes(from: footer) }
-            } else {
-                let block = Int(pos >> Int64(BlockSize.shift))
-                if let overlay = d.overlay, overlay.has(block) {
-                    try overlay.fd.readAll(at: pos, into: slot)
-                } else {
-                    try readers.with { try $0.readBlock(disk: d.vault.id, block: BlockIndex(UInt64(block)), into: slot) }
-                }
+        while at < diskEnd {
+            let block = Int((offset + Int64(at)) >> Int64(BlockSize.shift))
+            if let overlay = d.overlay, overlay.has(block) {
+                try overlay.fd.readAll(at: offset + Int64(at), into: UnsafeMutableRawBufferPointer(rebasing: buffer[at..<(at + BlockSize.bytes)]))
+                at += BlockSize.bytes
+                continue
             }
-            at += BlockSize.bytes
+            var end = at + BlockSize.bytes
+            while end < diskEnd, !(d.overlay?.has(Int((offset + Int64(end)) >> Int64(BlockSize.shift))) ?? false) { end += BlockSize.bytes }
+            let run = UnsafeMutableRawBufferPointer(rebasing: buffer[at..<end])
+            try readers.with { try $0.read(disk: d.vault.id, at: offset + Int64(at), into: run) }
+            at = end
+        }
+        if diskEnd < buffer.count {
+            let tail = UnsafeMutableRawBufferPointer(rebasing: buffer[diskEnd...])
+            tail.initializeMemory(as: UInt8.self, repeating: 0)
+            if let footer = d.footer, offset + Int64(diskEnd) == d.vault.sizeBytes { tail.copyBytes(from: footer) }
         }
     }
 

@@ -94,6 +94,17 @@ public final class LayerReader: @unchecked Sendable {
 
     /// Decompresses the frame of `entry` and copies its block into `out` (4096 bytes).
     public func readBlock(_ entry: LayerEntry, into out: UnsafeMutableRawBufferPointer, scratch: inout [UInt8], decompressor: ZstdDecompressor) throws {
+        try decompressFrame(of: entry, into: &scratch, decompressor: decompressor)
+        copyBlock(entry, from: scratch, into: out)
+    }
+
+    /// Copies `entry`'s block out of its decompressed frame.
+    func copyBlock(_ entry: LayerEntry, from frame: [UInt8], into out: UnsafeMutableRawBufferPointer) {
+        frame.withUnsafeBytes { out.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[(entry.blockInFrame * BlockSize.bytes)..<((entry.blockInFrame + 1) * BlockSize.bytes)])) }
+    }
+
+    /// Decompresses `entry`'s whole frame into `scratch` (grown as needed).
+    func decompressFrame(of entry: LayerEntry, into scratch: inout [UInt8], decompressor: ZstdDecompressor) throws {
         guard entry.frameOffset >= LayerFormat.headerSize, entry.frameOffset + entry.frameLength <= header.indexOffset else {
             throw LifeboatError(.corrupt, "index entry points outside the layer's frames", path: path.string, offset: Int64(entry.frameOffset))
         }
@@ -108,7 +119,6 @@ public final class LayerReader: @unchecked Sendable {
         } catch let e as LifeboatError {
             throw LifeboatError(.corrupt, e.message, path: path.string, offset: Int64(entry.frameOffset))
         }
-        scratch.withUnsafeBytes { out.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[(entry.blockInFrame * BlockSize.bytes)..<((entry.blockInFrame + 1) * BlockSize.bytes)])) }
     }
 
     /// Decodes every frame (zstd's checksums) and checks the index: what `vault verify` runs.

@@ -1,6 +1,10 @@
 import LifeboatCore
 import SystemPackage
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// Every disk of the group as it was at one LSN. Opening maps the layers that start at or
 /// before the LSN (newest first) and opens the bases: no block data is read. A block is the
 /// newest version with LSN ≤ the point's in the newest layer that has one, else the base's.
@@ -12,7 +16,20 @@ public final class PointReader {
     private let layers: [LayerReader]
     private let bases: [DiskID: FileDescriptor]
     private let decompressor = ZstdDecompressor()
-    private var scratch: [UInt8] = []
+    /// The last decompressed frame and where it came from: a write record's frame holds all its
+    /// blocks (up to 1 MiB), so a sequential reader decompresses each frame once, not per block.
+    private var frame: [UInt8] = []
+    private var frameKey: (layer: ObjectIdentifier, offset: Int)?
+
+    private func copy(_ entry: LayerEntry, of layer: LayerReader, into out: UnsafeMutableRawBufferPointer) throws {
+        let key = (ObjectIdentifier(layer), entry.frameOffset)
+        if frameKey == nil || frameKey! != key {
+            frameKey = nil
+            try layer.decompressFrame(of: entry, into: &frame, decompressor: decompressor)
+            frameKey = key
+        }
+        layer.copyBlock(entry, from: frame, into: out)
+    }
 
     public init(vault: Vault, lsn: LSN) throws {
         let (base, last) = try vault.lsnRange()
@@ -38,7 +55,7 @@ public final class PointReader {
     public func readBlock(disk: DiskID, block: BlockIndex, into out: UnsafeMutableRawBufferPointer) throws {
         for layer in layers {
             if let entry = layer.lookup(disk: disk, block: block, atOrBefore: lsn) {
-                try layer.readBlock(entry, into: out, scratch: &scratch, decompressor: decompressor)
+                try copy(entry, of: layer, into: out)
                 return
             }
         }
@@ -48,14 +65,46 @@ public final class PointReader {
         }
     }
 
-    /// Fills `buffer` with the disk's bytes at `offset` (both multiples of 4096).
+    /// Fills `buffer` with the disk's bytes at `offset` (both multiples of 4096). Blocks that
+    /// no layer holds are read from the base in one pread per contiguous run.
     public func read(disk: DiskID, at offset: Int64, into buffer: UnsafeMutableRawBufferPointer) throws {
-        var done = 0
-        while done < buffer.count {
-            let block = BlockIndex(UInt64((offset + Int64(done)) >> Int64(BlockSize.shift)))
-            try readBlock(disk: disk, block: block, into: UnsafeMutableRawBufferPointer(rebasing: buffer[done..<(done + BlockSize.bytes)]))
-            done += BlockSize.bytes
+        guard let base = bases[disk] else { throw LifeboatError(.notFound, "no disk \(disk) in this vault") }
+        let count = buffer.count >> BlockSize.shift
+        let first = UInt64(offset >> Int64(BlockSize.shift))
+        var runStart: Int?
+        func flushRun(upTo end: Int) throws {
+            guard let start = runStart else { return }
+            runStart = nil
+            var from = offset + Int64(start << BlockSize.shift)
+            let to = offset + Int64(end << BlockSize.shift)
+            // Holes of the sparse base are zero-filled here: reading them would make the kernel
+            // zero a page-cache page for each one and copy it out (most of an export's time).
+            let data = Int64(lseek(base.rawValue, Int(from), seekData))
+            let zeroTo = data < 0 ? to : min(to, data & ~Int64(BlockSize.bytes - 1))
+            if zeroTo > from {
+                UnsafeMutableRawBufferPointer(rebasing: buffer[Int(from - offset)..<Int(zeroTo - offset)]).initializeMemory(as: UInt8.self, repeating: 0)
+                from = zeroTo
+            }
+            guard from < to else { return }
+            let slice = UnsafeMutableRawBufferPointer(rebasing: buffer[Int(from - offset)..<Int(to - offset)])
+            do { try base.readAll(at: from, into: slice, zeroFillPastEOF: true) } catch {
+                throw LifeboatError.system(error as? Errno ?? .ioError, "base read failed", offset: from)
+            }
         }
+        for k in 0..<count {
+            let block = BlockIndex(first + UInt64(k))
+            var found = false
+            for layer in layers {
+                if let entry = layer.lookup(disk: disk, block: block, atOrBefore: lsn) {
+                    try flushRun(upTo: k)
+                    try copy(entry, of: layer, into: UnsafeMutableRawBufferPointer(rebasing: buffer[(k << BlockSize.shift)..<((k + 1) << BlockSize.shift)]))
+                    found = true
+                    break
+                }
+            }
+            if !found && runStart == nil { runStart = k }
+        }
+        try flushRun(upTo: count)
     }
 
     /// Streams the whole disk to `output` as raw, writing only non-zero blocks (the output is

@@ -112,6 +112,23 @@ func benchReads(layers: Int) throws {
     try measure("(\(layers)×, compacted)")
 }
 
+/// Point open time for sparse disks of 1 GiB and 64 GiB with the same 20 layers.
+func benchOpen() throws {
+    for size: Int64 in [1 << 30, 64 << 30] {
+        let dir = temporary()
+        defer { try? FileManager.default.removeItem(atPath: dir.string) }
+        let segments = try makeJournal(dir, bytes: 20 * 1_000_000, diskBlocks: 1 << 18, segmentBytes: 1 << 20, writeBytes: 4096)
+        let vault = try makeVault(dir, diskBytes: size)
+        for s in segments { _ = try vault.ingest(segment: try SegmentReader.load(s), name: s.string) }
+        let last = try vault.lsnRange().last
+        var times: [Double] = []
+        for _ in 0..<50 { times.append(try seconds { _ = try PointReader(vault: vault, lsn: last) }) }
+        times.sort()
+        print(String(format: "open: %3d GiB sparse disk, %d layers: median %.2f ms, max %.2f ms", size >> 30, try vault.layerCount(upTo: last), times[25] * 1000, times[49] * 1000))
+    }
+}
+
 let what = CommandLine.arguments.dropFirst().first ?? "all"
+if what == "open" || what == "all" { try benchOpen() }
 if what == "ingest" || what == "all" { try benchIngest() }
 if what == "reads" || what == "all" { for n in [10, 100, 1000] { try benchReads(layers: n) } }
