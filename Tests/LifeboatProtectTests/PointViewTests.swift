@@ -57,6 +57,11 @@ struct PointViewTests {
         try check(lifeboat("export", "--vault", t.vault, "--point", "latest-app", "--disk", "d0", t.root + "/app.raw"))
         #expect(try run(["cmp", view + "/d0.img", t.root + "/app.raw"]).status == 0)
         #expect(open(view + "/d0.img", O_WRONLY) == -1 && errno == EROFS)
+        // Mounting disturbs nothing: protection, shipping and new points go on meanwhile.
+        FileManager.default.createFile(atPath: t.fsMount + "/during-mount", contents: Data(randomBytes(10_000, seed: 9)))
+        let during = try lifeboat("checkpoint", "--site", t.site, "--label", "during-mount", "--json")
+        #expect(during.status == 0 && during.stdout.contains("\"pointID\""), "\(during.stdout)\(during.stderr)")
+        #expect(try run(["cmp", view + "/d0.img", t.root + "/app.raw"]).status == 0, "the mounted point did not move")
         // The app-consistent filesystem mounts read-only with no overlay at all.
         let dev = try t.attachLoop(view + "/d0.img")
         let ro = t.root + "/ro"

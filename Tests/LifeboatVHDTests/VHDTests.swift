@@ -82,6 +82,15 @@ struct VHDTests {
         }
     }
 
+    @Test func aFixedVHDMadeByQemuReadsBackIdentical() throws {
+        let dir = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let disk = sampleDisk(size: 6 << 20)
+        FileManager.default.createFile(atPath: dir + "/disk.raw", contents: Data(disk))
+        #expect(try tool("qemu-img", "convert", "-f", "raw", "-O", "vpc", "-o", "subformat=fixed,force_size=on", dir + "/disk.raw", dir + "/q.vhd").status == 0)
+        #expect(try readBack(dir + "/q.vhd") == disk)
+    }
+
     @Test func aVHDMadeByQemuImportsToTheSameContent() throws {
         let dir = try temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
