@@ -24,8 +24,7 @@ struct MountCommand: ParsableCommand {
             var options = MountService.Options()
             options.vhd = format == "vhd"
             options.overlay = overlay
-            let absolute = mountpoint.hasPrefix("/") ? mountpoint : FileManager.default.currentDirectoryPath + "/" + mountpoint
-            try MountService.run(vault: try vault.open(), selector: point, mountpoint: absolute, options: options, logger: makeLogger())
+            try MountService.run(vault: try vault.open(), selector: point, mountpoint: absolutePath(mountpoint), options: options, logger: makeLogger())
         }
     }
 }

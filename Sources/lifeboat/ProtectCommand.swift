@@ -26,9 +26,7 @@ struct ProtectCommand: ParsableCommand {
             options.segmentBytes = segmentBytes
             options.sealInterval = .milliseconds(Int64(sealInterval * 1000))
             options.pointInterval = .milliseconds(Int64(pointInterval * 1000))
-            // Absolute, so that status and the kernel's mount table name the same path.
-            let absolute = mountpoint.hasPrefix("/") ? mountpoint : FileManager.default.currentDirectoryPath + "/" + mountpoint
-            try ProtectService.run(site: try site.open(), mountpoint: absolute, options: options, logger: makeLogger())
+            try ProtectService.run(site: try site.open(), mountpoint: absolutePath(mountpoint), options: options, logger: makeLogger())
         }
     }
 }
