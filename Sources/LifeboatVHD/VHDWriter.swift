@@ -29,7 +29,14 @@ public enum VHDWriter {
                     let n = Int(min(Int64(blockSize), sizeBytes - at))
                     let piece = UnsafeMutableRawBufferPointer(rebasing: chunk[0..<n])
                     try read(at, piece)
-                    if !isZero(UnsafeRawBufferPointer(piece)) { _ = try out.writeAll(toAbsoluteOffset: at, UnsafeRawBufferPointer(piece)) }
+                    // The data region of a fixed VHD may have holes anywhere: skip zero 64 KiB runs.
+                    var k = 0
+                    while k < n {
+                        let len = min(65536, n - k)
+                        let run = UnsafeRawBufferPointer(rebasing: piece[k..<(k + len)])
+                        if !isZero(run) { _ = try out.writeAll(toAbsoluteOffset: at + Int64(k), run) }
+                        k += len
+                    }
                     at += Int64(n)
                     progress(at)
                 }
