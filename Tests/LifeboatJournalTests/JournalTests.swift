@@ -7,8 +7,17 @@ import Testing
 
 let groupID = [UInt8](repeating: 0xAB, count: 16)
 
+/// Every directory a test makes lives under one per-process parent, removed when the test
+/// process exits (Swift Testing has no global teardown; atexit runs after the last test).
+let testRoot: String = {
+    let root = NSTemporaryDirectory() + "lifeboat-journal-tests-\(getpid())"
+    try? FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+    atexit { try? FileManager.default.removeItem(atPath: testRoot) }
+    return root
+}()
+
 func temporaryDirectory() throws -> FilePath {
-    let path = NSTemporaryDirectory() + "lifeboat-journal-" + UUID().uuidString
+    let path = testRoot + "/" + UUID().uuidString
     try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
     return FilePath(path)
 }

@@ -6,8 +6,17 @@ import Testing
 
 @testable import LifeboatVault
 
+/// Every directory a test makes lives under one per-process parent, removed when the test
+/// process exits (Swift Testing has no global teardown; atexit runs after the last test).
+let testRoot: String = {
+    let root = NSTemporaryDirectory() + "lifeboat-vault-tests-\(getpid())"
+    try? FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+    atexit { try? FileManager.default.removeItem(atPath: testRoot) }
+    return root
+}()
+
 func temporaryDirectory() throws -> FilePath {
-    let path = NSTemporaryDirectory() + "lifeboat-vault-" + UUID().uuidString
+    let path = testRoot + "/" + UUID().uuidString
     try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
     return FilePath(path)
 }
