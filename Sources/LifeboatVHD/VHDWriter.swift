@@ -13,7 +13,7 @@ public enum VHDWriter {
     static let tableOffset = 1536
 
     public static func write(_ format: Format, sizeBytes: Int64, to out: FileDescriptor,
-                             read: (Int64, UnsafeMutableRawBufferPointer) throws -> Void,
+                             read: @escaping (Int64, UnsafeMutableRawBufferPointer) throws -> Void,
                              progress: (Int64) -> Void = { _ in }) throws {
         guard sizeBytes > 0, sizeBytes % 512 == 0 else { throw LifeboatError(.invalidArgument, "a VHD's size must be a multiple of 512 bytes") }
         // QEMU refuses any vpc image above 2040 GiB (shared/reference §0).
@@ -24,22 +24,23 @@ public enum VHDWriter {
             switch format {
             case .fixed:
                 let footer = VHDFooter(diskType: .fixed, size: UInt64(sizeBytes)).encoded()
-                var at: Int64 = 0
-                while at < sizeBytes {
+                let chunks = Int((sizeBytes + Int64(blockSize) - 1) / Int64(blockSize))
+                try ChunkPipeline.run(count: chunks, bufferBytes: blockSize, produce: { i, buffer in
+                    let at = Int64(i) * Int64(blockSize)
+                    try read(at, UnsafeMutableRawBufferPointer(rebasing: buffer[0..<Int(min(Int64(blockSize), sizeBytes - at))]))
+                }, consume: { i, buffer in
+                    let at = Int64(i) * Int64(blockSize)
                     let n = Int(min(Int64(blockSize), sizeBytes - at))
-                    let piece = UnsafeMutableRawBufferPointer(rebasing: chunk[0..<n])
-                    try read(at, piece)
                     // The data region of a fixed VHD may have holes anywhere: skip zero 64 KiB runs.
                     var k = 0
                     while k < n {
                         let len = min(65536, n - k)
-                        let run = UnsafeRawBufferPointer(rebasing: piece[k..<(k + len)])
+                        let run = UnsafeRawBufferPointer(rebasing: buffer[k..<(k + len)])
                         if !isZero(run) { _ = try out.writeAll(toAbsoluteOffset: at + Int64(k), run) }
                         k += len
                     }
-                    at += Int64(n)
-                    progress(at)
-                }
+                    progress(at + Int64(n))
+                })
                 _ = try out.writeAll(toAbsoluteOffset: sizeBytes, footer)
             case .dynamic:
                 let entries = Int((sizeBytes + Int64(blockSize) - 1) / Int64(blockSize))
