@@ -105,6 +105,11 @@ public final class Shipper: @unchecked Sendable {
         let sealed = local.filter { $0.firstLSN < currentFirst }
         var shipped = try vault.lsnRange().last
         var shippedSomething = false
+        // Local segments are deleted as a prefix only, against one reading of the checkpoint:
+        // a checkpoint landing mid-loop must not let a newer segment go while an older one
+        // stays (that would leave an LSN gap, and recovery refuses a journal with a gap).
+        let applied = appliedLSN()
+        var deleting = true
         for (i, segment) in sealed.enumerated() {
             if wake.withLock({ stopping }) { break }
             let next = i + 1 < local.count ? local[i + 1].firstLSN : currentFirst
@@ -124,7 +129,8 @@ public final class Shipper: @unchecked Sendable {
                     $0.shippedLSN = now
                 }
             }
-            if lastLSN <= shipped && lastLSN <= appliedLSN() {
+            deleting = deleting && lastLSN <= shipped && lastLSN <= applied
+            if deleting {
                 unlink(segment.path.string)
                 try? syncDirectory(journal.directory)
             }

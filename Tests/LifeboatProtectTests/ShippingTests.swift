@@ -83,7 +83,8 @@ struct ShippingTests {
         t.detachLoop(dev)
         #expect(protect.stop() == 0)
         #expect(try lifeboat("vault", "verify", "--vault", t.vault).status == 0)
-        #expect(try lifeboat("journal", "verify", "--site", t.site).status == 0)
+        let verify = try lifeboat("journal", "verify", "--site", t.site)
+        #expect(verify.status == 0, "\(verify.stdout)\(verify.stderr)")
     }
 
     @Test func aVaultOutageInTheMiddleOfAWriteLoadLosesNothing() throws {
