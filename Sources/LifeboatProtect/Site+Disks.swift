@@ -41,13 +41,12 @@ extension Site {
         if config.disk(named: name) != nil {
             throw LifeboatError(.alreadyExists, "disk '\(name)' already exists in this site", path: root.string)
         }
-        var source: FileDescriptor?
-        defer { try? source?.close() }
         var imageSize: Int64 = 0
         if let image {
             do {
-                source = try FileDescriptor.open(image, .readOnly)
-                imageSize = try source!.fileSize()
+                let source = try FileDescriptor.open(image, .readOnly)
+                defer { try? source.close() }
+                imageSize = try source.fileSize()
             } catch {
                 throw LifeboatError.system(error as? Errno ?? .ioError, "cannot open the source image", path: image.string)
             }
@@ -64,7 +63,7 @@ extension Site {
         let paths = [primaryPath(disk), basePath(disk), digestPath(disk)]
         do {
             for path in paths[0...1] {
-                try SparseCopy.create(path, sizeBytes: size, from: source)
+                if let image { try SparseImage.copy(from: image, to: path, sizeBytes: size) } else { try SparseImage.create(path, sizeBytes: size) }
             }
             let primary = try FileDescriptor.open(primaryPath(disk), .readOnly)
             defer { try? primary.close() }
@@ -82,7 +81,7 @@ extension Site {
     }
 }
 
-/// Sparse copies: all-zero 64 KiB runs of the source become holes in the destination.
+/// VHD import: the VHD's disk as a sparse raw file.
 enum SparseCopy {
     /// Writes a VHD's disk as a sparse raw file.
     static func convert(_ vhd: VHDReader, to path: FilePath) throws {
@@ -99,33 +98,6 @@ enum SparseCopy {
             at += Int64(n)
         }
         try out.resize(to: vhd.sizeBytes)
-    }
-
-    static func create(_ path: FilePath, sizeBytes: Int64, from source: FileDescriptor?) throws {
-        let out = try FileDescriptor.open(path, .writeOnly, options: [.create, .exclusiveCreate, .closeOnExec], permissions: [.ownerReadWrite, .groupRead])
-        defer { try? out.close() }
-        if let source {
-            let chunk = 1 << 20
-            let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunk, alignment: 4096)
-            defer { buffer.deallocate() }
-            let size = try source.fileSize()
-            var offset: Int64 = 0
-            while offset < size {
-                let n = Int(min(Int64(chunk), size - offset))
-                let slice = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<n])
-                try source.readAll(at: offset, into: slice)
-                var at = 0
-                while at < n {
-                    let piece = min(65536, n - at)
-                    let bytes = UnsafeRawBufferPointer(rebasing: slice[at..<at + piece])
-                    if !isZero(bytes) { _ = try out.writeAll(toAbsoluteOffset: offset + Int64(at), bytes) }
-                    at += piece
-                }
-                offset += Int64(n)
-            }
-        }
-        try out.resize(to: sizeBytes)
-        try out.fullSync()
     }
 
     static func isZero(_ bytes: UnsafeRawBufferPointer) -> Bool {

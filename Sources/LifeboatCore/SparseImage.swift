@@ -1,4 +1,4 @@
-import LifeboatCore
+
 import SystemPackage
 
 #if canImport(Glibc)
@@ -8,6 +8,18 @@ import Glibc
 /// Sparse raw image copies: only data extents are read (SEEK_DATA/SEEK_HOLE), and all-zero
 /// 64 KiB runs stay holes in the copy.
 public enum SparseImage {
+    /// A new, empty sparse image of `sizeBytes` (durable).
+    public static func create(_ path: FilePath, sizeBytes: Int64) throws {
+        do {
+            let fd = try FileDescriptor.open(path, .writeOnly, options: [.create, .exclusiveCreate, .closeOnExec], permissions: [.ownerReadWrite, .groupRead])
+            defer { try? fd.close() }
+            try fd.resize(to: sizeBytes)
+            try fd.fullSync()
+        } catch {
+            throw LifeboatError.system(error as? Errno ?? .ioError, "cannot create", path: path.string)
+        }
+    }
+
     public static func copy(from source: FilePath, to destination: FilePath, sizeBytes: Int64, progress: (Int64) -> Void = { _ in }) throws {
         let input: FileDescriptor
         do { input = try FileDescriptor.open(source, .readOnly) } catch {
