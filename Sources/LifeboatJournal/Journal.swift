@@ -23,8 +23,6 @@ public final class Journal: @unchecked Sendable {
     public struct Stats: Sendable {
         public var appendedLSN: LSN
         public var durableLSN: LSN
-        public var bytes: Int64
-        public var segments: Int
         public var syncs: Int
         public var failure: LifeboatError?
         /// First LSN of the segment being appended to: every segment before it is sealed.
@@ -39,8 +37,6 @@ public final class Journal: @unchecked Sendable {
     /// A segment was renamed into place since the last directory fsync.
     private var needsDirectorySync = false
     private let preparer: SegmentPreparer
-    private var sealedBytes: Int64
-    private var sealedCount: Int
     private var nextLSN: LSN
     private var durableLSN: LSN
     private var syncing = false
@@ -61,14 +57,11 @@ public final class Journal: @unchecked Sendable {
     ) throws -> (Journal, RecoveryReport) {
         try removeTemporaryFiles(directory)
         var last: SegmentScan?
-        var bytes: Int64 = 0
         var report = try JournalDirectory.scanAll(directory, groupID: groupID, repairTornTail: true) { (scan, raw) throws in
             try visit(scan, raw)
-            bytes += Int64(scan.validEnd)
             last = scan
         }
         var nextLSN = LSN(1)
-        var count = report.segments
         if let last {
             nextLSN = last.lastLSN.next
             if last.end != .sealed {
@@ -76,27 +69,21 @@ public final class Journal: @unchecked Sendable {
                 // newest is sealed (the reader's rule). The seal uses one LSN.
                 let seg = try OpenSegment.openForAppend(last.path, firstLSN: last.header.firstLSN, end: Int64(last.validEnd))
                 try Journal.appendSeal(to: seg, lsn: nextLSN)
-                bytes += Int64(JournalFormat.recordHeaderSize)
                 do { try seg.fd.dataSync() } catch { throw LifeboatError.system(error as? Errno ?? .ioError, "cannot sync sealed segment", path: seg.path.string) }
                 nextLSN = nextLSN.next
                 report.lastLSN = LSN(nextLSN.rawValue - 1)
             }
         }
         let segment = try OpenSegment.create(in: directory, groupID: groupID, firstLSN: nextLSN)
-        count += 1
-        let journal = Journal(directory: directory, groupID: groupID, configuration: configuration, current: segment,
-                              sealedBytes: bytes, sealedCount: count - 1, nextLSN: nextLSN)
+        let journal = Journal(directory: directory, groupID: groupID, configuration: configuration, current: segment, nextLSN: nextLSN)
         return (journal, report)
     }
 
-    private init(directory: FilePath, groupID: [UInt8], configuration: Configuration, current: OpenSegment,
-                 sealedBytes: Int64, sealedCount: Int, nextLSN: LSN) {
+    private init(directory: FilePath, groupID: [UInt8], configuration: Configuration, current: OpenSegment, nextLSN: LSN) {
         self.directory = directory
         self.groupID = groupID
         self.configuration = configuration
         self.current = current
-        self.sealedBytes = sealedBytes
-        self.sealedCount = sealedCount
         self.nextLSN = nextLSN
         self.durableLSN = LSN(nextLSN.rawValue - 1)
         self.preparer = SegmentPreparer(directory: directory, maximumBytes: configuration.segmentBytes)
@@ -216,8 +203,6 @@ public final class Journal: @unchecked Sendable {
             lock.broadcast()
             throw e
         }
-        sealedBytes += old.end
-        sealedCount += 1
         lock.broadcast()
     }
 
@@ -275,8 +260,7 @@ public final class Journal: @unchecked Sendable {
 
     public var stats: Stats {
         lock.withLock {
-            Stats(appendedLSN: LSN(nextLSN.rawValue - 1), durableLSN: durableLSN, bytes: sealedBytes + current.end,
-                  segments: sealedCount + 1, syncs: syncs, failure: failure ?? lastAppendError,
+            Stats(appendedLSN: LSN(nextLSN.rawValue - 1), durableLSN: durableLSN, syncs: syncs, failure: failure ?? lastAppendError,
                   currentSegmentFirstLSN: current.firstLSN)
         }
     }

@@ -9,8 +9,6 @@ public struct RecoveryReport: Sendable {
     public var lastLSN = LSN.zero
     /// A torn tail that was cut off: the segment, the offset, the bytes cut and where they were kept.
     public var tornTail: (segment: String, offset: Int, bytes: Int, reason: String, evidence: String)?
-    /// The newest segment was open (not sealed): the previous run did not stop cleanly.
-    public var lastSegmentWasOpen = false
 }
 
 /// Walks a journal directory: lists the segments in LSN order and checks each one and the
@@ -70,12 +68,10 @@ public enum JournalDirectory {
                 guard isNewest else {
                     throw LifeboatError(.corrupt, "segment is not sealed but newer segments follow it", path: name, offset: Int64(scan.validEnd))
                 }
-                report.lastSegmentWasOpen = true
             case .tornTail(let offset, let count, let reason):
                 guard isNewest else {
                     throw LifeboatError(.corrupt, "\(reason) in a segment that newer segments follow", path: name, offset: Int64(offset))
                 }
-                report.lastSegmentWasOpen = true
                 if repairTornTail {
                     let evidence = try cutTornTail(entry.path, bytes: bytes, at: offset)
                     report.tornTail = (name, offset, count, reason, evidence)

@@ -162,7 +162,7 @@ public final class ProtectionGroup: @unchecked Sendable {
     /// segment sealed, so it ships at once.
     public func mark(_ kind: Marker.Kind, label: String) throws -> (lsn: LSN, digests: [DiskID: Hash128]) {
         let (lsn, digests) = try applyLock.withExclusive { () throws -> (LSN, [DiskID: Hash128]) in
-            let digests = Dictionary(uniqueKeysWithValues: disks.map { ($0.id, $0.digest.root()) })
+            let digests = rootsWhilePaused()
             let now = Int64(Date().timeIntervalSince1970 * 1e9)
             return (try journal.appendMarker(Marker(kind: kind, timeNanos: now, label: label, digests: digests)), digests)
         }
@@ -204,6 +204,11 @@ public final class ProtectionGroup: @unchecked Sendable {
 
     /// The digest root of every disk at one instant (writes paused for the computation).
     public func digests() -> [DiskID: Hash128] {
-        applyLock.withExclusive { Dictionary(uniqueKeysWithValues: disks.map { ($0.id, $0.digest.root()) }) }
+        applyLock.withExclusive { rootsWhilePaused() }
+    }
+
+    /// Every disk's root; the caller holds the apply lock exclusively (no write in flight).
+    private func rootsWhilePaused() -> [DiskID: Hash128] {
+        Dictionary(uniqueKeysWithValues: disks.map { ($0.id, $0.digest.root()) })
     }
 }
