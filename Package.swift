@@ -50,9 +50,11 @@ let package = Package(
             name: "lifeboat-bench", dependencies: ["LifeboatVault", "LifeboatJournal", "LifeboatCore", .product(name: "SystemPackage", package: "swift-system")],
             path: "Sources/lifeboat-bench"),
 
+        .target(name: "LifeboatTestSupport", path: "Sources/LifeboatTestSupport"),
+
         .testTarget(name: "LifeboatCoreTests", dependencies: ["LifeboatCore", .product(name: "SystemPackage", package: "swift-system")]),
         .testTarget(
-            name: "LifeboatJournalTests", dependencies: ["LifeboatJournal", "LifeboatCore", .product(name: "SystemPackage", package: "swift-system")],
+            name: "LifeboatJournalTests", dependencies: ["LifeboatJournal", "LifeboatCore", "LifeboatTestSupport", .product(name: "SystemPackage", package: "swift-system")],
             exclude: ["Fixtures"]),
         .testTarget(
             name: "LifeboatVaultTests",
@@ -60,6 +62,6 @@ let package = Package(
         .testTarget(name: "LifeboatVHDTests", dependencies: ["LifeboatVHD", "LifeboatCore", .product(name: "SystemPackage", package: "swift-system")]),
         .testTarget(
             name: "LifeboatProtectTests",
-            dependencies: ["LifeboatProtect", "LifeboatJournal", "LifeboatCore", "lifeboat"]),
+            dependencies: ["LifeboatProtect", "LifeboatJournal", "LifeboatCore", "LifeboatTestSupport", "lifeboat"]),
     ]
 )

@@ -1,26 +1,14 @@
 import Foundation
 import LifeboatCore
 import SystemPackage
+import LifeboatTestSupport
 import Testing
 
 @testable import LifeboatJournal
 
 let groupID = [UInt8](repeating: 0xAB, count: 16)
 
-/// Every directory a test makes lives under one per-process parent, removed when the test
-/// process exits (Swift Testing has no global teardown; atexit runs after the last test).
-let testRoot: String = {
-    let root = NSTemporaryDirectory() + "lifeboat-journal-tests-\(getpid())"
-    try? FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
-    atexit { try? FileManager.default.removeItem(atPath: testRoot) }
-    return root
-}()
-
-func temporaryDirectory() throws -> FilePath {
-    let path = testRoot + "/" + UUID().uuidString
-    try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-    return FilePath(path)
-}
+func temporaryDirectory() throws -> FilePath { FilePath(try testDirectory("journal")) }
 
 func blocks(_ fill: UInt8, count: Int = 1) -> [UInt8] { [UInt8](repeating: fill, count: count * BlockSize.bytes) }
 

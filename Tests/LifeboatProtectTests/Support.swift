@@ -2,6 +2,7 @@ import Foundation
 import LifeboatCore
 import SystemPackage
 import Testing
+@_exported import LifeboatTestSupport
 
 #if canImport(Glibc)
 import Glibc
@@ -167,27 +168,6 @@ func check(_ r: CommandResult) throws {
     guard r.status == 0 else { throw TestFailure("command failed (\(r.status)): \(r.stderr)\(r.stdout)") }
 }
 
-/// Random bytes from a seeded generator (reproducible failures).
-struct SplitMix: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
-func randomBytes(_ count: Int, seed: UInt64) -> [UInt8] {
-    var g = SplitMix(state: seed)
-    var out = [UInt8](repeating: 0, count: count)
-    out.withUnsafeMutableBytes { raw in
-        for i in 0..<(count / 8) { raw.storeBytes(of: g.next(), toByteOffset: i * 8, as: UInt64.self) }
-    }
-    for i in (count / 8 * 8)..<count { out[i] = UInt8(truncatingIfNeeded: g.next()) }
-    return out
-}
 
 /// A flag one thread sets and another polls.
 final class StopFlag: @unchecked Sendable {

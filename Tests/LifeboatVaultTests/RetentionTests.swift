@@ -1,6 +1,7 @@
 import Foundation
 import LifeboatCore
 import SystemPackage
+import LifeboatTestSupport
 import Testing
 
 @testable import LifeboatVault

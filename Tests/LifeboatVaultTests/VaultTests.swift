@@ -2,35 +2,13 @@ import Foundation
 import LifeboatCore
 import LifeboatJournal
 import SystemPackage
+import LifeboatTestSupport
 import Testing
 
 @testable import LifeboatVault
 
-/// Every directory a test makes lives under one per-process parent, removed when the test
-/// process exits (Swift Testing has no global teardown; atexit runs after the last test).
-let testRoot: String = {
-    let root = NSTemporaryDirectory() + "lifeboat-vault-tests-\(getpid())"
-    try? FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
-    atexit { try? FileManager.default.removeItem(atPath: testRoot) }
-    return root
-}()
+func temporaryDirectory() throws -> FilePath { FilePath(try testDirectory("vault")) }
 
-func temporaryDirectory() throws -> FilePath {
-    let path = testRoot + "/" + UUID().uuidString
-    try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-    return FilePath(path)
-}
-
-struct SplitMix: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 /// A journal written with random block writes and markers, and the model of every write, so
 /// that the state at any LSN can be computed independently of the vault.
