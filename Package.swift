@@ -12,6 +12,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
     ],
     targets: [
         // C libraries from Debian, each imported by exactly one Swift module.
@@ -38,10 +39,15 @@ let package = Package(
         .target(name: "LifeboatVHD", dependencies: ["LifeboatCore", .product(name: "SystemPackage", package: "swift-system")]),
         .target(name: "LifeboatFUSE", dependencies: ["CFuse3", "LifeboatCore", .product(name: "SystemPackage", package: "swift-system")]),
         .target(name: "LifeboatProtect", dependencies: ["LifeboatCore", "LifeboatJournal", "LifeboatFUSE", "LifeboatVault", "LifeboatVHD"]),
+        .target(
+            name: "LifeboatDrill",
+            dependencies: ["LifeboatCore", "LifeboatFUSE", "LifeboatVault", "LifeboatProtect", "CLinux", .product(name: "Yams", package: "Yams"),
+                           .product(name: "GRDB", package: "GRDB.swift"), .product(name: "Logging", package: "swift-log"),
+                           .product(name: "SystemPackage", package: "swift-system")]),
         .executableTarget(
             name: "lifeboat",
             dependencies: [
-                "LifeboatProtect", "LifeboatJournal", "LifeboatCore", "LifeboatVault", "LifeboatVHD",
+                "LifeboatProtect", "LifeboatJournal", "LifeboatCore", "LifeboatVault", "LifeboatVHD", "LifeboatDrill",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
@@ -63,5 +69,8 @@ let package = Package(
         .testTarget(
             name: "LifeboatProtectTests",
             dependencies: ["LifeboatProtect", "LifeboatJournal", "LifeboatCore", "LifeboatTestSupport", "lifeboat"]),
+        .testTarget(
+            name: "LifeboatDrillTests",
+            dependencies: ["LifeboatDrill", "LifeboatProtect", "LifeboatVault", "LifeboatCore", "LifeboatTestSupport", "lifeboat"]),
     ]
 )

@@ -1,7 +1,44 @@
 #define _GNU_SOURCE
 #include "clinux.h"
+#include <errno.h>
 #include <fcntl.h>
+#include <spawn.h>
 
 int clinux_start_writeback(int fd, int64_t offset, int64_t nbytes) {
     return sync_file_range(fd, offset, nbytes, SYNC_FILE_RANGE_WRITE);
+}
+
+#include <net/if.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <signal.h>
+#include <unistd.h>
+
+int clinux_loopback_up(void) {
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (s < 0) return -1;
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    strncpy(ifr.ifr_name, "lo", IFNAMSIZ - 1);
+    int rc = ioctl(s, SIOCGIFFLAGS, &ifr);
+    if (rc == 0) {
+        ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+        rc = ioctl(s, SIOCSIFFLAGS, &ifr);
+    }
+    int saved = errno;
+    close(s);
+    errno = saved;
+    return rc;
+}
+
+int clinux_die_with_parent(int signal) {
+    if (prctl(PR_SET_PDEATHSIG, signal) != 0) return -1;
+    // The parent may have died before the call: then nobody would send the signal.
+    return getppid() == 1 ? -1 : 0;
+}
+
+int clinux_spawn_addchdir(posix_spawn_file_actions_t *actions, const char *path) {
+    return posix_spawn_file_actions_addchdir_np(actions, path);
 }

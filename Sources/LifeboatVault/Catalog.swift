@@ -6,7 +6,7 @@ import LifeboatCore
 /// Block data never goes in here — only one row per layer, point and disk (the per-block index
 /// lives in each layer's footer; Docs/formats/vault.md).
 struct Catalog {
-    static let formatVersion = 1
+    static let formatVersion = 2
     let db: DatabaseQueue
 
     init(path: String) throws {
@@ -51,6 +51,24 @@ struct Catalog {
                 t.column("label", .text).notNull()
                 t.column("digests", .text).notNull()
             }
+        }
+        // v2: drill results kept with their points, and the journal's flush boundaries (what a
+        // crash-point exploration replays to).
+        migrator.registerMigration("v2") { db in
+            try db.create(table: "drill") { t in
+                t.autoIncrementedPrimaryKey("id")
+                t.column("pointID", .integer).indexed()
+                t.column("lsn", .integer).notNull()
+                t.column("startedAt", .datetime).notNull()
+                t.column("finishedAt", .datetime).notNull()
+                t.column("result", .text).notNull()
+                t.column("plan", .text).notNull()
+                t.column("report", .text).notNull()
+            }
+            try db.create(table: "flush") { t in
+                t.primaryKey("lsn", .integer)
+            }
+            try db.execute(sql: "UPDATE meta SET value = '2' WHERE key = 'formatVersion'")
         }
         do { try migrator.migrate(db) } catch {
             throw LifeboatError(.io, "cannot migrate the vault catalog: \(error)", path: path)

@@ -7,6 +7,8 @@ public struct LayerBuild {
     public var bytes: [UInt8]
     public var header: LayerHeader
     public var markers: [(lsn: LSN, marker: Marker)]
+    /// The LSNs of the segment's flush records (crash-point exploration replays to these).
+    public var flushes: [LSN]
     /// Distinct disks written, with the highest block touched (for checks against the catalog).
     public var highestBlock: [DiskID: BlockIndex]
 }
@@ -16,6 +18,7 @@ public enum LayerWriter {
         var bytes = [UInt8](repeating: 0, count: LayerFormat.headerSize)
         var entries: [LayerEntry] = []
         var markers: [(LSN, Marker)] = []
+        var flushes: [LSN] = []
         var highest: [DiskID: BlockIndex] = [:]
         for record in scan.records {
             let payload = UnsafeRawBufferPointer(rebasing: raw[record.payloadOffset..<(record.payloadOffset + Int(record.header.length))])
@@ -33,6 +36,8 @@ public enum LayerWriter {
                 highest[w.disk] = max(highest[w.disk] ?? last, last)
             case .marker:
                 markers.append((record.header.lsn, Marker.decode(payload)!))
+            case .flush:
+                flushes.append(record.header.lsn)
             default:
                 break
             }
@@ -41,7 +46,7 @@ public enum LayerWriter {
         let header = LayerHeader(groupID: scan.header.groupID, firstLSN: scan.header.firstLSN, lastLSN: scan.lastLSN,
                                  entryCount: entries.count, indexOffset: bytes.count)
         finish(&bytes, header: header, entries: entries)
-        return LayerBuild(bytes: bytes, header: header, markers: markers, highestBlock: highest)
+        return LayerBuild(bytes: bytes, header: header, markers: markers, flushes: flushes, highestBlock: highest)
     }
 
     /// Given the header space and the frames in `bytes`, writes the header, appends the sorted

@@ -79,7 +79,9 @@ extension Vault {
             // Points being served (mounted, drilled) stay, and so does every layer they need.
             let pinnedLSNs = pinnedLSNs()
             let pinnedIDs = Set(points.filter { pinnedLSNs.contains(LSN(UInt64($0.lsn))) }.compactMap(\.id))
-            let keep = policy.retained(points, now: now, pinned: pinned.union(pinnedIDs))
+            // The newest point a drill proved stays: it is what the verified RPO stands on.
+            let proven = try newestPassedPoint().flatMap(\.id).map { Set([$0]) } ?? []
+            let keep = policy.retained(points, now: now, pinned: pinned.union(pinnedIDs).union(proven))
             let removed = points.compactMap(\.id).filter { !keep.contains($0) }
             let (base, last) = try lsnRange()
             let oldestKept = (points.filter { keep.contains($0.id ?? -1) }.map { LSN(UInt64($0.lsn)) } + pinnedLSNs).min() ?? last
@@ -97,6 +99,7 @@ extension Vault {
             try catalog.db.write { db in
                 for row in mergeable { _ = try LayerRow.deleteOne(db, key: row.id) }
                 try db.execute(sql: "UPDATE grp SET baseLSN = ?", arguments: [Int64(target.rawValue)])
+                try db.execute(sql: "DELETE FROM flush WHERE lsn <= ?", arguments: [Int64(target.rawValue)])
                 try db.execute(sql: "DELETE FROM meta WHERE key = 'pruneTarget'")
             }
             for row in mergeable {
@@ -159,7 +162,7 @@ extension Vault {
 /// Pins: a running `lifeboat mount` (or drill) keeps its LSN readable. One file per process,
 /// `VAULT/pins/PID-LSN`; pins of processes that no longer exist are ignored.
 extension Vault {
-    public struct Pin: Sendable { let path: String }
+    public struct Pin: Sendable { public let path: String }
 
     public func pin(lsn: LSN) throws -> Pin {
         let dir = root.appending("pins").string

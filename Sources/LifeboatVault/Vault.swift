@@ -158,6 +158,9 @@ public final class Vault: @unchecked Sendable {
                 var point = RecoveryPoint(marker: marker, lsn: lsn)
                 try point.insert(db)
             }
+            for lsn in build.flushes {
+                try db.execute(sql: "INSERT OR IGNORE INTO flush(lsn) VALUES (?)", arguments: [Int64(lsn.rawValue)])
+            }
             try db.execute(sql: "UPDATE grp SET lastLSN = ?", arguments: [Int64(scan.lastLSN.rawValue)])
         }
         return .ingested(layerBytes: build.bytes.count, points: build.markers.count)

@@ -12,7 +12,8 @@ struct Lifeboat: ParsableCommand {
         discussion: "Exit codes are listed in Docs/operations.md.",
         version: "0.1.0",
         subcommands: [InitCommand.self, DiskCommand.self, ProtectCommand.self, StatusCommand.self, JournalCommand.self,
-                      PointsCommand.self, ExportCommand.self, VaultCommand.self, CheckpointCommand.self, MountCommand.self])
+                      PointsCommand.self, ExportCommand.self, VaultCommand.self, CheckpointCommand.self, MountCommand.self,
+                      DrillCommand.self, DrillWorkerCommand.self])
 }
 
 /// `--site`, defaulting from LIFEBOAT_SITE.

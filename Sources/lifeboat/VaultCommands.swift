@@ -96,14 +96,6 @@ struct ExportCommand: ParsableCommand {
 }
 
 /// Durations as `90s`, `30m`, `2h`, `7d`.
-func parseDuration(_ text: String) throws -> TimeInterval {
-    let units: [Character: Double] = ["s": 1, "m": 60, "h": 3600, "d": 86400]
-    guard let unit = text.last.flatMap({ units[$0] }), let value = Double(text.dropLast()), value > 0 else {
-        throw LifeboatError(.invalidArgument, "'\(text)' is not a duration: use a number with s, m, h or d (e.g. 24h)")
-    }
-    return value * unit
-}
-
 struct VaultCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "vault", abstract: "Check and prune the vault.", subcommands: [Verify.self, Prune.self])
 

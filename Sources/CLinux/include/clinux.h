@@ -1,5 +1,6 @@
 #ifndef CLINUX_H
 #define CLINUX_H
+#include <spawn.h>
 #include <stdint.h>
 
 // Linux calls that Glibc declares only under _GNU_SOURCE, which a Swift-imported header must
@@ -8,5 +9,16 @@
 // sync_file_range(fd, offset, nbytes, SYNC_FILE_RANGE_WRITE): start writeback of the range
 // without waiting for it. Returns 0 or -1 with errno set.
 int clinux_start_writeback(int fd, int64_t offset, int64_t nbytes);
+
+// Brings the loopback interface up (a new network namespace starts with it down): the
+// SIOCSIFFLAGS equivalent of `ip link set lo up`. Returns 0 or -1 with errno set.
+int clinux_loopback_up(void);
+
+// prctl(PR_SET_PDEATHSIG, signal): the kernel sends `signal` when the parent exits. Returns -1
+// when the parent is already gone.
+int clinux_die_with_parent(int signal);
+
+// posix_spawn_file_actions_addchdir_np: the child starts in `path`.
+int clinux_spawn_addchdir(posix_spawn_file_actions_t *actions, const char *path);
 
 #endif

@@ -1,0 +1,18 @@
+import Foundation
+
+/// Durations as the CLI and plan files take them: a number with s, m, h or d (`30s`, `2m`,
+/// `1.5h`, `7d`).
+public func parseDuration(_ text: String) throws -> TimeInterval {
+    let units: [Character: Double] = ["s": 1, "m": 60, "h": 3600, "d": 86400]
+    guard let unit = text.last.flatMap({ units[$0] }), let value = Double(text.dropLast()), value > 0, value.isFinite else {
+        throw LifeboatError(.invalidArgument, "'\(text)' is not a duration: use a number with s, m, h or d (e.g. 30s, 24h)")
+    }
+    return value * unit
+}
+
+/// `12.3 s`, `4 min 5 s`, `2 h 10 min`: durations in reports.
+public func describeDuration(_ seconds: TimeInterval) -> String {
+    if seconds < 60 { return String(format: "%.1f s", seconds) }
+    if seconds < 3600 { return "\(Int(seconds) / 60) min \(Int(seconds) % 60) s" }
+    return "\(Int(seconds) / 3600) h \(Int(seconds) % 3600 / 60) min"
+}

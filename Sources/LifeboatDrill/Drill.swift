@@ -1,0 +1,172 @@
+import Foundation
+import LifeboatCore
+import LifeboatVault
+import Logging
+import SystemPackage
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `lifeboat drill`: the supervisor. It checks the plan against the vault, pins the point,
+/// starts the worker in fresh mount and network namespaces, forwards stop signals, enforces
+/// the plan's timeout, and, however the worker ends, cleans the workspace (loop devices, the
+/// overlay, the pin), builds the report and records it in the vault.
+///
+/// Exit codes (Docs/operations.md): 0 every check passed, 1 a check failed, 70 the drill could
+/// not run to the end (infrastructure: no verdict on the point); bad plans and unknown points
+/// exit with the usual input codes (64, 66) before anything is mounted.
+public enum Drill {
+    public static let exitFailedCheck: Int32 = 1
+    public static let exitInfrastructure: Int32 = 70
+
+    public struct Options: Sendable {
+        /// Overrides the plan's point selector.
+        public var point: String?
+        public var keep = false
+        public var workRoot = DrillWorkspace.defaultRoot
+        /// The lifeboat binary, which runs `drill-worker`.
+        public var executable: String
+        public init(executable: String) { self.executable = executable }
+    }
+
+    /// Everything a plan can get wrong against this vault, with the plan's line: found before
+    /// anything is mounted. Relative manifest paths become absolute (the worker runs elsewhere).
+    public static func validate(_ plan: inout DrillPlan, vault: Vault) throws {
+        let names = try vault.disks().map(\.name)
+        for (i, disk) in plan.disks.enumerated() {
+            guard names.contains(disk.name) else {
+                throw LifeboatError(.invalidArgument, "line \(disk.line): field 'disks': the vault has no disk '\(disk.name)' (it has: \(names.joined(separator: ", ")))", path: plan.path)
+            }
+            for (k, check) in disk.checks.enumerated() {
+                guard let manifest = check.manifest else { continue }
+                let path = manifest.hasPrefix("/") ? manifest : plan.directory + "/" + manifest
+                guard FileManager.default.isReadableFile(atPath: path) else {
+                    throw LifeboatError(.invalidArgument, "line \(check.line): field 'disks.\(disk.name).checks.files.manifest': cannot read \(path)", path: plan.path)
+                }
+                plan.disks[i].checks[k].manifest = path
+            }
+        }
+    }
+
+    /// Runs the plan on one point. Throws only before the drill starts (bad plan, unknown
+    /// point, not root); from then on every outcome is a report (`.error` for infrastructure).
+    public static func run(plan original: DrillPlan, vault: Vault, options: Options, logger: Logger) throws -> DrillReport {
+        var plan = original
+        try validate(&plan, vault: vault)
+        let (lsn, point) = try PointSelector.resolve(options.point ?? plan.point ?? "latest", in: vault)
+        try checkPrerequisites()
+        var drilled = DrilledPoint(id: point?.id, lsn: lsn.rawValue, kind: point?.kind, time: point?.time, label: point?.label)
+        if point == nil { drilled.kind = nil }
+        let disks = Dictionary(uniqueKeysWithValues: try vault.disks().map { ($0.id, $0.name) })
+        let digests = Dictionary(uniqueKeysWithValues: (point?.digestMap ?? [:]).compactMap { k, v in disks[k].map { ($0, v.description) } })
+        let spec = WorkerSpec(vault: vault.root.string, point: drilled, plan: plan, digests: digests, keep: options.keep)
+
+        let startedAt = Date()
+        logger.notice("drill \(plan.path) on \(point.map { "point \($0.id ?? 0) (\($0.kind))" } ?? "LSN \(lsn)") at LSN \(lsn)")
+        let (result, failure) = runWorker(spec: spec, vault: vault, lsn: lsn, options: options, timeout: plan.timeout, logger: logger)
+        let finishedAt = Date()
+        var report = DrillReport(plan: plan.path, vault: vault.root.string, point: drilled, startedAt: startedAt, finishedAt: finishedAt,
+                                 rpoSeconds: point.map { startedAt.timeIntervalSince($0.time) },
+                                 rtoSeconds: result?.checksDoneAt.map { $0.timeIntervalSince(startedAt) },
+                                 result: .passed, error: failure ?? result?.error, disks: result?.disks ?? [])
+        report.result = report.error != nil ? .error : report.failedChecks.isEmpty ? .passed : .failed
+        if report.error != nil { report.rtoSeconds = nil }
+        do {
+            try vault.record(drill: DrillRecord(pointID: point?.id, lsn: Int64(lsn.rawValue), startedAt: startedAt, finishedAt: finishedAt,
+                                                result: report.result.rawValue, plan: plan.path, report: String(decoding: try report.json(), as: UTF8.self)))
+        } catch {
+            logger.error("cannot record the drill in the vault: \(error)")
+            if report.result != .failed {
+                report.result = .error
+                report.error = "cannot record the drill in the vault: \(error)"
+            }
+        }
+        return report
+    }
+
+    static func checkPrerequisites() throws {
+        guard geteuid() == 0 else { throw LifeboatError(.permission, "drill must run as root (namespaces, FUSE, loop devices)") }
+        guard access("/dev/fuse", R_OK | W_OK) == 0 else { throw LifeboatError(.permission, "no usable /dev/fuse", path: "/dev/fuse") }
+        for tool in ["/usr/bin/unshare", "/usr/bin/setpriv", "/bin/mount", "/sbin/losetup"] where access(tool, X_OK) != 0 {
+            throw LifeboatError(.unsupported, "\(tool) is missing (Debian package util-linux / mount)", path: tool)
+        }
+    }
+
+    /// Starts the worker in its namespaces and waits for it; returns its result, or why there
+    /// is none. Cleans the workspace whatever happened.
+    static func runWorker(spec: WorkerSpec, vault: Vault, lsn: LSN, options: Options, timeout: TimeInterval,
+                          logger: Logger) -> (WorkerResult?, String?) {
+        let ws: DrillWorkspace
+        do { ws = try DrillWorkspace.create(root: options.workRoot) } catch { return (nil, "\(error)") }
+        var record = DrillWorkspace.Record(supervisorPID: getpid(), workerPID: nil, vault: vault.root.string, pin: nil)
+        defer {
+            for line in ws.cleanup() { logger.debug("cleanup: \(line)") }
+        }
+        let pid: pid_t
+        do {
+            try ws.save(record, to: ws.recordPath)
+            record.pin = try vault.pin(lsn: lsn).path
+            try ws.save(record, to: ws.recordPath)
+            try ws.save(spec, to: ws.specPath)
+            pid = try Subprocess.spawn(["/usr/bin/unshare", "--mount", "--net", "--propagation", "private", "--",
+                                        options.executable, "drill-worker", ws.directory], log: nil)
+            record.workerPID = pid
+            try ws.save(record, to: ws.recordPath)
+        } catch {
+            return (nil, "cannot start the drill: \(error)")
+        }
+        let stopReason = superviseWorker(pid, timeout: timeout, logger: logger)
+        guard FileManager.default.fileExists(atPath: ws.resultPath) else {
+            return (nil, stopReason ?? "the drill worker ended without a result (see the messages above)")
+        }
+        do {
+            let result = try ws.load(WorkerResult.self, from: ws.resultPath)
+            return (result, stopReason)
+        } catch {
+            return (nil, "\(error)")
+        }
+    }
+
+    /// Waits for the worker, taking stop signals (blocked in every thread, main.swift) with
+    /// sigtimedwait: a signal or the deadline sends it SIGTERM (it unmounts and exits), and a
+    /// minute later SIGKILL (its namespaces go with it). Returns why it was stopped, if it was.
+    static func superviseWorker(_ pid: pid_t, timeout: TimeInterval, logger: Logger) -> String? {
+        var set = sigset_t()
+        sigemptyset(&set)
+        for s in [SIGINT, SIGTERM, SIGHUP] { sigaddset(&set, s) }
+        let deadline = Date().addingTimeInterval(timeout)
+        var stopReason: String?
+        var termSentAt: Date?
+        var killed = false
+        while true {
+            var status: Int32 = 0
+            let r = waitpid(pid, &status, WNOHANG)
+            if r == pid || (r < 0 && errno == ECHILD) {
+                if r == pid, status != 0, stopReason == nil {
+                    return "the drill worker failed (exit \(Subprocess.exitStatus(status)))"
+                }
+                return stopReason
+            }
+            var wait = timespec(tv_sec: 0, tv_nsec: 100_000_000)
+            let signal = sigtimedwait(&set, nil, &wait)
+            if stopReason == nil {
+                if signal > 0 {
+                    stopReason = "interrupted by signal \(signal)"
+                } else if Date() > deadline {
+                    stopReason = "the drill ran past the plan's timeout (\(describeDuration(timeout)))"
+                }
+                if let stopReason {
+                    logger.notice("\(stopReason): stopping the drill")
+                    kill(pid, SIGTERM)
+                    termSentAt = Date()
+                }
+            }
+            if let t = termSentAt, !killed, Date().timeIntervalSince(t) > 60 {
+                logger.warning("the drill worker did not stop within a minute: killing it")
+                kill(pid, SIGKILL)
+                killed = true
+            }
+        }
+    }
+}

@@ -1,0 +1,66 @@
+import Foundation
+import LifeboatCore
+
+/// A drill plan (Docs/operations.md, "Drill plans"): which point to test and, per disk, the
+/// checks to run on it. Parsed from YAML by `PlanParser`; sent to the drill worker as JSON.
+public struct DrillPlan: Codable, Sendable {
+    /// The plan file, as given (reports name it; relative paths in checks resolve against its directory).
+    public var path: String
+    /// A point selector; `--point` overrides it.
+    public var point: String?
+    /// The whole drill's limit: past it the drill is stopped and cleaned up (infrastructure error).
+    public var timeout: TimeInterval
+    public var disks: [DiskPlan]
+
+    public var directory: String { (absolute(path) as NSString).deletingLastPathComponent }
+
+    public static let defaultTimeout: TimeInterval = 30 * 60
+}
+
+public struct DiskPlan: Codable, Sendable {
+    /// The disk's name in the vault.
+    public var name: String
+    public var filesystem: FilesystemKind
+    public var checks: [CheckPlan]
+    /// Where the disk is named in the plan file (for errors found after parsing).
+    public var line: Int
+
+    /// Whether the drill mounts this disk's filesystem (every check but `digest` wants it).
+    public var needsMount: Bool { filesystem != .none && checks.contains { $0.kind != .digest } }
+}
+
+public enum FilesystemKind: String, Codable, Sendable, CaseIterable {
+    /// Found from the superblock; a disk with no known filesystem is not mounted.
+    case auto, ext4, xfs
+    /// Raw disk: nothing is mounted; scripts get the image path.
+    case none
+}
+
+public enum CheckKind: String, Codable, Sendable, CaseIterable {
+    case digest, fsck, files, sqlite, script
+}
+
+public struct CheckPlan: Codable, Sendable {
+    public var kind: CheckKind
+    /// The testcase name in reports: the kind, or the plan's `name`.
+    public var name: String
+    public var timeout: TimeInterval
+    /// files: the manifest (sha256sum format), relative to the plan's directory.
+    public var manifest: String?
+    /// sqlite: the database, relative to the filesystem's root.
+    public var database: String?
+    /// script: a shell command (`sh -c`), run in the plan's directory.
+    public var run: String?
+    public var line: Int
+
+    public static func defaultTimeout(_ kind: CheckKind) -> TimeInterval {
+        switch kind {
+        case .digest, .fsck: 15 * 60
+        case .files, .sqlite, .script: 5 * 60
+        }
+    }
+}
+
+func absolute(_ path: String) -> String {
+    path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
+}

@@ -1,0 +1,69 @@
+import CLinux
+import Foundation
+import LifeboatCore
+import LifeboatFUSE
+import LifeboatProtect
+import LifeboatVault
+import Logging
+import SystemPackage
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The drill worker (`lifeboat drill-worker DIR`), started by the supervisor through
+/// `unshare --mount --net --propagation private`: a private mount namespace (the FUSE target,
+/// loop devices' filesystems: invisible outside, and gone with the process however it ends)
+/// and a network namespace with only loopback. It mounts the point, runs the plan's checks,
+/// writes `result.json`, unmounts. It dies with the supervisor (PDEATHSIG: it then cleans up
+/// as for SIGTERM). Stop signals must be blocked before any thread starts (see main.swift).
+public enum DrillWorker {
+    public static func run(directory: String, logger: Logger) -> Int32 {
+        let ws = DrillWorkspace(directory: directory)
+        let cancellation = Cancellation()
+        watchStopSignals(cancellation, logger: logger)
+        var result = WorkerResult()
+        do {
+            guard clinux_die_with_parent(SIGTERM) == 0 else { throw LifeboatError(.io, "the drill supervisor is gone") }
+            let spec = try ws.load(WorkerSpec.self, from: ws.specPath)
+            guard clinux_loopback_up() == 0 else {
+                throw LifeboatError.system(Errno(rawValue: errno), "cannot bring up loopback in the drill's network namespace")
+            }
+            let target = DrillTarget(spec: spec, workspace: ws, cancellation: cancellation, logger: logger)
+            defer { target.tearDown() }
+            result.disks = try target.runChecks()
+            result.checksDoneAt = Date()
+            if spec.keep, cancellation.cancelledReason == nil {
+                // Kept for inspection: the results are final, the targets stay until a signal.
+                try? ws.save(result, to: ws.resultPath)
+                logger.notice("targets kept: enter with `nsenter -t \(getpid()) -m -n`; stop the drill (Ctrl-C) to clean up")
+                while cancellation.cancelledReason == nil { usleep(100_000) }
+            }
+        } catch {
+            result.error = (error as? LifeboatError)?.description ?? "\(error)"
+        }
+        if result.error == nil, result.checksDoneAt == nil, let reason = cancellation.cancelledReason { result.error = "drill stopped: \(reason)" }
+        do { try ws.save(result, to: ws.resultPath) } catch {
+            logger.error("cannot write the drill's result: \(error)")
+            return 74
+        }
+        return 0
+    }
+
+    /// Stop signals (blocked in every thread) are taken by one thread, which cancels the drill:
+    /// the running command's process group is killed, later steps are refused, and the normal
+    /// unwinding unmounts everything.
+    private static func watchStopSignals(_ cancellation: Cancellation, logger: Logger) {
+        let thread = Thread {
+            var set = sigset_t()
+            sigemptyset(&set)
+            for s in [SIGINT, SIGTERM, SIGHUP] { sigaddset(&set, s) }
+            var signal: Int32 = 0
+            while sigwait(&set, &signal) != 0 {}
+            logger.notice("signal \(signal): stopping the drill and cleaning up")
+            cancellation.cancel("signal \(signal)")
+        }
+        thread.name = "drill-signals"
+        thread.start()
+    }
+}

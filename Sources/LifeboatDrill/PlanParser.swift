@@ -1,0 +1,179 @@
+import Foundation
+import LifeboatCore
+import Yams
+
+/// Reads a YAML drill plan. Every error names the file, the line and the field, and is found
+/// before anything is mounted:
+///
+/// ```yaml
+/// point: latest-app          # optional selector (default: latest)
+/// timeout: 30m               # optional, the whole drill
+/// disks:
+///   disk0:                   # a disk of the vault
+///     filesystem: auto       # optional: auto | ext4 | xfs | none
+///     checks:
+///       - digest
+///       - fsck: {timeout: 5m}
+///       - files: {manifest: app.sha256}
+///       - sqlite: {database: var/app.db}
+///       - script: {run: ./check.sh, name: app-starts, timeout: 1m}
+/// ```
+public enum PlanParser {
+    public static func load(path: String) throws -> DrillPlan {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw LifeboatError(.notFound, "cannot read the plan file", path: path)
+        }
+        guard let text = String(data: data, encoding: .utf8) else {
+            throw LifeboatError(.invalidArgument, "the plan is not UTF-8 text", path: path)
+        }
+        return try parse(text, path: path)
+    }
+
+    public static func parse(_ text: String, path: String) throws -> DrillPlan {
+        let root: Node?
+        do { root = try Yams.compose(yaml: text) } catch let e as YamlError {
+            throw LifeboatError(.invalidArgument, "not valid YAML: \(yamlProblem(e))", path: path)
+        }
+        let p = Reader(path: path)
+        guard let root else { throw p.error(nil, "the plan is empty: it needs at least `disks:`") }
+        let top = try p.mapping(root, "the plan", known: ["version", "point", "timeout", "disks"])
+        if let v = top["version"] {
+            guard try p.int(v.value, "version") == 1 else { throw p.error(v.value, "field 'version': this lifeboat reads plan version 1") }
+        }
+        var plan = DrillPlan(path: path, point: try top["point"].map { try p.string($0.value, "point") },
+                             timeout: try top["timeout"].map { try p.duration($0.value, "timeout") } ?? DrillPlan.defaultTimeout, disks: [])
+        guard let disks = top["disks"] else { throw p.error(root, "missing field 'disks' (the disks to check, by name)") }
+        guard case .mapping(let diskMap) = disks.value, !diskMap.isEmpty else {
+            throw p.error(disks.value, "field 'disks' must map each disk name to its checks")
+        }
+        for (key, value) in diskMap {
+            let name = try p.string(key, "disk name")
+            plan.disks.append(try disk(name: name, value, p))
+        }
+        return plan
+    }
+
+    private static func disk(name: String, _ node: Node, _ p: Reader) throws -> DiskPlan {
+        let fields = try p.mapping(node, "disk '\(name)'", known: ["filesystem", "checks"])
+        var disk = DiskPlan(name: name, filesystem: .auto, checks: [], line: node.mark?.line ?? 0)
+        if let fs = fields["filesystem"] {
+            let text = try p.string(fs.value, "disks.\(name).filesystem")
+            guard let kind = FilesystemKind(rawValue: text) else {
+                throw p.error(fs.value, "field 'disks.\(name).filesystem': unknown filesystem '\(text)' (use \(FilesystemKind.allCases.map(\.rawValue).joined(separator: ", ")))")
+            }
+            disk.filesystem = kind
+        }
+        guard let checks = fields["checks"] else { throw p.error(node, "disk '\(name)': missing field 'checks'") }
+        guard case .sequence(let list) = checks.value, !list.isEmpty else {
+            throw p.error(checks.value, "field 'disks.\(name).checks' must be a list of checks")
+        }
+        var names = Set<String>()
+        for item in list {
+            let check = try self.check(item, disk: name, p)
+            guard names.insert(check.name).inserted else {
+                throw p.error(item, "disk '\(name)' has two checks named '\(check.name)': give one a `name`")
+            }
+            disk.checks.append(check)
+        }
+        if disk.filesystem == .none, let c = disk.checks.first(where: { $0.kind == .fsck || $0.kind == .files || $0.kind == .sqlite }) {
+            throw LifeboatError(.invalidArgument, "line \(c.line): check '\(c.kind.rawValue)' needs a filesystem, but disk '\(name)' has `filesystem: none`", path: p.path)
+        }
+        return disk
+    }
+
+    /// A check is its kind alone (`- digest`) or the kind mapped to its options (`- fsck: {timeout: 5m}`).
+    private static func check(_ node: Node, disk: String, _ p: Reader) throws -> CheckPlan {
+        let kindNode: Node
+        var options: [String: (key: Node, value: Node)] = [:]
+        switch node {
+        case .scalar:
+            kindNode = node
+        case .mapping(let m) where m.count == 1:
+            kindNode = m.keys[0]
+        default:
+            throw p.error(node, "a check in 'disks.\(disk).checks' is a kind (\(CheckKind.allCases.map(\.rawValue).joined(separator: ", "))) or one kind mapped to its options")
+        }
+        let kindText = try p.string(kindNode, "check")
+        guard let kind = CheckKind(rawValue: kindText) else {
+            throw p.error(kindNode, "unknown check '\(kindText)' in 'disks.\(disk).checks' (known: \(CheckKind.allCases.map(\.rawValue).joined(separator: ", ")))")
+        }
+        let field = "disks.\(disk).checks.\(kind.rawValue)"
+        if case .mapping(let m) = node, let value = m.values.first, !(value.scalar.map { $0.string.isEmpty } ?? false) {
+            let specific: [CheckKind: [String]] = [.files: ["manifest"], .sqlite: ["database"], .script: ["run"]]
+            options = try p.mapping(value, "check '\(kind.rawValue)'", known: ["timeout", "name"] + (specific[kind] ?? []))
+        }
+        var check = CheckPlan(kind: kind, name: kind.rawValue, timeout: CheckPlan.defaultTimeout(kind), line: kindNode.mark?.line ?? 0)
+        if let t = options["timeout"] { check.timeout = try p.duration(t.value, field + ".timeout") }
+        if let n = options["name"] { check.name = try p.string(n.value, field + ".name") }
+        func required(_ key: String) throws -> String {
+            guard let v = options[key] else { throw p.error(node, "check '\(kind.rawValue)' of disk '\(disk)': missing field '\(key)'") }
+            let text = try p.string(v.value, field + "." + key)
+            guard !text.isEmpty else { throw p.error(v.value, "field '\(field).\(key)' is empty") }
+            return text
+        }
+        switch kind {
+        case .files: check.manifest = try required("manifest")
+        case .sqlite: check.database = try required("database")
+        case .script: check.run = try required("run")
+        case .digest, .fsck: break
+        }
+        return check
+    }
+
+    private static func yamlProblem(_ e: YamlError) -> String {
+        switch e {
+        case .scanner(_, let problem, let mark, _), .parser(_, let problem, let mark, _):
+            return "line \(mark.line), column \(mark.column): \(problem)"
+        default:
+            return "\(e)"
+        }
+    }
+
+    /// Typed access to nodes, with errors that carry the node's line.
+    struct Reader {
+        let path: String
+
+        func error(_ node: Node?, _ message: String) -> LifeboatError {
+            let line = node?.mark.map { "line \($0.line): " } ?? ""
+            return LifeboatError(.invalidArgument, line + message, path: path)
+        }
+
+        func mapping(_ node: Node, _ what: String, known: [String]) throws -> [String: (key: Node, value: Node)] {
+            guard case .mapping(let m) = node else { throw error(node, "\(what) must be a mapping of fields (\(known.joined(separator: ", ")))") }
+            var out: [String: (key: Node, value: Node)] = [:]
+            for (k, v) in m {
+                let name = try string(k, "field name")
+                guard known.contains(name) else {
+                    throw error(k, "unknown field '\(name)' in \(what) (known: \(known.joined(separator: ", ")))")
+                }
+                out[name] = (k, v)
+            }
+            return out
+        }
+
+        func string(_ node: Node, _ field: String) throws -> String {
+            guard case .scalar(let s) = node else { throw error(node, "field '\(field)' must be text, not a \(shape(node))") }
+            return s.string
+        }
+
+        func int(_ node: Node, _ field: String) throws -> Int {
+            guard let n = node.int else { throw error(node, "field '\(field)' must be a whole number") }
+            return n
+        }
+
+        func duration(_ node: Node, _ field: String) throws -> TimeInterval {
+            let text = try string(node, field)
+            do { return try parseDuration(text) } catch {
+                throw self.error(node, "field '\(field)': '\(text)' is not a duration (a number with s, m, h or d, e.g. 90s)")
+            }
+        }
+
+        private func shape(_ node: Node) -> String {
+            switch node {
+            case .mapping: "mapping"
+            case .sequence: "list"
+            default: "value"
+            }
+        }
+    }
+}

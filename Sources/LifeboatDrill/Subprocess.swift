@@ -1,0 +1,128 @@
+import Foundation
+import CLinux
+import LifeboatCore
+import SystemPackage
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Set when a drill must stop (a signal, the drill's deadline): the running command's process
+/// group is killed and every later step is refused.
+public final class Cancellation: @unchecked Sendable {
+    private let lock = NSLock()
+    private var reason: String?
+    private var runningGroup: pid_t = 0
+
+    public init() {}
+
+    public var cancelledReason: String? { lock.withLock { reason } }
+
+    public func cancel(_ why: String) {
+        lock.withLock {
+            if reason == nil { reason = why }
+            if runningGroup > 0 { kill(-runningGroup, SIGKILL) }
+        }
+    }
+
+    func check() throws {
+        if let reason = cancelledReason { throw LifeboatError(.io, "drill stopped: \(reason)") }
+    }
+
+    fileprivate func running(_ group: pid_t) -> Bool {
+        lock.withLock {
+            runningGroup = group
+            return reason == nil
+        }
+    }
+}
+
+/// What a command did: its exit status (128 + signal when killed), whether it ran out of
+/// time, how long it took, and the end of its output.
+struct CommandResult {
+    var status: Int32
+    var timedOut: Bool
+    var seconds: Double
+    var outputTail: String
+    var succeeded: Bool { status == 0 && !timedOut }
+}
+
+/// Runs commands for a drill: each in its own process group (a timeout or a signal kills the
+/// whole group), with stdout and stderr to a log file, stop signals unblocked, and
+/// `setpriv --pdeathsig KILL` so nothing outlives a worker killed with SIGKILL (a leftover
+/// process would keep the drill's namespaces and mounts alive).
+enum Subprocess {
+    static let tailBytes = 4096
+
+    static func run(_ argv: [String], environment: [String: String] = ProcessInfo.processInfo.environment, directory: String? = nil,
+                    log: String, timeout: TimeInterval, cancellation: Cancellation) throws -> CommandResult {
+        try cancellation.check()
+        let start = Date()
+        let pid = try spawn(["/usr/bin/setpriv", "--pdeathsig", "KILL", "--"] + argv, environment: environment, directory: directory, log: log)
+        if !cancellation.running(pid) { kill(-pid, SIGKILL) }
+        defer { _ = cancellation.running(0) }
+
+        var status: Int32 = 0
+        var timedOut = false
+        while true {
+            let r = waitpid(pid, &status, WNOHANG)
+            if r == pid || (r < 0 && errno != EINTR) { break }
+            if !timedOut && Date().timeIntervalSince(start) > timeout {
+                timedOut = true
+                kill(-pid, SIGKILL)
+            }
+            usleep(10_000)
+        }
+        kill(-pid, SIGKILL)  // anything the command left running in its group
+        return CommandResult(status: exitStatus(status), timedOut: timedOut, seconds: Date().timeIntervalSince(start), outputTail: tail(of: log))
+    }
+
+    /// Starts `argv` in a new process group with stop signals unblocked and at their defaults;
+    /// stdout and stderr go to `log` (appended), or stay ours when `log` is nil.
+    static func spawn(_ argv: [String], environment: [String: String] = ProcessInfo.processInfo.environment, directory: String? = nil,
+                      log: String?) throws -> pid_t {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        if let log {
+            posix_spawn_file_actions_addopen(&actions, 1, log, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+            posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        }
+        if let directory { clinux_spawn_addchdir(&actions, directory) }
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var empty = sigset_t()
+        sigemptyset(&empty)
+        posix_spawnattr_setsigmask(&attributes, &empty)
+        var defaults = sigset_t()
+        sigemptyset(&defaults)
+        for s in [SIGINT, SIGTERM, SIGHUP, SIGPIPE] { sigaddset(&defaults, s) }
+        posix_spawnattr_setsigdefault(&attributes, &defaults)
+        posix_spawnattr_setpgroup(&attributes, 0)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+        let cArgs = argv.map { strdup($0) } + [nil]
+        let cEnv = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer {
+            cArgs.forEach { free($0) }
+            cEnv.forEach { free($0) }
+        }
+        var pid: pid_t = 0
+        let rc = posix_spawn(&pid, argv[0], &actions, &attributes, cArgs, cEnv)
+        guard rc == 0 else { throw LifeboatError.system(Errno(rawValue: rc), "cannot run \(argv[0])", path: argv[0]) }
+        return pid
+    }
+
+    /// The shell's exit status for a waitpid status: the code, or 128 + the signal.
+    static func exitStatus(_ status: Int32) -> Int32 { (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f) }
+
+    static func tail(of path: String) -> String {
+        guard let handle = FileHandle(forReadingAtPath: path) else { return "" }
+        defer { try? handle.close() }
+        let size = (try? handle.seekToEnd()) ?? 0
+        try? handle.seek(toOffset: size > UInt64(tailBytes) ? size - UInt64(tailBytes) : 0)
+        let data = (try? handle.readToEnd()) ?? Data()
+        return String(decoding: data, as: UTF8.self)
+    }
+}

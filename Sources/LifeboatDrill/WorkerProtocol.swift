@@ -1,0 +1,20 @@
+import Foundation
+
+/// What the drill supervisor asks of its worker (`spec.json` in the workspace).
+struct WorkerSpec: Codable {
+    var vault: String
+    var point: DrilledPoint
+    var plan: DrillPlan
+    /// The source digest recorded in the point's marker, by disk name.
+    var digests: [String: String]
+    /// Keep the targets mounted after the checks until a stop signal (`drill --keep`).
+    var keep: Bool
+}
+
+/// What the worker found (`result.json`).
+struct WorkerResult: Codable {
+    var disks: [DiskResult] = []
+    var checksDoneAt: Date?
+    /// Set when the worker could not finish: an infrastructure error, a signal.
+    var error: String?
+}

@@ -1,0 +1,45 @@
+import ArgumentParser
+import Foundation
+import LifeboatDrill
+
+struct DrillExploreCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "explore", abstract: "Check the disks at the flush boundaries between two points; report the first that fails.",
+        discussion: "Exit 0 when no checked boundary failed, 1 when one did, 70 on an infrastructure error. `digest` checks are skipped (no source digest between markers).")
+    @Argument(help: "The plan file (YAML).") var plan: String
+    @OptionGroup var vault: VaultOption
+    @Option(help: "The point to start after (a selector).") var from: String
+    @Option(help: "The point to end at (a selector).") var to: String
+    @Flag(help: "Check every flush boundary (the default).") var everyFlush = false
+    @Option(help: "Check N boundaries spread evenly.") var sample: Int?
+    @Flag(help: "Bisect to the first failing boundary.") var bisect = false
+    @Option(help: "Write the JSON report here.") var json: String?
+    @Option(help: "Where drills keep their working directories.") var workDir: String?
+
+    func validate() throws {
+        if [everyFlush, sample != nil, bisect].filter({ $0 }).count > 1 {
+            throw ValidationError("choose one of --every-flush, --sample N, --bisect")
+        }
+        if let sample, sample < 1 { throw ValidationError("--sample takes a positive number") }
+    }
+
+    func run() throws {
+        var result: Explorer.Report?
+        try reportingErrors {
+            let plan = try PlanParser.load(path: self.plan)
+            let v = try vault.open()
+            var options = Drill.Options(executable: lifeboatExecutable())
+            if let workDir { options.workRoot = workDir }
+            let mode: Explorer.Mode = bisect ? .bisect : sample.map { .sample($0) } ?? .everyFlush
+            let report = try Explorer.run(plan: plan, vault: v, from: from, to: to, mode: mode, options: options, logger: makeLogger())
+            print(report.text())
+            if let json { try writeReport(try report.json(), to: json) }
+            result = report
+        }
+        switch result?.result {
+        case .passed: return
+        case .failed: throw ExitCode(Drill.exitFailedCheck)
+        default: throw ExitCode(Drill.exitInfrastructure)
+        }
+    }
+}
