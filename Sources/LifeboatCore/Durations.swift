@@ -12,6 +12,7 @@ public func parseDuration(_ text: String) throws -> TimeInterval {
 
 /// `12.3 s`, `4 min 5 s`, `2 h 10 min`: durations in reports.
 public func describeDuration(_ seconds: TimeInterval) -> String {
+    if seconds < 10 { return String(format: "%.2f s", seconds) }
     if seconds < 60 { return String(format: "%.1f s", seconds) }
     if seconds < 3600 { return "\(Int(seconds) / 60) min \(Int(seconds) % 60) s" }
     return "\(Int(seconds) / 3600) h \(Int(seconds) % 3600 / 60) min"

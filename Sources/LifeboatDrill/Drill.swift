@@ -109,14 +109,18 @@ public enum Drill {
             record.pin = try vault.pin(lsn: lsn).path
             try ws.save(record, to: ws.recordPath)
             try ws.save(spec, to: ws.specPath)
-            pid = try Subprocess.spawn(["/usr/bin/unshare", "--mount", "--net", "--propagation", "private", "--",
-                                        options.executable, "drill-worker", ws.directory], log: nil)
-            record.workerPID = pid
+            // setpriv: unshare dies with us; --kill-child: the worker then gets SIGTERM and
+            // cleans up. The worker is PID 1 of its own PID namespace, so when it ends, however
+            // it ends, the kernel kills every process a check left behind.
+            pid = try Subprocess.spawn(["/usr/bin/setpriv", "--pdeathsig", "KILL", "--",
+                                        "/usr/bin/unshare", "--mount", "--net", "--pid", "--fork", "--kill-child=TERM", "--mount-proc",
+                                        "--propagation", "private", "--", options.executable, "drill-worker", ws.directory], log: nil)
+            record.workerPID = workerPID(forkedBy: pid)
             try ws.save(record, to: ws.recordPath)
         } catch {
             return (nil, "cannot start the drill: \(error)")
         }
-        let stopReason = superviseWorker(pid, timeout: timeout, logger: logger)
+        let stopReason = superviseWorker(pid, worker: record.workerPID, timeout: timeout, logger: logger)
         guard FileManager.default.fileExists(atPath: ws.resultPath) else {
             return (nil, stopReason ?? "the drill worker ended without a result (see the messages above)")
         }
@@ -128,10 +132,21 @@ public enum Drill {
         }
     }
 
+    /// The worker's PID (outside its namespace): the child `unshare --fork` made.
+    static func workerPID(forkedBy unshare: pid_t) -> pid_t? {
+        for _ in 0..<500 {
+            let text = (try? String(contentsOfFile: "/proc/\(unshare)/task/\(unshare)/children", encoding: .utf8)) ?? ""
+            if let pid = text.split(separator: " ").first.flatMap({ pid_t($0) }) { return pid }
+            if !processExists(unshare) { return nil }
+            usleep(10_000)
+        }
+        return nil
+    }
+
     /// Waits for the worker, taking stop signals (blocked in every thread, main.swift) with
     /// sigtimedwait: a signal or the deadline sends it SIGTERM (it unmounts and exits), and a
     /// minute later SIGKILL (its namespaces go with it). Returns why it was stopped, if it was.
-    static func superviseWorker(_ pid: pid_t, timeout: TimeInterval, logger: Logger) -> String? {
+    static func superviseWorker(_ pid: pid_t, worker: pid_t?, timeout: TimeInterval, logger: Logger) -> String? {
         var set = sigset_t()
         sigemptyset(&set)
         for s in [SIGINT, SIGTERM, SIGHUP] { sigaddset(&set, s) }
@@ -158,12 +173,14 @@ public enum Drill {
                 }
                 if let stopReason {
                     logger.notice("\(stopReason): stopping the drill")
-                    kill(pid, SIGTERM)
+                    // unshare ignores SIGTERM; killing it makes it send the worker SIGTERM.
+                    if let worker { kill(worker, SIGTERM) } else { kill(pid, SIGKILL) }
                     termSentAt = Date()
                 }
             }
             if let t = termSentAt, !killed, Date().timeIntervalSince(t) > 60 {
                 logger.warning("the drill worker did not stop within a minute: killing it")
+                if let worker { kill(worker, SIGKILL) }
                 kill(pid, SIGKILL)
                 killed = true
             }

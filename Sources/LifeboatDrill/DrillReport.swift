@@ -60,18 +60,9 @@ public struct DrillReport: Codable, Sendable {
         disks.flatMap { d in d.checks.filter { $0.status == .failed }.map { (d.name, $0) } }
     }
 
-    public func json() throws -> Data {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        encoder.dateEncodingStrategy = .iso8601
-        return try encoder.encode(self)
-    }
+    public func json() throws -> Data { try ReportJSON.encoder().encode(self) }
 
-    public static func decode(_ data: Data) throws -> DrillReport {
-        let decoder = JSONDecoder()
-        decoder.dateDecodingStrategy = .iso8601
-        return try decoder.decode(DrillReport.self, from: data)
-    }
+    public static func decode(_ data: Data) throws -> DrillReport { try ReportJSON.decoder().decode(DrillReport.self, from: data) }
 
     /// The human summary.
     public func text() -> String {
@@ -130,6 +121,38 @@ public struct DrillReport: Codable, Sendable {
     }
 
     private func fmt(_ s: Double) -> String { String(format: "%.3f", s) }
+}
+
+/// JSON as the drill writes it: sorted keys, times in ISO 8601 with milliseconds (RTOs are
+/// seconds long: whole-second times would not add up).
+public enum ReportJSON {
+    public static func encoder() -> JSONEncoder {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        encoder.dateEncodingStrategy = .custom { date, enc in
+            var c = enc.singleValueContainer()
+            try c.encode(formatter().string(from: date))
+        }
+        return encoder
+    }
+
+    public static func decoder() -> JSONDecoder {
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .custom { dec in
+            let text = try dec.singleValueContainer().decode(String.self)
+            guard let date = formatter().date(from: text) ?? ISO8601DateFormatter().date(from: text) else {
+                throw DecodingError.dataCorrupted(.init(codingPath: dec.codingPath, debugDescription: "not an ISO 8601 time: \(text)"))
+            }
+            return date
+        }
+        return decoder
+    }
+
+    private static func formatter() -> ISO8601DateFormatter {
+        let f = ISO8601DateFormatter()
+        f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        return f
+    }
 }
 
 func pad(_ s: String, _ width: Int) -> String { s.count >= width ? s + " " : s + String(repeating: " ", count: width - s.count) }

@@ -53,7 +53,11 @@ public enum DrillWorker {
     /// Stop signals (blocked in every thread) are taken by one thread, which cancels the drill:
     /// the running command's process group is killed, later steps are refused, and the normal
     /// unwinding unmounts everything.
+    ///
+    /// The worker is PID 1 of its namespace, and the kernel drops signals that PID 1 leaves at
+    /// their default action: a handler (never run, the signals stay blocked) makes it take them.
     private static func watchStopSignals(_ cancellation: Cancellation, logger: Logger) {
+        for s in [SIGINT, SIGTERM, SIGHUP] { signal(s) { _ in } }
         let thread = Thread {
             var set = sigset_t()
             sigemptyset(&set)

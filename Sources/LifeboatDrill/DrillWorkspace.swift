@@ -59,16 +59,12 @@ public struct DrillWorkspace: Sendable {
     }
 
     func save<T: Encodable>(_ value: T, to path: String) throws {
-        let encoder = JSONEncoder()
-        encoder.dateEncodingStrategy = .iso8601
-        try writeFileAtomically(.init(path), Array(try encoder.encode(value)))
+        try writeFileAtomically(.init(path), Array(try ReportJSON.encoder().encode(value)))
     }
 
     func load<T: Decodable>(_ type: T.Type, from path: String) throws -> T {
         guard let data = FileManager.default.contents(atPath: path) else { throw LifeboatError(.notFound, "missing", path: path) }
-        let decoder = JSONDecoder()
-        decoder.dateDecodingStrategy = .iso8601
-        do { return try decoder.decode(type, from: data) } catch {
+        do { return try ReportJSON.decoder().decode(type, from: data) } catch {
             throw LifeboatError(.corrupt, "unreadable: \(error)", path: path)
         }
     }

@@ -65,11 +65,7 @@ public enum Explorer {
             return lines.joined(separator: "\n")
         }
 
-        public func json() throws -> Data {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-            return try encoder.encode(self)
-        }
+        public func json() throws -> Data { try ReportJSON.encoder().encode(self) }
     }
 
     public static func run(plan original: DrillPlan, vault: Vault, from: String, to: String, mode: Mode,

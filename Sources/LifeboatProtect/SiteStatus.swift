@@ -34,6 +34,22 @@ public struct SiteStatus: Codable, Sendable {
     public var disks: [Disk]
     /// Shipping to the vault, when the site has one.
     public var shipping: Shipper.Figures?
+    /// The newest point a drill passed (filled in by `lifeboat status` from the vault).
+    public var verified: VerifiedPoint?
+
+    public struct VerifiedPoint: Codable, Sendable {
+        public var pointID: Int64
+        public var pointTime: Date
+        public var drilledAt: Date
+        /// Verified RPO: how old the newest proven point is, now.
+        public var rpoSeconds: Double
+        public init(pointID: Int64, pointTime: Date, drilledAt: Date, rpoSeconds: Double) {
+            self.pointID = pointID
+            self.pointTime = pointTime
+            self.drilledAt = drilledAt
+            self.rpoSeconds = rpoSeconds
+        }
+    }
 
     static func path(in site: Site) -> FilePath { site.stateDirectory.appending("status.json") }
 

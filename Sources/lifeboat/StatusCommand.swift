@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import LifeboatCore
 import LifeboatProtect
+import LifeboatVault
 import SystemPackage
 
 struct StatusCommand: ParsableCommand {
@@ -12,7 +13,18 @@ struct StatusCommand: ParsableCommand {
     func run() throws {
         try reportingErrors {
             let s = try site.open()
-            let status = try SiteStatus.read(s)
+            var status = try SiteStatus.read(s)
+            var vaultError: String?
+            if let path = s.config.vault {
+                do {
+                    let vault = try Vault(root: FilePath(path))
+                    if let p = try vault.newestPassedPoint(), let id = p.id, let drill = try vault.latestDrills(verdictsOnly: true)[id] {
+                        status.verified = .init(pointID: id, pointTime: p.time, drilledAt: drill.finishedAt, rpoSeconds: Date().timeIntervalSince(p.time))
+                    }
+                } catch {
+                    vaultError = "\(error)"
+                }
+            }
             if json { return try printJSON(status) }
             var line = "site \(s.root): \(status.state)"
             if let pid = status.pid, let mp = status.mountpoint { line += " (pid \(pid), mounted at \(mp))" }
@@ -24,6 +36,11 @@ struct StatusCommand: ParsableCommand {
                 let lag = j.appendedLSN > v.shippedLSN ? j.appendedLSN - v.shippedLSN : 0
                 print("vault \(v.vault): shipped up to LSN \(v.shippedLSN); lag \(lag) LSNs, \(v.pendingSegments) segment(s), \(humanBytes(v.pendingBytes)) waiting")
                 if let e = v.error { print("shipping paused: \(e)") }
+            }
+            if let v = status.verified {
+                print("verified RPO: \(describeDuration(v.rpoSeconds)) (point \(v.pointID) passed a drill at \(ISO8601DateFormatter().string(from: v.drilledAt)))")
+            } else if s.config.vault != nil {
+                print("verified RPO: none (no point has passed a drill\(vaultError.map { "; vault: \($0)" } ?? ""))")
             }
             print(pad("DISK", 16) + pad("SIZE", 11) + pad("LAST LSN", 10) + pad("STATE", 11) + "DIGEST")
             for d in status.disks {

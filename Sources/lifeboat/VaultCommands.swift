@@ -32,17 +32,45 @@ struct PointsCommand: ParsableCommand {
             let v = try vault.open()
             let diskID = try disk.map { try v.disk(named: $0).id }
             let points = try v.points()
-            if json { return try printJSON(points) }
+            let drills = try v.latestDrills()
+            if json {
+                return try printJSON(points.map { p in ListedPoint(point: p, lastDrill: p.id.flatMap { drills[$0] }.map(ListedPoint.Drill.init)) })
+            }
             let (base, last) = try v.lsnRange()
             print("vault \(v.root): LSNs \(base)…\(last), \(points.count) point(s)")
-            print(pad("ID", 6) + pad("LSN", 10) + pad("KIND", 18) + pad("TIME", 22) + pad("LABEL", 16) + (disk.map { "DIGEST (\($0))" } ?? ""))
+            print(pad("ID", 6) + pad("LSN", 10) + pad("KIND", 18) + pad("TIME", 22) + pad("LABEL", 16) + pad("TESTED AT", 22) + pad("RESULT", 8) + (disk.map { "DIGEST (\($0))" } ?? ""))
             let time = ISO8601DateFormatter()
             for p in points {
                 let digest = diskID.flatMap { p.digestMap[$0]?.description } ?? ""
-                print(pad(String(p.id ?? 0), 6) + pad(String(p.lsn), 10) + pad(p.kind, 18) + pad(time.string(from: p.time), 22) + pad(p.label.isEmpty ? "-" : p.label, 16) + digest)
+                let drill = p.id.flatMap { drills[$0] }
+                print(pad(String(p.id ?? 0), 6) + pad(String(p.lsn), 10) + pad(p.kind, 18) + pad(time.string(from: p.time), 22) + pad(p.label.isEmpty ? "-" : p.label, 16)
+                      + pad(drill.map { time.string(from: $0.finishedAt) } ?? "-", 22) + pad(drill?.result ?? "-", 8) + digest)
             }
         }
     }
+}
+
+/// A point as `points --json` lists it: the catalog row and its latest drill.
+struct ListedPoint: Encodable {
+    struct Drill: Encodable {
+        var testedAt: Date
+        var result: String
+        var plan: String
+        init(_ r: DrillRecord) {
+            testedAt = r.finishedAt
+            result = r.result
+            plan = r.plan
+        }
+    }
+    var point: RecoveryPoint
+    var lastDrill: Drill?
+
+    func encode(to encoder: Encoder) throws {
+        try point.encode(to: encoder)
+        var c = encoder.container(keyedBy: Key.self)
+        try c.encodeIfPresent(lastDrill, forKey: .lastDrill)
+    }
+    enum Key: String, CodingKey { case lastDrill }
 }
 
 struct ExportCommand: ParsableCommand {
