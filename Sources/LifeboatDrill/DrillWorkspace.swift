@@ -134,4 +134,12 @@ public struct DrillWorkspace: Sendable {
     }
 }
 
-func processExists(_ pid: Int32) -> Bool { kill(pid, 0) == 0 || errno == EPERM }
+/// Whether `pid` is a live process: a zombie (an orphaned worker its new parent has not yet
+/// reaped) is not.
+func processExists(_ pid: Int32) -> Bool {
+    guard kill(pid, 0) == 0 || errno == EPERM else { return false }
+    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+          let close = stat.lastIndex(of: ")") else { return false }
+    let state = stat[stat.index(after: close)...].trimmingCharacters(in: .whitespaces).first
+    return state != "Z" && state != "X"
+}

@@ -48,14 +48,14 @@ public enum PlanParser {
         }
         for (key, value) in diskMap {
             let name = try p.string(key, "disk name")
-            plan.disks.append(try disk(name: name, value, p))
+            plan.disks.append(try disk(name: name, value, line: key.mark?.line ?? 0, p))
         }
         return plan
     }
 
-    private static func disk(name: String, _ node: Node, _ p: Reader) throws -> DiskPlan {
+    private static func disk(name: String, _ node: Node, line: Int, _ p: Reader) throws -> DiskPlan {
         let fields = try p.mapping(node, "disk '\(name)'", known: ["filesystem", "checks"])
-        var disk = DiskPlan(name: name, filesystem: .auto, checks: [], line: node.mark?.line ?? 0)
+        var disk = DiskPlan(name: name, filesystem: .auto, checks: [], line: line)
         if let fs = fields["filesystem"] {
             let text = try p.string(fs.value, "disks.\(name).filesystem")
             guard let kind = FilesystemKind(rawValue: text) else {
