@@ -10,6 +10,7 @@ packages=(
   pkg-config gcc              # system-library targets; the C FUSE baseline of the benchmark
   e2fsprogs xfsprogs util-linux mount   # mkfs/fsck, losetup, fsfreeze, unshare
   fio qemu-utils libvhdi-utils          # oracles in tests and benchmarks
+  sqlite3 iproute2 coreutils            # drills: the sample app's database, network checks, sha256sum
 )
 
 if [ "$(id -u)" -ne 0 ]; then
