@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The Lifeboat demo on a fresh Debian 12 machine (as root): installs what it needs, builds
 # in release mode, creates a site in a temporary directory, protects a disk, puts ext4 on it
-# through a loop device, writes files, shows status, proves the journal, and cleans up.
+# through a loop device, writes files, takes an app-consistent recovery point, exports it,
+# drills it (isolated target: digest, fsck, a script), proves the journal, and cleans up.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source Harness/setup.sh
@@ -23,7 +24,7 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 mkdir -p "$mnt" "$fs"
-export LIFEBOAT_SITE=$site LIFEBOAT_VAULT=$vault
+export LIFEBOAT_SITE=$site LIFEBOAT_VAULT=$vault LIFEBOAT_DRILL_DIR=$work/drills
 
 step() { echo; echo "== $*"; }
 step "lifeboat init (a site and its vault)";  $lifeboat init
@@ -52,6 +53,19 @@ step "lifeboat export --point latest-app --disk vm0"
 $lifeboat export --point latest-app --disk vm0 --format raw "$work/vm0-app.raw"
 cmp "$work/vm0-app.raw" "$work/frozen.img" && echo "the export equals the disk as it was while frozen"
 e2fsck -fn "$work/vm0-app.raw" >/dev/null && echo "e2fsck: the app-consistent image is clean"
+step "lifeboat drill: test failover of the app-consistent point (isolated, throwaway, checked)"
+cat > "$work/plan.yaml" <<'PLAN'
+point: latest-app
+disks:
+  vm0:
+    checks:
+      - digest                       # block-exact against the source digest at the marker
+      - fsck                         # e2fsck -fn after the journal replay
+      - script: {name: files-present, run: 'test -d "$LIFEBOAT_TARGET/e2fsprogs" && test -s "$LIFEBOAT_TARGET/random.bin"'}
+PLAN
+cat "$work/plan.yaml"
+$lifeboat drill "$work/plan.yaml" --junit "$work/drill.xml" --json "$work/drill.json"
+step "lifeboat points (the drill is kept with its point)"; $lifeboat points
 step "unmount ext4, detach the loop device";  umount "$fs"; losetup -d "$loopdev"; loopdev=""
 step "lifeboat journal verify";               $lifeboat journal verify
 step "lifeboat vault verify";                 $lifeboat vault verify
