@@ -47,7 +47,7 @@ final class DrillTarget {
         }
         if spec.plan.disks.contains(where: { $0.checks.contains { $0.kind != .digest } }) {
             try mountPoint(vault: vault)
-            for (i, disk) in spec.plan.disks.enumerated() where disk.checks.contains(where: { $0.kind != .digest }) {
+            for (i, disk) in spec.plan.disks.enumerated() where disk.needsMount {
                 let fs = try filesystem(of: disk)
                 results[i].filesystem = fs?.rawValue
                 if let fs { mountFilesystem(disk.name, fs) }

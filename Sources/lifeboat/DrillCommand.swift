@@ -35,11 +35,7 @@ struct DrillCommand: ParsableCommand {
                 if let json { try writeReport(try r.json(), to: json) }
                 report = r
             }
-            switch report?.result {
-            case .passed: return
-            case .failed: throw ExitCode(Drill.exitFailedCheck)
-            default: throw ExitCode(Drill.exitInfrastructure)
-            }
+            try exitFor(report?.result)
         }
     }
 
@@ -66,6 +62,15 @@ struct DrillWorkerCommand: ParsableCommand {
     func run() throws {
         let code = DrillWorker.run(directory: directory, logger: makeLogger())
         if code != 0 { throw ExitCode(code) }
+    }
+}
+
+/// A drill's exit: 0 passed, 1 a check failed, 70 no verdict (Docs/operations.md).
+func exitFor(_ result: DrillReport.Result?) throws {
+    switch result {
+    case .passed: return
+    case .failed: throw ExitCode(Drill.exitFailedCheck)
+    case .error, nil: throw ExitCode(Drill.exitInfrastructure)
     }
 }
 

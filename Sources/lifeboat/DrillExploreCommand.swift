@@ -36,10 +36,6 @@ struct DrillExploreCommand: ParsableCommand {
             if let json { try writeReport(try report.json(), to: json) }
             result = report
         }
-        switch result?.result {
-        case .passed: return
-        case .failed: throw ExitCode(Drill.exitFailedCheck)
-        default: throw ExitCode(Drill.exitInfrastructure)
-        }
+        try exitFor(result?.result)
     }
 }
