@@ -119,12 +119,19 @@ public enum Drill {
         } catch {
             return (nil, "cannot start the drill: \(error)")
         }
-        let stopReason = superviseWorker(pid, worker: record.workerPID, timeout: timeout, logger: logger)
+        let keptNotice = spec.keep ? { [ws, worker = record.workerPID] in
+            guard FileManager.default.fileExists(atPath: ws.resultPath) else { return false }
+            logger.notice("checks done; targets kept under \(ws.directory): enter with `nsenter -t \(worker.map(String.init) ?? "?") -m -n -p`, stop the drill (Ctrl-C) to clean up")
+            return true
+        } : nil
+        let stopReason = superviseWorker(pid, worker: record.workerPID, timeout: timeout, logger: logger, whileWaiting: keptNotice)
         guard FileManager.default.fileExists(atPath: ws.resultPath) else {
             return (nil, stopReason ?? "the drill worker ended without a result (see the messages above)")
         }
         do {
             let result = try ws.load(WorkerResult.self, from: ws.resultPath)
+            // With --keep a stop signal is how a finished drill ends: the verdict stands.
+            if spec.keep, result.checksDoneAt != nil, result.error == nil { return (result, nil) }
             return (result, stopReason)
         } catch {
             return (nil, "\(error)")
@@ -145,7 +152,10 @@ public enum Drill {
     /// Waits for the worker, taking stop signals (blocked in every thread, main.swift) with
     /// sigtimedwait: a signal or the deadline sends it SIGTERM (it unmounts and exits), and a
     /// minute later SIGKILL (its namespaces go with it). Returns why it was stopped, if it was.
-    static func superviseWorker(_ pid: pid_t, worker: pid_t?, timeout: TimeInterval, logger: Logger) -> String? {
+    /// `whileWaiting` runs each turn until it returns true (the --keep notice).
+    static func superviseWorker(_ pid: pid_t, worker: pid_t?, timeout: TimeInterval, logger: Logger,
+                                whileWaiting: (() -> Bool)? = nil) -> String? {
+        var whileWaiting = whileWaiting
         var set = sigset_t()
         sigemptyset(&set)
         for s in [SIGINT, SIGTERM, SIGHUP] { sigaddset(&set, s) }
@@ -162,6 +172,7 @@ public enum Drill {
                 }
                 return stopReason
             }
+            if let w = whileWaiting, w() { whileWaiting = nil }
             var wait = timespec(tv_sec: 0, tv_nsec: 100_000_000)
             let signal = sigtimedwait(&set, nil, &wait)
             if stopReason == nil {

@@ -36,7 +36,6 @@ public enum DrillWorker {
             if spec.keep, cancellation.cancelledReason == nil {
                 // Kept for inspection: the results are final, the targets stay until a signal.
                 try? ws.save(result, to: ws.resultPath)
-                logger.notice("targets kept: enter with `nsenter -t \(getpid()) -m -n`; stop the drill (Ctrl-C) to clean up")
                 while cancellation.cancelledReason == nil { usleep(100_000) }
             }
         } catch {

@@ -174,6 +174,33 @@ struct DrillTests {
         s.expectNothingLeft("after the network check")
     }
 
+    /// XFS: the drill mounts a second copy of a filesystem whose primary is mounted (nouuid),
+    /// replays its log, and runs xfs_repair -n.
+    @Test func anXFSPointIsReplayedAndRepairChecked() throws {
+        let t = try TestSite(disks: [("x0", "512M")], withVault: true)
+        defer { t.cleanup() }
+        _ = try t.startProtect(["--point-interval", "1", "--seal-interval", "1"])
+        try check(run(["mkfs.xfs", "-q", "-f", t.image("x0")]))
+        let dev = try t.attachLoop(t.image("x0"))
+        try check(run(["mount", dev, t.fsMount]))
+        try check(run(["cp", "-r", "/usr/share/doc/xfsprogs", t.fsMount + "/doc"]))
+        try check(run(["sh", "-c", "cd \(t.fsMount) && find doc -type f -exec sha256sum {} + > \(t.root)/doc.sha256 && sync"]))
+        // Crash-consistent with the filesystem mounted: the drill's mount must replay the log.
+        try check(lifeboat("checkpoint", "--site", t.site, "--label", "xfs"))
+        let plan = t.root + "/xfs.yaml"
+        try "disks:\n  x0:\n    checks: [digest, fsck, {files: {manifest: doc.sha256}}]\n".write(toFile: plan, atomically: true, encoding: .utf8)
+        let json = t.root + "/xfs.json"
+        let r = try run([lifeboatBinary, "drill", plan, "--vault", t.vault, "--point", "latest", "--json", json, "--work-dir", t.root + "/drills"])
+        #expect(r.status == 0, "\(r.stdout)\(r.stderr)")
+        let report = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: json))) as? [String: Any] ?? [:]
+        let disk = (report["disks"] as? [[String: Any]])?.first ?? [:]
+        #expect(disk["filesystem"] as? String == "xfs")
+        let fsck = (disk["checks"] as? [[String: Any]] ?? []).first { $0["name"] as? String == "fsck" }
+        #expect((fsck?["message"] as? String ?? "").contains("xfs_repair"), "\(fsck ?? [:])")
+        try check(run(["umount", t.fsMount]))
+        t.detachLoop(dev)
+    }
+
     @Test func aDamagedLayerFailsTheDigestNamingTheBlock() throws {
         let t = try TestSite(disks: [("d0", "16M")], withVault: true)
         defer { t.cleanup() }
