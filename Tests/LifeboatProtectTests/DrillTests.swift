@@ -350,5 +350,10 @@ struct DrillTests {
             if mode == "--bisect" { #expect((report["steps"] as? [Any])?.count ?? 99 <= 7, "bisection checks O(log n) boundaries") }
         }
         #expect(found[0] == found[1], "bisect and every-flush agree")
+        // A sample checks that many boundaries, spread evenly, the last one being `to`.
+        let sample = try run([lifeboatBinary, "drill", "explore", plan, "--vault", t.vault, "--from", String(ids[0]), "--to", String(ids[1]),
+                              "--sample", "3", "--work-dir", t.root + "/drills"])
+        #expect(sample.status == 1, "the `to` point is among the sampled boundaries and fails")
+        #expect(sample.stdout.contains("explored 3 of"), "\(sample.stdout)")
     }
 }
