@@ -46,7 +46,17 @@ final class DrillTarget {
             }
         }
         if spec.plan.disks.contains(where: { $0.checks.contains { $0.kind != .digest } }) {
-            try mountPoint(vault: vault)
+            do { try mountPoint(vault: vault) } catch let e as LifeboatError where e.code == .corrupt {
+                // Damage in the vault is a finding about the point, not a broken drill.
+                for (i, disk) in spec.plan.disks.enumerated() {
+                    for (k, check) in disk.checks.enumerated() where byIndex[i][k] == nil {
+                        byIndex[i][k] = CheckResult(name: check.name, kind: check.kind, status: .failed, seconds: 0,
+                                                    message: "the point cannot be mounted: \(e)", outputTail: "")
+                    }
+                }
+                for i in results.indices { results[i].checks = byIndex[i].sorted { $0.key < $1.key }.map(\.value) }
+                return results
+            }
             for (i, disk) in spec.plan.disks.enumerated() where disk.needsMount {
                 let fs = try filesystem(of: disk)
                 results[i].filesystem = fs?.rawValue

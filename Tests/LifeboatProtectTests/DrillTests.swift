@@ -242,6 +242,20 @@ struct DrillTests {
         #expect(try xml.nodes(forXPath: "//testcase[@name='digest']/failure").count == 1)
         let points = try lifeboat("points", "--vault", t.vault)
         #expect(points.stdout.contains("failed"), "\(points.stdout)")
+
+        // Damage in a layer's index: the point cannot even be mounted; every check fails
+        // (a finding about the point: exit 1, not an infrastructure error).
+        for path in damaged {
+            let fd = try FileDescriptor.open(path, .readWrite)
+            let size = try fd.seek(offset: 0, from: .end)
+            _ = try fd.writeAll(toAbsoluteOffset: size - 200, [UInt8](repeating: 0x5A, count: 8))
+            try fd.close()
+        }
+        let both = t.root + "/both.yaml"
+        try "disks:\n  d0:\n    filesystem: none\n    checks: [digest, {script: {run: 'true'}}]\n".write(toFile: both, atomically: true, encoding: .utf8)
+        let index = try run([lifeboatBinary, "drill", both, "--vault", t.vault, "--work-dir", drills])
+        #expect(index.status == 1, "\(index.stdout)\(index.stderr)")
+        #expect(index.stdout.contains("the point cannot be mounted") && index.stdout.contains("checksum"), "\(index.stdout)")
     }
 
     @Test func interruptedDrillsLeaveNothingBehind() throws {
