@@ -2,19 +2,16 @@
 #include "clinux.h"
 #include <errno.h>
 #include <fcntl.h>
+#include <net/if.h>
 #include <spawn.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 int clinux_start_writeback(int fd, int64_t offset, int64_t nbytes) {
     return sync_file_range(fd, offset, nbytes, SYNC_FILE_RANGE_WRITE);
 }
-
-#include <net/if.h>
-#include <string.h>
-#include <sys/ioctl.h>
-#include <sys/prctl.h>
-#include <sys/socket.h>
-#include <signal.h>
-#include <unistd.h>
 
 int clinux_loopback_up(void) {
     int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
@@ -31,12 +28,6 @@ int clinux_loopback_up(void) {
     close(s);
     errno = saved;
     return rc;
-}
-
-int clinux_die_with_parent(int signal) {
-    if (prctl(PR_SET_PDEATHSIG, signal) != 0) return -1;
-    // The parent may have died before the call: then nobody would send the signal.
-    return getppid() == 1 ? -1 : 0;
 }
 
 int clinux_spawn_addchdir(posix_spawn_file_actions_t *actions, const char *path) {

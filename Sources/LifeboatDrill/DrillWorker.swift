@@ -12,11 +12,13 @@ import Glibc
 #endif
 
 /// The drill worker (`lifeboat drill-worker DIR`), started by the supervisor through
-/// `unshare --mount --net --propagation private`: a private mount namespace (the FUSE target,
-/// loop devices' filesystems: invisible outside, and gone with the process however it ends)
-/// and a network namespace with only loopback. It mounts the point, runs the plan's checks,
-/// writes `result.json`, unmounts. It dies with the supervisor (PDEATHSIG: it then cleans up
-/// as for SIGTERM). Stop signals must be blocked before any thread starts (see main.swift).
+/// `unshare --mount --net --pid --fork --kill-child=TERM` (decision 0005): a private mount
+/// namespace (the FUSE target and the loop-mounted filesystems are invisible outside and go with
+/// the worker however it ends), a network namespace with only loopback, and a PID namespace
+/// whose PID 1 it is (every process a check leaves dies with it). It mounts the point, runs the
+/// plan's checks, writes `result.json`, unmounts. When the supervisor dies, `unshare` sends it
+/// SIGTERM and it cleans up as for any stop signal. Stop signals must be blocked before any
+/// thread starts (see main.swift).
 public enum DrillWorker {
     public static func run(directory: String, logger: Logger) -> Int32 {
         let ws = DrillWorkspace(directory: directory)
@@ -24,7 +26,6 @@ public enum DrillWorker {
         watchStopSignals(cancellation, logger: logger)
         var result = WorkerResult()
         do {
-            guard clinux_die_with_parent(SIGTERM) == 0 else { throw LifeboatError(.io, "the drill supervisor is gone") }
             let spec = try ws.load(WorkerSpec.self, from: ws.specPath)
             guard clinux_loopback_up() == 0 else {
                 throw LifeboatError.system(Errno(rawValue: errno), "cannot bring up loopback in the drill's network namespace")

@@ -49,8 +49,8 @@ struct CommandResult {
 
 /// Runs commands for a drill: each in its own process group (a timeout or a signal kills the
 /// whole group), with stdout and stderr to a log file, stop signals unblocked, and
-/// `setpriv --pdeathsig KILL` so nothing outlives a worker killed with SIGKILL (a leftover
-/// process would keep the drill's namespaces and mounts alive).
+/// `setpriv --pdeathsig KILL` so the command dies with the worker even outside a PID namespace
+/// (inside the drill's, the kernel kills whatever is left when the worker ends).
 enum Subprocess {
     static let tailBytes = 4096
 

@@ -14,10 +14,6 @@ int clinux_start_writeback(int fd, int64_t offset, int64_t nbytes);
 // SIOCSIFFLAGS equivalent of `ip link set lo up`. Returns 0 or -1 with errno set.
 int clinux_loopback_up(void);
 
-// prctl(PR_SET_PDEATHSIG, signal): the kernel sends `signal` when the parent exits. Returns -1
-// when the parent is already gone.
-int clinux_die_with_parent(int signal);
-
 // posix_spawn_file_actions_addchdir_np: the child starts in `path`.
 int clinux_spawn_addchdir(posix_spawn_file_actions_t *actions, const char *path);
 
