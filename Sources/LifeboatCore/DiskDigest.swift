@@ -88,6 +88,11 @@ public enum DiskDigest {
         let leaves = UnsafeMutableRawPointer.allocate(byteCount: max(blocks, 1) * leafBytes, alignment: 16)
         defer { leaves.deallocate() }
         try computeLeaves(ofImage: fd, blocks: blocks, into: leaves)
+        return root(leaves: leaves, blocks: blocks, sizeBytes: sizeBytes)
+    }
+
+    /// The root over a full set of leaves (blocks × 16 bytes).
+    public static func root(leaves: UnsafeRawPointer, blocks: Int, sizeBytes: Int64) -> Hash128 {
         let chunks = (0..<chunkCount(blocks: blocks)).map { chunkHash(leaves: leaves, blocks: blocks, chunk: $0) }
         return chunks.withUnsafeBufferPointer { root(chunks: $0, sizeBytes: sizeBytes) }
     }

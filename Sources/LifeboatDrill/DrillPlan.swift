@@ -12,7 +12,7 @@ public struct DrillPlan: Codable, Sendable {
     public var timeout: TimeInterval
     public var disks: [DiskPlan]
 
-    public var directory: String { (absolute(path) as NSString).deletingLastPathComponent }
+    public var directory: String { (absolutePath(path) as NSString).deletingLastPathComponent }
 
     public static let defaultTimeout: TimeInterval = 30 * 60
 }
@@ -59,8 +59,4 @@ public struct CheckPlan: Codable, Sendable {
         case .files, .sqlite, .script: 5 * 60
         }
     }
-}
-
-func absolute(_ path: String) -> String {
-    path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
 }

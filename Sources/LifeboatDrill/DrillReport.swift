@@ -155,8 +155,6 @@ public enum ReportJSON {
     }
 }
 
-func pad(_ s: String, _ width: Int) -> String { s.count >= width ? s + " " : s + String(repeating: " ", count: width - s.count) }
-
 /// Text for XML attributes and content: the five entities, and control characters (invalid in
 /// XML 1.0) dropped.
 func xml(_ s: String) -> String {

@@ -38,6 +38,10 @@ final class DrillTarget {
     func runChecks() throws -> [DiskResult] {
         var results = spec.plan.disks.map { DiskResult(name: $0.name, filesystem: nil, checks: []) }
         var byIndex: [[Int: CheckResult]] = spec.plan.disks.map { _ in [:] }
+        func collected() -> [DiskResult] {
+            for i in results.indices { results[i].checks = byIndex[i].sorted { $0.key < $1.key }.map(\.value) }
+            return results
+        }
         let vault = try Vault(root: FilePath(spec.vault))
         for (i, disk) in spec.plan.disks.enumerated() {
             for (k, check) in disk.checks.enumerated() where check.kind == .digest {
@@ -54,8 +58,7 @@ final class DrillTarget {
                                                     message: "the point cannot be mounted: \(e)", outputTail: "")
                     }
                 }
-                for i in results.indices { results[i].checks = byIndex[i].sorted { $0.key < $1.key }.map(\.value) }
-                return results
+                return collected()
             }
             for (i, disk) in spec.plan.disks.enumerated() where disk.needsMount {
                 let fs = try filesystem(of: disk)
@@ -78,8 +81,7 @@ final class DrillTarget {
                 }
             }
         }
-        for i in results.indices { results[i].checks = byIndex[i].sorted { $0.key < $1.key }.map(\.value) }
-        return results
+        return collected()
     }
 
     private func mountPoint(vault: Vault) throws {

@@ -49,7 +49,7 @@ public struct DrillWorkspace: Sendable {
 
     static func create(root: String) throws -> DrillWorkspace {
         let stamp = ISO8601DateFormatter.string(from: Date(), timeZone: .gmt, formatOptions: [.withYear, .withMonth, .withDay, .withTime])
-        let ws = DrillWorkspace(directory: "\(absolute(root))/drill-\(stamp)-\(getpid())")
+        let ws = DrillWorkspace(directory: "\(absolutePath(root))/drill-\(stamp)-\(getpid())")
         for dir in [ws.directory, ws.targetDirectory, ws.overlayDirectory, ws.logDirectory, ws.directory + "/mnt"] {
             do { try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) } catch {
                 throw LifeboatError(.io, "cannot create the drill's working directory: \(error.localizedDescription)", path: dir)
@@ -101,7 +101,7 @@ public struct DrillWorkspace: Sendable {
         var running: [String] = []
         let names = ((try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []).filter { $0.hasPrefix("drill-") }.sorted()
         for name in names {
-            let ws = DrillWorkspace(directory: "\(absolute(root))/\(name)")
+            let ws = DrillWorkspace(directory: "\(absolutePath(root))/\(name)")
             if ws.isRunning { running.append(ws.directory) } else { removed += ws.cleanup() }
         }
         return (removed, running)

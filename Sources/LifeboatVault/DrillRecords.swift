@@ -49,11 +49,14 @@ extension Vault {
         return out
     }
 
-    /// The newest point (highest LSN) whose latest verdict is a pass: the verified recovery
-    /// point. A later failed drill of the same point takes its verification away.
-    public func newestPassedPoint() throws -> RecoveryPoint? {
+    /// The newest point (highest LSN) whose latest verdict is a pass, with that drill: the
+    /// verified recovery point. A later failed drill of the same point takes it away.
+    public func verifiedPoint() throws -> (point: RecoveryPoint, drill: DrillRecord)? {
         let latest = try latestDrills(verdictsOnly: true)
-        return try points().last { p in p.id.flatMap { latest[$0] }?.result == "passed" }
+        for p in try points().reversed() {
+            if let id = p.id, let d = latest[id], d.result == "passed" { return (p, d) }
+        }
+        return nil
     }
 
     /// The flush boundaries the vault holds in `range` (from the journal's flush records).

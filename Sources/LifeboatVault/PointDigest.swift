@@ -28,8 +28,7 @@ extension PointReader {
             block += n
             try progress(Int64(block) * Int64(BlockSize.bytes))
         }
-        let chunks = (0..<DiskDigest.chunkCount(blocks: blocks)).map { DiskDigest.chunkHash(leaves: leaves, blocks: blocks, chunk: $0) }
-        return chunks.withUnsafeBufferPointer { DiskDigest.root(chunks: $0, sizeBytes: disk.sizeBytes) }
+        return DiskDigest.root(leaves: leaves, blocks: blocks, sizeBytes: disk.sizeBytes)
     }
 
     /// Reads the blocks of a failed batch one by one to name the first that fails.

@@ -10,7 +10,8 @@ import Glibc
 /// Tiered retention, like ASR's: every point younger than `keepAll`, then the newest point of
 /// each `every` interval up to `window`; older points go. The newest point and the newest
 /// app-consistent point are always kept, however old (a vault idle for longer than its window
-/// still has a point to recover to), and so is any point in `pinned` (mounted, being drilled).
+/// still has a point to recover to), and so is any point in `pinned` (mounted, being drilled,
+/// or the newest one a drill verified).
 public struct RetentionPolicy: Codable, Equatable, Sendable {
     public var window: TimeInterval = 24 * 3600
     public var keepAll: TimeInterval = 2 * 3600
@@ -80,7 +81,7 @@ extension Vault {
             let pinnedLSNs = pinnedLSNs()
             let pinnedIDs = Set(points.filter { pinnedLSNs.contains(LSN(UInt64($0.lsn))) }.compactMap(\.id))
             // The newest point a drill proved stays: it is what the verified RPO stands on.
-            let proven = try newestPassedPoint().flatMap(\.id).map { Set([$0]) } ?? []
+            let proven = try verifiedPoint().flatMap(\.point.id).map { Set([$0]) } ?? []
             let keep = policy.retained(points, now: now, pinned: pinned.union(pinnedIDs).union(proven))
             let removed = points.compactMap(\.id).filter { !keep.contains($0) }
             let (base, last) = try lsnRange()

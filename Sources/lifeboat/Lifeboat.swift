@@ -81,11 +81,6 @@ func parseSize(_ text: String) throws -> Int64 {
     return value * multiplier
 }
 
-/// An absolute path, so that status and the kernel's mount table name the same mountpoint.
-func absolutePath(_ path: String) -> String {
-    path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
-}
-
 func printJSON<T: Encodable>(_ value: T) throws {
     let encoder = JSONEncoder()
     encoder.outputFormatting = [.prettyPrinted, .sortedKeys]

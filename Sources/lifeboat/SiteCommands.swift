@@ -70,7 +70,3 @@ struct DiskCommand: ParsableCommand {
         }
     }
 }
-
-func pad(_ text: String, _ width: Int) -> String {
-    text.count >= width ? text + " " : text + String(repeating: " ", count: width - text.count)
-}

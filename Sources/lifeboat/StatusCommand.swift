@@ -18,7 +18,7 @@ struct StatusCommand: ParsableCommand {
             if let path = s.config.vault {
                 do {
                     let vault = try Vault(root: FilePath(path))
-                    if let p = try vault.newestPassedPoint(), let id = p.id, let drill = try vault.latestDrills(verdictsOnly: true)[id] {
+                    if let (p, drill) = try vault.verifiedPoint(), let id = p.id {
                         status.verified = .init(pointID: id, pointTime: p.time, drilledAt: drill.finishedAt, rpoSeconds: Date().timeIntervalSince(p.time))
                     }
                 } catch {

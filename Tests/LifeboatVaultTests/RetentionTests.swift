@@ -48,13 +48,13 @@ import Testing
         }
         try drill("passed")
         try drill("error")  // an infrastructure error says nothing about the point
-        #expect(try vault.newestPassedPoint()?.id == proven.id)
+        #expect(try vault.verifiedPoint()?.point.id == proven.id)
         _ = try vault.prune(now: Self.now, policy: Self.policy)
         #expect(try vault.points().contains { $0.id == proven.id }, "the verified point survives retention")
         #expect(try vault.flushLSNs(in: LSN(0)...LSN(UInt64.max >> 1)).allSatisfy { $0 > (try vault.lsnRange()).base })
         // A later failed drill takes the verification away, and then retention may drop it.
         try drill("failed")
-        #expect(try vault.newestPassedPoint() == nil)
+        #expect(try vault.verifiedPoint() == nil)
         _ = try vault.prune(now: Self.now, policy: Self.policy)
         #expect(try !vault.points().contains { $0.id == proven.id })
     }

@@ -1,5 +1,7 @@
 import Foundation
 
+// What users type and read: durations, table columns, paths.
+
 /// Durations as the CLI and plan files take them: a number with s, m, h or d (`30s`, `2m`,
 /// `1.5h`, `7d`).
 public func parseDuration(_ text: String) throws -> TimeInterval {
@@ -16,4 +18,14 @@ public func describeDuration(_ seconds: TimeInterval) -> String {
     if seconds < 60 { return String(format: "%.1f s", seconds) }
     if seconds < 3600 { return "\(Int(seconds) / 60) min \(Int(seconds) % 60) s" }
     return "\(Int(seconds) / 3600) h \(Int(seconds) % 3600 / 60) min"
+}
+
+/// A table column: `text` padded with spaces to `width`, or followed by one space if longer.
+public func pad(_ text: String, _ width: Int) -> String {
+    text.count >= width ? text + " " : text + String(repeating: " ", count: width - text.count)
+}
+
+/// An absolute path, so that status, reports and the kernel's mount table name the same place.
+public func absolutePath(_ path: String) -> String {
+    path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
 }
