@@ -93,11 +93,16 @@ final class TestSite {
         return dev
     }
 
+    /// Detaches `dev` and waits until the kernel has really let go of its backing file:
+    /// `losetup -d` succeeds at once but only marks the device for clearing while another
+    /// opener (udev probing after an unmount) still holds it.
     func detachLoop(_ dev: String) {
         for _ in 0..<50 {
             if (try? run(["losetup", "-d", dev]))?.status == 0 { break }
             usleep(100_000)
         }
+        let backingFile = "/sys/block/\((dev as NSString).lastPathComponent)/loop/backing_file"
+        for _ in 0..<100 where FileManager.default.fileExists(atPath: backingFile) { usleep(100_000) }
         loopDevices.removeAll { $0 == dev }
     }
 
