@@ -6,8 +6,6 @@ import LifeboatVault
 import Synchronization
 import SystemPackage
 
-
-
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -46,13 +44,13 @@ public final class PointViewFilesystem: FUSEFilesystem, @unchecked Sendable {
     }
 
     private var disks: [Disk]
-    private let readers: ReaderPool
+    private let workers: ViewWorkerPool
     private let modified: timespec
     /// Serializes overlay writes per filesystem (block read-modify-write); reads don't take it.
     private let writeLock = NSLock()
 
     public init(vault: Vault, lsn: LSN, vhd: Bool, overlayDirectory: FilePath?) throws {
-        readers = try ReaderPool(vault: vault, lsn: lsn)
+        workers = try ViewWorkerPool(vault: vault, lsn: lsn)
         let now = Date().timeIntervalSince1970
         modified = timespec(tv_sec: Int(now), tv_nsec: 0)
         disks = try vault.disks().map { d in
@@ -107,22 +105,24 @@ public final class PointViewFilesystem: FUSEFilesystem, @unchecked Sendable {
         let d = disks[try index(inode)]
         guard offset < d.fileSize, size > 0 else { return reply(.bytes(UnsafeRawBufferPointer(start: nil, count: 0))) }
         let length = Int(min(Int64(size), d.fileSize - offset))
-        // Whole blocks covering the range, read into a buffer, then the requested slice.
+        // Whole blocks covering the range, read into the worker's scratch, then the requested slice.
         let first = offset & ~Int64(BlockSize.bytes - 1)
         let end = (offset + Int64(length) + Int64(BlockSize.bytes) - 1) & ~Int64(BlockSize.bytes - 1)
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(end - first), alignment: BlockSize.bytes)
-        defer { buffer.deallocate() }
         do {
-            try fill(d, from: first, into: buffer)
+            try workers.with { worker in
+                try worker.withScratch(Int(end - first)) { buffer in
+                    try fill(d, from: first, into: buffer, reader: worker.reader)
+                    reply(.bytes(UnsafeRawBufferPointer(rebasing: buffer[Int(offset - first)..<(Int(offset - first) + length)])))
+                }
+            }
         } catch {
             throw .io
         }
-        reply(.bytes(UnsafeRawBufferPointer(rebasing: buffer[Int(offset - first)..<(Int(offset - first) + length)])))
     }
 
     /// Disk bytes (overlay first, then the point), then the VHD footer past the disk's end.
     /// Runs of blocks not in the overlay go to the point in one call.
-    private func fill(_ d: Disk, from offset: Int64, into buffer: UnsafeMutableRawBufferPointer) throws {
+    private func fill(_ d: Disk, from offset: Int64, into buffer: UnsafeMutableRawBufferPointer, reader: PointReader) throws {
         let diskEnd = Int(max(0, min(Int64(buffer.count), d.vault.sizeBytes - offset)))
         var at = 0
         while at < diskEnd {
@@ -135,7 +135,7 @@ public final class PointViewFilesystem: FUSEFilesystem, @unchecked Sendable {
             var end = at + BlockSize.bytes
             while end < diskEnd, !(d.overlay?.has(Int((offset + Int64(end)) >> Int64(BlockSize.shift))) ?? false) { end += BlockSize.bytes }
             let run = UnsafeMutableRawBufferPointer(rebasing: buffer[at..<end])
-            try readers.with { try $0.read(disk: d.vault.id, at: offset + Int64(at), into: run) }
+            try reader.read(disk: d.vault.id, at: offset + Int64(at), into: run)
             at = end
         }
         if diskEnd < buffer.count {
@@ -153,12 +153,14 @@ public final class PointViewFilesystem: FUSEFilesystem, @unchecked Sendable {
         defer { writeLock.unlock() }
         let first = offset & ~Int64(BlockSize.bytes - 1)
         let end = (offset + Int64(data.count) + Int64(BlockSize.bytes) - 1) & ~Int64(BlockSize.bytes - 1)
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(end - first), alignment: BlockSize.bytes)
-        defer { buffer.deallocate() }
         do {
-            if offset != first || end != offset + Int64(data.count) { try fill(d, from: first, into: buffer) }
-            UnsafeMutableRawBufferPointer(rebasing: buffer[Int(offset - first)..<(Int(offset - first) + data.count)]).copyMemory(from: data)
-            _ = try overlay.fd.writeAll(toAbsoluteOffset: first, UnsafeRawBufferPointer(buffer))
+            try workers.with { worker in
+                try worker.withScratch(Int(end - first)) { buffer in
+                    if offset != first || end != offset + Int64(data.count) { try fill(d, from: first, into: buffer, reader: worker.reader) }
+                    UnsafeMutableRawBufferPointer(rebasing: buffer[Int(offset - first)..<(Int(offset - first) + data.count)]).copyMemory(from: data)
+                    _ = try overlay.fd.writeAll(toAbsoluteOffset: first, UnsafeRawBufferPointer(buffer))
+                }
+            }
         } catch {
             throw (error as? Errno) == .noSpace ? .noSpace : .io
         }
@@ -179,22 +181,45 @@ public final class PointViewFilesystem: FUSEFilesystem, @unchecked Sendable {
     }
 }
 
-/// PointReaders are not thread-safe (decompression context, scratch): FUSE workers borrow one.
-final class ReaderPool: @unchecked Sendable {
+/// What a FUSE worker thread borrows for one request: a point reader (not thread-safe: it keeps
+/// a decompression context and the last frame) and a block-aligned scratch buffer as large as
+/// the largest request the kernel sends plus alignment slack, so serving a read or an overlay
+/// write allocates nothing.
+final class ViewWorker {
+    /// FUSE's negotiated max_write / max pages (1 MiB), plus a block at each end for unaligned requests.
+    static let scratchBytes = (1 << 20) + 2 * BlockSize.bytes
+    let reader: PointReader
+    private let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: scratchBytes, alignment: BlockSize.bytes)
+
+    init(reader: PointReader) { self.reader = reader }
+    deinit { scratch.deallocate() }
+
+    /// `count` bytes of scratch; a request larger than FUSE ever sends gets its own buffer.
+    func withScratch<T>(_ count: Int, _ body: (UnsafeMutableRawBufferPointer) throws -> T) rethrows -> T {
+        if count <= scratch.count { return try body(UnsafeMutableRawBufferPointer(rebasing: scratch[0..<count])) }
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: count, alignment: BlockSize.bytes)
+        defer { buffer.deallocate() }
+        return try body(buffer)
+    }
+}
+
+/// Idle workers, one made per concurrent FUSE thread on first need and reused after.
+final class ViewWorkerPool: @unchecked Sendable {
     private let vault: Vault
     private let lsn: LSN
     private let lock = NSLock()
-    private var idle: [PointReader]
+    private var idle: [ViewWorker]
 
     init(vault: Vault, lsn: LSN) throws {
         self.vault = vault
         self.lsn = lsn
-        idle = [try PointReader(vault: vault, lsn: lsn)]  // opens now: a bad point fails the mount
+        idle = [ViewWorker(reader: try PointReader(vault: vault, lsn: lsn))]  // opens now: a bad point fails the mount
+        idle.reserveCapacity(64)
     }
 
-    func with<T>(_ body: (PointReader) throws -> T) throws -> T {
-        let reader = try lock.withLock { idle.popLast() } ?? PointReader(vault: vault, lsn: lsn)
-        defer { lock.withLock { idle.append(reader) } }
-        return try body(reader)
+    func with<T>(_ body: (ViewWorker) throws -> T) throws -> T {
+        let worker = try lock.withLock { idle.popLast() } ?? ViewWorker(reader: PointReader(vault: vault, lsn: lsn))
+        defer { lock.withLock { idle.append(worker) } }
+        return try body(worker)
     }
 }
