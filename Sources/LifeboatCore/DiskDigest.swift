@@ -54,31 +54,13 @@ public enum DiskDigest {
     public static func computeLeaves(ofImage fd: FileDescriptor, blocks: Int, into leaves: UnsafeMutableRawPointer) throws {
         let zero = zeroBlockHash
         for b in 0..<blocks { storeLeaf(zero, into: leaves, block: b) }
-        let size = Int64(blocks) * Int64(BlockSize.bytes)
-        let fileSize = min(size, try fd.fileSize())
-        let chunkBytes = 1 << 20
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunkBytes, alignment: 4096)
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 4096)
         defer { buffer.deallocate() }
-        var offset: Int64 = 0
-        while offset < fileSize {
-            let dataStart = lseek(fd.rawValue, Int(offset), seekData)
-            if dataStart < 0 { break }  // ENXIO: no more data
-            let aligned = Int64(dataStart) & ~Int64(BlockSize.bytes - 1)
-            let holeStart = min(Int64(lseek(fd.rawValue, dataStart, seekHole)), fileSize)
-            var at = aligned
-            while at < holeStart {
-                let blockMask = Int64(BlockSize.bytes - 1)
-                let toHole = (holeStart - at + blockMask) & ~blockMask
-                let n = Int(min(Int64(chunkBytes), toHole, size - at))
-                let slice = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<n])
-                try fd.readAll(at: at, into: slice, zeroFillPastEOF: true)
-                for k in 0..<(n / BlockSize.bytes) {
-                    let block = UnsafeRawBufferPointer(rebasing: slice[(k * BlockSize.bytes)..<((k + 1) * BlockSize.bytes)])
-                    storeLeaf(Hash128.of(block), into: leaves, block: Int(at >> 12) + k)
-                }
-                at += Int64(n)
+        try SparseImage.forEachDataPiece(of: fd, sizeBytes: Int64(blocks) * Int64(BlockSize.bytes), buffer: buffer) { at, bytes in
+            for k in 0..<(bytes.count / BlockSize.bytes) {
+                let block = UnsafeRawBufferPointer(rebasing: bytes[(k * BlockSize.bytes)..<((k + 1) * BlockSize.bytes)])
+                storeLeaf(Hash128.of(block), into: leaves, block: Int(at >> 12) + k)
             }
-            offset = max(at, holeStart)
         }
     }
 

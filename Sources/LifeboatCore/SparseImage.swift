@@ -34,28 +34,15 @@ public enum SparseImage {
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 4096)
         defer { buffer.deallocate() }
         do {
-            let end = min(sizeBytes, try input.fileSize())
-            var offset: Int64 = 0
-            while offset < end {
-                let data = lseek(input.rawValue, Int(offset), seekData)
-                if data < 0 { break }
-                let hole = min(Int64(lseek(input.rawValue, data, seekHole)), end)
-                var at = Int64(data) & ~Int64(65535)
-                while at < hole {
-                    let n = Int(min(Int64(buffer.count), hole - at))
-                    let slice = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<n])
-                    try input.readAll(at: at, into: slice)
-                    var piece = 0
-                    while piece < n {
-                        let len = min(65536, n - piece)
-                        let bytes = UnsafeRawBufferPointer(rebasing: slice[piece..<(piece + len)])
-                        if bytes.contains(where: { $0 != 0 }) { _ = try output.writeAll(toAbsoluteOffset: at + Int64(piece), bytes) }
-                        piece += len
-                    }
-                    at += Int64(n)
-                    progress(at)
+            try forEachDataPiece(of: input, sizeBytes: sizeBytes, alignment: 65536, buffer: buffer) { at, bytes in
+                var piece = 0
+                while piece < bytes.count {
+                    let len = min(65536, bytes.count - piece)
+                    let run = UnsafeRawBufferPointer(rebasing: bytes[piece..<(piece + len)])
+                    if run.contains(where: { $0 != 0 }) { _ = try output.writeAll(toAbsoluteOffset: at + Int64(piece), run) }
+                    piece += len
                 }
-                offset = max(at, hole)
+                progress(at + Int64(bytes.count))
             }
             try output.resize(to: sizeBytes)
             try output.fullSync()
@@ -64,6 +51,31 @@ public enum SparseImage {
             throw e
         } catch {
             throw LifeboatError.system(error as? Errno ?? .ioError, "copy failed", path: destination.string)
+        }
+    }
+
+    /// Calls `body` with consecutive pieces of the first `sizeBytes` of `fd` that cover every
+    /// data extent (SEEK_DATA/SEEK_HOLE): holes are skipped without being read. A piece starts
+    /// at a multiple of `alignment` and is at most `buffer.count` bytes (`buffer` holds it);
+    /// bytes past the file's end read as zero.
+    public static func forEachDataPiece(of fd: FileDescriptor, sizeBytes: Int64, alignment: Int64 = 4096, buffer: UnsafeMutableRawBufferPointer,
+                                        _ body: (Int64, UnsafeRawBufferPointer) throws -> Void) throws {
+        let fileEnd = min(sizeBytes, try fd.fileSize())
+        var offset: Int64 = 0
+        while offset < fileEnd {
+            let dataStart = lseek(fd.rawValue, Int(offset), seekData)
+            if dataStart < 0 { break }  // ENXIO: no data past offset
+            let holeStart = min(Int64(lseek(fd.rawValue, dataStart, seekHole)), fileEnd)
+            var at = Int64(dataStart) & ~(alignment - 1)
+            let end = min(sizeBytes, (holeStart + alignment - 1) & ~(alignment - 1))
+            while at < end {
+                let n = Int(min(Int64(buffer.count), end - at))
+                let piece = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<n])
+                try fd.readAll(at: at, into: piece, zeroFillPastEOF: true)
+                try body(at, UnsafeRawBufferPointer(piece))
+                at += Int64(n)
+            }
+            offset = max(at, holeStart)
         }
     }
 }

@@ -6,7 +6,7 @@ import LifeboatCore
 /// Block data never goes in here — only one row per layer, point and disk (the per-block index
 /// lives in each layer's footer; Docs/formats/vault.md).
 struct Catalog {
-    static let formatVersion = 2
+    static let formatVersion = 3
     let db: DatabaseQueue
 
     init(path: String) throws {
@@ -69,6 +69,12 @@ struct Catalog {
                 t.primaryKey("lsn", .integer)
             }
             try db.execute(sql: "UPDATE meta SET value = '2' WHERE key = 'formatVersion'")
+        }
+        // v3: every base has block checksums (bases/DISKID.sums, BaseChecksums). The catalog does
+        // not change; the version keeps older lifeboats, which would prune without updating
+        // them, away. Vault.init computes them for bases made before.
+        migrator.registerMigration("v3") { db in
+            try db.execute(sql: "UPDATE meta SET value = '3' WHERE key = 'formatVersion'")
         }
         do { try migrator.migrate(db) } catch {
             throw LifeboatError(.io, "cannot migrate the vault catalog: \(error)", path: path)

@@ -15,6 +15,8 @@ public final class PointReader {
     public let disks: [VaultDisk]
     private let layers: [LayerReader]
     private let bases: [DiskID: FileDescriptor]
+    private let baseSums: [DiskID: BaseChecksums]
+    private let basePaths: [DiskID: FilePath]
     private let decompressor = ZstdDecompressor()
     /// The last decompressed frame and where it came from: a write record's frame holds all its
     /// blocks (up to 1 MiB), so a sequential reader decompresses each frame once, not per block.
@@ -47,6 +49,21 @@ public final class PointReader {
             }
         }
         self.bases = bases
+        baseSums = try Dictionary(uniqueKeysWithValues: disks.map { d in
+            (d.id, try BaseChecksums(path: vault.baseChecksumsPath(d.id), blocks: d.blockCount, writable: false))
+        })
+        basePaths = Dictionary(uniqueKeysWithValues: disks.map { ($0.id, vault.basePath($0.id)) })
+    }
+
+    /// Base bytes are checked against the base's block checksums as they are read: damage in
+    /// the oldest data is an error naming the block, never served.
+    private func checkBase(disk: DiskID, _ data: UnsafeRawBufferPointer, firstBlock: Int) throws {
+        guard let sums = baseSums[disk], let bad = sums.firstMismatch(in: data, firstBlock: firstBlock) else { return }
+        throw baseDamage(disk: disk, block: bad)
+    }
+
+    private func baseDamage(disk: DiskID, block: Int) -> LifeboatError {
+        BaseChecksums.mismatch(diskName: disks.first { $0.id == disk }?.name ?? "\(disk)", block: block, path: basePaths[disk] ?? "")
     }
 
     deinit { bases.values.forEach { try? $0.close() } }
@@ -63,6 +80,7 @@ public final class PointReader {
         do { try base.readAll(at: block.byteOffset.rawValue, into: out, zeroFillPastEOF: true) } catch {
             throw LifeboatError.system(error as? Errno ?? .ioError, "base read failed", offset: block.byteOffset.rawValue)
         }
+        try checkBase(disk: disk, UnsafeRawBufferPointer(out), firstBlock: Int(block.rawValue))
     }
 
     /// Fills `buffer` with the disk's bytes at `offset` (both multiples of 4096). Blocks that
@@ -83,6 +101,10 @@ public final class PointReader {
             let zeroTo = data < 0 ? to : min(to, data & ~Int64(BlockSize.bytes - 1))
             if zeroTo > from {
                 UnsafeMutableRawBufferPointer(rebasing: buffer[Int(from - offset)..<Int(zeroTo - offset)]).initializeMemory(as: UInt8.self, repeating: 0)
+                // A hole's blocks must have been recorded as zero blocks.
+                if let bad = baseSums[disk]?.firstNonZero(in: Int(from >> Int64(BlockSize.shift))..<Int(zeroTo >> Int64(BlockSize.shift))) {
+                    throw baseDamage(disk: disk, block: bad)
+                }
                 from = zeroTo
             }
             guard from < to else { return }
@@ -90,6 +112,7 @@ public final class PointReader {
             do { try base.readAll(at: from, into: slice, zeroFillPastEOF: true) } catch {
                 throw LifeboatError.system(error as? Errno ?? .ioError, "base read failed", offset: from)
             }
+            try checkBase(disk: disk, UnsafeRawBufferPointer(slice), firstBlock: Int(from >> Int64(BlockSize.shift)))
         }
         for k in 0..<count {
             let block = BlockIndex(first + UInt64(k))

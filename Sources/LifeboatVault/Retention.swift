@@ -114,11 +114,18 @@ extension Vault {
     }
 
     /// Writes into each base the newest version of every block the layers hold (oldest layer
-    /// first, so later versions win), then syncs the bases.
+    /// first, so later versions win) and its checksum, then syncs the bases and checksums.
+    /// Interrupted, the bases and checksums may disagree on merged blocks; no reader reads
+    /// those from the base until the next prune has merged them again (they are in layers that
+    /// every readable point still reads from).
     private func mergeIntoBases(_ layers: [LayerRow], interruptAfter: Int?) throws {
         var bases: [DiskID: FileDescriptor] = [:]
+        var sums: [DiskID: BaseChecksums] = [:]
         defer { bases.values.forEach { try? $0.close() } }
-        for d in try disks() { bases[d.id] = try FileDescriptor.open(basePath(d.id), .writeOnly) }
+        for d in try disks() {
+            bases[d.id] = try FileDescriptor.open(basePath(d.id), .writeOnly)
+            sums[d.id] = try BaseChecksums(path: baseChecksumsPath(d.id), blocks: d.blockCount, writable: true)
+        }
         let decompressor = ZstdDecompressor()
         var scratch: [UInt8] = []
         var block = [UInt8](repeating: 0, count: BlockSize.bytes)
@@ -135,8 +142,10 @@ extension Vault {
                 guard let fd = bases[e.disk] else { throw LifeboatError(.corrupt, "layer writes disk \(e.disk), which the vault does not have", path: layer.path.string) }
                 try block.withUnsafeMutableBytes { try layer.readBlock(e, into: $0, scratch: &scratch, decompressor: decompressor) }
                 _ = try fd.writeAll(toAbsoluteOffset: e.block.byteOffset.rawValue, block)
+                block.withUnsafeBytes { sums[e.disk]?.record(Int(e.block.rawValue), $0) }
             }
         }
+        for s in sums.values { try s.sync() }
         for fd in bases.values { try fd.fullSync() }
     }
 

@@ -9,6 +9,7 @@ import SystemPackage
 /// ```
 /// VAULT/catalog.sqlite          group, disks, layers, points (Catalog)
 /// VAULT/bases/DISKID.img        each disk's content at the group's base LSN (sparse raw)
+/// VAULT/bases/DISKID.sums       a CRC-32C per block of that base (BaseChecksums)
 /// VAULT/layers/FIRST-LAST.layer one per ingested journal segment (LayerFormat)
 /// VAULT/incoming/               layers being written
 /// ```
@@ -35,6 +36,7 @@ public final class Vault: @unchecked Sendable {
             }
         }
         catalog = try Catalog(path: catalogPath)
+        try createMissingBaseChecksums()
     }
 
     /// Removes what an interrupted ingest left in `incoming/`. Only the vault's single writer
@@ -77,6 +79,12 @@ public final class Vault: @unchecked Sendable {
         }
     }
 
+    /// The LSN an interrupted prune committed to merge the bases up to, if one has not finished.
+    public func pendingPruneTarget() throws -> LSN? {
+        let value: String? = try catalog.db.read { db in try String.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'pruneTarget'") }
+        return value.flatMap { UInt64($0) }.map { LSN($0) }
+    }
+
     /// Registers the group (first call) and adds a disk whose content before any journaled
     /// write is the raw image `initialContent` (its base): the initial replication. `progress`
     /// is called with bytes copied so far.
@@ -93,6 +101,16 @@ public final class Vault: @unchecked Sendable {
         }
         let tmp = incomingDirectory.appending("\(id.rawValue).img.tmp")
         try SparseImage.copy(from: initialContent, to: tmp, sizeBytes: sizeBytes, progress: progress)
+        // The checksums land first: a base is never there without them.
+        let sumsTmp = incomingDirectory.appending("\(id.rawValue).sums.tmp")
+        do {
+            let base = try FileDescriptor.open(tmp, .readOnly, options: [.closeOnExec])
+            defer { try? base.close() }
+            try BaseChecksums.create(forBase: base, blocks: Int(sizeBytes >> Int64(BlockSize.shift)), at: sumsTmp)
+        } catch let e as Errno {
+            throw LifeboatError.system(e, "cannot read the new base", path: tmp.string)
+        }
+        try renameDurably(sumsTmp, baseChecksumsPath(id))
         try renameDurably(tmp, basePath(id))
         try catalog.db.write { db in
             if try GroupRow.fetchOne(db) == nil {

@@ -3,7 +3,8 @@ import LifeboatCore
 import SystemPackage
 
 /// `vault verify`: the catalog against the files, every layer end to end (header, index order
-/// and checksum, every zstd frame with its checksum), the LSN chain, the bases' sizes.
+/// and checksum, every zstd frame with its checksum), the LSN chain, the bases' sizes, and
+/// every base block against its checksum (a scrub).
 public enum VaultVerifier {
     public struct Problem: Sendable, CustomStringConvertible {
         public var error: LifeboatError
@@ -12,6 +13,7 @@ public enum VaultVerifier {
 
     public struct Report: Sendable {
         public var layers = 0
+        public var bases = 0
         public var points = 0
         public var bytes: Int64 = 0
         public var problems: [Problem] = []
@@ -39,11 +41,23 @@ public enum VaultVerifier {
                 report.problems.append(Problem(error: e))
             }
         }
+        let prunePending = try vault.pendingPruneTarget()
+        if let target = prunePending {
+            report.problems.append(Problem(error: LifeboatError(.io, "a prune to LSN \(target) was interrupted and its bases are half merged (not scrubbed); `lifeboat vault prune` finishes it", path: vault.root.string)))
+        }
         for disk in try vault.disks() {
             let path = vault.basePath(disk.id)
             let size = (try? FileManager.default.attributesOfItem(atPath: path.string)[.size] as? Int64) ?? nil
             if size != disk.sizeBytes {
                 report.problems.append(Problem(error: LifeboatError(.corrupt, "base of disk '\(disk.name)' is \(size.map(String.init) ?? "missing"), \(disk.sizeBytes) bytes expected", path: path.string)))
+                continue
+            }
+            guard prunePending == nil else { continue }
+            report.bases += 1
+            do {
+                if let damage = try vault.verifyBase(disk) { report.problems.append(Problem(error: damage)) }
+            } catch let e as LifeboatError {
+                report.problems.append(Problem(error: e))
             }
         }
         for p in try vault.points() {

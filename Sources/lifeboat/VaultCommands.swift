@@ -158,14 +158,14 @@ struct VaultCommand: ParsableCommand {
 
     struct Verify: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Check the catalog and every layer (index, checksums, every zstd frame); exit 65 if anything is damaged.")
+            abstract: "Check the catalog, every layer (index, checksums, every zstd frame) and every base block against its checksum; exit 65 if anything is damaged.")
         @OptionGroup var vault: VaultOption
 
         func run() throws {
             try reportingErrors {
                 let v = try vault.open()
                 let report = try VaultVerifier.verify(v)
-                print("vault \(v.root): \(report.layers) layer(s), \(humanBytes(report.bytes)), \(report.points) point(s)")
+                print("vault \(v.root): \(report.layers) layer(s), \(humanBytes(report.bytes)), \(report.points) point(s), \(report.bases) base(s) scrubbed")
                 for p in report.problems { print("DAMAGED: \(p)") }
                 if !report.problems.isEmpty {
                     throw LifeboatError(.corrupt, "\(report.problems.count) problem(s) found", path: v.root.string)

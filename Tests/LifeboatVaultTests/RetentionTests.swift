@@ -89,6 +89,56 @@ import Testing
         try checkEveryPoint(f, reopened)
         #expect(try VaultVerifier.verify(reopened).problems.isEmpty)
     }
+
+    /// Prune leaves the oldest data in the bases, rewritten in place: a flipped byte there is
+    /// named by `vault verify` (block, base file, byte offset) and refused by every reader; a
+    /// block the base lost (a hole where data was recorded) too. Bases without checksums (made
+    /// before format 3) get them when the vault is opened.
+    @Test func baseDamageIsNamedByVerifyAndRefusedByReaders() throws {
+        let (f, vault) = try ingested(seed: 21)
+        #expect(try vault.prune(now: Self.now, policy: Self.policy).mergedLayers > 0)
+        let verified = try VaultVerifier.verify(vault)
+        #expect(verified.problems.isEmpty && verified.bases == 2)
+        let disk = try vault.disk(named: "d0")
+        let (baseLSN, _) = try vault.lsnRange()
+        let state = f.state(disk: 0, at: baseLSN)
+        let block = try #require((0..<Fixture.blocksPerDisk).last { b in state[(b * 4096)..<((b + 1) * 4096)].contains { $0 != 0 } })
+        let path = vault.basePath(disk.id)
+        let fd = try FileDescriptor.open(path, .readWrite)
+        defer { try? fd.close() }
+        let offset = Int64(block) * 4096
+        func expectNamed(_ what: String) throws {
+            let problems = try VaultVerifier.verify(vault).problems
+            #expect(problems.count == 1, "\(what): \(problems)")
+            #expect(problems.first?.error.path == path.string && problems.first?.error.offset == offset, "\(what): \(problems)")
+            #expect(problems.first?.error.message == "base of disk 'd0': block \(block) does not match its checksum")
+            let reader = try PointReader(vault: vault, lsn: baseLSN)
+            let digest = #expect(throws: LifeboatError.self, "\(what): the digest reads the block") { _ = try reader.digestRoot(disk: disk) }
+            #expect(digest?.message.contains("block \(block) (byte offset \(offset))") == true, "\(digest?.description ?? "")")
+            #expect(throws: LifeboatError.self, "\(what): a read of the block") { _ = try f.read(reader, disk: 0) }
+        }
+
+        var byte: UInt8 = 0
+        _ = try withUnsafeMutableBytes(of: &byte) { try fd.read(fromAbsoluteOffset: offset + 100, into: $0) }
+        _ = try withUnsafeBytes(of: byte ^ 0x10) { try fd.write(toAbsoluteOffset: offset + 100, $0) }
+        try expectNamed("a flipped byte")
+        _ = try withUnsafeBytes(of: byte) { try fd.write(toAbsoluteOffset: offset + 100, $0) }
+        #expect(try VaultVerifier.verify(vault).problems.isEmpty)
+        let punch = try Process.run(URL(fileURLWithPath: "/usr/bin/fallocate"), arguments: ["--punch-hole", "--offset", "\(offset)", "--length", "4096", path.string])
+        punch.waitUntilExit()
+        #expect(punch.terminationStatus == 0)
+        try expectNamed("a lost block")
+        _ = try state.withUnsafeBytes { try fd.write(toAbsoluteOffset: offset, UnsafeRawBufferPointer(rebasing: $0[Int(offset)..<Int(offset + 4096)])) }
+        #expect(try VaultVerifier.verify(vault).problems.isEmpty)
+
+        // A base without checksums gets them, from its content, at the next open.
+        let sums = vault.baseChecksumsPath(disk.id)
+        let recorded = try Data(contentsOf: URL(fileURLWithPath: sums.string))
+        try FileManager.default.removeItem(atPath: sums.string)
+        let reopened = try Vault(root: vault.root)
+        #expect(try Data(contentsOf: URL(fileURLWithPath: sums.string)) == recorded)
+        try checkEveryPoint(f, reopened)
+    }
 }
 
 @Suite struct CompactionTests {

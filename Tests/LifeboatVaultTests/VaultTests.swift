@@ -154,17 +154,17 @@ struct Fixture {
         #expect(problems.first?.error.offset == 64)
     }
 
-    /// A version 1 catalog (before drills) is migrated: its points stay, drills can be recorded.
-    @Test func aVersionOneVaultIsMigratedToVersionTwo() throws {
+    /// A version 1 catalog (before drills and base checksums) is migrated: drills can be recorded.
+    @Test func aVersionOneVaultIsMigratedToTheCurrentVersion() throws {
         let root = try temporaryDirectory()
         _ = try Vault(root: root, create: true)
         try Catalog(path: root.appending("catalog.sqlite").string).db.write { db in
-            try db.execute(sql: "DROP TABLE drill; DROP TABLE flush; DELETE FROM grdb_migrations WHERE identifier = 'v2'")
+            try db.execute(sql: "DROP TABLE drill; DROP TABLE flush; DELETE FROM grdb_migrations WHERE identifier IN ('v2', 'v3')")
             try db.execute(sql: "UPDATE meta SET value = '1' WHERE key = 'formatVersion'")
         }
         let vault = try Vault(root: root)
         let version = try vault.catalog.db.read { db in try String.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'formatVersion'") }
-        #expect(version == "2")
+        #expect(version == "3")
         try vault.record(drill: DrillRecord(pointID: nil, lsn: 0, startedAt: Date(), finishedAt: Date(), result: "passed", plan: "p", report: "{}"))
         #expect(try vault.flushLSNs(in: LSN(0)...LSN(10)).isEmpty)
     }
@@ -173,11 +173,11 @@ struct Fixture {
         let root = try temporaryDirectory()
         _ = try Vault(root: root, create: true)
         try Catalog(path: root.appending("catalog.sqlite").string).db.write { db in
-            try db.execute(sql: "UPDATE meta SET value = '3' WHERE key = 'formatVersion'")
+            try db.execute(sql: "UPDATE meta SET value = '4' WHERE key = 'formatVersion'")
         }
         let error = #expect(throws: LifeboatError.self) { _ = try Vault(root: root) }
         #expect(error?.code == .unsupported)
-        #expect(error?.message == "vault format version 3 is newer than this lifeboat's (2)")
+        #expect(error?.message == "vault format version 4 is newer than this lifeboat's (3)")
         #expect(throws: LifeboatError.self) { _ = try Vault(root: try temporaryDirectory()) }
     }
 
