@@ -152,14 +152,15 @@ public enum Drill {
     /// Waits for the worker, taking stop signals (blocked in every thread, main.swift) with
     /// sigtimedwait: a signal or the deadline sends it SIGTERM (it unmounts and exits), and a
     /// minute later SIGKILL (its namespaces go with it). Returns why it was stopped, if it was.
-    /// `whileWaiting` runs each turn until it returns true (the --keep notice).
+    /// `whileWaiting` runs each turn until it returns true (the --keep notice); from then on
+    /// the deadline no longer applies.
     static func superviseWorker(_ pid: pid_t, worker: pid_t?, timeout: TimeInterval, logger: Logger,
                                 whileWaiting: (() -> Bool)? = nil) -> String? {
         var whileWaiting = whileWaiting
         var set = sigset_t()
         sigemptyset(&set)
         for s in [SIGINT, SIGTERM, SIGHUP] { sigaddset(&set, s) }
-        let deadline = Date().addingTimeInterval(timeout)
+        var deadline = Date().addingTimeInterval(timeout)
         var stopReason: String?
         var termSentAt: Date?
         var killed = false
@@ -172,7 +173,11 @@ public enum Drill {
                 }
                 return stopReason
             }
-            if let w = whileWaiting, w() { whileWaiting = nil }
+            if let w = whileWaiting, w() {
+                // Kept: the plan's timeout bounded the checks; the targets stay until a stop signal.
+                whileWaiting = nil
+                deadline = .distantFuture
+            }
             var wait = timespec(tv_sec: 0, tv_nsec: 100_000_000)
             let signal = sigtimedwait(&set, nil, &wait)
             if stopReason == nil {

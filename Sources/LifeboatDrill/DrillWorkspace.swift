@@ -86,12 +86,34 @@ public struct DrillWorkspace: Sendable {
         for mountpoint in Self.mountpoints(under: directory).reversed() {
             if umount2(mountpoint, Int32(MNT_DETACH)) == 0 { removed.append("unmounted \(mountpoint)") }
         }
-        for (device, backing) in Self.loopDevices(backedUnder: directory) {
-            let r = try? Subprocess.run(["/sbin/losetup", "-d", device], log: "/dev/null", timeout: 30, cancellation: Cancellation())
-            removed.append(r?.succeeded == true ? "detached \(device) (\(backing))" : "could not detach \(device) (\(backing))")
-        }
         if let pin = record?.pin, unlink(pin) == 0 { removed.append("unpinned \(pin)") }
-        if (try? FileManager.default.removeItem(atPath: directory)) != nil { removed.append("removed \(directory)") }
+        // A worker that died leaves its mount namespace to the kernel, which tears it down a
+        // moment later: until then its mountpoints here cannot be removed (EBUSY, whatever the
+        // namespace) and its loop devices stay attached. So: detach and remove until both go.
+        var detached: Set<String> = []
+        let deadline = Date().addingTimeInterval(10)
+        while true {
+            for (device, backing) in Self.loopDevices(backedUnder: directory) where !detached.contains(device) {
+                let r = try? Subprocess.run(["/sbin/losetup", "-d", device], log: "/dev/null", timeout: 30, cancellation: Cancellation())
+                if r?.succeeded == true {
+                    detached.insert(device)
+                    removed.append("detached \(device) (\(backing))")
+                }
+            }
+            do {
+                try FileManager.default.removeItem(atPath: directory)
+                removed.append("removed \(directory)")
+                break
+            } catch {
+                if !FileManager.default.fileExists(atPath: directory) { break }
+                if Date() > deadline {
+                    let loops = Self.loopDevices(backedUnder: directory).map(\.device)
+                    removed.append("could not remove \(directory): \(error.localizedDescription)" + (loops.isEmpty ? "" : "; still attached: \(loops.joined(separator: ", "))"))
+                    break
+                }
+                usleep(100_000)
+            }
+        }
         return removed
     }
 

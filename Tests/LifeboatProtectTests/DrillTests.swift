@@ -299,6 +299,35 @@ struct DrillTests {
         q.waitUntilExit()
         #expect(q.terminationStatus == 70)
         s.expectNothingLeft("after kill -9 of the worker")
+        // --keep: once the checks are done the targets stay, past the plan's timeout (it bounds
+        // the checks), inside the worker's namespaces the printed nsenter command enters; a stop
+        // signal then ends the drill with its verdict and cleans up.
+        let keepPlan = try s.plan("keep", "timeout: 4s\ndisks:\n  d0:\n    checks: [fsck]\n")
+        let keepLog = s.t.root + "/keep.log"
+        FileManager.default.createFile(atPath: keepLog, contents: nil)
+        let kept = Process()
+        kept.executableURL = URL(fileURLWithPath: lifeboatBinary)
+        kept.arguments = ["drill", keepPlan, "--keep", "--vault", s.t.vault, "--work-dir", s.drills]
+        kept.standardOutput = FileHandle.nullDevice
+        kept.standardError = FileHandle(forWritingAtPath: keepLog)
+        try kept.run()
+        var notice = ""
+        let keepDeadline = Date().addingTimeInterval(30)
+        while Date() < keepDeadline, kept.isRunning, !notice.contains("targets kept") {
+            usleep(100_000)
+            notice = (try? String(contentsOfFile: keepLog, encoding: .utf8)) ?? ""
+        }
+        let enter = notice.firstRange(of: /nsenter -t (\d+) -m -n -p/).map { String(notice[$0]) } ?? ""
+        #expect(!enter.isEmpty, "\(notice)")
+        // Exactly the printed command (its PID namespace has its own /proc).
+        let inside = try run(enter.split(separator: " ").map(String.init) + ["cat", "/proc/self/mountinfo"])
+        #expect(inside.stdout.contains(s.drills + "/") && inside.stdout.contains("ext4"), "the kept target is mounted inside: \(inside.stdout)\(inside.stderr) — \(notice)")
+        sleep(5)
+        #expect(kept.isRunning, "a kept drill outlives the plan's timeout")
+        kill(kept.processIdentifier, SIGINT)
+        kept.waitUntilExit()
+        #expect(kept.terminationStatus == 0, "\((try? String(contentsOfFile: keepLog, encoding: .utf8)) ?? "")")
+        s.expectNothingLeft("after --keep and a stop signal")
         // The plan's timeout and a check's timeout.
         let timeout = try s.plan("timeout", "timeout: 3s\ndisks:\n  d0:\n    checks:\n      - script: {run: 'sleep 60'}\n")
         let r = try s.drill(timeout)
