@@ -86,7 +86,8 @@ final class DrillTarget {
 
     private func mountPoint(vault: Vault) throws {
         let lsn = LSN(spec.point.lsn)
-        let view = try PointViewFilesystem(vault: vault, lsn: lsn, vhd: false, overlayDirectory: FilePath(ws.overlayDirectory))
+        let view = try PointViewFilesystem(vault: vault, lsn: lsn, vhd: false, overlayDirectory: FilePath(ws.overlayDirectory),
+                                           excluding: Set(spec.dropped.map { LSN($0) }))
         self.view = view
         let session = try FUSESession(filesystem: view, mountpoint: ws.targetDirectory,
                                       options: ["fsname=lifeboat-drill", "subtype=lifeboat", "default_permissions"])

@@ -14,6 +14,8 @@ public enum Explorer {
         case everyFlush
         case sample(Int)
         case bisect
+        /// Crash states inside flush intervals (reference §4.4, "skip"): `count` of them, from `seed`.
+        case dropUnflushed(count: Int, seed: UInt64)
     }
 
     public struct Step: Codable, Sendable {
@@ -22,6 +24,8 @@ public enum Explorer {
         /// `disk/check: message` for each failed check, or the infrastructure error.
         public var findings: [String]
         public var seconds: Double
+        /// The unflushed writes (LSNs) left out of this crash state (`--drop-unflushed`).
+        public var dropped: [UInt64]?
     }
 
     public struct Write: Codable, Sendable {
@@ -38,8 +42,13 @@ public enum Explorer {
         public var mode: String
         /// Flush boundaries in (from, to], `to` included.
         public var boundaries: Int
+        /// With `--drop-unflushed`: how many crash states the flush intervals hold in all
+        /// (Int.max standing for "more than that").
+        public var crashStates: Int?
         public var steps: [Step]
         public var firstFailingLSN: UInt64?
+        /// With `--drop-unflushed`: the writes the first failing crash state left out.
+        public var firstFailingDropped: [UInt64]?
         public var lastPassingLSN: UInt64?
         /// The writes after the last passing boundary up to the first failing one.
         public var writesBetween: [Write]
@@ -48,24 +57,38 @@ public enum Explorer {
         public var result: DrillReport.Result { error != nil ? .error : firstFailingLSN != nil ? .failed : .passed }
 
         public func text() -> String {
-            var lines = ["explored \(steps.count) of \(boundaries) flush boundar\(boundaries == 1 ? "y" : "ies") in LSN \(fromLSN)…\(toLSN) (\(mode))"]
+            var lines = [crashStates.map { "checked \(steps.count) of \($0 == Int.max ? "over 2^62" : String($0)) crash state\($0 == 1 ? "" : "s") inside the flush intervals in LSN \(fromLSN)…\(toLSN) (\(mode))" }
+                ?? "explored \(steps.count) of \(boundaries) flush boundar\(boundaries == 1 ? "y" : "ies") in LSN \(fromLSN)…\(toLSN) (\(mode))"]
             for s in steps {
-                lines.append("  LSN " + pad(String(s.lsn), 10) + pad(s.result.rawValue, 8) + pad(describeDuration(s.seconds), 10) + s.findings.joined(separator: "; "))
+                let dropped = s.dropped.map { "without " + Self.list($0) + " " } ?? ""
+                lines.append("  LSN " + pad(String(s.lsn), 10) + pad(s.result.rawValue, 8) + pad(describeDuration(s.seconds), 10) + dropped + s.findings.joined(separator: "; "))
             }
             if let error { lines.append("error: \(error)") }
-            if let bad = firstFailingLSN {
+            if let bad = firstFailingLSN, let dropped = firstFailingDropped {
+                lines.append("first failing crash state: LSN \(bad) without the unflushed \(Self.list(dropped)): the application relied on writes no flush had made durable")
+                lines.append("writes since the previous flush (\(writesBetween.count)\(writesBetween.count == 64 ? "+" : "")):")
+                for w in writesBetween {
+                    lines.append("  LSN \(w.lsn): \(w.disk) blocks \(w.firstBlock)…\(w.firstBlock + UInt64(w.blocks) - 1) (byte offset \(w.firstBlock * 4096), \(w.blocks * 4) KiB)" + (dropped.contains(w.lsn) ? " — dropped" : ""))
+                }
+            } else if let bad = firstFailingLSN {
                 lines.append("first failing boundary: LSN \(bad); last passing: LSN \(lastPassingLSN.map(String.init) ?? "none")")
                 lines.append("writes between them (\(writesBetween.count)\(writesBetween.count == 64 ? "+" : "")):")
                 for w in writesBetween {
                     lines.append("  LSN \(w.lsn): \(w.disk) blocks \(w.firstBlock)…\(w.firstBlock + UInt64(w.blocks) - 1) (byte offset \(w.firstBlock * 4096), \(w.blocks * 4) KiB)")
                 }
+            } else if crashStates == 0 {
+                lines.append("no flush interval holds two or more writes: no crash state to check")
             } else if error == nil {
-                lines.append("no checked boundary failed")
+                lines.append(crashStates == nil ? "no checked boundary failed" : "no checked crash state failed")
             }
             return lines.joined(separator: "\n")
         }
 
         public func json() throws -> Data { try ReportJSON.encoder().encode(self) }
+
+        static func list(_ lsns: [UInt64]) -> String {
+            (lsns.count == 1 ? "write LSN " : "writes LSN ") + lsns.map(String.init).joined(separator: ", ")
+        }
     }
 
     public static func run(plan original: DrillPlan, vault: Vault, from: String, to: String, mode: Mode,
@@ -85,17 +108,20 @@ public enum Explorer {
         case .everyFlush: modeName = "every flush"
         case .sample(let n): modeName = "sample of \(n)"
         case .bisect: modeName = "bisect"
+        case .dropUnflushed(let n, let seed): modeName = "\(n) crash state\(n == 1 ? "" : "s") with unflushed writes dropped, seed \(seed)"
         }
         var report = Report(plan: plan.path, fromLSN: fromLSN.rawValue, toLSN: toLSN.rawValue, mode: modeName, boundaries: boundaries.count,
                             steps: [], writesBetween: [])
         let names = Dictionary(uniqueKeysWithValues: try vault.disks().map { ($0.id, $0.name) })
 
-        func check(_ lsn: LSN) -> Bool? {
+        func check(_ lsn: LSN, dropping dropped: [LSN]? = nil) -> Bool? {
             let start = Date()
-            logger.notice("checking LSN \(lsn)")
-            let spec = WorkerSpec(vault: vault.root.string, point: DrilledPoint(id: nil, lsn: lsn.rawValue), plan: plan, digests: [:], keep: false)
+            let without = dropped.map { " without " + Report.list($0.map(\.rawValue)) } ?? ""
+            logger.notice("checking LSN \(lsn)\(without)")
+            let spec = WorkerSpec(vault: vault.root.string, point: DrilledPoint(id: nil, lsn: lsn.rawValue), plan: plan, digests: [:], keep: false,
+                                  dropped: dropped?.map(\.rawValue) ?? [])
             let (result, failure) = Drill.runWorker(spec: spec, vault: vault, lsn: lsn, options: options, timeout: plan.timeout, logger: logger)
-            var step = Step(lsn: lsn.rawValue, result: .passed, findings: [], seconds: Date().timeIntervalSince(start))
+            var step = Step(lsn: lsn.rawValue, result: .passed, findings: [], seconds: Date().timeIntervalSince(start), dropped: dropped?.map(\.rawValue))
             if let error = failure ?? result?.error {
                 step.result = .error
                 step.findings = [error]
@@ -112,6 +138,7 @@ public enum Explorer {
 
         var lastPassing: LSN? = fromLSN
         var firstFailing: LSN?
+        var writesFrom: LSN?  // where the writes shown with the first failure start, when not after lastPassing
         switch mode {
         case .everyFlush, .sample:
             var chosen = boundaries
@@ -146,11 +173,31 @@ public enum Explorer {
                 firstFailing = boundaries[hi]
                 lastPassing = lo >= 0 ? boundaries[lo] : fromLSN
             }
+        case .dropUnflushed(let count, let seed):
+            let writes = try vault.writes(in: fromLSN.next...toLSN, limit: .max)
+            var intervals: [CrashStates.Interval] = []
+            var opening = fromLSN
+            for closing in boundaries {
+                let unflushed = Set(writes.lazy.filter { $0.lsn > opening && $0.lsn < closing }.map(\.lsn)).sorted()
+                if unflushed.count >= 2 { intervals.append(CrashStates.Interval(closingLSN: closing, writes: unflushed)) }
+                opening = closing
+            }
+            report.crashStates = CrashStates.total(intervals)
+            for state in CrashStates.choose(from: intervals, count: count, seed: seed) {
+                guard let passed = check(state.closingLSN, dropping: state.dropped) else { break }
+                if !passed {
+                    firstFailing = state.closingLSN
+                    report.firstFailingDropped = state.dropped.map(\.rawValue)
+                    lastPassing = nil  // not a boundary search: no passing state is implied
+                    writesFrom = intervals.first { $0.closingLSN == state.closingLSN }?.writes.first
+                    break
+                }
+            }
         }
         if let bad = firstFailing {
             report.firstFailingLSN = bad.rawValue
             report.lastPassingLSN = lastPassing?.rawValue
-            let after = lastPassing.map { $0.next } ?? LSN(1)
+            let after = writesFrom ?? lastPassing.map { $0.next } ?? LSN(1)
             if after <= bad {
                 report.writesBetween = try vault.writes(in: after...bad).map {
                     Write(lsn: $0.lsn.rawValue, disk: names[$0.disk] ?? "\($0.disk)", firstBlock: $0.block.rawValue, blocks: $0.count)
@@ -158,5 +205,66 @@ public enum Explorer {
             }
         }
         return report
+    }
+}
+
+/// The crash states `drill explore --drop-unflushed` checks. Inside a flush interval — after
+/// one flush, before the next — a crash may lose any of the writes made since the first
+/// flush: a state keeps everything up to the opening flush and drops a proper, non-empty
+/// subset of the interval's writes. When all such states number at most `count`, each is
+/// checked; otherwise `count` are drawn at random from `seed` (the same seed over the same
+/// vault draws the same states, so a failure can be replayed).
+enum CrashStates {
+    struct Interval {
+        /// The flush (or the `--to` point) that closes the interval: the state is read there.
+        var closingLSN: LSN
+        /// The write records after the opening flush, oldest first (at least two).
+        var writes: [LSN]
+    }
+
+    struct State: Equatable {
+        var closingLSN: LSN
+        var dropped: [LSN]
+    }
+
+    /// The number of crash states: 2^n - 2 per interval of n writes (Int.max when past it).
+    static func total(_ intervals: [Interval]) -> Int {
+        intervals.reduce(0) { sum, i in
+            let states = i.writes.count >= 62 ? Int.max : (1 << i.writes.count) - 2
+            let (total, overflow) = sum.addingReportingOverflow(states)
+            return overflow ? Int.max : total
+        }
+    }
+
+    static func choose(from intervals: [Interval], count: Int, seed: UInt64) -> [State] {
+        if total(intervals) <= count {
+            return intervals.flatMap { i in
+                (1..<((1 << i.writes.count) - 1)).map { mask in
+                    State(closingLSN: i.closingLSN, dropped: i.writes.indices.filter { mask & (1 << $0) != 0 }.map { i.writes[$0] })
+                }
+            }
+        }
+        var random = SplitMix64(seed: seed)
+        return (0..<count).map { _ in
+            let i = intervals[Int(random.next() % UInt64(intervals.count))]
+            while true {
+                let dropped = i.writes.filter { _ in random.next() & 1 == 1 }
+                if !dropped.isEmpty && dropped.count < i.writes.count { return State(closingLSN: i.closingLSN, dropped: dropped) }
+            }
+        }
+    }
+}
+
+/// SplitMix64 (Steele, Lea, Flood 2014): a seeded generator whose draws are the same on every
+/// machine and release, unlike the system generator.
+struct SplitMix64: RandomNumberGenerator {
+    private var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
     }
 }

@@ -9,6 +9,9 @@ struct WorkerSpec: Codable {
     var digests: [String: String]
     /// Keep the targets mounted after the checks until a stop signal (`drill --keep`).
     var keep: Bool
+    /// Write records (LSNs) left out of the target: an exploration's crash state with
+    /// unflushed writes dropped (`drill explore --drop-unflushed`).
+    var dropped: [UInt64] = []
 }
 
 /// What the worker found (`result.json`).

@@ -49,8 +49,9 @@ public final class PointViewFilesystem: FUSEFilesystem, @unchecked Sendable {
     /// Serializes overlay writes per filesystem (block read-modify-write); reads don't take it.
     private let writeLock = NSLock()
 
-    public init(vault: Vault, lsn: LSN, vhd: Bool, overlayDirectory: FilePath?) throws {
-        workers = try ViewWorkerPool(vault: vault, lsn: lsn)
+    /// `excluding`: write records to act as if they never happened (PointReader).
+    public init(vault: Vault, lsn: LSN, vhd: Bool, overlayDirectory: FilePath?, excluding: Set<LSN> = []) throws {
+        workers = try ViewWorkerPool(vault: vault, lsn: lsn, excluding: excluding)
         let now = Date().timeIntervalSince1970
         modified = timespec(tv_sec: Int(now), tv_nsec: 0)
         disks = try vault.disks().map { d in
@@ -207,18 +208,20 @@ final class ViewWorker {
 final class ViewWorkerPool: @unchecked Sendable {
     private let vault: Vault
     private let lsn: LSN
+    private let excluded: Set<LSN>
     private let lock = NSLock()
     private var idle: [ViewWorker]
 
-    init(vault: Vault, lsn: LSN) throws {
+    init(vault: Vault, lsn: LSN, excluding excluded: Set<LSN>) throws {
         self.vault = vault
         self.lsn = lsn
-        idle = [ViewWorker(reader: try PointReader(vault: vault, lsn: lsn))]  // opens now: a bad point fails the mount
+        self.excluded = excluded
+        idle = [ViewWorker(reader: try PointReader(vault: vault, lsn: lsn, excluding: excluded))]  // opens now: a bad point fails the mount
         idle.reserveCapacity(64)
     }
 
     func with<T>(_ body: (ViewWorker) throws -> T) throws -> T {
-        let worker = try lock.withLock { idle.popLast() } ?? ViewWorker(reader: PointReader(vault: vault, lsn: lsn))
+        let worker = try lock.withLock { idle.popLast() } ?? ViewWorker(reader: PointReader(vault: vault, lsn: lsn, excluding: excluded))
         defer { lock.withLock { idle.append(worker) } }
         return try body(worker)
     }

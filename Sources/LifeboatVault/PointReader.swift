@@ -33,7 +33,26 @@ public final class PointReader {
         layer.copyBlock(entry, from: frame, into: out)
     }
 
-    public init(vault: Vault, lsn: LSN) throws {
+    /// Write records (by LSN) this reader acts as if they never happened: the crash states a
+    /// drill exploration builds by dropping writes that no flush had made durable yet.
+    private let excluded: Set<LSN>
+
+    /// The newest version of `block` at this point, in the newest layer that has one, skipping
+    /// excluded writes (their block then reads as it was before them).
+    private func newestEntry(disk: DiskID, block: BlockIndex) -> (LayerEntry, LayerReader)? {
+        var bound = lsn
+        for layer in layers {
+            while let entry = layer.lookup(disk: disk, block: block, atOrBefore: bound) {
+                guard excluded.contains(entry.lsn) else { return (entry, layer) }
+                guard entry.lsn.rawValue > 0 else { return nil }
+                bound = LSN(entry.lsn.rawValue - 1)
+            }
+        }
+        return nil
+    }
+
+    public init(vault: Vault, lsn: LSN, excluding excluded: Set<LSN> = []) throws {
+        self.excluded = excluded
         let (base, last) = try vault.lsnRange()
         guard lsn >= base, lsn <= last else {
             throw LifeboatError(.notFound, "LSN \(lsn) is outside what the vault holds (\(base)…\(last))", path: vault.root.string)
@@ -70,11 +89,9 @@ public final class PointReader {
 
     /// Reads block `block` of `disk` at this point into `out` (4096 bytes).
     public func readBlock(disk: DiskID, block: BlockIndex, into out: UnsafeMutableRawBufferPointer) throws {
-        for layer in layers {
-            if let entry = layer.lookup(disk: disk, block: block, atOrBefore: lsn) {
-                try copy(entry, of: layer, into: out)
-                return
-            }
+        if let (entry, layer) = newestEntry(disk: disk, block: block) {
+            try copy(entry, of: layer, into: out)
+            return
         }
         guard let base = bases[disk] else { throw LifeboatError(.notFound, "no disk \(disk) in this vault") }
         do { try base.readAll(at: block.byteOffset.rawValue, into: out, zeroFillPastEOF: true) } catch {
@@ -116,16 +133,12 @@ public final class PointReader {
         }
         for k in 0..<count {
             let block = BlockIndex(first + UInt64(k))
-            var found = false
-            for layer in layers {
-                if let entry = layer.lookup(disk: disk, block: block, atOrBefore: lsn) {
-                    try flushRun(upTo: k)
-                    try copy(entry, of: layer, into: UnsafeMutableRawBufferPointer(rebasing: buffer[(k << BlockSize.shift)..<((k + 1) << BlockSize.shift)]))
-                    found = true
-                    break
-                }
+            if let (entry, layer) = newestEntry(disk: disk, block: block) {
+                try flushRun(upTo: k)
+                try copy(entry, of: layer, into: UnsafeMutableRawBufferPointer(rebasing: buffer[(k << BlockSize.shift)..<((k + 1) << BlockSize.shift)]))
+            } else if runStart == nil {
+                runStart = k
             }
-            if !found && runStart == nil { runStart = k }
         }
         try flushRun(upTo: count)
     }

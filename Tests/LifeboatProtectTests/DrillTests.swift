@@ -399,4 +399,54 @@ struct DrillTests {
         #expect(sample.status == 1, "the `to` point is among the sampled boundaries and fails")
         #expect(sample.stdout.contains("explored 3 of"), "\(sample.stdout)")
     }
+
+    /// A writer that puts a record's data and then its commit mark with no flush between them
+    /// passes at every flush boundary; a crash inside the interval can lose the data and keep
+    /// the mark. `--drop-unflushed` checks those states and names the dropped write.
+    @Test func droppingUnflushedWritesFindsAMissingFlush() throws {
+        let t = try TestSite(disks: [("d0", "16M")], withVault: true)
+        defer { t.cleanup() }
+        _ = try t.startProtect(["--point-interval", "60", "--seal-interval", "1"])
+        try check(lifeboat("checkpoint", "--site", t.site, "--label", "from"))
+        let h = try FileDescriptor.open(t.image("d0"), .readWrite)
+        func put(_ block: Int64, _ text: String) throws {
+            _ = try h.writeAll(toAbsoluteOffset: block * 4096, Array(text.utf8) + [UInt8](repeating: 0, count: 4096 - text.utf8.count))
+        }
+        for round in 1...2 {
+            try put(1, "DATA \(round)")
+            try put(0, "COMMIT \(round)")  // the bug: no fsync between the data and its mark
+            fsync(h.rawValue)
+        }
+        try h.close()
+        try check(lifeboat("checkpoint", "--site", t.site, "--label", "to"))
+        let points = try lifeboat("points", "--vault", t.vault, "--json")
+        let ids = (try JSONSerialization.jsonObject(with: Data(points.stdout.utf8)) as? [[String: Any]] ?? []).compactMap { $0["id"] as? Int }
+        #expect(ids.count == 2)
+        let script = t.root + "/committed-data-present.sh"
+        try """
+            c=$(head -c 4096 "$LIFEBOAT_IMAGE" | tr -d '\\000'); d=$(dd if="$LIFEBOAT_IMAGE" bs=4096 skip=1 count=1 2>/dev/null | tr -d '\\000')
+            [ -z "$c" ] || [ "${c#COMMIT }" = "${d#DATA }" ] || { echo "mark '$c' without its data (block 1: '$d')"; exit 1; }
+            """.write(toFile: script, atomically: true, encoding: .utf8)
+        let plan = t.root + "/app.yaml"
+        try "disks:\n  d0:\n    filesystem: none\n    checks:\n      - script: {run: 'sh \(script)'}\n".write(toFile: plan, atomically: true, encoding: .utf8)
+        func explore(_ mode: [String]) throws -> (CommandResult, [String: Any]) {
+            let json = t.root + "/explore.json"
+            let r = try run([lifeboatBinary, "drill", "explore", plan, "--vault", t.vault, "--from", String(ids[0]), "--to", String(ids[1]),
+                             "--json", json, "--work-dir", t.root + "/drills"] + mode)
+            return (r, try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: json))) as? [String: Any] ?? [:])
+        }
+        let (boundaries, _) = try explore(["--every-flush"])
+        #expect(boundaries.status == 0, "every flush boundary is consistent: \(boundaries.stdout)\(boundaries.stderr)")
+        let (r, report) = try explore(["--drop-unflushed", "10", "--seed", "7"])
+        #expect(r.status == 1, "\(r.stdout)\(r.stderr)")
+        // Two intervals of two writes: 2 × 2 states, all of them checkable, in order; the first
+        // drops the first DATA write and keeps its COMMIT.
+        let writes = report["writesBetween"] as? [[String: Any]] ?? []
+        #expect(writes.map { ($0["firstBlock"] as? NSNumber)?.intValue } == [1, 0], "\(writes)")
+        let dataLSN = (writes.first?["lsn"] as? NSNumber)?.uint64Value
+        #expect((report["firstFailingDropped"] as? [NSNumber])?.map(\.uint64Value) == dataLSN.map { [$0] }, "\(report)")
+        #expect(r.stdout.contains("first failing crash state") && r.stdout.contains("— dropped") && r.stdout.contains("mark 'COMMIT 1' without its data"), "\(r.stdout)")
+        #expect(r.stdout.contains("checked 1 of 4 crash states"), "\(r.stdout)")
+        #expect((report["steps"] as? [Any])?.count == 1)
+    }
 }

@@ -1,0 +1,38 @@
+import LifeboatCore
+import Testing
+@testable import LifeboatDrill
+
+@Suite struct CrashStatesTests {
+    static func lsns(_ values: ClosedRange<UInt64>) -> [LSN] { values.map { LSN($0) } }
+
+    /// Few enough states: every proper, non-empty subset of every interval, once each, in order.
+    @Test func fewStatesAreAllChecked() {
+        let intervals = [CrashStates.Interval(closingLSN: LSN(10), writes: Self.lsns(1...2)),
+                         CrashStates.Interval(closingLSN: LSN(20), writes: Self.lsns(11...13))]
+        #expect(CrashStates.total(intervals) == 2 + 6)
+        let states = CrashStates.choose(from: intervals, count: 8, seed: 1)
+        #expect(states.count == 8)
+        #expect(Set(states.map { "\($0.closingLSN):\($0.dropped)" }).count == 8)
+        #expect(states.first == CrashStates.State(closingLSN: LSN(10), dropped: [LSN(1)]))
+        for s in states {
+            let writes = intervals.first { $0.closingLSN == s.closingLSN }!.writes
+            #expect(!s.dropped.isEmpty && s.dropped.count < writes.count && s.dropped.allSatisfy(writes.contains))
+        }
+    }
+
+    /// Many states: `count` drawn from the seed — the same seed draws the same states.
+    @Test func manyStatesAreDrawnReproducibly() {
+        let intervals = [CrashStates.Interval(closingLSN: LSN(100), writes: Self.lsns(1...40)),
+                         CrashStates.Interval(closingLSN: LSN(200), writes: Self.lsns(101...170))]
+        #expect(CrashStates.total(intervals) == Int.max)
+        let a = CrashStates.choose(from: intervals, count: 20, seed: 42)
+        #expect(a.count == 20)
+        #expect(a == CrashStates.choose(from: intervals, count: 20, seed: 42))
+        #expect(a != CrashStates.choose(from: intervals, count: 20, seed: 43))
+        #expect(Set(a.map(\.closingLSN)).count == 2, "both intervals are drawn from")
+        for s in a {
+            let writes = intervals.first { $0.closingLSN == s.closingLSN }!.writes
+            #expect(!s.dropped.isEmpty && s.dropped.count < writes.count && s.dropped.allSatisfy(writes.contains))
+        }
+    }
+}
