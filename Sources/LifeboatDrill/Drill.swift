@@ -105,7 +105,11 @@ public enum Drill {
         let pid: pid_t
         do {
             try ws.save(record, to: ws.recordPath)
-            record.pin = try vault.pin(lsn: lsn).path
+            // Prune merges no layer past the pin. With dropped writes the target also reads
+            // older versions, so the pin goes before the first of them: merged into the base,
+            // a dropped write could no longer be left out.
+            let pinned = spec.dropped.min().map { LSN($0 - 1) }.map { min($0, lsn) } ?? lsn
+            record.pin = try vault.pin(lsn: pinned).path
             try ws.save(record, to: ws.recordPath)
             try ws.save(spec, to: ws.specPath)
             // setpriv: unshare dies with us; --kill-child: the worker then gets SIGTERM and

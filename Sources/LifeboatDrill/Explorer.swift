@@ -175,12 +175,16 @@ public enum Explorer {
             }
         case .dropUnflushed(let count, let seed):
             let writes = try vault.writes(in: fromLSN.next...toLSN, limit: .max)
+            // One pass: `writes` come in LSN order (a record over several runs appears once per run).
             var intervals: [CrashStates.Interval] = []
-            var opening = fromLSN
+            var next = 0
             for closing in boundaries {
-                let unflushed = Set(writes.lazy.filter { $0.lsn > opening && $0.lsn < closing }.map(\.lsn)).sorted()
+                var unflushed: [LSN] = []
+                while next < writes.count, writes[next].lsn < closing {
+                    if unflushed.last != writes[next].lsn { unflushed.append(writes[next].lsn) }
+                    next += 1
+                }
                 if unflushed.count >= 2 { intervals.append(CrashStates.Interval(closingLSN: closing, writes: unflushed)) }
-                opening = closing
             }
             report.crashStates = CrashStates.total(intervals)
             for state in CrashStates.choose(from: intervals, count: count, seed: seed) {
