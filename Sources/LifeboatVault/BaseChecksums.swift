@@ -105,11 +105,13 @@ extension Vault {
 
     /// Bases of vaults made before format 3 have no checksums: they are computed once, from the
     /// bases as they are, under the writer lock (so no prune changes a base meanwhile).
+    /// A missing base is left to `vault verify` and the readers to report.
     func createMissingBaseChecksums() throws {
-        let missing = try disks().filter { !FileManager.default.fileExists(atPath: baseChecksumsPath($0.id).string) }
+        let fm = FileManager.default
+        let missing = try disks().filter { !fm.fileExists(atPath: baseChecksumsPath($0.id).string) && fm.fileExists(atPath: basePath($0.id).string) }
         guard !missing.isEmpty else { return }
         try withWriterLock {
-            for d in missing where !FileManager.default.fileExists(atPath: baseChecksumsPath(d.id).string) {
+            for d in missing where !fm.fileExists(atPath: baseChecksumsPath(d.id).string) {
                 let base: FileDescriptor
                 do { base = try FileDescriptor.open(basePath(d.id), .readOnly, options: [.closeOnExec]) } catch {
                     throw LifeboatError.system(error as? Errno ?? .ioError, "cannot open the base of disk '\(d.name)'", path: basePath(d.id).string)
