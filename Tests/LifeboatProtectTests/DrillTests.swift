@@ -353,23 +353,39 @@ struct DrillTests {
     }
 
     /// A writer that breaks its own invariant at one fsync: exploration finds that boundary.
-    @Test func explorationFindsTheFirstFailingFlush() throws {
+    /// A protected 16 MiB raw disk with a point, `writes` made on it, and a second point: the
+    /// site and the two points' ids.
+    static func explorationSite(_ writes: (FileDescriptor) throws -> Void) throws -> (TestSite, [Int]) {
         let t = try TestSite(disks: [("d0", "16M")], withVault: true)
-        defer { t.cleanup() }
-        _ = try t.startProtect(["--point-interval", "60", "--seal-interval", "1"])
-        try check(lifeboat("checkpoint", "--site", t.site, "--label", "from"))
-        let h = try FileDescriptor.open(t.image("d0"), .readWrite)
-        for round in 1...12 {
-            let text = round == 7 ? "BAD" : "GOOD \(round)"
-            let block = round == 7 ? 0 : round
-            _ = try h.writeAll(toAbsoluteOffset: Int64(block) * 4096, Array(text.utf8) + [UInt8](repeating: 0, count: 4096 - text.utf8.count))
-            fsync(h.rawValue)
+        do {
+            _ = try t.startProtect(["--point-interval", "60", "--seal-interval", "1"])
+            try check(lifeboat("checkpoint", "--site", t.site, "--label", "from"))
+            let h = try FileDescriptor.open(t.image("d0"), .readWrite)
+            try h.closeAfter { try writes(h) }
+            try check(lifeboat("checkpoint", "--site", t.site, "--label", "to"))
+            let points = try lifeboat("points", "--vault", t.vault, "--json")
+            let ids = (try JSONSerialization.jsonObject(with: Data(points.stdout.utf8)) as? [[String: Any]] ?? []).compactMap { $0["id"] as? Int }
+            guard ids.count == 2 else { throw TestFailure("expected the two points: \(points.stdout)") }
+            return (t, ids)
+        } catch {
+            t.cleanup()
+            throw error
         }
-        try h.close()
-        try check(lifeboat("checkpoint", "--site", t.site, "--label", "to"))
-        let points = try lifeboat("points", "--vault", t.vault, "--json")
-        let ids = (try JSONSerialization.jsonObject(with: Data(points.stdout.utf8)) as? [[String: Any]] ?? []).compactMap { $0["id"] as? Int }
-        #expect(ids.count == 2)
+    }
+
+    /// Writes `text` at the start of `block`, the rest of the block zeros.
+    static func put(_ h: FileDescriptor, block: Int64, _ text: String) throws {
+        _ = try h.writeAll(toAbsoluteOffset: block * 4096, Array(text.utf8) + [UInt8](repeating: 0, count: 4096 - text.utf8.count))
+    }
+
+    @Test func explorationFindsTheFirstFailingFlush() throws {
+        let (t, ids) = try Self.explorationSite { h in
+            for round in 1...12 {
+                try Self.put(h, block: round == 7 ? 0 : Int64(round), round == 7 ? "BAD" : "GOOD \(round)")
+                fsync(h.rawValue)
+            }
+        }
+        defer { t.cleanup() }
         let plan = t.root + "/app.yaml"
         try "disks:\n  d0:\n    filesystem: none\n    checks:\n      - script: {name: no-bad-header, run: '! head -c 4096 \"$LIFEBOAT_IMAGE\" | grep -q BAD'}\n"
             .write(toFile: plan, atomically: true, encoding: .utf8)
@@ -404,24 +420,14 @@ struct DrillTests {
     /// passes at every flush boundary; a crash inside the interval can lose the data and keep
     /// the mark. `--drop-unflushed` checks those states and names the dropped write.
     @Test func droppingUnflushedWritesFindsAMissingFlush() throws {
-        let t = try TestSite(disks: [("d0", "16M")], withVault: true)
+        let (t, ids) = try Self.explorationSite { h in
+            for round in 1...2 {
+                try Self.put(h, block: 1, "DATA \(round)")
+                try Self.put(h, block: 0, "COMMIT \(round)")  // the bug: no fsync between the data and its mark
+                fsync(h.rawValue)
+            }
+        }
         defer { t.cleanup() }
-        _ = try t.startProtect(["--point-interval", "60", "--seal-interval", "1"])
-        try check(lifeboat("checkpoint", "--site", t.site, "--label", "from"))
-        let h = try FileDescriptor.open(t.image("d0"), .readWrite)
-        func put(_ block: Int64, _ text: String) throws {
-            _ = try h.writeAll(toAbsoluteOffset: block * 4096, Array(text.utf8) + [UInt8](repeating: 0, count: 4096 - text.utf8.count))
-        }
-        for round in 1...2 {
-            try put(1, "DATA \(round)")
-            try put(0, "COMMIT \(round)")  // the bug: no fsync between the data and its mark
-            fsync(h.rawValue)
-        }
-        try h.close()
-        try check(lifeboat("checkpoint", "--site", t.site, "--label", "to"))
-        let points = try lifeboat("points", "--vault", t.vault, "--json")
-        let ids = (try JSONSerialization.jsonObject(with: Data(points.stdout.utf8)) as? [[String: Any]] ?? []).compactMap { $0["id"] as? Int }
-        #expect(ids.count == 2)
         let script = t.root + "/committed-data-present.sh"
         try """
             c=$(head -c 4096 "$LIFEBOAT_IMAGE" | tr -d '\\000'); d=$(dd if="$LIFEBOAT_IMAGE" bs=4096 skip=1 count=1 2>/dev/null | tr -d '\\000')
