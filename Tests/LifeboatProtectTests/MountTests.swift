@@ -70,14 +70,14 @@ struct MountTests {
         defer { t.cleanup() }
         let protect = try t.startProtect()
         let fio = try run([
-            "fio", "--name=verify", "--filename=\(t.image("d0"))", "--rw=randwrite", "--bs=4k", "--size=64M",
+            "fio", "--name=verify", "--verify_state_save=0", "--filename=\(t.image("d0"))", "--rw=randwrite", "--bs=4k", "--size=64M",
             "--ioengine=psync", "--iodepth=1", "--numjobs=1", "--verify=crc32c", "--do_verify=1",
             "--fsync=32", "--verify_fatal=1", "--randrepeat=1", "--output-format=terse",
         ])
         #expect(fio.status == 0, "fio: \(fio.stderr)")
         let mixed = try run([
                         // Unaligned sizes from two writers, each in its own 16 MiB region.
-            "fio", "--name=mixed", "--filename=\(t.image("d0"))", "--rw=randwrite", "--bsrange=512-128k", "--size=16M", "--offset=80M",
+            "fio", "--name=mixed", "--verify_state_save=0", "--filename=\(t.image("d0"))", "--rw=randwrite", "--bsrange=512-128k", "--size=16M", "--offset=80M",
             "--offset_increment=16M", "--ioengine=psync", "--numjobs=2", "--verify=crc32c", "--do_verify=1", "--verify_fatal=1", "--output-format=terse",
         ])
         #expect(mixed.status == 0, "fio: \(mixed.stderr)")

@@ -43,7 +43,7 @@ struct ShippingTests {
         // Meanwhile a raw disk of the same group takes an fio write+verify load.
         let fio = Process()
         fio.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        fio.arguments = ["fio", "--name=load", "--filename=\(t.image("d1"))", "--rw=randwrite", "--bs=16k", "--size=48M",
+        fio.arguments = ["fio", "--name=load", "--verify_state_save=0", "--filename=\(t.image("d1"))", "--rw=randwrite", "--bs=16k", "--size=48M",
                          "--ioengine=psync", "--verify=crc32c", "--do_verify=1", "--verify_fatal=1", "--fsync=8", "--output-format=terse"]
         fio.standardOutput = FileHandle.nullDevice
         try fio.run()
