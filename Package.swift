@@ -15,19 +15,19 @@ let package = Package(
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
     ],
     targets: [
-        // C libraries from Debian, each imported by exactly one Swift module.
+        // C libraries from Debian, each imported by exactly one Swift module (CLinux, our own shim, by a few).
         .systemLibrary(name: "CFuse3", pkgConfig: "fuse3", providers: [.apt(["libfuse3-dev"])]),
         .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
         .systemLibrary(name: "CXXHash", pkgConfig: "libxxhash", providers: [.apt(["libxxhash-dev"])]),
         // CRC32C with the SSE4.2 instruction: Debian ships no C library for it (see Docs/decisions).
         .target(name: "CCRC32C"),
-        // Linux calls hidden behind _GNU_SOURCE (sync_file_range).
+        // Linux calls and constants hidden behind _GNU_SOURCE (sync_file_range, pidfd_open, OFD locks).
         .target(name: "CLinux"),
 
         .target(
             name: "LifeboatCore",
             dependencies: [
-                "CCRC32C", "CXXHash", "CZstd",
+                "CCRC32C", "CXXHash", "CZstd", "CLinux",
                 .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
@@ -38,6 +38,7 @@ let package = Package(
                            .product(name: "SystemPackage", package: "swift-system")]),
         .target(name: "LifeboatVHD", dependencies: ["LifeboatCore", .product(name: "SystemPackage", package: "swift-system")]),
         .target(name: "LifeboatFUSE", dependencies: ["CFuse3", "LifeboatCore", .product(name: "SystemPackage", package: "swift-system")]),
+        .target(name: "LifeboatQuiesce", dependencies: ["LifeboatCore"]),
         .target(name: "LifeboatProtect", dependencies: ["LifeboatCore", "LifeboatJournal", "LifeboatFUSE", "LifeboatVault", "LifeboatVHD"]),
         .target(
             name: "LifeboatDrill",
@@ -47,7 +48,7 @@ let package = Package(
         .executableTarget(
             name: "lifeboat",
             dependencies: [
-                "LifeboatProtect", "LifeboatJournal", "LifeboatCore", "LifeboatVault", "LifeboatVHD", "LifeboatDrill",
+                "LifeboatProtect", "LifeboatJournal", "LifeboatCore", "LifeboatVault", "LifeboatVHD", "LifeboatDrill", "LifeboatQuiesce",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
@@ -65,6 +66,7 @@ let package = Package(
         .testTarget(
             name: "LifeboatVaultTests",
             dependencies: ["LifeboatVault", "LifeboatJournal", "LifeboatCore", .product(name: "SystemPackage", package: "swift-system")]),
+        .testTarget(name: "LifeboatQuiesceTests", dependencies: ["LifeboatQuiesce", "LifeboatCore", "LifeboatTestSupport"]),
         .testTarget(name: "LifeboatVHDTests", dependencies: ["LifeboatVHD", "LifeboatCore", .product(name: "SystemPackage", package: "swift-system")]),
         .testTarget(
             name: "LifeboatProtectTests",

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 int clinux_start_writeback(int fd, int64_t offset, int64_t nbytes) {
@@ -33,3 +34,9 @@ int clinux_loopback_up(void) {
 int clinux_spawn_addchdir(posix_spawn_file_actions_t *actions, const char *path) {
     return posix_spawn_file_actions_addchdir_np(actions, path);
 }
+
+int clinux_pidfd_open(int pid) { return (int)syscall(SYS_pidfd_open, pid, 0); }
+
+const int clinux_f_ofd_getlk = F_OFD_GETLK;
+const int clinux_f_ofd_setlk = F_OFD_SETLK;
+const int clinux_f_ofd_setlkw = F_OFD_SETLKW;

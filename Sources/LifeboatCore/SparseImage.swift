@@ -11,7 +11,7 @@ public enum SparseImage {
     /// A new, empty sparse image of `sizeBytes` (durable).
     public static func create(_ path: FilePath, sizeBytes: Int64) throws {
         do {
-            let fd = try FileDescriptor.open(path, .writeOnly, options: [.create, .exclusiveCreate, .closeOnExec], permissions: [.ownerReadWrite, .groupRead])
+            let fd = try FileDescriptor.open(path, .writeOnly, options: [.create, .exclusiveCreate, .closeOnExec], permissions: PrivateFiles.fileMode)
             defer { try? fd.close() }
             try fd.resize(to: sizeBytes)
             try fd.fullSync()
@@ -27,7 +27,7 @@ public enum SparseImage {
         }
         defer { try? input.close() }
         let output: FileDescriptor
-        do { output = try FileDescriptor.open(destination, .writeOnly, options: [.create, .truncate], permissions: [.ownerReadWrite, .groupRead]) } catch {
+        do { output = try FileDescriptor.open(destination, .writeOnly, options: [.create, .truncate], permissions: PrivateFiles.fileMode) } catch {
             throw LifeboatError.system(error as? Errno ?? .ioError, "cannot create", path: destination.string)
         }
         defer { try? output.close() }

@@ -1,3 +1,4 @@
+internal import CLinux
 import SystemPackage
 
 #if canImport(Glibc)
@@ -54,12 +55,20 @@ extension FileDescriptor {
         lock.l_type = Int16(F_WRLCK)
         lock.l_whence = Int16(SEEK_SET)
         let fd = rawValue
-        let ofdSetLock: Int32 = 37  // F_OFD_SETLK in <bits/fcntl-linux.h>; hidden behind _GNU_SOURCE
-        switch syscallRetrying({ fcntl(fd, ofdSetLock, &lock) }) {
+        switch syscallRetrying({ fcntl(fd, clinux_f_ofd_setlk, &lock) }) {
         case .success: return true
         case .failure(.resourceTemporarilyUnavailable), .failure(.permissionDenied): return false
         case .failure(let e): throw e
         }
+    }
+
+    /// An exclusive open-file-description lock on the whole file, waited for (F_OFD_SETLKW).
+    public func lockExclusiveWaiting() throws(Errno) {
+        var lock = Glibc.flock()
+        lock.l_type = Int16(F_WRLCK)
+        lock.l_whence = Int16(SEEK_SET)
+        let fd = rawValue
+        if case .failure(let e) = syscallRetrying({ fcntl(fd, clinux_f_ofd_setlkw, &lock) }) { throw e }
     }
 
     /// Size from fstat(2).
@@ -82,7 +91,7 @@ public func syncDirectory(_ path: FilePath) throws {
 public func writeFileAtomically(_ path: FilePath, _ bytes: [UInt8]) throws(LifeboatError) {
     let tmp = FilePath(path.string + ".tmp")
     do {
-        let fd = try FileDescriptor.open(tmp, .writeOnly, options: [.create, .truncate], permissions: [.ownerReadWrite, .groupRead, .otherRead])
+        let fd = try FileDescriptor.open(tmp, .writeOnly, options: [.create, .truncate, .closeOnExec], permissions: PrivateFiles.fileMode)
         do {
             _ = try fd.writeAll(bytes)
             try fd.fullSync()
@@ -96,10 +105,43 @@ public func writeFileAtomically(_ path: FilePath, _ bytes: [UInt8]) throws(Lifeb
     } catch let e as Errno {
         throw .system(e, "cannot write file atomically", path: path.string)
     } catch {
-        throw LifeboatError(.io, "\(error)", path: path.string)
+        throw LifeboatError.wrapping(error, "cannot write file atomically", path: path.string)
     }
 }
 
 /// lseek whences from <unistd.h> hidden behind _GNU_SOURCE (the same on every Linux arch).
 public let seekData: Int32 = 3
 public let seekHole: Int32 = 4
+
+/// The whole content of a small file (configuration, state), with the errno of what failed.
+public func readWholeFile(_ path: FilePath) throws(Errno) -> [UInt8] {
+    let fd: Int32
+    switch syscallRetrying({ Glibc.open(path.string, O_RDONLY | O_CLOEXEC) }) {
+    case .success(let opened): fd = opened
+    case .failure(let e): throw e
+    }
+    defer { Glibc.close(fd) }
+    var bytes: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 65536)
+    while true {
+        let result = chunk.withUnsafeMutableBytes { buffer in syscallRetrying({ Glibc.read(fd, buffer.baseAddress, buffer.count) }) }
+        switch result {
+        case .success(0): return bytes
+        case .success(let n): bytes.append(contentsOf: chunk[0..<n])
+        case .failure(let e): throw e
+        }
+    }
+}
+
+extension FileDescriptor {
+    /// Whether another open file description holds a lock on this file (F_OFD_GETLK); works
+    /// on a read-only descriptor, so it needs no write access.
+    public func isLockedElsewhere() throws -> Bool {
+        var lock = Glibc.flock()
+        lock.l_type = Int16(F_WRLCK)
+        lock.l_whence = Int16(SEEK_SET)
+        let fd = rawValue
+        if case .failure(let e) = syscallRetrying({ fcntl(fd, clinux_f_ofd_getlk, &lock) }) { throw e }
+        return lock.l_type != Int16(F_UNLCK)
+    }
+}

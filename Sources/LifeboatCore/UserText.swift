@@ -2,14 +2,21 @@ import Foundation
 
 // What users type and read: durations, table columns, paths.
 
-/// Durations as the CLI and plan files take them: a number with s, m, h or d (`30s`, `2m`,
-/// `1.5h`, `7d`).
-public func parseDuration(_ text: String) throws -> TimeInterval {
+/// Durations as the CLI and plan files take them, one syntax everywhere: a number of seconds,
+/// or a number with s, m, h or d (`30`, `30s`, `2m`, `1.5h`, `7d`). Finite, above zero and at
+/// most ten years; anything else is refused with the reason.
+public func parseDuration(_ text: String, what: String = "duration") throws(LifeboatError) -> TimeInterval {
     let units: [Character: Double] = ["s": 1, "m": 60, "h": 3600, "d": 86400]
-    guard let unit = text.last.flatMap({ units[$0] }), let value = Double(text.dropLast()), value > 0, value.isFinite else {
-        throw LifeboatError(.invalidArgument, "'\(text)' is not a duration: use a number with s, m, h or d (e.g. 30s, 24h)")
+    let trimmed = text.trimmingCharacters(in: .whitespaces)
+    let unit = trimmed.last.flatMap { units[$0] }
+    let number = unit == nil ? Substring(trimmed) : trimmed.dropLast()
+    guard let value = Double(number), !number.isEmpty, number.allSatisfy({ $0.isNumber || $0 == "." }) else {
+        throw LifeboatError(.invalidArgument, "'\(text)' is not a \(what): use seconds, or a number with s, m, h or d (e.g. 30s, 5m, 24h)")
     }
-    return value * unit
+    let seconds = value * (unit ?? 1)
+    guard seconds > 0 else { throw LifeboatError(.invalidArgument, "'\(text)': the \(what) must be greater than 0") }
+    guard seconds.isFinite, seconds <= 10 * 365 * 86400 else { throw LifeboatError(.invalidArgument, "'\(text)': the \(what) must be at most 10 years") }
+    return seconds
 }
 
 /// `12.3 s`, `4 min 5 s`, `2 h 10 min`: durations in reports.

@@ -77,41 +77,15 @@ enum Subprocess {
         return CommandResult(status: exitStatus(status), timedOut: timedOut, seconds: Date().timeIntervalSince(start), outputTail: tail(of: log))
     }
 
-    /// Starts `argv` in a new process group with stop signals unblocked and at their defaults;
-    /// stdout and stderr go to `log` (appended), or stay ours when `log` is nil.
+    /// Starts `argv` in its own process group (ChildProcess.spawn); stdout and stderr are
+    /// appended to `log`, or stay ours when `log` is nil.
     static func spawn(_ argv: [String], environment: [String: String] = ProcessInfo.processInfo.environment, directory: String? = nil,
                       log: String?) throws -> pid_t {
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        if let log {
-            posix_spawn_file_actions_addopen(&actions, 1, log, O_WRONLY | O_CREAT | O_APPEND, 0o644)
-            posix_spawn_file_actions_adddup2(&actions, 1, 2)
-        }
-        if let directory { clinux_spawn_addchdir(&actions, directory) }
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        var empty = sigset_t()
-        sigemptyset(&empty)
-        posix_spawnattr_setsigmask(&attributes, &empty)
-        var defaults = sigset_t()
-        sigemptyset(&defaults)
-        for s in [SIGINT, SIGTERM, SIGHUP, SIGPIPE] { sigaddset(&defaults, s) }
-        posix_spawnattr_setsigdefault(&attributes, &defaults)
-        posix_spawnattr_setpgroup(&attributes, 0)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
-        let cArgs = argv.map { strdup($0) } + [nil]
-        let cEnv = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
-        defer {
-            cArgs.forEach { free($0) }
-            cEnv.forEach { free($0) }
-        }
-        var pid: pid_t = 0
-        let rc = posix_spawn(&pid, argv[0], &actions, &attributes, cArgs, cEnv)
-        guard rc == 0 else { throw LifeboatError.system(Errno(rawValue: rc), "cannot run \(argv[0])", path: argv[0]) }
-        return pid
+        guard let log else { return try ChildProcess.spawn(argv, environment: environment, directory: directory, outputFD: nil) }
+        let fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw LifeboatError.system(Errno(rawValue: errno), "cannot open the command's log", path: log) }
+        defer { close(fd) }
+        return try ChildProcess.spawn(argv, environment: environment, directory: directory, outputFD: fd)
     }
 
     /// The shell's exit status for a waitpid status: the code, or 128 + the signal.

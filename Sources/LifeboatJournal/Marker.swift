@@ -8,6 +8,8 @@ import LifeboatCore
 /// | 14+L | 4 | disk count N | then N × (4 disk id, 16 digest root: high then low, LE) |
 public struct Marker: Equatable, Sendable {
     public enum Kind: UInt8, Sendable { case crashConsistent = 1, appConsistent = 2, label = 3 }
+    /// The longest label a marker keeps; the CLI refuses longer ones.
+    public static let maxLabelBytes = 1024
     public var kind: Kind
     public var timeNanos: Int64
     public var label: String
@@ -25,7 +27,9 @@ public struct Marker: Equatable, Sendable {
         w.put(kind.rawValue)
         w.put(zeros: 3)
         w.put(timeNanos)
-        let label = Array(self.label.utf8.prefix(Int(UInt16.max)))
+        // Cut on a character boundary, so that what is written always decodes.
+        var label = Array(self.label.utf8.prefix(Int(UInt16.max)))
+        while String(validating: label, as: UTF8.self) == nil { label.removeLast() }
         w.put(UInt16(label.count))
         w.put(label)
         w.put(UInt32(digests.count))

@@ -118,7 +118,7 @@ final class SegmentPreparer: @unchecked Sendable {
     }
 
     private static func prepare(_ path: FilePath, size: Int64) throws -> Spare {
-        let fd = try FileDescriptor.open(path, .readWrite, options: [.create, .truncate, .closeOnExec], permissions: [.ownerReadWrite, .groupRead])
+        let fd = try FileDescriptor.open(path, .readWrite, options: [.create, .truncate, .closeOnExec], permissions: PrivateFiles.fileMode)
         do {
             let zeros = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 4096)
             defer { zeros.deallocate() }

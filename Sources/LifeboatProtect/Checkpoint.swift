@@ -18,17 +18,19 @@ public struct Checkpoint: Codable, Equatable, Sendable {
 
     public static func load(from state: FilePath) throws -> Checkpoint {
         let path = Self.path(in: state)
-        guard let data = FileManager.default.contents(atPath: path.string) else {
-            throw LifeboatError(.notFound, "missing checkpoint", path: path.string)
+        let data: [UInt8]
+        do { data = try readWholeFile(path) } catch {
+            throw error == .noSuchFileOrDirectory ? LifeboatError(.notFound, "missing checkpoint", path: path.string)
+                                                  : LifeboatError.system(error, "cannot read the checkpoint", path: path.string)
         }
-        do { return try JSONDecoder().decode(Checkpoint.self, from: data) } catch {
-            throw LifeboatError(.corrupt, "checkpoint is not valid: \(error)", path: path.string)
+        do { return try JSONDecoder().decode(Checkpoint.self, from: Data(data)) } catch {
+            throw LifeboatError(.corrupt, "checkpoint is not valid", path: path.string, cause: error)
         }
     }
 
     func save(in state: FilePath) throws {
         let data: Data
-        do { data = try JSONEncoder().encode(self) } catch { throw LifeboatError(.io, "\(error)") }
+        do { data = try JSONEncoder().encode(self) } catch { throw LifeboatError(.internalError, "cannot encode the checkpoint", cause: error) }
         try writeFileAtomically(Self.path(in: state), Array(data))
     }
 }

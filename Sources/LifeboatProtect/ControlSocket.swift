@@ -87,10 +87,15 @@ final class ControlServer: @unchecked Sendable {
         do {
             let request = try JSONDecoder().decode(ControlRequest.self, from: Data(line))
             guard request.op == "mark" else { throw LifeboatError(.invalidArgument, "unknown op '\(request.op)'") }
-            let kind: Marker.Kind = switch request.kind {
-            case "app-consistent": .appConsistent
-            case "label": .label
-            default: .crashConsistent
+            let kind: Marker.Kind
+            switch request.kind {
+            case "app-consistent": kind = .appConsistent
+            case "crash-consistent": kind = .crashConsistent
+            case "label": kind = .label
+            default: throw LifeboatError(.invalidArgument, "unknown point kind '\(request.kind)' (known: crash-consistent, app-consistent, label)")
+            }
+            guard request.label.utf8.count <= Marker.maxLabelBytes else {
+                throw LifeboatError(.invalidArgument, "the label is \(request.label.utf8.count) bytes; at most \(Marker.maxLabelBytes)")
             }
             let (lsn, digests) = try group.mark(kind, label: request.label)
             logger.notice("\(request.kind) point marked at LSN \(lsn)\(request.label.isEmpty ? "" : " (\(request.label))")")
@@ -106,17 +111,23 @@ final class ControlServer: @unchecked Sendable {
     }
 }
 
-/// Connects to a running protect's control socket and sends one request.
-public func sendControlRequest(site: Site, _ request: ControlRequest, timeoutSeconds: Int = 30) throws -> ControlResponse {
+/// Connects to a running protect's control socket and sends one request; waits at most
+/// `timeout` for the answer.
+public func sendControlRequest(site: Site, _ request: ControlRequest, timeout: Duration = .seconds(30)) throws -> ControlResponse {
     let path = site.stateDirectory.appending("control.sock").string
     let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
     guard fd >= 0 else { throw LifeboatError.system(Errno(rawValue: errno), "socket") }
     defer { close(fd) }
     guard connectUnix(fd, path) == 0 else {
-        throw LifeboatError(.notFound, "no running `lifeboat protect` for this site (cannot connect to its control socket)", path: path)
+        let e = Errno(rawValue: errno)
+        if e == .permissionDenied || e == .notPermitted {
+            throw LifeboatError.system(e, "cannot reach protect's control socket (it is root's)", path: path)
+        }
+        throw LifeboatError(.notFound, "no running `lifeboat protect` for this site (cannot connect to its control socket: \(e))", path: path)
     }
-    var timeout = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+    let (seconds, attoseconds) = timeout.components
+    var tv = timeval(tv_sec: max(0, Int(seconds)), tv_usec: max(seconds > 0 ? 0 : 1000, Int(attoseconds / 1_000_000_000_000)))
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
     var data = Array(try JSONEncoder().encode(request))
     data.append(10)
     guard data.withUnsafeBytes({ write(fd, $0.baseAddress, $0.count) }) == data.count else {
@@ -124,9 +135,17 @@ public func sendControlRequest(site: Site, _ request: ControlRequest, timeoutSec
     }
     var answer = [UInt8]()
     var byte: UInt8 = 0
-    while read(fd, &byte, 1) == 1, byte != 10 { answer.append(byte) }
+    var last = 0
+    while true {
+        last = read(fd, &byte, 1)
+        if last != 1 || byte == 10 { break }
+        answer.append(byte)
+    }
+    if last < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) {
+        throw LifeboatError(.io, "protect did not answer within \(timeout)", path: path)
+    }
     guard let response = try? JSONDecoder().decode(ControlResponse.self, from: Data(answer)) else {
-        throw LifeboatError(.io, "protect did not answer (timed out after \(timeoutSeconds) s?)", path: path)
+        throw LifeboatError(.io, "protect closed the connection without a valid answer (did it stop?)", path: path)
     }
     return response
 }

@@ -27,7 +27,7 @@ public final class DigestMap: @unchecked Sendable {
         self.blockCount = Int(sizeBytes >> Int64(BlockSize.shift))
         self.mappedBytes = blockCount * DiskDigest.leafBytes
         do {
-            fd = try FileDescriptor.open(path, .readWrite, options: primary == nil ? [.closeOnExec] : [.create, .closeOnExec], permissions: [.ownerReadWrite, .groupRead, .otherRead])
+            fd = try FileDescriptor.open(path, .readWrite, options: primary == nil ? [.closeOnExec] : [.create, .closeOnExec], permissions: PrivateFiles.fileMode)
             if primary == nil {
                 guard try fd.fileSize() == Int64(mappedBytes) else {
                     try? fd.close()

@@ -76,7 +76,7 @@ public final class PointViewFilesystem: FUSEFilesystem, @unchecked Sendable {
     }
 
     private func attributes(_ i: Int) -> FileAttributes {
-        FileAttributes(inode: LifeboatFUSE.Inode(UInt64(i + 2)), isDirectory: false, permissions: disks[i].overlay == nil ? 0o444 : 0o644,
+        FileAttributes(inode: LifeboatFUSE.Inode(UInt64(i + 2)), isDirectory: false, permissions: disks[i].overlay == nil ? 0o400 : 0o600,
                        size: disks[i].fileSize, modified: modified)
     }
 

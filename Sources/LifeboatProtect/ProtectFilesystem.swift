@@ -31,7 +31,7 @@ public final class ProtectFilesystem: FUSEFilesystem, @unchecked Sendable {
     }
 
     private func attributes(ofDisk index: Int) -> FileAttributes {
-        FileAttributes(inode: Inode(UInt64(index + 2)), isDirectory: false, permissions: 0o644, size: group.disks[index].sizeBytes, modified: modified)
+        FileAttributes(inode: Inode(UInt64(index + 2)), isDirectory: false, permissions: 0o600, size: group.disks[index].sizeBytes, modified: modified)
     }
 
     private var rootAttributes: FileAttributes {

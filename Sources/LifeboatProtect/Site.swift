@@ -3,6 +3,10 @@ import LifeboatCore
 import LifeboatJournal
 import SystemPackage
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// A site: the source side of protection, one directory.
 ///
 /// ```
@@ -35,11 +39,7 @@ public struct Site: Sendable {
         if fm.fileExists(atPath: root.appending("site.json").string) {
             throw LifeboatError(.alreadyExists, "a site already exists here", path: root.string)
         }
-        for dir in ["", "disks", "journal", "state"] {
-            do { try fm.createDirectory(atPath: root.appending(dir).string, withIntermediateDirectories: true) } catch {
-                throw LifeboatError(.io, "cannot create directory: \(error.localizedDescription)", path: root.appending(dir).string)
-            }
-        }
+        for dir in ["", "disks", "journal", "state"] { try PrivateFiles.makeDirectory(root.appending(dir)) }
         let config = SiteConfig(version: SiteConfig.currentVersion, groupID: SiteConfig.newGroupID(), createdAt: Date(), disks: [], nextDiskID: 0, vault: vault)
         var site = Site(root: root, config: config)
         try site.save()
@@ -48,15 +48,23 @@ public struct Site: Sendable {
         return site
     }
 
-    /// Opens an existing site.
+    /// Opens an existing site (and makes it private if an older lifeboat left it readable).
     public static func open(_ root: FilePath) throws -> Site {
         let path = root.appending("site.json")
-        guard let data = FileManager.default.contents(atPath: path.string) else {
-            throw LifeboatError(.notFound, "no site here (run `lifeboat init --site \(root)` first)", path: root.string)
+        let data: [UInt8]
+        do { data = try readWholeFile(path) } catch {
+            var st = stat()
+            if error == .noSuchFileOrDirectory || error == .notDirectory {
+                if stat(root.string, &st) == 0 && (st.st_mode & S_IFMT) != S_IFDIR {
+                    throw LifeboatError(.invalidArgument, "is a file, not a site directory", path: root.string)
+                }
+                throw LifeboatError(.notFound, "no site here (run `lifeboat init --site \(root)` first)", path: root.string)
+            }
+            throw LifeboatError.system(error, "cannot read the site's configuration", path: path.string)
         }
         let config: SiteConfig
-        do { config = try SiteConfig.decoder.decode(SiteConfig.self, from: data) } catch {
-            throw LifeboatError(.corrupt, "site.json is not valid: \(error)", path: path.string)
+        do { config = try SiteConfig.decoder.decode(SiteConfig.self, from: Data(data)) } catch {
+            throw LifeboatError(.corrupt, "site.json is not valid", path: path.string, cause: error)
         }
         guard config.version <= SiteConfig.currentVersion else {
             throw LifeboatError(.unsupported, "site layout version \(config.version) is newer than this lifeboat's (\(SiteConfig.currentVersion))", path: path.string)
@@ -64,6 +72,7 @@ public struct Site: Sendable {
         guard config.groupIDBytes.count == 16 else {
             throw LifeboatError(.corrupt, "site.json has a malformed groupID", path: path.string)
         }
+        PrivateFiles.tighten(root)
         return Site(root: root, config: config)
     }
 
@@ -85,23 +94,31 @@ public struct Site: Sendable {
         try writeFileAtomically(configPath, Array(data))
     }
 
-    /// Whether a `protect` holds the site (its lock is taken).
-    public func isProtectRunning() -> Bool {
-        guard let fd = try? FileDescriptor.open(lockPath, .readWrite, options: [.create], permissions: [.ownerReadWrite]) else { return false }
+    /// Whether a `protect` holds the site (its lock is taken). Needs only read access to the
+    /// lock file (F_OFD_GETLK), so a monitoring user with read access gets the truth; one
+    /// without gets a permission error, never "not running".
+    public func isProtectRunning() throws -> Bool {
+        let fd: FileDescriptor
+        do { fd = try FileDescriptor.open(lockPath, .readOnly, options: [.closeOnExec]) } catch {
+            if (error as? Errno) == .noSuchFileOrDirectory { return false }  // never protected
+            throw LifeboatError.wrapping(error, "cannot tell whether protect is running", path: lockPath.string)
+        }
         defer { try? fd.close() }
-        return (try? fd.tryLockExclusive()) == false
+        do { return try fd.isLockedElsewhere() } catch {
+            throw LifeboatError.wrapping(error, "cannot tell whether protect is running", path: lockPath.string)
+        }
     }
 
     /// Takes the site lock for this process (protect, disk create); `.busy` if held elsewhere.
     public func lock(for purpose: String) throws -> FileDescriptor {
         let fd: FileDescriptor
         do { fd = try FileDescriptor.open(lockPath, .readWrite, options: [.create, .closeOnExec], permissions: [.ownerReadWrite]) } catch {
-            throw LifeboatError.system(error as? Errno ?? .ioError, "cannot open the site lock", path: lockPath.string)
+            throw LifeboatError.wrapping(error, "cannot open the site lock", path: lockPath.string)
         }
         let taken: Bool
         do { taken = try fd.tryLockExclusive() } catch {
             try? fd.close()
-            throw LifeboatError.system(error as? Errno ?? .ioError, "cannot lock the site", path: lockPath.string)
+            throw LifeboatError.wrapping(error, "cannot lock the site", path: lockPath.string)
         }
         guard taken else {
             try? fd.close()

@@ -78,8 +78,15 @@ public struct SiteStatus: Codable, Sendable {
     /// The status of a site: what the running protect last wrote, or, when none runs, what
     /// the files say (the digest read from the sidecars, exact after a clean stop).
     public static func read(_ site: Site) throws -> SiteStatus {
-        let saved = (FileManager.default.contents(atPath: path(in: site).string)).flatMap { try? SiteConfig.decoder.decode(SiteStatus.self, from: $0) }
-        if site.isProtectRunning(), let saved { return saved }
+        let saved: SiteStatus?
+        do {
+            let bytes = try readWholeFile(path(in: site))
+            saved = try? SiteConfig.decoder.decode(SiteStatus.self, from: Data(bytes))
+        } catch {
+            guard error == .noSuchFileOrDirectory else { throw LifeboatError.system(error, "cannot read the status", path: path(in: site).string) }
+            saved = nil
+        }
+        if try site.isProtectRunning(), let saved { return saved }
         let checkpoint = try Checkpoint.load(from: site.stateDirectory)
         let segments = try JournalDirectory.segments(in: site.journalDirectory)
         let bytes = segments.reduce(Int64(0)) { sum, s in

@@ -82,7 +82,7 @@ final class BaseChecksums {
     /// file at `path`, durably.
     static func create(forBase base: FileDescriptor, blocks: Int, at path: FilePath) throws {
         do {
-            let fd = try FileDescriptor.open(path, .readWrite, options: [.create, .truncate, .closeOnExec], permissions: [.ownerReadWrite, .groupRead])
+            let fd = try FileDescriptor.open(path, .readWrite, options: [.create, .truncate, .closeOnExec], permissions: PrivateFiles.fileMode)
             defer { try? fd.close() }
             try fd.resize(to: Int64(blocks) * 4)
         } catch {

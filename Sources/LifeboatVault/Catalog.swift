@@ -2,19 +2,26 @@ import Foundation
 import GRDB
 import LifeboatCore
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// The vault catalog (`VAULT/catalog.sqlite`, SQLite through GRDB): what the vault holds.
 /// Block data never goes in here — only one row per layer, point and disk (the per-block index
 /// lives in each layer's footer; Docs/formats/vault.md).
 struct Catalog {
     static let formatVersion = 3
     let db: DatabaseQueue
+    let path: String
 
     init(path: String) throws {
         var config = Configuration()
         config.busyMode = .timeout(10)
         do { db = try DatabaseQueue(path: path, configuration: config) } catch {
-            throw LifeboatError(.io, "cannot open the vault catalog: \(error)", path: path)
+            throw Self.error(error, "cannot open the vault catalog", path: path)
         }
+        self.path = path
+        chmod(path, mode_t(PrivateFiles.fileMode.rawValue))  // SQLite creates it 0644 & ~umask
         try checkVersion(path: path)
         var migrator = DatabaseMigrator()
         // Forward-only, named migrations; a vault written by a newer lifeboat is refused above.
@@ -77,8 +84,33 @@ struct Catalog {
             try db.execute(sql: "UPDATE meta SET value = '3' WHERE key = 'formatVersion'")
         }
         do { try migrator.migrate(db) } catch {
-            throw LifeboatError(.io, "cannot migrate the vault catalog: \(error)", path: path)
+            throw Self.error(error, "cannot migrate the vault catalog", path: path)
         }
+    }
+
+    /// Every read and write of the catalog: a SQLite failure becomes a LifeboatError whose code
+    /// says what it means for the user (damage, permission, busy), never a raw GRDB error.
+    func read<T>(_ body: (Database) throws -> T) throws -> T {
+        do { return try db.read(body) } catch { throw Self.error(error, "cannot read the vault catalog", path: path) }
+    }
+
+    func write<T>(_ body: (Database) throws -> T) throws -> T {
+        do { return try db.write(body) } catch { throw Self.error(error, "cannot write the vault catalog", path: path) }
+    }
+
+    /// SQLite result codes (https://sqlite.org/rescode.html) as Lifeboat error codes.
+    static func error(_ error: any Error, _ what: String, path: String) -> LifeboatError {
+        guard let e = error as? DatabaseError else { return LifeboatError.wrapping(error, what, path: path) }
+        let code: LifeboatError.Code
+        switch e.resultCode {
+        case .SQLITE_CORRUPT, .SQLITE_NOTADB, .SQLITE_SCHEMA: code = .corrupt
+        case .SQLITE_ERROR where (e.message ?? "").hasPrefix("no such"): code = .corrupt  // a table or column of the format is gone
+        case .SQLITE_PERM, .SQLITE_READONLY, .SQLITE_AUTH: code = .permission
+        case .SQLITE_CANTOPEN: code = access(path, R_OK | W_OK) != 0 && errno == EACCES ? .permission : .io
+        case .SQLITE_BUSY, .SQLITE_LOCKED: code = .busy
+        default: code = .io
+        }
+        return LifeboatError(code, "\(what): \(e.message ?? "SQLite error \(e.resultCode.rawValue)")", path: path)
     }
 
     private func checkVersion(path: String) throws {

@@ -37,7 +37,7 @@ extension Vault {
     }
 
     private func nextRun() throws -> [LayerRow]? {
-        let layers = try catalog.db.read { db in try LayerRow.order(Column("firstLSN")).fetchAll(db) }
+        let layers = try catalog.read { db in try LayerRow.order(Column("firstLSN")).fetchAll(db) }
         var start = 0
         while start < layers.count {
             let t = Self.tier(of: layers[start].bytes)
@@ -81,13 +81,13 @@ extension Vault {
         let tmp = incomingDirectory.appending("compacting-" + file)
         try writeFileAtomically(tmp, bytes)
         return try withWriterLock {
-            let ids = Set(try catalog.db.read { db in try LayerRow.fetchAll(db) }.compactMap(\.id))
+            let ids = Set(try catalog.read { db in try LayerRow.fetchAll(db) }.compactMap(\.id))
             guard run.allSatisfy({ ids.contains($0.id ?? -1) }) else {
                 unlink(tmp.string)
                 return false
             }
             try renameDurably(tmp, layersDirectory.appending(file))
-            try catalog.db.write { db in
+            try catalog.write { db in
                 for row in run { _ = try LayerRow.deleteOne(db, key: row.id) }
                 var merged = LayerRow(id: nil, firstLSN: Int64(first.rawValue), lastLSN: Int64(last.rawValue), file: file,
                                       bytes: Int64(bytes.count), entries: Int64(entries.count))

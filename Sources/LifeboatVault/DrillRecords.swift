@@ -35,13 +35,13 @@ extension Vault {
     /// drill never waits for an ingest or a prune (SQLite serializes the transactions).
     public func record(drill: DrillRecord) throws {
         var row = drill
-        try catalog.db.write { db in try row.insert(db) }
+        try catalog.write { db in try row.insert(db) }
     }
 
     /// The latest drill of each point, by point id; `verdictsOnly` skips drills that ended in
     /// an infrastructure error (they say nothing about the point).
     public func latestDrills(verdictsOnly: Bool = false) throws -> [Int64: DrillRecord] {
-        let rows = try catalog.db.read { db in
+        let rows = try catalog.read { db in
             try DrillRecord.filter(Column("pointID") != nil).order(Column("finishedAt"), Column("id")).fetchAll(db)
         }
         var out: [Int64: DrillRecord] = [:]
@@ -61,7 +61,7 @@ extension Vault {
 
     /// The flush boundaries the vault holds in `range` (from the journal's flush records).
     public func flushLSNs(in range: ClosedRange<LSN>) throws -> [LSN] {
-        try catalog.db.read { db in
+        try catalog.read { db in
             try Int64.fetchAll(db, sql: "SELECT lsn FROM flush WHERE lsn BETWEEN ? AND ? ORDER BY lsn",
                                arguments: [Int64(range.lowerBound.rawValue), Int64(range.upperBound.rawValue)])
         }.map { LSN(UInt64($0)) }

@@ -52,7 +52,7 @@ public struct PruneReport: Sendable {
 
 extension Vault {
     public func retentionPolicy() throws -> RetentionPolicy {
-        try catalog.db.read { db in
+        try catalog.read { db in
             guard let text = try String.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'retention'") else { return RetentionPolicy() }
             return (try? JSONDecoder().decode(RetentionPolicy.self, from: Data(text.utf8))) ?? RetentionPolicy()
         }
@@ -60,7 +60,7 @@ extension Vault {
 
     public func setRetentionPolicy(_ policy: RetentionPolicy) throws {
         let text = String(decoding: try JSONEncoder().encode(policy), as: UTF8.self)
-        try catalog.db.write { db in try db.execute(sql: "INSERT OR REPLACE INTO meta(key, value) VALUES ('retention', ?)", arguments: [text]) }
+        try catalog.write { db in try db.execute(sql: "INSERT OR REPLACE INTO meta(key, value) VALUES ('retention', ?)", arguments: [text]) }
     }
 
     /// Applies retention: drops the points the policy does not keep, then merges every layer
@@ -92,12 +92,12 @@ extension Vault {
             report.keptForMounts = pinnedIDs.filter { !policy.retained(points, now: now).contains($0) }.sorted()
             if removed.isEmpty && mergeable.isEmpty { return report }
 
-            try catalog.db.write { db in
+            try catalog.write { db in
                 for id in removed { _ = try RecoveryPoint.deleteOne(db, key: id) }
                 try db.execute(sql: "INSERT OR REPLACE INTO meta(key, value) VALUES ('pruneTarget', ?)", arguments: [String(target.rawValue)])
             }
             try mergeIntoBases(mergeable, interruptAfter: interruptAfterLayers)
-            try catalog.db.write { db in
+            try catalog.write { db in
                 for row in mergeable { _ = try LayerRow.deleteOne(db, key: row.id) }
                 try db.execute(sql: "UPDATE grp SET baseLSN = ?", arguments: [Int64(target.rawValue)])
                 try db.execute(sql: "DELETE FROM flush WHERE lsn <= ?", arguments: [Int64(target.rawValue)])
@@ -155,15 +155,11 @@ extension Vault {
         let path = root.appending("lock")
         let fd: FileDescriptor
         do { fd = try FileDescriptor.open(path, .readWrite, options: [.create, .closeOnExec], permissions: [.ownerReadWrite]) } catch {
-            throw LifeboatError.system(error as? Errno ?? .ioError, "cannot open the vault lock", path: path.string)
+            throw LifeboatError.wrapping(error, "cannot open the vault lock", path: path.string)
         }
         defer { try? fd.close() }
-        var lock = Glibc.flock()
-        lock.l_type = Int16(F_WRLCK)
-        lock.l_whence = Int16(SEEK_SET)
-        let ofdSetLockWait: Int32 = 38  // F_OFD_SETLKW, hidden behind _GNU_SOURCE
-        if case .failure(let e) = syscallRetrying({ fcntl(fd.rawValue, ofdSetLockWait, &lock) }) {
-            throw LifeboatError.system(e, "cannot lock the vault", path: path.string)
+        do { try fd.lockExclusiveWaiting() } catch {
+            throw LifeboatError.wrapping(error, "cannot lock the vault", path: path.string)
         }
         return try body()
     }
@@ -176,7 +172,7 @@ extension Vault {
 
     public func pin(lsn: LSN) throws -> Pin {
         let dir = root.appending("pins").string
-        try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        try PrivateFiles.makeDirectory(FilePath(dir))
         let path = dir + "/\(getpid())-\(lsn.rawValue)"
         guard FileManager.default.createFile(atPath: path, contents: nil) else {
             throw LifeboatError(.io, "cannot pin the point", path: path)

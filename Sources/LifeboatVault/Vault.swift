@@ -4,6 +4,10 @@ import LifeboatCore
 import LifeboatJournal
 import SystemPackage
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// The replica store of one protection group (Docs/formats/vault.md):
 ///
 /// ```
@@ -25,16 +29,15 @@ public final class Vault: @unchecked Sendable {
     /// Opens the vault at `root`, creating it when `create` is set and there is none.
     public init(root: FilePath, create: Bool = false) throws {
         self.root = root
-        let fm = FileManager.default
         let catalogPath = root.appending("catalog.sqlite").string
-        if !fm.fileExists(atPath: catalogPath) {
+        var st = stat()
+        if stat(catalogPath, &st) != 0 {
+            let e = Errno(rawValue: errno)
+            guard e == .noSuchFileOrDirectory || e == .notDirectory else { throw LifeboatError.system(e, "cannot open the vault", path: root.string) }
             guard create else { throw LifeboatError(.notFound, "no vault here", path: root.string) }
-            for dir in ["", "bases", "layers", "incoming"] {
-                do { try fm.createDirectory(atPath: root.appending(dir).string, withIntermediateDirectories: true) } catch {
-                    throw LifeboatError(.io, "cannot create the vault: \(error.localizedDescription)", path: root.string)
-                }
-            }
+            for dir in ["", "bases", "layers", "incoming"] { try PrivateFiles.makeDirectory(root.appending(dir)) }
         }
+        PrivateFiles.tighten(root)
         catalog = try Catalog(path: catalogPath)
         try createMissingBaseChecksums()
     }
@@ -53,11 +56,11 @@ public final class Vault: @unchecked Sendable {
 
     /// The group this vault replicates, if one was registered.
     public func groupID() throws -> String? {
-        try catalog.db.read { db in try GroupRow.fetchOne(db)?.id }
+        try catalog.read { db in try GroupRow.fetchOne(db)?.id }
     }
 
     public func disks() throws -> [VaultDisk] {
-        try catalog.db.read { db in try VaultDisk.order(Column("diskID")).fetchAll(db) }
+        try catalog.read { db in try VaultDisk.order(Column("diskID")).fetchAll(db) }
     }
 
     public func disk(named name: String) throws -> VaultDisk {
@@ -72,7 +75,7 @@ public final class Vault: @unchecked Sendable {
     /// Below `base` nothing can be read: merged into the bases, or being merged (a prune's
     /// committed target).
     public func lsnRange() throws -> (base: LSN, last: LSN) {
-        try catalog.db.read { db in
+        try catalog.read { db in
             guard let g = try GroupRow.fetchOne(db) else { return (.zero, .zero) }
             let target = try String.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'pruneTarget'").flatMap { UInt64($0) } ?? 0
             return (LSN(max(UInt64(g.baseLSN), target)), LSN(UInt64(g.lastLSN)))
@@ -81,7 +84,7 @@ public final class Vault: @unchecked Sendable {
 
     /// The LSN an interrupted prune committed to merge the bases up to, if one has not finished.
     public func pendingPruneTarget() throws -> LSN? {
-        let value: String? = try catalog.db.read { db in try String.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'pruneTarget'") }
+        let value: String? = try catalog.read { db in try String.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'pruneTarget'") }
         return value.flatMap { UInt64($0) }.map { LSN($0) }
     }
 
@@ -112,7 +115,7 @@ public final class Vault: @unchecked Sendable {
         }
         try renameDurably(sumsTmp, baseChecksumsPath(id))
         try renameDurably(tmp, basePath(id))
-        try catalog.db.write { db in
+        try catalog.write { db in
             if try GroupRow.fetchOne(db) == nil {
                 try GroupRow(id: group, baseLSN: 0, lastLSN: 0, createdAt: Date()).insert(db)
             }
@@ -168,7 +171,7 @@ public final class Vault: @unchecked Sendable {
         let tmp = incomingDirectory.appending(file)
         try writeFileAtomically(tmp, build.bytes)
         try renameDurably(tmp, layersDirectory.appending(file))
-        try catalog.db.write { db in
+        try catalog.write { db in
             var layer = LayerRow(id: nil, firstLSN: Int64(scan.header.firstLSN.rawValue), lastLSN: Int64(scan.lastLSN.rawValue), file: file,
                                  bytes: Int64(build.bytes.count), entries: Int64(build.header.entryCount))
             try layer.insert(db)
@@ -187,14 +190,14 @@ public final class Vault: @unchecked Sendable {
     // MARK: Points
 
     public func points() throws -> [RecoveryPoint] {
-        try catalog.db.read { db in try RecoveryPoint.order(Column("lsn"), Column("id")).fetchAll(db) }
+        try catalog.read { db in try RecoveryPoint.order(Column("lsn"), Column("id")).fetchAll(db) }
     }
 
     /// How many layers hold data for LSNs up to `lsn` (what a point read searches).
     public func layerCount(upTo lsn: LSN) throws -> Int { try layerRows(upTo: lsn).count }
 
     func layerRows(upTo lsn: LSN) throws -> [LayerRow] {
-        try catalog.db.read { db in
+        try catalog.read { db in
             try LayerRow.filter(Column("firstLSN") <= Int64(lsn.rawValue)).order(Column("firstLSN").desc).fetchAll(db)
         }
     }

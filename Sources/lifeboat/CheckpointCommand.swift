@@ -1,13 +1,11 @@
 import ArgumentParser
 import Foundation
 import LifeboatCore
+import LifeboatJournal
 import LifeboatProtect
+import LifeboatQuiesce
 import LifeboatVault
 import SystemPackage
-
-#if canImport(Glibc)
-import Glibc
-#endif
 
 struct CheckpointCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -15,117 +13,108 @@ struct CheckpointCommand: ParsableCommand {
         abstract: "Mark a recovery point now; with --app-consistent, quiesce first.",
         discussion: """
             --app-consistent runs the --pre hooks, freezes (fsfreeze) every filesystem on a loop device backed by \
-            a protected disk, marks the point, thaws, and runs the --post hooks. The freeze is always thawed; \
-            SIGINT and SIGTERM wait until it is. If a hook or a freeze fails, the point is marked crash-consistent \
-            and the reason is kept in its label.
+            a protected disk, runs the --while-frozen hooks, marks the point, thaws, and runs the --post hooks. \
+            Each hook runs in its own process group, killed whole at --timeout; the filesystems stay frozen at \
+            most --timeout in all (a guard process thaws them even if lifeboat is killed). If a hook or a freeze \
+            fails, or nothing could be quiesced (no filesystem mounted here and no hooks), the point is marked \
+            crash-consistent, the reason is printed, and the exit status is 3.
             """)
 
     @OptionGroup var site: SiteOption
     @Flag(help: "Quiesce the filesystems on the protected disks first.") var appConsistent = false
-    @Option(help: "A label for the point.") var label = ""
+    @Option(help: "A label for the point (at most 1024 bytes).") var label = ""
     @Option(help: "A command run before the freeze (repeatable).") var pre: [String] = []
     @Option(help: "A command run after the thaw (repeatable).") var post: [String] = []
     @Option(help: "A command run while the filesystems are frozen, before the marker (repeatable): to snapshot other storage at the same instant.")
     var whileFrozen: [String] = []
-    @Option(help: "Seconds each hook and the freeze may take.") var timeout = 30
+    @Option(help: "How long each hook may take, and the filesystems may stay frozen in all (e.g. 30s, 2m).") var timeout = "30s"
     @Flag(help: "Print JSON.") var json = false
 
     struct Result: Encodable {
         var lsn: UInt64
         var kind: String
-        var label: String
-        var reason: String?
+        var label: String?
+        var notAppConsistentBecause: String?
         var frozen: [String]
+        var frozenSeconds: Double?
         var pointID: Int64?
+        var notInVaultBecause: String?
         var digests: [String: String]
+        var warnings: [String]
+    }
+
+    func validate() throws {
+        _ = try parseDuration(timeout, what: "timeout")
+        guard label.utf8.count <= Marker.maxLabelBytes else {
+            throw ValidationError("the label is \(label.utf8.count) bytes; at most \(Marker.maxLabelBytes)")
+        }
+        if !appConsistent && !(pre.isEmpty && post.isEmpty && whileFrozen.isEmpty) {
+            throw ValidationError("--pre, --while-frozen and --post run only with --app-consistent")
+        }
     }
 
     func run() throws {
-        try reportingErrors {
-            let s = try site.open()
-            var kind = appConsistent ? "app-consistent" : "crash-consistent"
-            var reason: String?
-            var frozen: [String] = []
-            let response: ControlResponse
-            do {
-                if appConsistent {
-                    for hook in pre where reason == nil {
-                        if let failure = runCommand(["/bin/sh", "-c", hook], timeout: timeout) { reason = "pre-hook '\(hook)' \(failure)" }
-                    }
-                }
-                // From the first freeze to the thaw, SIGINT and SIGTERM are held back: a frozen
-                // filesystem must never be left behind by an interrupted checkpoint.
-                holdStopSignals(true)
-                defer {
-                    for mount in frozen.reversed() { _ = runCommand(["fsfreeze", "-u", mount], timeout: timeout) }
-                    holdStopSignals(false)
-                }
-                if appConsistent && reason == nil {
-                    let mountpoint = try SiteStatus.read(s).mountpoint ?? ""
-                    for fs in ProtectedFilesystems.find(mountpoint: mountpoint) {
-                        if let failure = runCommand(["fsfreeze", "-f", fs.mountpoint], timeout: timeout) {
-                            reason = "fsfreeze \(fs.mountpoint) \(failure)"
-                            break
-                        }
-                        frozen.append(fs.mountpoint)
-                    }
-                }
-                if appConsistent && reason == nil {
-                    for hook in whileFrozen where reason == nil {
-                        if let failure = runCommand(["/bin/sh", "-c", hook], timeout: timeout) { reason = "while-frozen hook '\(hook)' \(failure)" }
-                    }
-                }
-                if reason != nil { kind = "crash-consistent" }
-                let text = reason.map { label.isEmpty ? "not app-consistent: \($0)" : "\(label) (not app-consistent: \($0))" } ?? label
-                response = try sendControlRequest(site: s, ControlRequest(op: "mark", kind: kind, label: text))
-            }
-            for hook in post { if let failure = runCommand(["/bin/sh", "-c", hook], timeout: timeout) { warn("post-hook '\(hook)' \(failure)") } }
-            guard response.ok, let lsn = response.lsn else { throw LifeboatError(.io, response.error ?? "protect refused the marker") }
-
-            var pointID: Int64?
-            if let vaultPath = s.config.vault {
-                // The marker's segment is sealed at once; wait for the vault to hold it.
-                let deadline = Date().addingTimeInterval(Double(timeout))
-                while pointID == nil && Date() < deadline {
-                    pointID = (try? Vault(root: FilePath(vaultPath)).points())?.last { $0.lsn == Int64(lsn) }?.id
-                    if pointID == nil { usleep(100_000) }
-                }
-            }
-            let result = Result(lsn: lsn, kind: kind, label: label, reason: reason, frozen: frozen, pointID: pointID, digests: response.digests ?? [:])
-            if json { return try printJSON(result) }
-            print("\(kind) point at LSN \(lsn)" + (pointID.map { ", point id \($0) in the vault" } ?? (s.config.vault == nil ? "" : "; not in the vault yet (shipping is behind)")))
-            if !frozen.isEmpty { print("frozen and thawed: \(frozen.joined(separator: ", "))") }
-            if let reason { print("not app-consistent: \(reason)") }
+        let s = try site.open()
+        let window = Duration.milliseconds(Int64(try parseDuration(timeout, what: "timeout") * 1000))
+        guard try s.isProtectRunning() else {
+            throw LifeboatError(.notFound, "no running `lifeboat protect` for this site", path: s.root.string)
+        }
+        func mark(_ kind: String, within: Duration) throws -> ControlResponse {
+            let response = try sendControlRequest(site: s, ControlRequest(op: "mark", kind: kind, label: label), timeout: within)
+            guard response.ok, response.lsn != nil else { throw LifeboatError(.io, response.error ?? "protect refused the marker") }
+            return response
+        }
+        var outcome = QuiesceOutcome()
+        let response: ControlResponse
+        if appConsistent {
+            let plan = QuiescePlan(pre: pre, whileFrozen: whileFrozen, post: post,
+                                   filesystems: ProtectedFilesystems.find(mountpoint: try SiteStatus.read(s).mountpoint ?? "").map(\.mountpoint),
+                                   timeout: window)
+            (outcome, response) = try Quiesce.run(plan, freezer: FSFreeze(), hookOutput: { _, text in
+                FileHandle.standardError.write(Data(text.utf8))
+            }) { ok, left in try mark(ok ? "app-consistent" : "crash-consistent", within: max(left, .seconds(1))) }
+        } else {
+            response = try mark("crash-consistent", within: window)
+        }
+        let lsn = response.lsn ?? 0
+        let (pointID, notInVault) = try waitForPoint(site: s, lsn: lsn, within: window)
+        let names = Dictionary(uniqueKeysWithValues: s.config.disks.map { (String($0.id), $0.name) })
+        let kind = appConsistent && outcome.appConsistent ? "app-consistent" : "crash-consistent"
+        let result = Result(lsn: lsn, kind: kind, label: label.isEmpty ? nil : label, notAppConsistentBecause: outcome.reason,
+                            frozen: outcome.frozen, frozenSeconds: outcome.frozenSeconds, pointID: pointID, notInVaultBecause: notInVault,
+                            digests: Dictionary(uniqueKeysWithValues: (response.digests ?? [:]).map { (names[$0.key] ?? $0.key, $0.value) }),
+                            warnings: outcome.warnings)
+        for w in outcome.warnings { printWarning(w) }
+        if json {
+            try printJSON(result)
+        } else {
+            print("\(kind) point at LSN \(lsn)" + (pointID.map { ", point id \($0) in the vault" } ?? notInVault.map { "; not in the vault: \($0)" } ?? ""))
+            if !outcome.frozen.isEmpty { print("frozen and thawed: \(outcome.frozen.joined(separator: ", "))") }
+        }
+        if let reason = outcome.reason {
+            throw LifeboatError(.degraded, "the point is crash-consistent, not app-consistent: \(reason)")
         }
     }
-}
 
-private func warn(_ text: String) { FileHandle.standardError.write(Data("lifeboat: warning: \(text)\n".utf8)) }
-
-private func holdStopSignals(_ hold: Bool) {
-    var set = sigset_t()
-    sigemptyset(&set)
-    sigaddset(&set, SIGINT)
-    sigaddset(&set, SIGTERM)
-    pthread_sigmask(hold ? SIG_BLOCK : SIG_UNBLOCK, &set, nil)
-}
-
-/// Runs a command with a time limit; nil on success, else what went wrong.
-private func runCommand(_ arguments: [String], timeout: Int) -> String? {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    p.arguments = arguments
-    let err = Pipe()
-    p.standardError = err
-    p.standardOutput = FileHandle.standardError
-    do { try p.run() } catch { return "could not start: \(error)" }
-    let deadline = Date().addingTimeInterval(Double(timeout))
-    while p.isRunning && Date() < deadline { usleep(10_000) }
-    if p.isRunning {
-        p.terminate()
-        p.waitUntilExit()
-        return "timed out after \(timeout) s"
+    /// The vault's id for the point at `lsn`, once shipping has brought it there; or why not.
+    /// Only a vault of this site's protection group is asked: another group's point at the
+    /// same LSN is not ours.
+    private func waitForPoint(site s: Site, lsn: UInt64, within window: Duration) throws -> (Int64?, String?) {
+        guard let vaultPath = s.config.vault else { return (nil, nil) }
+        let deadline = ContinuousClock.now + window
+        while true {
+            do {
+                let vault = try Vault(root: FilePath(vaultPath))
+                if let group = try vault.groupID(), group != s.config.groupID {
+                    return (nil, "the vault \(vaultPath) belongs to protection group \(group), this site is group \(s.config.groupID)")
+                }
+                if let id = try vault.points().last(where: { $0.lsn == Int64(lsn) })?.id { return (id, nil) }
+            } catch let e as LifeboatError where e.code == .notFound {
+                // No vault there (yet): shipping says why below.
+            }
+            if let paused = try SiteStatus.read(s).shipping?.error { return (nil, "shipping is paused: \(paused)") }
+            if ContinuousClock.now >= deadline { return (nil, "shipping has not brought it there within \(window)") }
+            usleep(100_000)
+        }
     }
-    let message = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-    return p.terminationStatus == 0 ? nil : "failed (exit \(p.terminationStatus))" + (message.isEmpty ? "" : ": \(message)")
 }

@@ -22,7 +22,7 @@ struct DrillCommand: ParsableCommand {
 
         func run() throws {
             var report: DrillReport?
-            try reportingErrors {
+            do {
                 let plan = try PlanParser.load(path: self.plan)
                 let v = try vault.open()
                 var options = Drill.Options(executable: lifeboatExecutable())

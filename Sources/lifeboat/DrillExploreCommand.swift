@@ -30,7 +30,7 @@ struct DrillExploreCommand: ParsableCommand {
 
     func run() throws {
         var result: Explorer.Report?
-        try reportingErrors {
+        do {
             let plan = try PlanParser.load(path: self.plan)
             let v = try vault.open()
             var options = Drill.Options(executable: lifeboatExecutable())

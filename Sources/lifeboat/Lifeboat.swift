@@ -30,35 +30,6 @@ struct SiteOption: ParsableArguments {
     func open() throws -> Site { try Site.open(FilePath(path())) }
 }
 
-/// The CLI's exit codes (Docs/operations.md): sysexits-style, one per error code.
-enum ExitStatus {
-    static let verificationFailed: Int32 = 1
-
-    static func code(for error: LifeboatError) -> Int32 {
-        switch error.code {
-        case .mismatch: 1
-        case .invalidArgument: 64
-        case .corrupt: 65
-        case .notFound: 66
-        case .unsupported: 69
-        case .alreadyExists: 73
-        case .io: 74
-        case .busy: 75
-        case .permission: 77
-        }
-    }
-}
-
-/// Runs a command body; a LifeboatError becomes one line on stderr and its exit code.
-func reportingErrors(_ body: () throws -> Void) throws {
-    do {
-        try body()
-    } catch let error as LifeboatError {
-        FileHandle.standardError.write(Data("lifeboat: error: \(error)\n".utf8))
-        throw ExitCode(ExitStatus.code(for: error))
-    }
-}
-
 func makeLogger() -> Logger {
     var logger = Logger(label: "lifeboat") { StreamLogHandler.standardError(label: $0) }
     logger.logLevel = ProcessInfo.processInfo.environment["LIFEBOAT_DEBUG"] == nil ? .info : .debug

@@ -20,7 +20,7 @@ struct MountCommand: ParsableCommand {
     }
 
     func run() throws {
-        try reportingErrors {
+        do {
             var options = MountService.Options()
             options.vhd = format == "vhd"
             options.overlay = overlay

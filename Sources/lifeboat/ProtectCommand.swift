@@ -21,7 +21,7 @@ struct ProtectCommand: ParsableCommand {
         guard segmentBytes >= 1 << 20 else { throw ValidationError("--segment-size must be at least 1M") }
         guard sealInterval > 0 else { throw ValidationError("--seal-interval must be positive") }
         guard pointInterval >= 0.2 else { throw ValidationError("--point-interval must be at least 0.2 seconds") }
-        try reportingErrors {
+        do {
             var options = ProtectionGroup.Options()
             options.segmentBytes = segmentBytes
             options.sealInterval = .milliseconds(Int64(sealInterval * 1000))

@@ -15,7 +15,7 @@ struct InitCommand: ParsableCommand {
     func run() throws {
         let path = try site.path()
         let vaultPath = vault ?? ProcessInfo.processInfo.environment["LIFEBOAT_VAULT"].flatMap { $0.isEmpty ? nil : $0 }
-        try reportingErrors {
+        do {
             if let vaultPath { _ = try Vault(root: FilePath(vaultPath), create: true) }
             if var existing = try? Site.open(FilePath(path)), let vaultPath {
                 try existing.setVault(vaultPath)
@@ -45,7 +45,7 @@ struct DiskCommand: ParsableCommand {
 
         func run() throws {
             let bytes = try size.map(parseSize)
-            try reportingErrors {
+            do {
                 var s = try site.open()
                 let disk = try s.createDisk(name: name, sizeBytes: bytes, from: from.map { FilePath($0) })
                 print("created disk \(disk.name) (\(humanBytes(disk.sizeBytes)))" + (from.map { " from \($0)" } ?? ""))
@@ -59,7 +59,7 @@ struct DiskCommand: ParsableCommand {
         @OptionGroup var site: SiteOption
 
         func run() throws {
-            try reportingErrors {
+            do {
                 let s = try site.open()
                 if json { return try printJSON(s.config.disks) }
                 print(pad("NAME", 20) + pad("SIZE", 12) + pad("ID", 5) + "SOURCE")

@@ -11,7 +11,7 @@ struct StatusCommand: ParsableCommand {
     @OptionGroup var site: SiteOption
 
     func run() throws {
-        try reportingErrors {
+        do {
             let s = try site.open()
             var status = try SiteStatus.read(s)
             var vaultError: String?
@@ -61,7 +61,7 @@ struct JournalCommand: ParsableCommand {
         @OptionGroup var site: SiteOption
 
         func run() throws {
-            try reportingErrors {
+            do {
                 let s = try site.open()
                 let result = try JournalVerifier.verify(site: s)
                 print("journal: \(result.segments) segment(s), \(result.records) record(s), last LSN \(result.lastLSN)")

@@ -28,7 +28,7 @@ struct PointsCommand: ParsableCommand {
     @Flag(help: "Print JSON.") var json = false
 
     func run() throws {
-        try reportingErrors {
+        do {
             let v = try vault.open()
             let diskID = try disk.map { try v.disk(named: $0).id }
             let points = try v.points()
@@ -88,13 +88,13 @@ struct ExportCommand: ParsableCommand {
     }
 
     func run() throws {
-        try reportingErrors {
+        do {
             let v = try vault.open()
             let d = try v.disk(named: disk)
             let (lsn, _) = try PointSelector.resolve(point, in: v)
             let reader = try PointReader(vault: v, lsn: lsn)
             let out: FileDescriptor
-            do { out = try FileDescriptor.open(output, .writeOnly, options: [.create, .exclusiveCreate], permissions: [.ownerReadWrite, .groupRead]) } catch {
+            do { out = try FileDescriptor.open(output, .writeOnly, options: [.create, .exclusiveCreate], permissions: PrivateFiles.fileMode) } catch {
                 throw LifeboatError.system(error as? Errno ?? .ioError, "cannot create the output", path: output)
             }
             defer { try? out.close() }
@@ -137,7 +137,7 @@ struct VaultCommand: ParsableCommand {
         @Option(help: "Beyond --keep-all, keep one point per interval, e.g. 1h.") var every: String?
 
         func run() throws {
-            try reportingErrors {
+            do {
                 let v = try vault.open()
                 var policy = try v.retentionPolicy()
                 if let window { policy.window = try parseDuration(window) }
@@ -162,7 +162,7 @@ struct VaultCommand: ParsableCommand {
         @OptionGroup var vault: VaultOption
 
         func run() throws {
-            try reportingErrors {
+            do {
                 let v = try vault.open()
                 let report = try VaultVerifier.verify(v)
                 print("vault \(v.root): \(report.layers) layer(s), \(humanBytes(report.bytes)), \(report.points) point(s), \(report.bases) base(s) scrubbed")

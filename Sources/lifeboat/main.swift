@@ -5,4 +5,4 @@ import LifeboatProtect
 if ["protect", "mount", "drill", "drill-worker"].contains(CommandLine.arguments.dropFirst().first ?? "") {
     ProtectService.blockStopSignals()
 }
-Lifeboat.main()
+runLifeboat()

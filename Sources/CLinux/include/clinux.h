@@ -17,4 +17,13 @@ int clinux_loopback_up(void);
 // posix_spawn_file_actions_addchdir_np: the child starts in `path`.
 int clinux_spawn_addchdir(posix_spawn_file_actions_t *actions, const char *path);
 
+// pidfd_open(2): a descriptor that polls readable when the process `pid` exits, so a parent
+// can wait for a child with a timeout without sleeping in a loop. -1 with errno set.
+int clinux_pidfd_open(int pid);
+
+// The open-file-description lock commands of fcntl(2) (F_OFD_GETLK, F_OFD_SETLK, F_OFD_SETLKW).
+extern const int clinux_f_ofd_getlk;
+extern const int clinux_f_ofd_setlk;
+extern const int clinux_f_ofd_setlkw;
+
 #endif

@@ -1,0 +1,196 @@
+import Foundation
+import LifeboatCore
+import LifeboatTestSupport
+import Synchronization
+import Testing
+
+@testable import LifeboatQuiesce
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// An embedded freezer: records every freeze and thaw with its time, freezes nothing real.
+final class RecordingFreezer: Freezer {
+    enum Event: Equatable { case freeze(String), thaw(String), guardArmed, guardDisarmed }
+    let events = Mutex<[(Event, ContinuousClock.Instant)]>([])
+    let failFreeze: Set<String>
+
+    init(failFreeze: Set<String> = []) { self.failFreeze = failFreeze }
+
+    func freeze(_ mountpoint: String, deadline: ContinuousClock.Instant) -> String? {
+        events.withLock { $0.append((.freeze(mountpoint), .now)) }
+        return failFreeze.contains(mountpoint) ? "failed (exit 1): fsfreeze: \(mountpoint): Operation not supported" : nil
+    }
+    func thaw(_ mountpoint: String) -> String? {
+        events.withLock { $0.append((.thaw(mountpoint), .now)) }
+        return nil
+    }
+    func armThawGuard(_ mountpoints: [String], at deadline: ContinuousClock.Instant) -> @Sendable () -> Void {
+        events.withLock { $0.append((.guardArmed, .now)) }
+        return { [self] in events.withLock { $0.append((.guardDisarmed, .now)) } }
+    }
+    var kinds: [Event] { events.withLock { $0.map(\.0) } }
+    func time(of event: Event) -> ContinuousClock.Instant? { events.withLock { $0.first { $0.0 == event }?.1 } }
+}
+
+/// What `mark` was called with.
+struct Marked { var appConsistent: Bool; var timeLeft: Duration }
+
+/// What the hooks printed, as the CLI would show it.
+final class Output: @unchecked Sendable {
+    var text = ""
+}
+
+private func quiesce(_ plan: QuiescePlan, _ freezer: RecordingFreezer = RecordingFreezer(), output: Output = Output()) throws -> (QuiesceOutcome, Marked) {
+    try Quiesce.run(plan, freezer: freezer, hookOutput: { stage, text in output.text += "\(stage):\(text)" }) { ok, left in
+        Marked(appConsistent: ok, timeLeft: left)
+    }
+}
+
+/// Alive and not a zombie (a killed orphan stays one until init reaps it).
+private func isRunning(_ pid: Int32) -> Bool {
+    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+          let close = stat.lastIndex(of: ")") else { return false }
+    let state = stat[stat.index(close, offsetBy: 2)]
+    return state != "Z" && state != "X"
+}
+
+private func elapsed(_ body: () throws -> Void) rethrows -> Duration {
+    let start = ContinuousClock.now
+    try body()
+    return start.duration(to: .now)
+}
+
+@Suite(.timeLimit(.minutes(1)))
+struct QuiesceTests {
+    @Test func aHungWhileFrozenHookIsKilledAndTheFreezeThawedWithinTheTimeout() throws {
+        let freezer = RecordingFreezer()
+        let dir = try testDirectory("quiesce")
+        // The hook and a child it starts both hang; both must die with the process group.
+        let hook = "sleep 60 & echo $! > \(dir)/child; sleep 60"
+        var result: (QuiesceOutcome, Marked)?
+        let took = try elapsed { result = try quiesce(QuiescePlan(whileFrozen: [hook], filesystems: ["/fs"], timeout: .seconds(1)), freezer) }
+        let (outcome, marked) = try #require(result)
+        #expect(took < .seconds(5))
+        #expect(!marked.appConsistent)
+        #expect(outcome.reason?.contains("timed out") == true)
+        #expect(freezer.kinds == [.guardArmed, .freeze("/fs"), .thaw("/fs"), .guardDisarmed])
+        let frozenFor = try #require(freezer.time(of: .freeze("/fs"))).duration(to: try #require(freezer.time(of: .thaw("/fs"))))
+        #expect(frozenFor < .milliseconds(1500))
+        let child = try #require(Int32(String(contentsOfFile: "\(dir)/child", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)))
+        #expect(!isRunning(child), "the hook's background child must be killed with its process group")
+    }
+
+    @Test func aHookThatWritesMoreThanAPipeHoldsFinishesAndItsOutputIsShownWhole() throws {
+        let output = Output()
+        var result: (QuiesceOutcome, Marked)?
+        let took = try elapsed {
+            result = try quiesce(QuiescePlan(pre: ["head -c 200000 /dev/zero | tr '\\0' x >&2; echo done"], filesystems: ["/fs"], timeout: .seconds(5)),
+                                 output: output)
+        }
+        let (outcome, marked) = try #require(result)
+        #expect(took < .seconds(4))
+        #expect(outcome.reason == nil)
+        #expect(marked.appConsistent)
+        let text = output.text
+        #expect(text.filter { $0 == "x" }.count == 200_000)
+        #expect(text.hasSuffix("done\n"))
+    }
+
+    @Test func aHookThatStartsADaemonReturnsAtOnceAndTheDaemonLives() throws {
+        let dir = try testDirectory("quiesce")
+        var result: (QuiesceOutcome, Marked)?
+        // The daemon keeps the hook's stdout open: waiting for end-of-output would block 20 s.
+        let took = try elapsed { result = try quiesce(QuiescePlan(pre: ["sleep 20 & echo $! > \(dir)/daemon"], filesystems: ["/fs"], timeout: .seconds(3))) }
+        let (outcome, _) = try #require(result)
+        #expect(took < .seconds(2))
+        #expect(outcome.reason == nil)
+        let daemon = try #require(Int32(String(contentsOfFile: "\(dir)/daemon", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)))
+        #expect(isRunning(daemon), "a daemon a successful hook started is not ours to kill")
+        kill(daemon, SIGKILL)
+    }
+
+    @Test func stdoutAndStderrOfEveryStageAreShown() throws {
+        let output = Output()
+        let (outcome, _) = try quiesce(
+            QuiescePlan(pre: ["echo PRE-OUT; echo PRE-ERR >&2"], whileFrozen: ["echo WF-OUT; echo WF-ERR >&2"], post: ["echo POST-OUT; echo POST-ERR >&2"],
+                        filesystems: ["/fs"], timeout: .seconds(5)), output: output)
+        #expect(outcome.reason == nil)
+        let text = output.text
+        for line in ["pre:PRE-OUT", "PRE-ERR", "while-frozen:WF-OUT", "WF-ERR", "post:POST-OUT", "POST-ERR"] {
+            #expect(text.contains(line), "missing \(line) in \(text)")
+        }
+    }
+
+    @Test func nothingToFreezeAndNoHooksIsCrashConsistentAndSaysSo() throws {
+        let freezer = RecordingFreezer()
+        let (outcome, marked) = try quiesce(QuiescePlan(timeout: .seconds(5)), freezer)
+        #expect(!marked.appConsistent)
+        #expect(outcome.reason?.hasPrefix("nothing was quiesced") == true)
+        #expect(freezer.kinds.isEmpty)
+    }
+
+    @Test func hooksAloneQuiesceADiskNoFilesystemOfWhichIsMountedHere() throws {
+        let (outcome, marked) = try quiesce(QuiescePlan(pre: ["true"], timeout: .seconds(5)))
+        #expect(marked.appConsistent)
+        #expect(outcome.reason == nil)
+    }
+
+    @Test func aFailingPreHookSkipsTheFreezeAndNamesTheFailure() throws {
+        let freezer = RecordingFreezer()
+        let (outcome, marked) = try quiesce(QuiescePlan(pre: ["echo 'could not connect to server' >&2; exit 2"], filesystems: ["/fs"], timeout: .seconds(5)), freezer)
+        #expect(!marked.appConsistent)
+        #expect(outcome.reason == "pre-hook 'echo 'could not connect to server' >&2; exit 2' failed (exit 2): could not connect to server")
+        #expect(freezer.kinds.isEmpty)
+    }
+
+    @Test func aFailedFreezeThawsWhatWasFrozenAndMarksCrashConsistent() throws {
+        let freezer = RecordingFreezer(failFreeze: ["/b"])
+        let (outcome, marked) = try quiesce(QuiescePlan(filesystems: ["/a", "/b", "/c"], timeout: .seconds(5)), freezer)
+        #expect(!marked.appConsistent)
+        #expect(outcome.reason?.hasPrefix("fsfreeze /b failed (exit 1)") == true)
+        #expect(freezer.kinds == [.guardArmed, .freeze("/a"), .freeze("/b"), .thaw("/a"), .guardDisarmed])
+        #expect(outcome.frozen == ["/a"])
+    }
+
+    @Test func aFailingPostHookIsAWarningAndThePointStandsAppConsistent() throws {
+        let (outcome, marked) = try quiesce(QuiescePlan(post: ["exit 4"], filesystems: ["/fs"], timeout: .seconds(5)))
+        #expect(marked.appConsistent)
+        #expect(outcome.warnings == ["post-hook 'exit 4' failed (exit 4)"])
+    }
+
+    @Test func theMarkerGetsOnlyTheTimeLeftInTheFreezeWindow() throws {
+        let (_, marked) = try quiesce(QuiescePlan(whileFrozen: ["sleep 1"], filesystems: ["/fs"], timeout: .seconds(3)))
+        #expect(marked.appConsistent)
+        #expect(marked.timeLeft < .seconds(2.1))
+        #expect(marked.timeLeft > .seconds(1))
+    }
+
+    @Test func theThawGuardThawsAfterItsDeadlineUnlessDisarmed() throws {
+        // The real guard process, with a fake fsfreeze first on its PATH that records its arguments.
+        let dir = try testDirectory("guard")
+        try "#!/bin/sh\necho \"$@\" >> \(dir)/calls\n".write(toFile: "\(dir)/fsfreeze", atomically: true, encoding: .utf8)
+        chmod("\(dir)/fsfreeze", 0o755)
+        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
+        setenv("PATH", "\(dir):\(path)", 1)
+        defer { setenv("PATH", path, 1) }
+        let disarm = FSFreeze().armThawGuard(["/x y"], at: ContinuousClock.now + .seconds(1))
+        let disarmed = FSFreeze().armThawGuard(["/never"], at: ContinuousClock.now + .seconds(1))
+        disarmed()
+        sleep(3)
+        disarm()
+        #expect((try? String(contentsOfFile: "\(dir)/calls", encoding: .utf8)) == "--unfreeze /x y\n")
+    }
+}
+
+@Suite(.timeLimit(.minutes(1)))
+struct ChildProcessTests {
+    @Test func exitStatusSignalAndMissingProgramAreToldApart() {
+        #expect(ChildProcess.run(["/bin/sh", "-c", "exit 7"], deadline: .now + .seconds(5)).ending == .exited(7))
+        #expect(ChildProcess.run(["/bin/sh", "-c", "kill -9 $$"], deadline: .now + .seconds(5)).ending == .killedBySignal(9))
+        if case .couldNotStart = ChildProcess.run(["/nonexistent/program"], deadline: .now + .seconds(5)).ending {} else {
+            Issue.record("a missing program must be 'could not start'")
+        }
+    }
+}
