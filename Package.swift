@@ -65,7 +65,8 @@ let package = Package(
             exclude: ["Fixtures"]),
         .testTarget(
             name: "LifeboatVaultTests",
-            dependencies: ["LifeboatVault", "LifeboatJournal", "LifeboatCore", .product(name: "SystemPackage", package: "swift-system")]),
+            dependencies: ["LifeboatVault", "LifeboatJournal", "LifeboatCore", "LifeboatTestSupport", .product(name: "SystemPackage", package: "swift-system"),
+                           .product(name: "GRDB", package: "GRDB.swift")]),
         .testTarget(name: "LifeboatQuiesceTests", dependencies: ["LifeboatQuiesce", "LifeboatCore", "LifeboatTestSupport"]),
         .testTarget(name: "LifeboatVHDTests", dependencies: ["LifeboatVHD", "LifeboatCore", .product(name: "SystemPackage", package: "swift-system")]),
         .testTarget(

@@ -182,7 +182,9 @@ final class DrillTarget {
             CheckResult(name: check.name, kind: .digest, status: status, seconds: Date().timeIntervalSince(start), message: message, outputTail: "")
         }
         guard let expected = spec.digests[disk] else {
-            return result(.skipped, "no source digest recorded at LSN \(spec.point.lsn) (digests come with the points' markers)")
+            // Nothing to compare against is not a pass: the check was asked for and proves nothing.
+            return result(.failed, "no source digest of '\(disk)' at LSN \(spec.point.lsn): digests come with the points' markers "
+                          + "(drill a point, not an LSN between points; a disk created after the point has none)")
         }
         do {
             let d = try vault.disk(named: disk)

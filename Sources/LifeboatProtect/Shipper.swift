@@ -99,6 +99,11 @@ public final class Shipper: @unchecked Sendable {
             vault?.removeStaleIncoming()
         }
         guard let vault else { return }
+        // The group first: another group's vault must not be compared by LSN, seeded or shipped to.
+        if let group = try vault.groupID(), group != site.config.groupID {
+            throw LifeboatError(.alreadyExists, "the vault belongs to protection group \(group); this site is group \(site.config.groupID): nothing is shipped",
+                                path: path)
+        }
         try seedDisks(vault)
         let currentFirst = journal.stats.currentSegmentFirstLSN
         let local = try JournalDirectory.segments(in: journal.directory)

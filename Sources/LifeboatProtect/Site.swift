@@ -34,13 +34,13 @@ public struct Site: Sendable {
     public func digestPath(_ disk: SiteConfig.Disk) -> FilePath { disksDirectory.appending(disk.name + ".digest") }
 
     /// Creates a new, empty site at `root` (the directory may exist but must not hold a site).
-    public static func initialize(at root: FilePath, vault: String? = nil) throws -> Site {
+    public static func initialize(at root: FilePath, vault: String? = nil, groupID: String = SiteConfig.newGroupID()) throws -> Site {
         let fm = FileManager.default
         if fm.fileExists(atPath: root.appending("site.json").string) {
             throw LifeboatError(.alreadyExists, "a site already exists here", path: root.string)
         }
         for dir in ["", "disks", "journal", "state"] { try PrivateFiles.makeDirectory(root.appending(dir)) }
-        let config = SiteConfig(version: SiteConfig.currentVersion, groupID: SiteConfig.newGroupID(), createdAt: Date(), disks: [], nextDiskID: 0, vault: vault)
+        let config = SiteConfig(version: SiteConfig.currentVersion, groupID: groupID, createdAt: Date(), disks: [], nextDiskID: 0, vault: vault)
         var site = Site(root: root, config: config)
         try site.save()
         try Checkpoint(appliedLSN: .zero, cleanStop: true).save(in: site.stateDirectory)

@@ -31,7 +31,7 @@ public struct SiteConfig: Codable, Equatable, Sendable {
 
     public func disk(named name: String) -> Disk? { disks.first { $0.name == name } }
 
-    static func newGroupID() -> String {
+    public static func newGroupID() -> String {
         var rng = SystemRandomNumberGenerator()
         return (0..<16).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &rng)) }.joined()
     }

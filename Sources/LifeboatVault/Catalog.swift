@@ -165,10 +165,20 @@ public struct RecoveryPoint: Codable, FetchableRecord, MutablePersistableRecord,
     public var digests: String
     public mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }
 
-    public var digestMap: [DiskID: Hash128] {
-        let raw = (try? JSONDecoder().decode([String: String].self, from: Data(digests.utf8))) ?? [:]
+    /// The digests by disk. A value that does not decode is vault damage, never "no digests":
+    /// a drill would otherwise pass without comparing anything.
+    public func digestMap() throws -> [DiskID: Hash128] {
+        let damaged = LifeboatError(.corrupt, "point \(id ?? 0): the catalog's digests value is not a JSON object of disk id → 32 hex digits: \(digests.prefix(80))",
+                                    path: nil)
+        guard let raw = try? JSONDecoder().decode([String: String].self, from: Data(digests.utf8)) else { throw damaged }
         var out: [DiskID: Hash128] = [:]
-        for (k, v) in raw { if let d = UInt32(k), let h = Hash128(hex: v) { out[DiskID(d)] = h } }
+        for (k, v) in raw {
+            guard let d = UInt32(k), let h = Hash128(hex: v) else { throw damaged }
+            out[DiskID(d)] = h
+        }
         return out
     }
+
+    /// The kinds a point can have; anything else in the catalog is damage.
+    public static let kinds: Set<String> = ["crash-consistent", "app-consistent", "label"]
 }

@@ -63,7 +63,7 @@ public struct LayerEntry: Equatable, Sendable {
     static func load(_ raw: UnsafeRawBufferPointer, at offset: Int) -> LayerEntry {
         LayerEntry(
             disk: DiskID(raw.loadLE(UInt32.self, at: offset)), block: BlockIndex(raw.loadLE(UInt64.self, at: offset + 8)),
-            lsn: LSN(raw.loadLE(UInt64.self, at: offset + 16)), frameOffset: Int(raw.loadLE(UInt64.self, at: offset + 24)),
+            lsn: LSN(raw.loadLE(UInt64.self, at: offset + 16)), frameOffset: Int(truncatingIfNeeded: raw.loadLE(UInt64.self, at: offset + 24)),
             frameLength: Int(raw.loadLE(UInt32.self, at: offset + 32)), blockInFrame: Int(raw.loadLE(UInt32.self, at: offset + 4)))
     }
 

@@ -1,4 +1,5 @@
 import LifeboatCore
+import LifeboatJournal
 import SystemPackage
 
 #if canImport(Glibc)
@@ -46,29 +47,42 @@ public final class LayerReader: @unchecked Sendable {
 
     func withRaw<T>(_ body: (UnsafeRawBufferPointer) throws -> T) rethrows -> T { try body(raw) }
 
+    /// Checks the header, footer and index checksum. Every integer read from the file is
+    /// untrusted: each is range-checked, and sums and products are computed with overflow
+    /// checks, so a flipped bit is a `.corrupt` error with its offset, never a trap.
     static func validate(_ raw: UnsafeRawBufferPointer, path: String) throws -> (LayerHeader, Range<Int>) {
-        guard Array(raw[0..<8]) == LayerFormat.magic else { throw LifeboatError(.corrupt, "not a Lifeboat layer (bad magic)", path: path, offset: 0) }
+        func corrupt(_ what: String, at offset: Int) -> LifeboatError { LifeboatError(.corrupt, what, path: path, offset: Int64(offset)) }
+        guard Array(raw[0..<8]) == LayerFormat.magic else { throw corrupt("not a Lifeboat layer (bad magic)", at: 0) }
         let version = raw.loadLE(UInt32.self, at: 8)
         guard version == LayerFormat.version else {
             throw LifeboatError(.unsupported, "layer format version \(version); this lifeboat reads version \(LayerFormat.version)", path: path, offset: 8)
         }
-        let header = LayerHeader(
-            groupID: Array(raw[16..<32]), firstLSN: LSN(raw.loadLE(UInt64.self, at: 32)), lastLSN: LSN(raw.loadLE(UInt64.self, at: 40)),
-            entryCount: Int(raw.loadLE(UInt64.self, at: 48)), indexOffset: Int(raw.loadLE(UInt64.self, at: 56)))
+        let headerSize = raw.loadLE(UInt32.self, at: 12)
+        guard headerSize == UInt32(LayerFormat.headerSize) else { throw corrupt("header size is \(headerSize), not \(LayerFormat.headerSize)", at: 12) }
         let footer = raw.count - LayerFormat.footerSize
         guard Array(raw[(footer + 16)..<(footer + 24)]) == LayerFormat.endMagic else {
-            throw LifeboatError(.corrupt, "layer footer is missing (truncated layer?)", path: path, offset: Int64(footer))
+            throw corrupt("layer footer is missing (truncated layer?)", at: footer)
         }
-        let bloomBytes = Int(clamping: raw.loadLE(UInt64.self, at: footer)) &* 8
-        let bloomStart = header.indexOffset + header.entryCount * LayerFormat.entrySize
-        guard header.indexOffset >= LayerFormat.headerSize, header.entryCount >= 0, bloomBytes >= 8,
-              bloomStart + bloomBytes == footer else {
-            throw LifeboatError(.corrupt, "layer index offset \(header.indexOffset), \(header.entryCount) entries and the filter do not fit the file", path: path, offset: 56)
+        // Offsets and counts must lie inside the file, which is far below Int.max.
+        let rawCount = raw.loadLE(UInt64.self, at: 48), rawIndex = raw.loadLE(UInt64.self, at: 56), rawWords = raw.loadLE(UInt64.self, at: footer)
+        guard rawIndex >= UInt64(LayerFormat.headerSize), rawIndex <= UInt64(footer) else {
+            throw corrupt("index offset \(rawIndex) is outside the file (\(raw.count) bytes)", at: 56)
         }
+        guard rawCount <= UInt64(footer) / UInt64(LayerFormat.entrySize) else { throw corrupt("entry count \(rawCount) cannot fit the file", at: 48) }
+        guard rawWords >= 1, rawWords <= UInt64(footer) / 8 else { throw corrupt("Bloom filter of \(rawWords) words cannot fit the file", at: footer) }
+        let header = LayerHeader(
+            groupID: Array(raw[16..<32]), firstLSN: LSN(raw.loadLE(UInt64.self, at: 32)), lastLSN: LSN(raw.loadLE(UInt64.self, at: 40)),
+            entryCount: Int(rawCount), indexOffset: Int(rawIndex))
+        let bloomBytes = Int(rawWords) * 8
+        let bloomStart = header.indexOffset + header.entryCount * LayerFormat.entrySize  // both bounded by the file size above
+        guard bloomStart + bloomBytes == footer else {
+            throw corrupt("index offset \(header.indexOffset), \(header.entryCount) entries and the filter do not fit the file", at: 56)
+        }
+        guard header.firstLSN <= header.lastLSN else { throw corrupt("first LSN \(header.firstLSN) is after the last \(header.lastLSN)", at: 32) }
         let crc = CRC32C.extend(CRC32C.of(UnsafeRawBufferPointer(rebasing: raw[0..<LayerFormat.headerSize])),
                                 UnsafeRawBufferPointer(rebasing: raw[header.indexOffset..<footer]))
         guard crc == raw.loadLE(UInt32.self, at: footer + 8) else {
-            throw LifeboatError(.corrupt, "layer header/index checksum mismatch", path: path, offset: Int64(header.indexOffset))
+            throw corrupt("layer header/index checksum mismatch", at: header.indexOffset)
         }
         return (header, bloomStart..<footer)
     }
@@ -105,12 +119,13 @@ public final class LayerReader: @unchecked Sendable {
 
     /// Decompresses `entry`'s whole frame into `scratch` (grown as needed).
     func decompressFrame(of entry: LayerEntry, into scratch: inout [UInt8], decompressor: ZstdDecompressor) throws {
-        guard entry.frameOffset >= LayerFormat.headerSize, entry.frameOffset + entry.frameLength <= header.indexOffset else {
+        guard entry.frameOffset >= LayerFormat.headerSize, entry.frameOffset <= header.indexOffset, entry.frameLength <= header.indexOffset - entry.frameOffset else {
             throw LifeboatError(.corrupt, "index entry points outside the layer's frames", path: path.string, offset: Int64(entry.frameOffset))
         }
         let frame = UnsafeRawBufferPointer(rebasing: raw[entry.frameOffset..<(entry.frameOffset + entry.frameLength)])
-        let contentSize = Int(ZstdFrame.contentSize(frame) ?? 0)
-        guard contentSize >= (entry.blockInFrame + 1) * BlockSize.bytes else {
+        // A frame holds one write record's data: at most the journal's payload limit.
+        let contentSize = Int(clamping: ZstdFrame.contentSize(frame) ?? 0)
+        guard contentSize >= (entry.blockInFrame + 1) * BlockSize.bytes, contentSize <= JournalFormat.maxPayload else {
             throw LifeboatError(.corrupt, "frame is smaller than its index entries say", path: path.string, offset: Int64(entry.frameOffset))
         }
         if scratch.count < contentSize { scratch = [UInt8](repeating: 0, count: contentSize) }

@@ -59,6 +59,25 @@ public final class Vault: @unchecked Sendable {
         try catalog.read { db in try GroupRow.fetchOne(db)?.id }
     }
 
+    /// Makes this vault `group`'s (a vault holds one protection group): registers it when the
+    /// vault has none yet, refuses when it has another, naming both.
+    public func claim(group: String) throws {
+        try withWriterLock {
+            try catalog.write { db in
+                if let existing = try GroupRow.fetchOne(db) {
+                    guard existing.id == group else { throw Vault.belongsToAnotherGroup(existing.id, not: group, root: root) }
+                    return
+                }
+                try GroupRow(id: group, baseLSN: 0, lastLSN: 0, createdAt: Date()).insert(db)
+            }
+        }
+    }
+
+    static func belongsToAnotherGroup(_ existing: String, not group: String, root: FilePath) -> LifeboatError {
+        LifeboatError(.alreadyExists, "the vault belongs to protection group \(existing); this site is group \(group) "
+                      + "(a vault holds one protection group: give this site a vault of its own)", path: root.string)
+    }
+
     public func disks() throws -> [VaultDisk] {
         try catalog.read { db in try VaultDisk.order(Column("diskID")).fetchAll(db) }
     }
@@ -93,9 +112,7 @@ public final class Vault: @unchecked Sendable {
     /// is called with bytes copied so far.
     public func addDisk(group: String, id: DiskID, name: String, sizeBytes: Int64, initialContent: FilePath,
                         progress: (Int64) -> Void = { _ in }) throws {
-        if let existing = try groupID(), existing != group {
-            throw LifeboatError(.invalidArgument, "this vault replicates protection group \(existing), not \(group)", path: root.string)
-        }
+        if let existing = try groupID(), existing != group { throw Vault.belongsToAnotherGroup(existing, not: group, root: root) }
         if let d = try disks().first(where: { $0.id == id }) {
             guard d.name == name, d.sizeBytes == sizeBytes else {
                 throw LifeboatError(.alreadyExists, "the vault has disk id \(id) as '\(d.name)' (\(d.sizeBytes) bytes)", path: root.string)
@@ -189,8 +206,17 @@ public final class Vault: @unchecked Sendable {
 
     // MARK: Points
 
+    /// Every point, oldest first. A row whose kind or digests do not decode is vault damage.
     public func points() throws -> [RecoveryPoint] {
-        try catalog.read { db in try RecoveryPoint.order(Column("lsn"), Column("id")).fetchAll(db) }
+        let points = try catalog.read { db in try RecoveryPoint.order(Column("lsn"), Column("id")).fetchAll(db) }
+        for p in points {
+            guard RecoveryPoint.kinds.contains(p.kind) else {
+                throw LifeboatError(.corrupt, "point \(p.id ?? 0) has kind '\(p.kind)' (known: \(RecoveryPoint.kinds.sorted().joined(separator: ", ")))",
+                                    path: catalog.path)
+            }
+            _ = try p.digestMap()
+        }
+        return points
     }
 
     /// How many layers hold data for LSNs up to `lsn` (what a point read searches).

@@ -5,26 +5,85 @@ import LifeboatProtect
 import LifeboatVault
 import SystemPackage
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 struct InitCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "init", abstract: "Create a site; with --vault, the vault it ships to (created if new).",
-        discussion: "On an existing site, --vault sets its vault: the whole journal ships at the next protect.")
+        discussion: """
+            A vault holds one protection group: a vault that already belongs to another site's group is refused \
+            (exit 73), naming both groups. On an existing site without a vault, --vault sets its vault: the whole \
+            journal ships at the next protect. A failed init leaves nothing behind.
+            """)
     @OptionGroup var site: SiteOption
     @Option(help: "The vault directory (default: $LIFEBOAT_VAULT).") var vault: String?
 
     func run() throws {
-        let path = try site.path()
-        let vaultPath = vault ?? ProcessInfo.processInfo.environment["LIFEBOAT_VAULT"].flatMap { $0.isEmpty ? nil : $0 }
-        do {
-            if let vaultPath { _ = try Vault(root: FilePath(vaultPath), create: true) }
-            if var existing = try? Site.open(FilePath(path)), let vaultPath {
-                try existing.setVault(vaultPath)
-                print("site \(path) now ships to vault \(vaultPath)")
-                return
+        let root = FilePath(absolutePath(try site.path()))
+        let vaultPath = (vault ?? ProcessInfo.processInfo.environment["LIFEBOAT_VAULT"].flatMap { $0.isEmpty ? nil : $0 }).map(absolutePath)
+        var existing: Site?
+        do { existing = try Site.open(root) } catch let e as LifeboatError where e.code == .notFound {}
+        if var existing {
+            guard let vaultPath else { throw LifeboatError(.alreadyExists, "a site already exists here", path: root.string) }
+            if let current = existing.config.vault {
+                throw LifeboatError(.alreadyExists, current == vaultPath ? "the site already ships to this vault" : "the site already ships to \(current)",
+                                    path: root.string)
             }
-            let created = try Site.initialize(at: FilePath(path), vault: vaultPath)
-            print("created site \(path) (protection group \(created.config.groupID))" + (vaultPath.map { ", shipping to vault \($0)" } ?? ""))
+            try withVault(vaultPath, group: existing.config.groupID) { try existing.setVault(vaultPath) }
+            print("site \(root) now ships to vault \(vaultPath) (the whole journal ships at the next protect)")
+            return
         }
+        let group = SiteConfig.newGroupID()
+        let undo = Leftovers(root)
+        do {
+            if let vaultPath {
+                try withVault(vaultPath, group: group) { _ = try Site.initialize(at: root, vault: vaultPath, groupID: group) }
+            } else {
+                _ = try Site.initialize(at: root, groupID: group)
+            }
+        } catch {
+            undo.remove(["site.json", "site.json.tmp", "disks", "journal", "state", "lock"])
+            throw error
+        }
+        print("created site \(root) (protection group \(group))" + (vaultPath.map { ", shipping to vault \($0)" } ?? ""))
+    }
+
+    /// Runs `body` once the vault at `path` is known to take `group`, then makes the vault
+    /// `group`'s. A vault that belongs to another group is refused before anything is made;
+    /// a vault this call created is removed again when anything fails.
+    private func withVault(_ path: String, group: String, _ body: () throws -> Void) throws {
+        let existed = (try? Vault(root: FilePath(path))) != nil
+        if existed, let other = try Vault(root: FilePath(path)).groupID(), other != group {
+            throw LifeboatError(.alreadyExists, "the vault belongs to protection group \(other); this site would be group \(group) "
+                                + "(a vault holds one protection group: give this site a vault of its own)", path: path)
+        }
+        let undo = Leftovers(FilePath(path))
+        do {
+            try body()
+            try Vault(root: FilePath(path), create: true).claim(group: group)
+        } catch {
+            if !existed { undo.remove(["catalog.sqlite", "catalog.sqlite-journal", "bases", "layers", "incoming", "lock"]) }
+            throw error
+        }
+    }
+}
+
+/// What a failed command made under `root`, removed again: the named entries, and `root`
+/// itself when it did not exist before and is left empty.
+struct Leftovers {
+    let root: FilePath
+    let rootExisted: Bool
+
+    init(_ root: FilePath) {
+        self.root = root
+        rootExisted = FileManager.default.fileExists(atPath: root.string)
+    }
+
+    func remove(_ entries: [String]) {
+        for entry in entries { try? FileManager.default.removeItem(atPath: root.appending(entry).string) }
+        if !rootExisted { rmdir(root.string) }
     }
 }
 

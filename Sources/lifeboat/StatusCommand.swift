@@ -57,29 +57,56 @@ struct JournalCommand: ParsableCommand {
     struct Verify: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Replay the journal onto each disk's initial content and compare with the primary.",
-            discussion: "Run at a quiet moment. Exit 0 when identical, 1 on a difference, 65 on a damaged journal.")
+            discussion: """
+                Exit 0 when identical, 1 on a difference, 4 when writes arrived during the check (inconclusive: run it \
+                again at a quiet moment), 65 on a damaged journal.
+                """)
         @OptionGroup var site: SiteOption
+        @Flag(help: "Print JSON.") var json = false
+
+        struct Report: Encodable {
+            struct Disk: Encodable {
+                var name: String
+                var blocks: Int
+                var journaledBlocks: Int
+                var mismatchedBlocks: Int
+                var firstMismatch: String?
+                var firstDigestMismatchBlock: Int?
+                var digest: String
+            }
+            var result: String
+            var segments: Int
+            var records: Int
+            var lastLSN: UInt64
+            var writesDuringCheck: UInt64?
+            var disks: [Disk]
+        }
 
         func run() throws {
-            do {
-                let s = try site.open()
-                let result = try JournalVerifier.verify(site: s)
-                print("journal: \(result.segments) segment(s), \(result.records) record(s), last LSN \(result.lastLSN)")
-                for d in result.disks {
+            let s = try site.open()
+            let r = try JournalVerifier.verify(site: s)
+            let verdict = r.writesDuringCheck != nil ? "inconclusive" : r.ok ? "identical" : "mismatch"
+            if json {
+                try printJSON(Report(result: verdict, segments: r.segments, records: r.records, lastLSN: r.lastLSN.rawValue, writesDuringCheck: r.writesDuringCheck,
+                                     disks: r.disks.map { .init(name: $0.name, blocks: $0.blocks, journaledBlocks: $0.journaledBlocks, mismatchedBlocks: $0.mismatchedBlocks,
+                                                                firstMismatch: $0.firstMismatch?.detail, firstDigestMismatchBlock: $0.firstDigestMismatch,
+                                                                digest: $0.root.description) }))
+            } else {
+                print("journal: \(r.segments) segment(s), \(r.records) record(s), last LSN \(r.lastLSN)")
+                for d in r.disks {
                     if let m = d.firstMismatch {
-                        print("\(d.name): MISMATCH in \(d.mismatchedBlocks) block(s); first: \(m.detail)")
+                        print("\(d.name): \(r.writesDuringCheck == nil ? "MISMATCH" : "differs") in \(d.mismatchedBlocks) block(s); first: \(m.detail)")
                     } else {
                         print("\(d.name): identical to the primary (\(d.blocks) blocks, \(d.journaledBlocks) written by the journal)")
                     }
-                    if let b = d.firstDigestMismatch {
-                        print("\(d.name): digest sidecar disagrees with the primary at block \(b)")
-                    }
+                    if let b = d.firstDigestMismatch { print("\(d.name): digest sidecar disagrees with the primary at block \(b)") }
                     print("\(d.name): digest \(d.root)")
                 }
-                if !result.ok {
-                    throw LifeboatError(.mismatch, "the journal does not reproduce the primary")
-                }
             }
+            if let n = r.writesDuringCheck {
+                throw LifeboatError(.inconclusive, "inconclusive: \(n) write(s) arrived during the check; run it again at a quiet moment")
+            }
+            if !r.ok { throw LifeboatError(.mismatch, "the journal does not reproduce the primary") }
         }
     }
 }

@@ -41,7 +41,7 @@ struct PointsCommand: ParsableCommand {
             print(pad("ID", 6) + pad("LSN", 10) + pad("KIND", 18) + pad("TIME", 22) + pad("LABEL", 16) + pad("TESTED AT", 22) + pad("RESULT", 8) + (disk.map { "DIGEST (\($0))" } ?? ""))
             let time = ISO8601DateFormatter()
             for p in points {
-                let digest = diskID.flatMap { p.digestMap[$0]?.description } ?? ""
+                let digest = try diskID.flatMap { try p.digestMap()[$0]?.description } ?? ""
                 let drill = p.id.flatMap { drills[$0] }
                 print(pad(String(p.id ?? 0), 6) + pad(String(p.lsn), 10) + pad(p.kind, 18) + pad(time.string(from: p.time), 22) + pad(p.label.isEmpty ? "-" : p.label, 16)
                       + pad(drill.map { time.string(from: $0.finishedAt) } ?? "-", 22) + pad(drill?.result ?? "-", 8) + digest)

@@ -102,7 +102,7 @@ struct Fixture {
         let points = try vault.points()
         #expect(points.map { LSN(UInt64($0.lsn)) } == f.markers.filter { $0 <= last })
         #expect(points.contains { $0.kind == "app-consistent" })
-        #expect(points.first?.digestMap[DiskID(0)] == Hash128(high: 1, low: 49))
+        #expect(try points.first?.digestMap()[DiskID(0)] == Hash128(high: 1, low: 49))
         // Export streams the same bytes.
         let out = f.root.appending("export.raw")
         let fd = try FileDescriptor.open(out, .readWrite, options: [.create], permissions: .ownerReadWrite)
