@@ -37,7 +37,8 @@ let package = Package(
             dependencies: ["LifeboatCore", "LifeboatJournal", .product(name: "GRDB", package: "GRDB.swift"),
                            .product(name: "SystemPackage", package: "swift-system")]),
         .target(name: "LifeboatVHD", dependencies: ["LifeboatCore", .product(name: "SystemPackage", package: "swift-system")]),
-        .target(name: "LifeboatFUSE", dependencies: ["CFuse3", "LifeboatCore", .product(name: "SystemPackage", package: "swift-system")]),
+        .target(name: "LifeboatFUSE", dependencies: ["CFuse3", "LifeboatCore", .product(name: "SystemPackage", package: "swift-system"),
+                                                   .product(name: "Logging", package: "swift-log")]),
         .target(name: "LifeboatQuiesce", dependencies: ["LifeboatCore"]),
         .target(name: "LifeboatProtect", dependencies: ["LifeboatCore", "LifeboatJournal", "LifeboatFUSE", "LifeboatVault", "LifeboatVHD"]),
         .target(

@@ -53,7 +53,7 @@ status=0
 for point in latest-app latest; do
   echo "== drill at $point"
   $lifeboat drill Harness/plans/example.yaml --point "$point" \
-    --junit "$reports/drill-$point.xml" --json "$reports/drill-$point.json" || status=$?
+    --junit "$reports/drill-$point.xml" --report-json "$reports/drill-$point.json" || status=$?
 done
 $lifeboat points
 $lifeboat status | grep "verified RPO"

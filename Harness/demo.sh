@@ -64,7 +64,7 @@ disks:
       - script: {name: files-present, run: 'test -d "$LIFEBOAT_TARGET/e2fsprogs" && test -s "$LIFEBOAT_TARGET/random.bin"'}
 PLAN
 cat "$work/plan.yaml"
-$lifeboat drill "$work/plan.yaml" --junit "$work/drill.xml" --json "$work/drill.json"
+$lifeboat drill "$work/plan.yaml" --junit "$work/drill.xml" --report-json "$work/drill.json"
 step "lifeboat points (the drill is kept with its point)"; $lifeboat points
 step "unmount ext4, detach the loop device";  umount "$fs"; losetup -d "$loopdev"; loopdev=""
 step "lifeboat journal verify";               $lifeboat journal verify

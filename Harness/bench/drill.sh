@@ -51,7 +51,7 @@ for c in "${cases[@]}"; do
   # Crash-consistent, with the filesystem mounted: the drill must replay its journal.
   "$lifeboat" checkpoint --label bench >/dev/null
   printf 'disks:\n  d0:\n    filesystem: ext4\n    checks: [digest, fsck]\n' > "$work/plan.yaml"
-  "$lifeboat" drill "$work/plan.yaml" --point latest --json "$work/report.json" >/dev/null 2>&1
+  "$lifeboat" drill "$work/plan.yaml" --point latest --report-json "$work/report.json" >/dev/null 2>&1
   python3 - "$work/report.json" "$size" "$pct" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))

@@ -60,9 +60,9 @@ public struct DrillReport: Codable, Sendable {
         disks.flatMap { d in d.checks.filter { $0.status == .failed }.map { (d.name, $0) } }
     }
 
-    public func json() throws -> Data { try ReportJSON.encoder().encode(self) }
+    public func json() throws -> Data { try LifeboatJSON.encoder().encode(self) }
 
-    public static func decode(_ data: Data) throws -> DrillReport { try ReportJSON.decoder().decode(DrillReport.self, from: data) }
+    public static func decode(_ data: Data) throws -> DrillReport { try LifeboatJSON.decoder().decode(DrillReport.self, from: data) }
 
     /// The human summary.
     public func text() -> String {
@@ -121,38 +121,6 @@ public struct DrillReport: Codable, Sendable {
     }
 
     private func fmt(_ s: Double) -> String { String(format: "%.3f", s) }
-}
-
-/// JSON as the drill writes it: sorted keys, times in ISO 8601 with milliseconds (RTOs are
-/// seconds long: whole-second times would not add up).
-public enum ReportJSON {
-    public static func encoder() -> JSONEncoder {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        encoder.dateEncodingStrategy = .custom { date, enc in
-            var c = enc.singleValueContainer()
-            try c.encode(formatter().string(from: date))
-        }
-        return encoder
-    }
-
-    public static func decoder() -> JSONDecoder {
-        let decoder = JSONDecoder()
-        decoder.dateDecodingStrategy = .custom { dec in
-            let text = try dec.singleValueContainer().decode(String.self)
-            guard let date = formatter().date(from: text) ?? ISO8601DateFormatter().date(from: text) else {
-                throw DecodingError.dataCorrupted(.init(codingPath: dec.codingPath, debugDescription: "not an ISO 8601 time: \(text)"))
-            }
-            return date
-        }
-        return decoder
-    }
-
-    private static func formatter() -> ISO8601DateFormatter {
-        let f = ISO8601DateFormatter()
-        f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        return f
-    }
 }
 
 /// Text for XML attributes and content: the five entities, and control characters (invalid in

@@ -90,7 +90,7 @@ final class DrillTarget {
                                            excluding: Set(spec.dropped.map { LSN($0) }))
         self.view = view
         let session = try FUSESession(filesystem: view, mountpoint: ws.targetDirectory,
-                                      options: ["fsname=lifeboat-drill", "subtype=lifeboat", "default_permissions"])
+                                      options: ["fsname=lifeboat-drill", "subtype=lifeboat", "default_permissions"], logger: logger)
         try session.mount()
         session.start()
         self.session = session

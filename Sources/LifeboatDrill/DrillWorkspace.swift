@@ -59,12 +59,12 @@ public struct DrillWorkspace: Sendable {
     }
 
     func save<T: Encodable>(_ value: T, to path: String) throws {
-        try writeFileAtomically(.init(path), Array(try ReportJSON.encoder().encode(value)))
+        try writeFileAtomically(.init(path), Array(try LifeboatJSON.encoder().encode(value)))
     }
 
     func load<T: Decodable>(_ type: T.Type, from path: String) throws -> T {
         guard let data = FileManager.default.contents(atPath: path) else { throw LifeboatError(.notFound, "missing", path: path) }
-        do { return try ReportJSON.decoder().decode(type, from: data) } catch {
+        do { return try LifeboatJSON.decoder().decode(type, from: data) } catch {
             throw LifeboatError(.corrupt, "unreadable: \(error)", path: path)
         }
     }

@@ -84,7 +84,7 @@ public enum Explorer {
             return lines.joined(separator: "\n")
         }
 
-        public func json() throws -> Data { try ReportJSON.encoder().encode(self) }
+        public func json() throws -> Data { try LifeboatJSON.encoder().encode(self) }
 
         static func list(_ lsns: [UInt64]) -> String {
             (lsns.count == 1 ? "write LSN " : "writes LSN ") + lsns.map(String.init).joined(separator: ", ")

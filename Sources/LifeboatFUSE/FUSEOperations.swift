@@ -1,4 +1,7 @@
 internal import CFuse3
+import LifeboatCore
+import Logging
+import SystemPackage
 
 #if canImport(Glibc)
 import Glibc
@@ -9,7 +12,22 @@ import Glibc
 /// a global), calls it, and replies exactly once.
 final class FilesystemBox {
     let filesystem: any FUSEFilesystem
-    init(_ filesystem: any FUSEFilesystem) { self.filesystem = filesystem }
+    let logger: Logger
+    init(_ filesystem: any FUSEFilesystem, logger: Logger) {
+        self.filesystem = filesystem
+        self.logger = logger
+    }
+}
+
+/// Answers `req` with the errno for `error`, and logs what that errno stands for whenever it
+/// carries a cause or is EIO: the kernel's caller sees only a number.
+private func replyError(_ req: fuse_req_t?, _ operation: StaticString, _ error: any Error) {
+    let e = FUSEError.from(error)
+    if e.cause != nil || e.errno == EIO {
+        box(req).logger.error("\(operation): answered \(Errno(rawValue: e.errno)): \(e.cause.map { "\($0)" } ?? "no cause given")")
+    }
+    let rc = fuse_reply_err(req, e.errno)
+    if rc != 0 { box(req).logger.warning("\(operation): the kernel did not take the reply (\(Errno(rawValue: -rc)))") }
 }
 
 @inline(__always)
@@ -55,12 +73,12 @@ func makeOperations() -> fuse_lowlevel_ops {
         do {
             let attributes = try fs.lookup(parent: Inode(parent), name: String(cString: name!))
             replyEntry(req, attributes, timeout: fs.attributeTimeout)
-        } catch { fuse_reply_err(req, errnoOf(error)) }
+        } catch { replyError(req, "lookup", error) }
     }
 
     ops.getattr = { req, ino, _ in
         let fs = box(req).filesystem
-        do { replyAttributes(req, try fs.getattr(Inode(ino)), timeout: fs.attributeTimeout) } catch { fuse_reply_err(req, errnoOf(error)) }
+        do { replyAttributes(req, try fs.getattr(Inode(ino)), timeout: fs.attributeTimeout) } catch { replyError(req, "getattr", error) }
     }
 
     ops.setattr = { req, ino, attr, toSet, _ in
@@ -73,7 +91,7 @@ func makeOperations() -> fuse_lowlevel_ops {
                 attributes = try fs.getattr(Inode(ino))
             }
             replyAttributes(req, attributes, timeout: fs.attributeTimeout)
-        } catch { fuse_reply_err(req, errnoOf(error)) }
+        } catch { replyError(req, "setattr", error) }
     }
 
     ops.open = { req, ino, fi in
@@ -84,13 +102,18 @@ func makeOperations() -> fuse_lowlevel_ops {
             // may keep its page cache across opens.
             fi!.pointee.keep_cache = 1
             fuse_reply_open(req, fi)
-        } catch { fuse_reply_err(req, errnoOf(error)) }
+        } catch { replyError(req, "open", error) }
     }
 
     ops.read = { req, ino, size, offset, _ in
         let fs = box(req).filesystem
+        // Exactly one reply: the first `reply` call answers; a second is a bug and is dropped;
+        // none at all (neither a reply nor a throw) would hang the kernel's request, so EIO.
+        var replied = false
         do {
             try fs.read(Inode(ino), offset: Int64(offset), size: size) { source in
+                guard !replied else { return box(req).logger.error("read: the filesystem replied twice; the second reply was dropped") }
+                replied = true
                 switch source {
                 case .file(let fd, let at, let length):
                     cfuse_reply_fd(req, fd, off_t(at), length)
@@ -98,7 +121,10 @@ func makeOperations() -> fuse_lowlevel_ops {
                     fuse_reply_buf(req, bytes.baseAddress?.assumingMemoryBound(to: CChar.self), bytes.count)
                 }
             }
-        } catch { fuse_reply_err(req, errnoOf(error)) }
+            if !replied { replyError(req, "read", FUSEError(EIO, cause: LifeboatError(.internalError, "the filesystem returned without a reply"))) }
+        } catch {
+            if !replied { replyError(req, "read", error) }
+        }
     }
 
     ops.write = { req, ino, buf, size, offset, _ in
@@ -106,7 +132,7 @@ func makeOperations() -> fuse_lowlevel_ops {
         do {
             try fs.write(Inode(ino), offset: Int64(offset), data: UnsafeRawBufferPointer(start: buf, count: size))
             fuse_reply_write(req, size)
-        } catch { fuse_reply_err(req, errnoOf(error)) }
+        } catch { replyError(req, "write", error) }
     }
 
     ops.fsync = { req, ino, datasync, _ in
@@ -114,7 +140,7 @@ func makeOperations() -> fuse_lowlevel_ops {
         do {
             try fs.fsync(Inode(ino), dataOnly: datasync != 0)
             fuse_reply_err(req, 0)
-        } catch { fuse_reply_err(req, errnoOf(error)) }
+        } catch { replyError(req, "fsync", error) }
     }
 
     // FLUSH comes on every close(2): it is not a durability request, so it does nothing.
@@ -127,7 +153,7 @@ func makeOperations() -> fuse_lowlevel_ops {
             let attributes = try fs.getattr(Inode(ino))
             guard attributes.isDirectory else { throw FUSEError(ENOTDIR) }
             fuse_reply_open(req, fi)
-        } catch { fuse_reply_err(req, errnoOf(error)) }
+        } catch { replyError(req, "opendir", error) }
     }
 
     ops.readdir = { req, ino, size, offset, _ in
@@ -149,7 +175,7 @@ func makeOperations() -> fuse_lowlevel_ops {
                 index += 1
             }
             buffer.withUnsafeBufferPointer { b in _ = fuse_reply_buf(req, b.baseAddress, used) }
-        } catch { fuse_reply_err(req, errnoOf(error)) }
+        } catch { replyError(req, "readdir", error) }
     }
 
     ops.releasedir = { req, _, _ in fuse_reply_err(req, 0) }
@@ -169,6 +195,3 @@ func makeOperations() -> fuse_lowlevel_ops {
     return ops
 }
 
-/// The errno for a thrown error: a FUSEError's own, EIO for anything else (a bug).
-@inline(__always)
-private func errnoOf(_ error: any Error) -> Int32 { (error as? FUSEError)?.errno ?? EIO }

@@ -1,6 +1,7 @@
 internal import CFuse3
 import Foundation
 import LifeboatCore
+import Logging
 import SystemPackage
 
 #if canImport(Glibc)
@@ -23,9 +24,9 @@ public final class FUSESession: @unchecked Sendable {
 
     /// Creates the session. `options` are mount options (`-o` values) such as `ro`,
     /// `fsname=NAME`, `default_permissions`.
-    public init(filesystem: any FUSEFilesystem, mountpoint: String, options: [String]) throws(LifeboatError) {
+    public init(filesystem: any FUSEFilesystem, mountpoint: String, options: [String], logger: Logger) throws(LifeboatError) {
         self.mountpoint = mountpoint
-        self.box = FilesystemBox(filesystem)
+        self.box = FilesystemBox(filesystem, logger: logger)
         self.ops = .allocate(capacity: 1)
         self.ops.initialize(to: makeOperations())
         let ops = self.ops

@@ -1,3 +1,6 @@
+import LifeboatCore
+import SystemPackage
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -10,18 +13,40 @@ public struct Inode: RawRepresentable, Hashable, Sendable {
     public static let root = Inode(1)
 }
 
-/// An errno for the kernel. Every error that crosses the FUSE boundary is one of these.
+/// An errno for the kernel, and the error it stands for. Every error that crosses the FUSE
+/// boundary is one of these; `from` is the one mapping from Lifeboat's errors, and the bridge
+/// logs every answer that carries a cause (the kernel gets only the number).
 public struct FUSEError: Error, Sendable {
     public var errno: Int32
-    public init(_ errno: Int32) { self.errno = errno }
+    public var cause: (any Error)?
+    public init(_ errno: Int32, cause: (any Error)? = nil) {
+        self.errno = errno
+        self.cause = cause
+    }
     public static let noEntry = FUSEError(ENOENT)
-    public static let io = FUSEError(EIO)
     public static let readOnly = FUSEError(EROFS)
-    public static let notSupported = FUSEError(EOPNOTSUPP)
     public static let noSpace = FUSEError(ENOSPC)
-    public static let invalid = FUSEError(EINVAL)
     public static let notPermitted = FUSEError(EPERM)
-    public static let isDirectory = FUSEError(EISDIR)
+
+    /// The errno for any error, keeping it as the cause: a LifeboatError by its code (and its
+    /// own errno for system errors: ENOSPC stays ENOSPC), an Errno as itself, anything else EIO.
+    public static func from(_ error: any Error) -> FUSEError {
+        switch error {
+        case let e as FUSEError: return e
+        case let e as Errno: return FUSEError(e.rawValue, cause: e)
+        case let e as LifeboatError:
+            let errno: Int32 = switch e.code {
+            case .io, .permission, .busy: e.errno?.rawValue ?? (e.code == .permission ? EACCES : e.code == .busy ? EBUSY : EIO)
+            case .notFound: ENOENT
+            case .alreadyExists: EEXIST
+            case .invalidArgument: EINVAL
+            case .unsupported: EOPNOTSUPP
+            case .corrupt, .mismatch, .inconclusive, .degraded, .internalError: EIO
+            }
+            return FUSEError(errno, cause: e)
+        default: return FUSEError(EIO, cause: error)
+        }
+    }
 }
 
 /// What getattr and lookup answer.

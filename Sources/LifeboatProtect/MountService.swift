@@ -41,7 +41,7 @@ public enum MountService {
         let filesystem = try PointViewFilesystem(vault: vault, lsn: lsn, vhd: options.vhd, overlayDirectory: overlay)
         defer { filesystem.discardOverlays() }
         let session = try FUSESession(filesystem: filesystem, mountpoint: mountpoint,
-                                      options: ["fsname=lifeboat-point", "subtype=lifeboat", "default_permissions"] + (overlay == nil ? ["ro"] : []))
+                                      options: ["fsname=lifeboat-point", "subtype=lifeboat", "default_permissions"] + (overlay == nil ? ["ro"] : []), logger: logger)
         try session.mount()
         session.start()
         let what = point.map { "point \($0.id ?? 0) (\($0.kind))" } ?? "LSN \(lsn)"

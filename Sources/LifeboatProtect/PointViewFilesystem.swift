@@ -117,7 +117,7 @@ public final class PointViewFilesystem: FUSEFilesystem, @unchecked Sendable {
                 }
             }
         } catch {
-            throw .io
+            throw .from(error)  // a damaged base or layer: logged with disk, block, file and offset
         }
     }
 
@@ -163,7 +163,7 @@ public final class PointViewFilesystem: FUSEFilesystem, @unchecked Sendable {
                 }
             }
         } catch {
-            throw (error as? Errno) == .noSpace ? .noSpace : .io
+            throw .from(error)
         }
         for b in Int(first >> Int64(BlockSize.shift))..<Int(end >> Int64(BlockSize.shift)) { overlay.mark(b) }
     }

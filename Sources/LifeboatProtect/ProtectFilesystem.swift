@@ -70,16 +70,17 @@ public final class ProtectFilesystem: FUSEFilesystem, @unchecked Sendable {
         do {
             try group.write(disk: index, offset: offset, data: data)
         } catch let e as LifeboatError where e.code == .invalidArgument {
-            throw .noSpace  // past the end of the disk, as a block device answers
+            throw FUSEError(ENOSPC, cause: e)  // past the end of the disk, as a block device answers
         } catch {
-            // Never acknowledged without being journaled: the writer sees EIO; status says why.
-            throw .io
+            // Never acknowledged without being journaled: the writer sees EIO (or ENOSPC), the
+            // log and status say why.
+            throw .from(error)
         }
     }
 
     public func fsync(_ inode: Inode, dataOnly: Bool) throws(FUSEError) {
         _ = try diskIndex(inode)
-        do { try group.flush() } catch { throw .io }
+        do { try group.flush() } catch { throw .from(error) }
     }
 
     public func readdir(_ inode: Inode) throws(FUSEError) -> [DirectoryEntry] {

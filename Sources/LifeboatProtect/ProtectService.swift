@@ -25,10 +25,15 @@ public enum ProtectService {
         pthread_sigmask(SIG_BLOCK, &set, nil)
     }
 
-    public static func run(site: Site, mountpoint: String, options: ProtectionGroup.Options, logger: Logger) throws {
+    /// Checked before anything is opened, so that a non-root user is told why first.
+    public static func requireRoot() throws {
         guard geteuid() == 0 else {
             throw LifeboatError(.permission, "protect must run as root (it mounts a FUSE filesystem and serves loop devices)")
         }
+    }
+
+    public static func run(site: Site, mountpoint: String, options: ProtectionGroup.Options, logger: Logger) throws {
+        try requireRoot()
         guard !site.config.disks.isEmpty else {
             throw LifeboatError(.invalidArgument, "the site has no disks (add one with `lifeboat disk create`)", path: site.root.string)
         }
@@ -38,7 +43,7 @@ public enum ProtectService {
         do {
             session = try FUSESession(
                 filesystem: ProtectFilesystem(group: group), mountpoint: mountpoint,
-                options: ["fsname=lifeboat:\(site.root.lastComponent?.string ?? "site")", "subtype=lifeboat", "default_permissions"])
+                options: ["fsname=lifeboat:\(site.root.lastComponent?.string ?? "site")", "subtype=lifeboat", "default_permissions"], logger: logger)
             try session.mount()
         } catch {
             try? group.close()

@@ -54,7 +54,10 @@ extension Vault {
     public func retentionPolicy() throws -> RetentionPolicy {
         try catalog.read { db in
             guard let text = try String.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'retention'") else { return RetentionPolicy() }
-            return (try? JSONDecoder().decode(RetentionPolicy.self, from: Data(text.utf8))) ?? RetentionPolicy()
+            do { return try JSONDecoder().decode(RetentionPolicy.self, from: Data(text.utf8)) } catch {
+                // Never a silent default: pruning by a policy the user did not set deletes points.
+                throw LifeboatError(.corrupt, "the stored retention policy does not decode: \(text.prefix(80))", path: catalog.path, cause: error)
+            }
         }
     }
 

@@ -3,6 +3,7 @@ import Foundation
 import LifeboatCore
 import LifeboatDrill
 import LifeboatVault
+import SystemPackage
 
 struct DrillCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -16,9 +17,12 @@ struct DrillCommand: ParsableCommand {
         @OptionGroup var vault: VaultOption
         @Option(help: "The point: latest, latest-app, an id, lsn:N or @TIME (default: the plan's, else latest).") var point: String?
         @Option(help: "Write a JUnit XML report here.") var junit: String?
-        @Option(help: "Write the JSON report here.") var json: String?
+        @Option(help: "Write the JSON report to this file.") var reportJSON: String?
+        @Flag(help: "Print the JSON report instead of the text one.") var json = false
         @Flag(help: "Keep the targets mounted after the checks until Ctrl-C (for inspection).") var keep = false
         @Option(help: "Where drills keep their working directories (default: $LIFEBOAT_DRILL_DIR or /var/lib/lifeboat/drills).") var workDir: String?
+
+        func validate() throws { try validateWorkDir(workDir) }
 
         func run() throws {
             var report: DrillReport?
@@ -30,9 +34,9 @@ struct DrillCommand: ParsableCommand {
                 options.keep = keep
                 if let workDir { options.workRoot = workDir }
                 let r = try Drill.run(plan: plan, vault: v, options: options, logger: makeLogger())
-                print(r.text())
+                print(json ? String(decoding: try r.json(), as: UTF8.self) : r.text())
                 if let junit { try writeReport(Data(r.junit().utf8), to: junit) }
-                if let json { try writeReport(try r.json(), to: json) }
+                if let reportJSON { try writeReport(try r.json(), to: reportJSON) }
                 report = r
             }
             try exitFor(report?.result)
@@ -75,8 +79,19 @@ func exitFor(_ result: DrillReport.Result?) throws {
 }
 
 func writeReport(_ data: Data, to path: String) throws {
-    guard FileManager.default.createFile(atPath: path, contents: data) else {
-        throw LifeboatError(.io, "cannot write the report", path: path)
+    do { try data.write(to: URL(fileURLWithPath: path)) } catch {
+        let e = ((error as NSError).userInfo[NSUnderlyingErrorKey] as? NSError).map { Errno(rawValue: Int32($0.code)) } ?? .ioError
+        throw LifeboatError.system(e, "cannot write the report", path: path)
+    }
+}
+
+/// A --work-dir that cannot hold a drill is a usage error, found before any point is pinned
+/// or any result recorded.
+func validateWorkDir(_ path: String?) throws {
+    guard let path else { return }
+    var isDirectory: ObjCBool = false
+    if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), !isDirectory.boolValue {
+        throw ValidationError("--work-dir \(path) is not a directory")
     }
 }
 

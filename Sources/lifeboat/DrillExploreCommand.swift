@@ -16,7 +16,8 @@ struct DrillExploreCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Check N crash states inside flush intervals: what was flushed is kept, a random part of the writes since is dropped (every such state when there are at most N).", valueName: "N"))
     var dropUnflushed: Int?
     @Option(help: "Seed for --drop-unflushed (printed in the report; the same seed replays the same states).") var seed: UInt64?
-    @Option(help: "Write the JSON report here.") var json: String?
+    @Option(help: "Write the JSON report to this file.") var reportJSON: String?
+        @Flag(help: "Print the JSON report instead of the text one.") var json = false
     @Option(help: "Where drills keep their working directories.") var workDir: String?
 
     func validate() throws {
@@ -26,6 +27,7 @@ struct DrillExploreCommand: ParsableCommand {
         if let sample, sample < 1 { throw ValidationError("--sample takes a positive number") }
         if let dropUnflushed, dropUnflushed < 1 { throw ValidationError("--drop-unflushed takes a positive number") }
         if seed != nil && dropUnflushed == nil { throw ValidationError("--seed goes with --drop-unflushed") }
+        try validateWorkDir(workDir)
     }
 
     func run() throws {
@@ -40,8 +42,8 @@ struct DrillExploreCommand: ParsableCommand {
                 ?? dropUnflushed.map { .dropUnflushed(count: $0, seed: seed ?? UInt64.random(in: 1...999_999)) }
                 ?? .everyFlush
             let report = try Explorer.run(plan: plan, vault: v, from: from, to: to, mode: mode, options: options, logger: makeLogger())
-            print(report.text())
-            if let json { try writeReport(try report.json(), to: json) }
+            print(json ? String(decoding: try report.json(), as: UTF8.self) : report.text())
+            if let reportJSON { try writeReport(try report.json(), to: reportJSON) }
             result = report
         }
         try exitFor(result?.result)

@@ -53,10 +53,7 @@ func parseSize(_ text: String) throws -> Int64 {
 }
 
 func printJSON<T: Encodable>(_ value: T) throws {
-    let encoder = JSONEncoder()
-    encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-    encoder.dateEncodingStrategy = .iso8601
-    print(String(decoding: try encoder.encode(value), as: UTF8.self))
+    print(String(decoding: try LifeboatJSON.encoder().encode(value), as: UTF8.self))
 }
 
 /// Human sizes for tables: 4.0 GiB, 512.0 MiB, 4096 B.

@@ -3,6 +3,10 @@ import Foundation
 import LifeboatCore
 import LifeboatProtect
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 struct MountCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mount",
@@ -20,6 +24,7 @@ struct MountCommand: ParsableCommand {
     }
 
     func run() throws {
+        guard geteuid() == 0 else { throw LifeboatError(.permission, "mount must run as root (FUSE, loop devices)") }
         do {
             var options = MountService.Options()
             options.vhd = format == "vhd"

@@ -12,21 +12,23 @@ struct ProtectCommand: ParsableCommand {
 
     @Argument(help: "An existing, empty directory.") var mountpoint: String
     @OptionGroup var site: SiteOption
-    @Option(help: "Seal a journal segment at this size (bytes or K/M/G).") var segmentSize = "64M"
-    @Option(help: "Seal a journal segment at least this often while there are writes, in seconds.") var sealInterval = 1.0
-    @Option(help: "Mark a crash-consistent point this often while there are writes, in seconds.") var pointInterval = 5.0
+    @Option(help: "Seal a journal segment at this size (1M to 4G; bytes or K/M/G).") var segmentSize = "64M"
+    @Option(help: "Seal a journal segment at least this often while there are writes (e.g. 1s, 500ms as 0.5).") var sealInterval = "1s"
+    @Option(help: "Mark a crash-consistent point this often while there are writes (at least 0.2s).") var pointInterval = "5s"
+
+    func validate() throws {
+        let segmentBytes = try parseSize(segmentSize)
+        guard segmentBytes >= 1 << 20, segmentBytes <= 4 << 30 else { throw ValidationError("--segment-size must be between 1M and 4G") }
+        _ = try parseDuration(sealInterval, what: "seal interval")
+        guard try parseDuration(pointInterval, what: "point interval") >= 0.2 else { throw ValidationError("--point-interval must be at least 0.2s") }
+    }
 
     func run() throws {
-        let segmentBytes = try parseSize(segmentSize)
-        guard segmentBytes >= 1 << 20 else { throw ValidationError("--segment-size must be at least 1M") }
-        guard sealInterval > 0 else { throw ValidationError("--seal-interval must be positive") }
-        guard pointInterval >= 0.2 else { throw ValidationError("--point-interval must be at least 0.2 seconds") }
-        do {
-            var options = ProtectionGroup.Options()
-            options.segmentBytes = segmentBytes
-            options.sealInterval = .milliseconds(Int64(sealInterval * 1000))
-            options.pointInterval = .milliseconds(Int64(pointInterval * 1000))
-            try ProtectService.run(site: try site.open(), mountpoint: absolutePath(mountpoint), options: options, logger: makeLogger())
-        }
+        try ProtectService.requireRoot()
+        var options = ProtectionGroup.Options()
+        options.segmentBytes = try parseSize(segmentSize)
+        options.sealInterval = .milliseconds(Int64(try parseDuration(sealInterval) * 1000))
+        options.pointInterval = .milliseconds(Int64(try parseDuration(pointInterval) * 1000))
+        try ProtectService.run(site: try site.open(), mountpoint: absolutePath(mountpoint), options: options, logger: makeLogger())
     }
 }

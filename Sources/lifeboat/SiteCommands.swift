@@ -121,10 +121,7 @@ struct DiskCommand: ParsableCommand {
             do {
                 let s = try site.open()
                 if json { return try printJSON(s.config.disks) }
-                print(pad("NAME", 20) + pad("SIZE", 12) + pad("ID", 5) + "SOURCE")
-                for d in s.config.disks {
-                    print(pad(d.name, 20) + pad(humanBytes(d.sizeBytes), 12) + pad(String(d.id), 5) + (d.source ?? "-"))
-                }
+                printTable(["NAME", "SIZE", "ID", "SOURCE"], s.config.disks.map { [$0.name, humanBytes($0.sizeBytes), String($0.id), $0.source ?? "-"] })
             }
         }
     }

@@ -42,11 +42,10 @@ struct StatusCommand: ParsableCommand {
             } else if s.config.vault != nil {
                 print("verified RPO: none (no point has passed a drill\(vaultError.map { "; vault: \($0)" } ?? ""))")
             }
-            print(pad("DISK", 16) + pad("SIZE", 11) + pad("LAST LSN", 10) + pad("STATE", 11) + "DIGEST")
-            for d in status.disks {
-                print(pad(d.name, 16) + pad(humanBytes(d.sizeBytes), 11) + pad(d.lastLSN.map(String.init) ?? "-", 10) + pad(d.state, 11) + (d.digest ?? "-"))
-                if let e = d.error { print("  \(d.name): \(e)") }
-            }
+            printTable(["DISK", "SIZE", "LAST LSN", "STATE", "DIGEST"], status.disks.map {
+                [$0.name, humanBytes($0.sizeBytes), $0.lastLSN.map(String.init) ?? "-", $0.state, $0.digest ?? "-"]
+            })
+            for d in status.disks { if let e = d.error { print("  \(d.name): \(e)") } }
         }
     }
 }

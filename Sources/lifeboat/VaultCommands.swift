@@ -24,53 +24,59 @@ struct VaultOption: ParsableArguments {
 struct PointsCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "points", abstract: "List the vault's recovery points.")
     @OptionGroup var vault: VaultOption
-    @Option(help: "Show this disk's digest.") var disk: String?
+    @Option(help: "Show this disk's digest in the table (--json always has every disk's).") var disk: String?
     @Flag(help: "Print JSON.") var json = false
 
     func run() throws {
-        do {
-            let v = try vault.open()
-            let diskID = try disk.map { try v.disk(named: $0).id }
-            let points = try v.points()
-            let drills = try v.latestDrills()
-            if json {
-                return try printJSON(points.map { p in ListedPoint(point: p, lastDrill: p.id.flatMap { drills[$0] }.map(ListedPoint.Drill.init)) })
-            }
-            let (base, last) = try v.lsnRange()
-            print("vault \(v.root): LSNs \(base)…\(last), \(points.count) point(s)")
-            print(pad("ID", 6) + pad("LSN", 10) + pad("KIND", 18) + pad("TIME", 22) + pad("LABEL", 16) + pad("TESTED AT", 22) + pad("RESULT", 8) + (disk.map { "DIGEST (\($0))" } ?? ""))
-            let time = ISO8601DateFormatter()
-            for p in points {
-                let digest = try diskID.flatMap { try p.digestMap()[$0]?.description } ?? ""
-                let drill = p.id.flatMap { drills[$0] }
-                print(pad(String(p.id ?? 0), 6) + pad(String(p.lsn), 10) + pad(p.kind, 18) + pad(time.string(from: p.time), 22) + pad(p.label.isEmpty ? "-" : p.label, 16)
-                      + pad(drill.map { time.string(from: $0.finishedAt) } ?? "-", 22) + pad(drill?.result ?? "-", 8) + digest)
-            }
+        let v = try vault.open()
+        let disks = try v.disks()
+        let diskID = try disk.map { try v.disk(named: $0).id }
+        let names = Dictionary(uniqueKeysWithValues: disks.map { ($0.id, $0.name) })
+        let points = try v.points()
+        let drills = try v.latestDrills()
+        if json {
+            return try printJSON(try points.map { p in
+                try ListedPoint(p, names: names, lastDrill: p.id.flatMap { drills[$0] })
+            })
         }
+        let (base, last) = try v.lsnRange()
+        print("vault \(v.root): LSNs \(base)…\(last), \(points.count) point(s)")
+        let time = ISO8601DateFormatter()
+        let rows = try points.map { p -> [String] in
+            let drill = p.id.flatMap { drills[$0] }
+            return [String(p.id ?? 0), String(p.lsn), p.kind, time.string(from: p.time), p.label.isEmpty ? "-" : p.label,
+                    drill.map { time.string(from: $0.finishedAt) } ?? "-", drill?.result ?? "-"]
+                + (try diskID.map { [try p.digestMap()[$0]?.description ?? "-"] } ?? [])
+        }
+        printTable(["ID", "LSN", "KIND", "TIME", "LABEL", "TESTED AT", "RESULT"] + (disk.map { ["DIGEST (\($0))"] } ?? []), rows)
     }
 }
 
-/// A point as `points --json` lists it: the catalog row and its latest drill.
+/// A point as `points --json` lists it: digests by disk name, no label as null, and its
+/// latest drill.
 struct ListedPoint: Encodable {
     struct Drill: Encodable {
         var testedAt: Date
         var result: String
         var plan: String
-        init(_ r: DrillRecord) {
-            testedAt = r.finishedAt
-            result = r.result
-            plan = r.plan
-        }
     }
-    var point: RecoveryPoint
+    var id: Int64?
+    var lsn: Int64
+    var kind: String
+    var time: Date
+    var label: String?
+    var digests: [String: String]
     var lastDrill: Drill?
 
-    func encode(to encoder: Encoder) throws {
-        try point.encode(to: encoder)
-        var c = encoder.container(keyedBy: Key.self)
-        try c.encodeIfPresent(lastDrill, forKey: .lastDrill)
+    init(_ p: RecoveryPoint, names: [DiskID: String], lastDrill: DrillRecord?) throws {
+        id = p.id
+        lsn = p.lsn
+        kind = p.kind
+        time = p.time
+        label = p.label.isEmpty ? nil : p.label
+        digests = Dictionary(uniqueKeysWithValues: try p.digestMap().map { (names[$0.key] ?? "disk \($0.key.rawValue)", $0.value.description) })
+        self.lastDrill = lastDrill.map { Drill(testedAt: $0.finishedAt, result: $0.result, plan: $0.plan) }
     }
-    enum Key: String, CodingKey { case lastDrill }
 }
 
 struct ExportCommand: ParsableCommand {

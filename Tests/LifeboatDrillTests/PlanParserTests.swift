@@ -49,7 +49,8 @@ import Testing
         ("disks:\n  d:\n    filesystem: none\n    checks: [fsck]\n", "line 4: check 'fsck' needs a filesystem"),
         ("disks:\n  d:\n    chekcs: [fsck]\n", "line 3: unknown field 'chekcs' in disk 'd'"),
         ("disks: [\n", "not valid YAML: line 2"),
-        ("timeout: 5\ndisks:\n  d:\n    checks: [digest]\n", "line 1: field 'timeout': '5' is not a duration"),
+        ("timeout: 5x\ndisks:\n  d:\n    checks: [digest]\n", "line 1: field 'timeout': '5x' is not a duration"),
+        ("timeout: .inf\ndisks:\n  d:\n    checks: [digest]\n", "line 1: field 'timeout': '.inf' is not a duration"),
     ])
     func badPlans(text: String, expected: String) {
         do {

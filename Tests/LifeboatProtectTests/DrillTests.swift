@@ -118,7 +118,7 @@ struct DrillTests {
         let junit = s.t.root + "/junit.xml", json = s.t.root + "/report.json"
         let drill = Process()
         drill.executableURL = URL(fileURLWithPath: lifeboatBinary)
-        drill.arguments = ["drill", plan, "--vault", s.t.vault, "--work-dir", s.drills, "--junit", junit, "--json", json]
+        drill.arguments = ["drill", plan, "--vault", s.t.vault, "--work-dir", s.drills, "--junit", junit, "--report-json", json]
         let out = Pipe()
         drill.standardOutput = out
         drill.standardError = FileHandle.nullDevice
@@ -190,7 +190,7 @@ struct DrillTests {
         let plan = t.root + "/xfs.yaml"
         try "disks:\n  x0:\n    checks: [digest, fsck, {files: {manifest: doc.sha256}}]\n".write(toFile: plan, atomically: true, encoding: .utf8)
         let json = t.root + "/xfs.json"
-        let r = try run([lifeboatBinary, "drill", plan, "--vault", t.vault, "--point", "latest", "--json", json, "--work-dir", t.root + "/drills"])
+        let r = try run([lifeboatBinary, "drill", plan, "--vault", t.vault, "--point", "latest", "--report-json", json, "--work-dir", t.root + "/drills"])
         #expect(r.status == 0, "\(r.stdout)\(r.stderr)")
         let report = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: json))) as? [String: Any] ?? [:]
         let disk = (report["disks"] as? [[String: Any]])?.first ?? [:]
@@ -393,7 +393,7 @@ struct DrillTests {
         for mode in ["--bisect", "--every-flush"] {
             let json = t.root + "/explore\(mode).json"
             let r = try run([lifeboatBinary, "drill", "explore", plan, "--vault", t.vault, "--from", String(ids[0]), "--to", String(ids[1]),
-                             mode, "--json", json, "--work-dir", t.root + "/drills"])
+                             mode, "--report-json", json, "--work-dir", t.root + "/drills"])
             #expect(r.status == 1, "\(mode): \(r.stdout)\(r.stderr)")
             let report = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: json))) as? [String: Any] ?? [:]
             let bad = (report["firstFailingLSN"] as? NSNumber)?.uint64Value ?? 0
@@ -438,7 +438,7 @@ struct DrillTests {
         func explore(_ mode: [String]) throws -> (CommandResult, [String: Any]) {
             let json = t.root + "/explore.json"
             let r = try run([lifeboatBinary, "drill", "explore", plan, "--vault", t.vault, "--from", String(ids[0]), "--to", String(ids[1]),
-                             "--json", json, "--work-dir", t.root + "/drills"] + mode)
+                             "--report-json", json, "--work-dir", t.root + "/drills"] + mode)
             return (r, try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: json))) as? [String: Any] ?? [:])
         }
         let (boundaries, _) = try explore(["--every-flush"])

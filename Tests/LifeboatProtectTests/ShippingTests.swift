@@ -66,7 +66,7 @@ struct ShippingTests {
         try check(lifeboat("export", "--vault", t.vault, "--point", "latest-app", "--disk", "d0", "--format", "raw", exported))
         #expect(try run(["cmp", exported, frozenCopy]).status == 0, "export at the app-consistent point equals the frozen copy")
         // The point's digest, taken on the write path at the marker, equals the exported image's.
-        let digest = (result["digests"] as? [String: String])?["0"]
+        let digest = (result["digests"] as? [String: String])?["d0"]
         let fd = try FileDescriptor.open(exported, .readOnly)
         defer { try? fd.close() }
         #expect(digest == (try DiskDigest.root(ofImage: fd, sizeBytes: 128 << 20)).description)
@@ -77,7 +77,7 @@ struct ShippingTests {
         try check(lifeboat("export", "--vault", t.vault, "--point", "latest-app", "--disk", "d1", raw1))
         let fd1 = try FileDescriptor.open(raw1, .readOnly)
         defer { try? fd1.close() }
-        #expect((result["digests"] as? [String: String])?["1"] == (try DiskDigest.root(ofImage: fd1, sizeBytes: 64 << 20)).description)
+        #expect((result["digests"] as? [String: String])?["d1"] == (try DiskDigest.root(ofImage: fd1, sizeBytes: 64 << 20)).description)
 
         try check(run(["umount", t.fsMount]))
         t.detachLoop(dev)
@@ -144,15 +144,16 @@ struct ShippingTests {
         // and the filesystem must be thawed (a write to it succeeds right after).
         let r = try lifeboat("checkpoint", "--site", t.site, "--app-consistent", "--label", "nightly", "--json",
                              "--while-frozen", "echo broken >&2; exit 3")
-        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.status == 3, "a quiesce that failed is not a success: \(r.stderr)")
+        #expect(r.stderr.contains("lifeboat: error: the point is crash-consistent, not app-consistent: while-frozen hook 'echo broken >&2; exit 3' failed (exit 3): broken"))
         let json = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any] ?? [:]
         #expect(json["kind"] as? String == "crash-consistent")
-        #expect((json["reason"] as? String)?.contains("exit 3") == true)
+        #expect((json["notAppConsistentBecause"] as? String)?.contains("exit 3") == true)
         #expect((json["frozen"] as? [String]) == [t.fsMount])
         let write = try run(["timeout", "5", "dd", "if=/dev/zero", "of=\(t.fsMount)/after", "bs=4k", "count=1", "conv=fsync", "status=none"])
         #expect(write.status == 0, "the filesystem was left frozen")
         let points = try lifeboat("points", "--vault", t.vault, "--json")
-        #expect(points.stdout.contains("nightly (not app-consistent: while-frozen hook"))
+        #expect(points.stdout.contains("\"label\" : \"nightly\""), "the reason is reported, not written into the user's label")
         #expect(!points.stdout.contains("\"app-consistent\""))
         // A failing pre-hook: nothing is frozen at all.
         let pre = try lifeboat("checkpoint", "--site", t.site, "--app-consistent", "--json", "--pre", "false")
@@ -170,11 +171,11 @@ struct ShippingTests {
         let points = try JSONSerialization.jsonObject(with: Data(list.stdout.utf8)) as? [[String: Any]] ?? []
         for p in points {
             let id = p["id"] as? Int ?? -1
-            let digests = try JSONSerialization.jsonObject(with: Data((p["digests"] as? String ?? "{}").utf8)) as? [String: String] ?? [:]
+            let digests = p["digests"] as? [String: String] ?? [:]
             let out = t.root + "/point-\(id).raw"
             try check(lifeboat("export", "--vault", t.vault, "--point", String(id), "--disk", "d0", out))
             let fd = try FileDescriptor.open(out, .readOnly)
-            #expect(try DiskDigest.root(ofImage: fd, sizeBytes: sizeBytes).description == digests["0"], "\(context): point \(id)")
+            #expect(try DiskDigest.root(ofImage: fd, sizeBytes: sizeBytes).description == digests["d0"], "\(context): point \(id)")
             try fd.close()
             unlink(out)
         }
