@@ -58,6 +58,7 @@ let package = Package(
             name: "lifeboat-bench", dependencies: ["LifeboatVault", "LifeboatJournal", "LifeboatCore", .product(name: "SystemPackage", package: "swift-system")],
             path: "Sources/lifeboat-bench"),
 
+        // Helpers for the test targets (Swift Testing traits, test sites, the `lifeboat` binary); not in the product.
         .target(name: "LifeboatTestSupport", path: "Sources/LifeboatTestSupport"),
 
         .testTarget(name: "LifeboatCoreTests", dependencies: ["LifeboatCore", .product(name: "SystemPackage", package: "swift-system")]),
@@ -78,3 +79,9 @@ let package = Package(
             dependencies: ["LifeboatDrill", "LifeboatProtect", "LifeboatVault", "LifeboatCore", "LifeboatTestSupport", "lifeboat"]),
     ]
 )
+
+// Warnings are errors in the tests: one inside an #expect expansion can mean the assertion was
+// discarded (a test that cannot fail).
+for target in package.targets where target.type == .test {
+    target.swiftSettings = (target.swiftSettings ?? []) + [.unsafeFlags(["-warnings-as-errors"])]
+}

@@ -8,7 +8,7 @@ import Glibc
 
 /// The CLI's answers to bad input: one clear line on stderr, a documented exit code
 /// (Docs/operations.md), and nothing changed.
-@Suite struct CLITests {
+@Suite(.exclusiveMachineUse, .timeLimit(.minutes(10))) struct CLITests {
     @Test func siteAndDiskErrorsAreOneLineWithTheirExitCodes() throws {
         let dir = try makeTemporaryDirectory("cli")
         defer { try? FileManager.default.removeItem(atPath: dir) }

@@ -11,7 +11,7 @@ import Glibc
 /// whose fsync returned must be there (the dm-log-writes "md5 at mark" oracle, applied to
 /// our own acknowledgements), nothing may appear that was never written, and the journal must
 /// still replay to the primary.
-@Suite(.serialized, .enabled(if: canMount, mountSkipReason))
+@Suite(.serialized, .exclusiveMachineUse, .timeLimit(.minutes(10)), .enabled(if: canMount, mountSkipReason))
 struct CrashTests {
     /// Block b's content for write number `seq`: b and seq in the first 16 bytes, then bytes
     /// derived from both, so a torn or misplaced block never passes for another.
@@ -46,7 +46,7 @@ struct CrashTests {
                     seq += 1
                     let block = t * blocksPerThread + Int(g.next() % UInt64(blocksPerThread))
                     let data = pattern(block: block, seq: seq)
-                    ledger.lock.withLock { ledger.issued[block, default: []].insert(seq) }
+                    _ = ledger.lock.withLock { ledger.issued[block, default: []].insert(seq) }
                     let n = data.withUnsafeBytes { pwrite(fd, $0.baseAddress, 4096, block * 4096) }
                     guard n == 4096, fdatasync(fd) == 0 else { return }
                     ledger.lock.withLock {

@@ -8,7 +8,7 @@ import Glibc
 
 /// Real FUSE mounts of `lifeboat protect`, with real ext4 on loop devices. Serialized: they
 /// share the machine's loop devices and each one leaves nothing mounted behind.
-@Suite(.serialized, .enabled(if: canMount, mountSkipReason))
+@Suite(.serialized, .exclusiveMachineUse, .timeLimit(.minutes(10)), .enabled(if: canMount, mountSkipReason))
 struct MountTests {
     @Test func ext4TreeOnALoopDeviceRoundTripsAndFsckIsClean() throws {
         let t = try TestSite(disks: [("d0", "256M"), ("d1", "32M")])
@@ -23,7 +23,7 @@ struct MountTests {
             let dir = t.fsMount + "/dir\(i % 7)"
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
             let data = randomBytes(1000 + i * 4099, seed: UInt64(i))
-            FileManager.default.createFile(atPath: dir + "/file\(i)", contents: Data(data))
+            try #require(FileManager.default.createFile(atPath: dir + "/file\(i)", contents: Data(data)))
             files["dir\(i % 7)/file\(i)"] = data
         }
         try check(run(["sync"]))

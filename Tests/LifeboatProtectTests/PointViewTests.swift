@@ -8,7 +8,7 @@ import Glibc
 #endif
 
 /// `lifeboat mount`: recovery points served through FUSE, read-only or on a throwaway overlay.
-@Suite(.serialized, .enabled(if: canMount, mountSkipReason))
+@Suite(.serialized, .exclusiveMachineUse, .timeLimit(.minutes(10)), .enabled(if: canMount, mountSkipReason))
 struct PointViewTests {
     /// A running `lifeboat mount`.
     final class PointMount {
@@ -41,9 +41,9 @@ struct PointViewTests {
         try check(run(["mkfs.ext4", "-q", "-F", t.image("d0")]))
         let dev = try t.attachLoop(t.image("d0"))
         try check(run(["mount", dev, t.fsMount]))
-        for i in 0..<20 { FileManager.default.createFile(atPath: t.fsMount + "/before-\(i)", contents: Data(randomBytes(50_000, seed: UInt64(i)))) }
+        for i in 0..<20 { try #require(FileManager.default.createFile(atPath: t.fsMount + "/before-\(i)", contents: Data(randomBytes(50_000, seed: UInt64(i))))) }
         try check(lifeboat("checkpoint", "--site", t.site, "--app-consistent", "--label", "app"))
-        for i in 0..<20 { FileManager.default.createFile(atPath: t.fsMount + "/after-\(i)", contents: Data(randomBytes(50_000, seed: UInt64(100 + i)))) }
+        for i in 0..<20 { try #require(FileManager.default.createFile(atPath: t.fsMount + "/after-\(i)", contents: Data(randomBytes(50_000, seed: UInt64(100 + i))))) }
         try check(lifeboat("checkpoint", "--site", t.site, "--label", "crash"))
         return (t, protect, dev)
     }
@@ -58,7 +58,7 @@ struct PointViewTests {
         #expect(try run(["cmp", view + "/d0.img", t.root + "/app.raw"]).status == 0)
         #expect(open(view + "/d0.img", O_WRONLY) == -1 && errno == EROFS)
         // Mounting disturbs nothing: protection, shipping and new points go on meanwhile.
-        FileManager.default.createFile(atPath: t.fsMount + "/during-mount", contents: Data(randomBytes(10_000, seed: 9)))
+        try #require(FileManager.default.createFile(atPath: t.fsMount + "/during-mount", contents: Data(randomBytes(10_000, seed: 9))))
         let during = try lifeboat("checkpoint", "--site", t.site, "--label", "during-mount", "--json")
         #expect(during.status == 0 && during.stdout.contains("\"pointID\""), "\(during.stdout)\(during.stderr)")
         #expect(try run(["cmp", view + "/d0.img", t.root + "/app.raw"]).status == 0, "the mounted point did not move")

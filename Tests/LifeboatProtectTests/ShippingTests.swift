@@ -9,7 +9,7 @@ import Glibc
 #endif
 
 /// Protect with a vault, end to end: shipping, app-consistent points, exports, outages.
-@Suite(.serialized, .enabled(if: canMount, mountSkipReason))
+@Suite(.serialized, .exclusiveMachineUse, .timeLimit(.minutes(10)), .enabled(if: canMount, mountSkipReason))
 struct ShippingTests {
     /// Writes files with fsync into `directory` until `stop` is set.
     static func fileLoad(_ directory: String, stop: StopFlag) -> Thread {

@@ -137,7 +137,7 @@ import Testing
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let image = dir + "/source.raw"
         let content = randomBytes(3 << 20, seed: 11) + [UInt8](repeating: 0, count: 1 << 20)
-        FileManager.default.createFile(atPath: image, contents: Data(content))
+        try #require(FileManager.default.createFile(atPath: image, contents: Data(content)))
         var site = try Site.initialize(at: FilePath(dir + "/site"))
         let disk = try site.createDisk(name: "imported", sizeBytes: nil, from: FilePath(image))
         #expect(disk.sizeBytes == 4 << 20)

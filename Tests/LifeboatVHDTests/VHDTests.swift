@@ -61,7 +61,7 @@ struct VHDTests {
         let dir = try temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let disk = sampleDisk(size: size)
-        FileManager.default.createFile(atPath: dir + "/disk.raw", contents: Data(disk))
+        try #require(FileManager.default.createFile(atPath: dir + "/disk.raw", contents: Data(disk)))
         for format in [VHDWriter.Format.fixed, .dynamic] {
             let vhd = dir + "/disk.\(format.rawValue).vhd"
             try writeVHD(format, disk, to: vhd)
@@ -86,7 +86,7 @@ struct VHDTests {
         let dir = try temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let disk = sampleDisk(size: 6 << 20)
-        FileManager.default.createFile(atPath: dir + "/disk.raw", contents: Data(disk))
+        try #require(FileManager.default.createFile(atPath: dir + "/disk.raw", contents: Data(disk)))
         #expect(try tool("qemu-img", "convert", "-f", "raw", "-O", "vpc", "-o", "subformat=fixed,force_size=on", dir + "/disk.raw", dir + "/q.vhd").status == 0)
         #expect(try readBack(dir + "/q.vhd") == disk)
     }

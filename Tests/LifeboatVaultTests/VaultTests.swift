@@ -62,7 +62,7 @@ struct Fixture {
     func makeVault() throws -> Vault {
         let vault = try Vault(root: root.appending("vault"), create: true)
         let empty = root.appending("empty.img")
-        FileManager.default.createFile(atPath: empty.string, contents: nil)
+        try #require(FileManager.default.createFile(atPath: empty.string, contents: nil))
         for d in 0..<2 {
             try vault.addDisk(group: Self.groupHex, id: DiskID(UInt32(d)), name: "d\(d)", sizeBytes: Int64(Self.blocksPerDisk * 4096), initialContent: empty)
         }

@@ -9,7 +9,7 @@ import Glibc
 #endif
 
 /// Drills end to end through the CLI: real namespaces, FUSE, loop devices, ext4, SQLite.
-@Suite(.serialized, .enabled(if: canMount, mountSkipReason))
+@Suite(.serialized, .exclusiveMachineUse, .timeLimit(.minutes(10)), .enabled(if: canMount, mountSkipReason))
 struct DrillTests {
     /// A protected site with ext4 on d0 (a file tree, a SQLite database) and a raw d1, an
     /// app-consistent point, a manifest of the tree; the filesystem stays mounted.
@@ -196,7 +196,8 @@ struct DrillTests {
         let disk = (report["disks"] as? [[String: Any]])?.first ?? [:]
         #expect(disk["filesystem"] as? String == "xfs")
         let fsck = (disk["checks"] as? [[String: Any]] ?? []).first { $0["name"] as? String == "fsck" }
-        #expect((fsck?["message"] as? String ?? "").contains("xfs_repair"), "\(fsck ?? [:])")
+        let fsckMessage = try #require(fsck?["message"] as? String, "\(disk)")
+        #expect(fsckMessage.contains("xfs_repair"), "\(fsckMessage)")
         try check(run(["umount", t.fsMount]))
         t.detachLoop(dev)
     }
@@ -304,7 +305,7 @@ struct DrillTests {
         // signal then ends the drill with its verdict and cleans up.
         let keepPlan = try s.plan("keep", "timeout: 4s\ndisks:\n  d0:\n    checks: [fsck]\n")
         let keepLog = s.t.root + "/keep.log"
-        FileManager.default.createFile(atPath: keepLog, contents: nil)
+        try #require(FileManager.default.createFile(atPath: keepLog, contents: nil))
         let kept = Process()
         kept.executableURL = URL(fileURLWithPath: lifeboatBinary)
         kept.arguments = ["drill", keepPlan, "--keep", "--vault", s.t.vault, "--work-dir", s.drills]
