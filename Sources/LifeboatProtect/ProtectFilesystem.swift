@@ -72,15 +72,16 @@ public final class ProtectFilesystem: FUSEFilesystem, @unchecked Sendable {
         } catch let e as LifeboatError where e.code == .invalidArgument {
             throw FUSEError(ENOSPC, cause: e)  // past the end of the disk, as a block device answers
         } catch {
-            // Never acknowledged without being journaled: the writer sees EIO (or ENOSPC), the
+            // Never acknowledged without being journaled: the writer sees EIO whatever failed
+            // (a full journal is an I/O error of the disk, as a block device reports it); the
             // log and status say why.
-            throw .from(error)
+            throw FUSEError(EIO, cause: error)
         }
     }
 
     public func fsync(_ inode: Inode, dataOnly: Bool) throws(FUSEError) {
         _ = try diskIndex(inode)
-        do { try group.flush() } catch { throw .from(error) }
+        do { try group.flush() } catch { throw FUSEError(EIO, cause: error) }
     }
 
     public func readdir(_ inode: Inode) throws(FUSEError) -> [DirectoryEntry] {

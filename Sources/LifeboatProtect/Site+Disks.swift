@@ -1,6 +1,8 @@
 import Foundation
 import LifeboatCore
 import SystemPackage
+import LifeboatJournal
+import LifeboatVault
 import LifeboatVHD
 
 #if canImport(Glibc)
@@ -22,6 +24,9 @@ extension Site {
     /// `protect` runs.
     public mutating func createDisk(name: String, sizeBytes: Int64?, from image: FilePath?) throws -> SiteConfig.Disk {
         try Site.validateDiskName(name)
+        if let image, VHDReader.startsLikeADynamicVHD(image.string), !VHDReader.looksLikeVHD(image.string) {
+            throw LifeboatError(.corrupt, "truncated dynamic VHD: it starts with a VHD footer copy but has no footer at its end", path: image.string)
+        }
         if let image, VHDReader.looksLikeVHD(image.string) {
             // Import: the VHD's disk, converted to a sparse raw file, becomes the source.
             let vhd = try VHDReader(path: image.string)
@@ -81,11 +86,51 @@ extension Site {
     }
 }
 
+extension Site {
+    /// The files a disk has in the site, removed by `disk remove` or an interrupted create.
+    public func files(ofDiskNamed name: String) -> [FilePath] {
+        ["\(name).img", "\(name).base", "\(name).digest", ".\(name).import"].map { disksDirectory.appending($0) }
+    }
+
+    /// Removes a disk that nothing needs any more. Refused while protect runs, while the local
+    /// journal still holds writes to it (recovery replays them), and while the vault holds it
+    /// (its points include the disk): each refusal says which.
+    public mutating func removeDisk(name: String) throws {
+        let lockFD = try lock(for: "removing a disk")
+        defer { try? lockFD.close() }
+        guard let disk = config.disk(named: name) else {
+            let known = config.disks.map(\.name).joined(separator: ", ")
+            throw LifeboatError(.notFound, "the site has no disk '\(name)' (it has: \(known.isEmpty ? "none" : known))", path: root.string)
+        }
+        var writes = 0
+        _ = try JournalDirectory.scanAll(journalDirectory, groupID: config.groupIDBytes, repairTornTail: false) { scan, raw in
+            for record in scan.records where record.header.type == .write {
+                let payload = UnsafeRawBufferPointer(rebasing: raw[record.payloadOffset..<(record.payloadOffset + Int(record.header.length))])
+                if WritePayloadHeader.decode(payload)?.disk == disk.diskID { writes += 1 }
+            }
+        }
+        if writes > 0 {
+            throw LifeboatError(.busy, "the local journal holds \(writes) write(s) to disk '\(name)' that recovery replays; "
+                                + (config.vault == nil ? "a site without a vault keeps its whole journal" : "they go once shipped and checkpointed"),
+                                path: journalDirectory.string)
+        }
+        if let vaultPath = config.vault, let vault = try? Vault(root: FilePath(vaultPath)), try vault.disks().contains(where: { $0.id == disk.diskID }) {
+            let holders = try vault.points().filter { try $0.digestMap()[disk.diskID] != nil }.compactMap(\.id)
+            throw LifeboatError(.busy, "the vault holds disk '\(name)'" + (holders.isEmpty ? "" : " in point(s) \(holders.map(String.init).joined(separator: ", "))")
+                                + ": a disk the vault has replicated cannot be removed", path: vaultPath)
+        }
+        config.disks.removeAll { $0.name == name }
+        try save()
+        for path in files(ofDiskNamed: name) { unlink(path.string) }
+        try syncDirectory(disksDirectory)
+    }
+}
+
 /// VHD import: the VHD's disk as a sparse raw file.
 enum SparseCopy {
     /// Writes a VHD's disk as a sparse raw file.
     static func convert(_ vhd: VHDReader, to path: FilePath) throws {
-        let out = try FileDescriptor.open(path, .writeOnly, options: [.create, .truncate, .closeOnExec], permissions: [.ownerReadWrite])
+        let out = try FileDescriptor.open(path, .writeOnly, options: [.create, .truncate, .closeOnExec], permissions: PrivateFiles.fileMode)
         defer { try? out.close() }
         let chunk = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 4096)
         defer { chunk.deallocate() }

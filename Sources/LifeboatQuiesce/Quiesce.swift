@@ -135,23 +135,26 @@ func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.
 /// The real freezer: fsfreeze(8) (FIFREEZE/FITHAW), and a detached `sh` that thaws at the
 /// window's end if this process dies before it could.
 public struct FSFreeze: Freezer {
-    public init() {}
+    /// The fsfreeze(8) to run (tests give a stand-in that records its calls).
+    let program: String
+
+    public init(program: String = "fsfreeze") { self.program = program }
 
     public func freeze(_ mountpoint: String, deadline: ContinuousClock.Instant) -> String? {
-        ChildProcess.run(["fsfreeze", "--freeze", mountpoint], deadline: deadline).failure
+        ChildProcess.run([program, "--freeze", mountpoint], deadline: deadline).failure
     }
 
     public func thaw(_ mountpoint: String) -> String? {
-        ChildProcess.run(["fsfreeze", "--unfreeze", mountpoint], deadline: .now + .seconds(30)).failure
+        ChildProcess.run([program, "--unfreeze", mountpoint], deadline: .now + .seconds(30)).failure
     }
 
     public func armThawGuard(_ mountpoints: [String], at deadline: ContinuousClock.Instant) -> @Sendable () -> Void {
         let wait = max(1, Int(seconds(ContinuousClock.now.duration(to: deadline)).rounded(.up)))
         // Its own process group, not killed with ours: it must outlive a `kill -9` of lifeboat.
-        let script = "sleep \"$1\"; shift; for m in \"$@\"; do fsfreeze --unfreeze \"$m\" 2>/dev/null; done"
+        let script = "sleep \"$1\"; shift; program=\"$1\"; shift; for m in \"$@\"; do \"$program\" --unfreeze \"$m\" 2>/dev/null; done"
         let devNull = open("/dev/null", O_WRONLY | O_CLOEXEC)
         defer { if devNull >= 0 { close(devNull) } }
-        guard let pid = try? ChildProcess.spawn(["/bin/sh", "-c", script, "lifeboat-thaw-guard", String(wait)] + mountpoints,
+        guard let pid = try? ChildProcess.spawn(["/bin/sh", "-c", script, "lifeboat-thaw-guard", String(wait), program] + mountpoints,
                                                 outputFD: devNull >= 0 ? devNull : nil) else { return {} }
         return {
             kill(-pid, SIGKILL)

@@ -25,6 +25,16 @@ public final class VHDReader {
         return tail == VHDFooter.cookie
     }
 
+    /// Whether the file starts with a VHD footer copy (dynamic VHDs have one at offset 0): such a
+    /// file without a footer at its end is a truncated VHD, not a raw image.
+    public static func startsLikeADynamicVHD(_ path: String) -> Bool {
+        guard let fd = try? FileDescriptor.open(path, .readOnly) else { return false }
+        defer { try? fd.close() }
+        var head = [UInt8](repeating: 0, count: 8)
+        _ = try? head.withUnsafeMutableBytes { try fd.read(fromAbsoluteOffset: 0, into: $0) }
+        return head == VHDFooter.cookie
+    }
+
     public init(path: String) throws {
         self.path = path
         do { fd = try FileDescriptor.open(path, .readOnly, options: [.closeOnExec]) } catch {

@@ -51,20 +51,21 @@ public final class PointReader {
         return nil
     }
 
-    public init(vault: Vault, lsn: LSN, excluding excluded: Set<LSN> = []) throws {
+    /// `only`: the disks to open (default: all); a reader of one disk never touches the others' files.
+    public init(vault: Vault, lsn: LSN, excluding excluded: Set<LSN> = [], only: Set<DiskID>? = nil) throws {
         self.excluded = excluded
         let (base, last) = try vault.lsnRange()
         guard lsn >= base, lsn <= last else {
             throw LifeboatError(.notFound, "LSN \(lsn) is outside what the vault holds (\(base)…\(last))", path: vault.root.string)
         }
         self.lsn = lsn
-        self.disks = try vault.disks()
+        self.disks = try vault.disks().filter { only?.contains($0.id) ?? true }
         self.layers = try vault.layerRows(upTo: lsn).map { try LayerReader(path: vault.layerPath($0)) }
         var bases: [DiskID: FileDescriptor] = [:]
         for d in disks {
             do { bases[d.id] = try FileDescriptor.open(vault.basePath(d.id), .readOnly, options: [.closeOnExec]) } catch {
                 bases.values.forEach { try? $0.close() }
-                throw LifeboatError.system(error as? Errno ?? .ioError, "cannot open the base of disk '\(d.name)'", path: vault.basePath(d.id).string)
+                throw LifeboatError.wrapping(error, "cannot open the base of disk '\(d.name)'", path: vault.basePath(d.id).string)
             }
         }
         self.bases = bases
@@ -95,7 +96,7 @@ public final class PointReader {
         }
         guard let base = bases[disk] else { throw LifeboatError(.notFound, "no disk \(disk) in this vault") }
         do { try base.readAll(at: block.byteOffset.rawValue, into: out, zeroFillPastEOF: true) } catch {
-            throw LifeboatError.system(error as? Errno ?? .ioError, "base read failed", offset: block.byteOffset.rawValue)
+            throw LifeboatError.wrapping(error, "base read failed", path: basePaths[disk]?.string, offset: block.byteOffset.rawValue)
         }
         try checkBase(disk: disk, UnsafeRawBufferPointer(out), firstBlock: Int(block.rawValue))
     }

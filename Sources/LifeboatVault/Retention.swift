@@ -75,7 +75,8 @@ extension Vault {
     /// finished by the next one (the merge is idempotent: newest version ≤ target, from layers
     /// that still exist). Reads at kept points are right throughout: they find every block
     /// written since the old base in a layer before they ever look at a base.
-    public func prune(now: Date = Date(), policy: RetentionPolicy? = nil, pinned: Set<Int64> = [],
+    /// With `dryRun`, reports what would go (points, layers, bytes) and changes nothing.
+    public func prune(now: Date = Date(), policy: RetentionPolicy? = nil, pinned: Set<Int64> = [], dryRun: Bool = false,
                       interruptAfterLayers: Int? = nil) throws -> PruneReport {
         try withWriterLock {
             let policy = try policy ?? retentionPolicy()
@@ -94,6 +95,11 @@ extension Vault {
             var report = PruneReport(removedPoints: removed, baseLSN: target)
             report.keptForMounts = pinnedIDs.filter { !policy.retained(points, now: now).contains($0) }.sorted()
             if removed.isEmpty && mergeable.isEmpty { return report }
+            if dryRun {
+                report.mergedLayers = mergeable.count
+                report.reclaimedBytes = mergeable.reduce(0) { $0 + $1.bytes }
+                return report
+            }
 
             try catalog.write { db in
                 for id in removed { _ = try RecoveryPoint.deleteOne(db, key: id) }

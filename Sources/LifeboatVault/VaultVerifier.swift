@@ -17,6 +17,13 @@ public enum VaultVerifier {
         public var points = 0
         public var bytes: Int64 = 0
         public var problems: [Problem] = []
+
+        /// A file that could not be read for lack of permission is not damage: the whole
+        /// verification stops with that error (exit 77), it never reports DAMAGED.
+        mutating func add(_ error: LifeboatError) throws {
+            guard error.code != .permission else { throw error }
+            problems.append(Problem(error: error))
+        }
     }
 
     public static func verify(_ vault: Vault) throws -> Report {
@@ -38,7 +45,7 @@ public enum VaultVerifier {
                 }
                 try layer.verifyAll()
             } catch let e as LifeboatError {
-                report.problems.append(Problem(error: e))
+                try report.add(e)
             }
         }
         let prunePending = try vault.pendingPruneTarget()
@@ -57,7 +64,7 @@ public enum VaultVerifier {
             do {
                 if let damage = try vault.verifyBase(disk) { report.problems.append(Problem(error: damage)) }
             } catch let e as LifeboatError {
-                report.problems.append(Problem(error: e))
+                try report.add(e)
             }
         }
         for p in try vault.points() {

@@ -89,13 +89,13 @@ struct Leftovers {
 
 struct DiskCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "disk", abstract: "Create and list the site's disks.", subcommands: [Create.self, List.self])
+        commandName: "disk", abstract: "Create, list and remove the site's disks.", subcommands: [Create.self, List.self, Remove.self])
 
     struct Create: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Add a disk to the site (while protect is stopped).")
         @Argument(help: "Disk name; the exposed file is NAME.img.") var name: String
         @Option(help: "Size in bytes or with K/M/G/T; a multiple of 4 KiB (default: the image's size).") var size: String?
-        @Option(help: "A raw image to take the initial content from.") var from: String?
+        @Option(help: "An image to take the initial content from: raw, or a fixed or dynamic VHD.") var from: String?
         @OptionGroup var site: SiteOption
 
         func validate() throws {
@@ -104,11 +104,34 @@ struct DiskCommand: ParsableCommand {
 
         func run() throws {
             let bytes = try size.map(parseSize)
-            do {
-                var s = try site.open()
-                let disk = try s.createDisk(name: name, sizeBytes: bytes, from: from.map { FilePath($0) })
-                print("created disk \(disk.name) (\(humanBytes(disk.sizeBytes)))" + (from.map { " from \($0)" } ?? ""))
+            var s = try site.open()
+            if let from {
+                var isDirectory: ObjCBool = false
+                if FileManager.default.fileExists(atPath: from, isDirectory: &isDirectory), isDirectory.boolValue {
+                    throw LifeboatError(.invalidArgument, "is a directory, not an image", path: from)
+                }
             }
+            // Interrupted (Ctrl-C, SIGTERM), the half-copied disk files go: the disk is not in
+            // site.json until they are complete, so nothing else refers to them.
+            let leftovers = s.config.disk(named: name) == nil ? s.files(ofDiskNamed: name).map(\.string) : []
+            let disk = try InterruptCleanup.run(cleanup: { leftovers.forEach { unlink($0) } }) {
+                try s.createDisk(name: name, sizeBytes: bytes, from: from.map { FilePath(absolutePath($0)) })
+            }
+            print("created disk \(disk.name) (\(humanBytes(disk.sizeBytes)))" + (from.map { " from \($0)" } ?? ""))
+        }
+    }
+
+    struct Remove: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Remove a disk and its files from the site (while protect is stopped).",
+            discussion: "Refused while the local journal holds writes to the disk or the vault holds it (the refusal names the points).")
+        @Argument(help: "Disk name.") var name: String
+        @OptionGroup var site: SiteOption
+
+        func run() throws {
+            var s = try site.open()
+            try s.removeDisk(name: name)
+            print("removed disk \(name)")
         }
     }
 

@@ -86,6 +86,17 @@ struct ExportCommand: ParsableCommand {
     @Option(help: "The disk's name.") var disk: String
     @Option(help: "raw, vhd-fixed or vhd-dynamic.") var format = "raw"
     @Argument(help: "The output file (must not exist).") var output: String
+    @Flag(help: "Print JSON.") var json = false
+
+    struct Result: Encodable {
+        var disk: String
+        var lsn: UInt64
+        var pointID: Int64?
+        var format: String
+        var output: String
+        var sizeBytes: Int64
+        var seconds: Double
+    }
 
     func validate() throws {
         guard ["raw", "vhd-fixed", "vhd-dynamic"].contains(format) else {
@@ -94,89 +105,139 @@ struct ExportCommand: ParsableCommand {
     }
 
     func run() throws {
-        do {
-            let v = try vault.open()
-            let d = try v.disk(named: disk)
-            let (lsn, _) = try PointSelector.resolve(point, in: v)
-            let reader = try PointReader(vault: v, lsn: lsn)
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: output, isDirectory: &isDirectory) {
+            throw LifeboatError(isDirectory.boolValue ? .invalidArgument : .alreadyExists,
+                                isDirectory.boolValue ? "is a directory: name the output file" : "the output exists (export never overwrites)", path: output)
+        }
+        let v = try vault.open()
+        let d = try v.disk(named: disk)
+        let (lsn, point) = try PointSelector.resolve(point, in: v)
+        if let point, case let digests = try point.digestMap(), !digests.isEmpty, digests[d.id] == nil {
+            throw LifeboatError(.notFound, "disk '\(d.name)' did not exist at point \(point.id ?? 0) (LSN \(lsn)): it was added later", path: v.root.string)
+        }
+        let reader = try PointReader(vault: v, lsn: lsn, only: [d.id])
+        let started = ContinuousClock.now
+        let progress = Progress(what: "exporting \(d.name) at LSN \(lsn)", total: d.sizeBytes)
+        try PartialOutput(output).write { path in
             let out: FileDescriptor
-            do { out = try FileDescriptor.open(output, .writeOnly, options: [.create, .exclusiveCreate], permissions: PrivateFiles.fileMode) } catch {
-                throw LifeboatError.system(error as? Errno ?? .ioError, "cannot create the output", path: output)
+            do { out = try FileDescriptor.open(path, .writeOnly, options: [.create, .exclusiveCreate, .closeOnExec], permissions: PrivateFiles.fileMode) } catch {
+                throw LifeboatError.wrapping(error, "cannot create the output", path: output)
             }
             defer { try? out.close() }
-            let terminal = isatty(STDERR_FILENO) == 1
-            var shown = -1
-            let progress = { (done: Int64) in
-                let percent = Int(done * 100 / max(d.sizeBytes, 1))
-                if terminal && percent != shown {
-                    shown = percent
-                    FileHandle.standardError.write(Data("\rexporting \(d.name) at LSN \(lsn): \(percent)%".utf8))
-                }
-            }
             do {
                 if let vhd = VHDWriter.Format(rawValue: format) {
-                    try VHDWriter.write(vhd, sizeBytes: d.sizeBytes, to: out, read: { try reader.read(disk: d.id, at: $0, into: $1) }, progress: progress)
+                    try VHDWriter.write(vhd, sizeBytes: d.sizeBytes, to: out, read: { try reader.read(disk: d.id, at: $0, into: $1) }, progress: progress.update)
                 } else {
-                    try reader.exportRaw(disk: d, to: out, progress: progress)
+                    try reader.exportRaw(disk: d, to: out, progress: progress.update)
                 }
+                try out.fullSync()
+            } catch var e as LifeboatError {
+                if e.path == nil { e.path = output }
+                throw e
             } catch {
-                unlink(output)
-                throw error
+                throw LifeboatError.wrapping(error, "cannot write the export", path: output)
             }
-            if terminal { FileHandle.standardError.write(Data("\n".utf8)) }
-            print("exported \(d.name) at LSN \(lsn) to \(output) (\(format), \(humanBytes(d.sizeBytes)))")
         }
+        progress.finish()
+        let result = Result(disk: d.name, lsn: lsn.rawValue, pointID: point?.id, format: format, output: absolutePath(output), sizeBytes: d.sizeBytes,
+                            seconds: seconds(started.duration(to: .now)))
+        if json { return try printJSON(result) }
+        print("exported \(d.name) at LSN \(lsn) to \(output) (\(format), \(humanBytes(d.sizeBytes)))")
     }
 }
 
-/// Durations as `90s`, `30m`, `2h`, `7d`.
 struct VaultCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "vault", abstract: "Check and prune the vault.", subcommands: [Verify.self, Prune.self])
 
     struct Prune: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Apply retention now (protect also applies it every minute).",
-            discussion: "Keeps every point younger than --keep-all, then the newest point of each --every interval up to --window, and always the newest point and the newest app-consistent point; merges older layers into the bases. Given options are stored as the vault's policy (default 24h / 2h / 1h).")
+            discussion: """
+                Keeps every point younger than --keep-all, then the newest point of each --every interval up to \
+                --window, and always the newest point and the newest app-consistent point; merges older layers into \
+                the bases. Given options are stored as the vault's policy (default 24h / 2h / 1h) unless --dry-run, \
+                which shows what would go and changes nothing. Durations: 90s, 30m, 2h, 7d.
+                """)
         @OptionGroup var vault: VaultOption
         @Option(help: "Retention window, e.g. 24h.") var window: String?
         @Option(help: "Keep every point younger than this, e.g. 2h.") var keepAll: String?
         @Option(help: "Beyond --keep-all, keep one point per interval, e.g. 1h.") var every: String?
+        @Flag(help: "Show what would be pruned; change nothing (not even the stored policy).") var dryRun = false
+        @Flag(help: "Print JSON.") var json = false
+
+        struct Result: Encodable {
+            var dryRun: Bool
+            var policy: RetentionPolicy
+            var removedPoints: [Int64]
+            var keptForMounts: [Int64]
+            var mergedLayers: Int
+            var reclaimedBytes: Int64
+            var baseLSN: UInt64
+        }
+
+        func validate() throws {
+            for (name, value) in [("--window", window), ("--keep-all", keepAll), ("--every", every)] {
+                if let value { _ = try parseDuration(value, what: "\(name) duration") }
+            }
+        }
 
         func run() throws {
-            do {
-                let v = try vault.open()
-                var policy = try v.retentionPolicy()
-                if let window { policy.window = try parseDuration(window) }
-                if let keepAll { policy.keepAll = try parseDuration(keepAll) }
-                if let every { policy.every = try parseDuration(every) }
-                guard policy.keepAll <= policy.window, policy.every > 0 else {
-                    throw LifeboatError(.invalidArgument, "retention needs keep-all <= window and every > 0")
-                }
-                if window != nil || keepAll != nil || every != nil { try v.setRetentionPolicy(policy) }
-                let report = try v.prune(policy: policy)
-                if !report.keptForMounts.isEmpty {
-                    print("kept point(s) \(report.keptForMounts.map(String.init).joined(separator: ", ")): mounted (lifeboat mount holds them)")
-                }
-                print("pruned \(report.removedPoints.count) point(s), merged \(report.mergedLayers) layer(s) into the bases, reclaimed \(humanBytes(report.reclaimedBytes)); the vault now starts at LSN \(report.baseLSN)")
+            let v = try vault.open()
+            var policy = try v.retentionPolicy()
+            if let window { policy.window = try parseDuration(window) }
+            if let keepAll { policy.keepAll = try parseDuration(keepAll) }
+            if let every { policy.every = try parseDuration(every) }
+            guard policy.keepAll <= policy.window else {
+                throw LifeboatError(.invalidArgument, "retention needs --keep-all (\(describeDuration(policy.keepAll))) <= --window (\(describeDuration(policy.window)))")
+            }
+            if !dryRun && (window != nil || keepAll != nil || every != nil) { try v.setRetentionPolicy(policy) }
+            let report = try v.prune(policy: policy, dryRun: dryRun)
+            if json {
+                return try printJSON(Result(dryRun: dryRun, policy: policy, removedPoints: report.removedPoints, keptForMounts: report.keptForMounts,
+                                            mergedLayers: report.mergedLayers, reclaimedBytes: report.reclaimedBytes, baseLSN: report.baseLSN.rawValue))
+            }
+            if !report.keptForMounts.isEmpty {
+                print("kept point(s) \(report.keptForMounts.map(String.init).joined(separator: ", ")): mounted (lifeboat mount or a drill holds them)")
+            }
+            let points = report.removedPoints.isEmpty ? "" : " (\(report.removedPoints.map(String.init).joined(separator: ", ")))"
+            if dryRun {
+                print("would prune \(report.removedPoints.count) point(s)\(points), merge \(report.mergedLayers) layer(s) into the bases and reclaim \(humanBytes(report.reclaimedBytes)); the vault would start at LSN \(report.baseLSN) (nothing changed)")
+            } else {
+                print("pruned \(report.removedPoints.count) point(s)\(points), merged \(report.mergedLayers) layer(s) into the bases, reclaimed \(humanBytes(report.reclaimedBytes)); the vault now starts at LSN \(report.baseLSN)")
             }
         }
     }
 
     struct Verify: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Check the catalog, every layer (index, checksums, every zstd frame) and every base block against its checksum; exit 65 if anything is damaged.")
+            abstract: "Check the catalog, every layer (index, checksums, every zstd frame) and every base block against its checksum; exit 65 if anything is damaged.",
+            discussion: "A file that cannot be read for lack of permission stops the check with exit 77: it is not reported as damage.")
         @OptionGroup var vault: VaultOption
+        @Flag(help: "Print JSON.") var json = false
+
+        struct Result: Encodable {
+            var vault: String
+            var layers: Int
+            var bytes: Int64
+            var points: Int
+            var basesScrubbed: Int
+            var damaged: [String]
+        }
 
         func run() throws {
-            do {
-                let v = try vault.open()
-                let report = try VaultVerifier.verify(v)
+            let v = try vault.open()
+            let report = try VaultVerifier.verify(v)
+            if json {
+                try printJSON(Result(vault: v.root.string, layers: report.layers, bytes: report.bytes, points: report.points, basesScrubbed: report.bases,
+                                     damaged: report.problems.map(\.description)))
+            } else {
                 print("vault \(v.root): \(report.layers) layer(s), \(humanBytes(report.bytes)), \(report.points) point(s), \(report.bases) base(s) scrubbed")
                 for p in report.problems { print("DAMAGED: \(p)") }
-                if !report.problems.isEmpty {
-                    throw LifeboatError(.corrupt, "\(report.problems.count) problem(s) found", path: v.root.string)
-                }
-                print("ok")
+                if report.problems.isEmpty { print("ok") }
+            }
+            if !report.problems.isEmpty {
+                throw LifeboatError(.corrupt, "\(report.problems.count) problem(s) found", path: v.root.string)
             }
         }
     }

@@ -37,8 +37,8 @@ import Glibc
 
         let list = try lifeboat("disk", "list", "--site", site)
         #expect(list.stdout == """
-            NAME                SIZE        ID   SOURCE
-            d0                  4.0 MiB     0    -
+            NAME  SIZE     ID  SOURCE
+            d0    4.0 MiB  0   -
 
             """)
         // LIFEBOAT_SITE stands in for --site.

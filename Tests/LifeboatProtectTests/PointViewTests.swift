@@ -31,6 +31,15 @@ struct PointViewTests {
             process.waitUntilExit()
             return process.terminationStatus
         }
+
+        /// After a failed test: nothing may stay mounted or running (a loop device on the view
+        /// would refuse the normal stop, so the mount is detached first).
+        func cleanup() {
+            guard process.isRunning else { return }
+            _ = try? run(["umount", "-l", mountpoint])
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+        }
     }
 
     /// A site with a vault, ext4 on d0, files, an app-consistent point, then more writes and a
@@ -54,6 +63,7 @@ struct PointViewTests {
         let view = t.root + "/view"
         try FileManager.default.createDirectory(atPath: view, withIntermediateDirectories: true)
         let m = try PointMount(vault: t.vault, point: "latest-app", at: view)
+        defer { m.cleanup() }
         try check(lifeboat("export", "--vault", t.vault, "--point", "latest-app", "--disk", "d0", t.root + "/app.raw"))
         #expect(try run(["cmp", view + "/d0.img", t.root + "/app.raw"]).status == 0)
         #expect(open(view + "/d0.img", O_WRONLY) == -1 && errno == EROFS)
@@ -85,6 +95,7 @@ struct PointViewTests {
         let point = try #require(points?.last?["id"] as? Int).description
         try check(lifeboat("export", "--vault", t.vault, "--point", point, "--disk", "d0", t.root + "/before.raw"))
         let m = try PointMount(vault: t.vault, point: point, at: view, extra: ["--overlay", overlay])
+        defer { m.cleanup() }
         let dev = try t.attachLoop(view + "/d0.img")
         try check(run(["mount", dev, fs]))  // ext4 journal replay writes into the overlay
         #expect(FileManager.default.contents(atPath: fs + "/before-5").map(Array.init) == randomBytes(50_000, seed: 5))
@@ -122,6 +133,7 @@ struct PointViewTests {
         let view = t.root + "/view"
         try FileManager.default.createDirectory(atPath: view, withIntermediateDirectories: true)
         let m = try PointMount(vault: t.vault, point: "latest-app", at: view, extra: ["--format", "vhd"])
+        defer { m.cleanup() }
         try check(lifeboat("export", "--vault", t.vault, "--point", "latest-app", "--disk", "d0", t.root + "/app.raw"))
         #expect(try run(["qemu-img", "compare", "-f", "raw", "-F", "vpc", t.root + "/app.raw", view + "/d0.vhd"]).status == 0)
         #expect(try run(["vhdiinfo", view + "/d0.vhd"]).stdout.contains("(67108864 bytes)"))

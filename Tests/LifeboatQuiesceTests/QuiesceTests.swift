@@ -168,15 +168,13 @@ struct QuiesceTests {
     }
 
     @Test func theThawGuardThawsAfterItsDeadlineUnlessDisarmed() throws {
-        // The real guard process, with a fake fsfreeze first on its PATH that records its arguments.
+        // The real guard process, running a stand-in fsfreeze that records its arguments.
         let dir = try testDirectory("guard")
         try "#!/bin/sh\necho \"$@\" >> \(dir)/calls\n".write(toFile: "\(dir)/fsfreeze", atomically: true, encoding: .utf8)
         chmod("\(dir)/fsfreeze", 0o755)
-        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
-        setenv("PATH", "\(dir):\(path)", 1)
-        defer { setenv("PATH", path, 1) }
-        let disarm = FSFreeze().armThawGuard(["/x y"], at: ContinuousClock.now + .seconds(1))
-        let disarmed = FSFreeze().armThawGuard(["/never"], at: ContinuousClock.now + .seconds(1))
+        let freezer = FSFreeze(program: "\(dir)/fsfreeze")
+        let disarm = freezer.armThawGuard(["/x y"], at: ContinuousClock.now + .seconds(1))
+        let disarmed = freezer.armThawGuard(["/never"], at: ContinuousClock.now + .seconds(1))
         disarmed()
         sleep(3)
         disarm()
