@@ -68,7 +68,8 @@ let package = Package(
         .testTarget(
             name: "LifeboatVaultTests",
             dependencies: ["LifeboatVault", "LifeboatJournal", "LifeboatCore", "LifeboatTestSupport", .product(name: "SystemPackage", package: "swift-system"),
-                           .product(name: "GRDB", package: "GRDB.swift")]),
+                           .product(name: "GRDB", package: "GRDB.swift")],
+            exclude: ["Fixtures"]),
         .testTarget(name: "LifeboatQuiesceTests", dependencies: ["LifeboatQuiesce", "LifeboatCore", "LifeboatTestSupport"]),
         .testTarget(name: "LifeboatVHDTests", dependencies: ["LifeboatVHD", "LifeboatCore", .product(name: "SystemPackage", package: "swift-system")]),
         .testTarget(

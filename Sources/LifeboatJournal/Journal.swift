@@ -27,6 +27,8 @@ public final class Journal: @unchecked Sendable {
         public var failure: LifeboatError?
         /// First LSN of the segment being appended to: every segment before it is sealed.
         public var currentSegmentFirstLSN: LSN
+        /// Bytes of records in that segment (its file is preallocated: its size says nothing).
+        public var currentSegmentBytes: Int64
     }
 
     public let directory: FilePath
@@ -261,7 +263,7 @@ public final class Journal: @unchecked Sendable {
     public var stats: Stats {
         lock.withLock {
             Stats(appendedLSN: LSN(nextLSN.rawValue - 1), durableLSN: durableLSN, syncs: syncs, failure: failure ?? lastAppendError,
-                  currentSegmentFirstLSN: current.firstLSN)
+                  currentSegmentFirstLSN: current.firstLSN, currentSegmentBytes: current.end)
         }
     }
 

@@ -26,6 +26,8 @@ public final class Shipper: @unchecked Sendable {
         public var pendingBytes: Int64 = 0
         public var lastShippedAt: Date?
         public var error: String?
+        /// While a disk's initial content is being copied into the vault: which and how far.
+        public var initialReplication: String?
     }
 
     private let site: Site
@@ -86,7 +88,13 @@ public final class Shipper: @unchecked Sendable {
                 if message != lastError { logger.error("shipping paused: \(message)") }
                 lastError = message
                 vault = nil
-                figures.withLock { $0.error = message }
+                // Paused: what waits keeps growing, and status must say so (never "0 B").
+                let (segments, bytes) = waiting(after: LSN(current.shippedLSN))
+                figures.withLock {
+                    $0.error = message
+                    $0.pendingSegments = segments
+                    $0.pendingBytes = bytes
+                }
             }
             wake.withLock { if !stopping { wake.wait(seconds: 0.25) } }
         }
@@ -140,9 +148,7 @@ public final class Shipper: @unchecked Sendable {
                 try? syncDirectory(journal.directory)
             }
         }
-        // Waiting: sealed segments the vault does not hold yet (the open one ships once sealed).
-        let remaining = try JournalDirectory.segments(in: journal.directory).filter { $0.firstLSN > shipped && $0.firstLSN < currentFirst }
-        let bytes = remaining.reduce(Int64(0)) { $0 + (fileSize($1.path) ?? 0) }
+        let (pendingSegments, pendingBytes) = waiting(after: shipped)
         if shippedSomething { compactor.poke() }
         if lastPrune.duration(to: .now) >= .seconds(60) {
             lastPrune = .now
@@ -153,10 +159,28 @@ public final class Shipper: @unchecked Sendable {
         }
         figures.withLock {
             $0.shippedLSN = shipped.rawValue
-            $0.pendingSegments = remaining.count
-            $0.pendingBytes = bytes
+            $0.pendingSegments = pendingSegments
+            $0.pendingBytes = pendingBytes
             $0.error = nil
         }
+    }
+
+    /// What the vault does not hold yet: sealed segments past `shipped`, and the records of the
+    /// open segment (it ships once sealed).
+    private func waiting(after shipped: LSN) -> (segments: Int, bytes: Int64) {
+        let stats = journal.stats
+        let local = (try? JournalDirectory.segments(in: journal.directory)) ?? []
+        var segments = 0
+        var bytes: Int64 = 0
+        for (i, segment) in local.enumerated() where segment.firstLSN < stats.currentSegmentFirstLSN {
+            let next = i + 1 < local.count ? local[i + 1].firstLSN : stats.currentSegmentFirstLSN
+            if next.rawValue - 1 > shipped.rawValue {
+                segments += 1
+                bytes += fileSize(segment.path) ?? 0
+            }
+        }
+        if stats.appendedLSN >= stats.currentSegmentFirstLSN && stats.appendedLSN > shipped { bytes += stats.currentSegmentBytes }
+        return (segments, bytes)
     }
 
     /// Initial replication: each disk's initial content becomes its base in the vault.
@@ -168,11 +192,13 @@ public final class Shipper: @unchecked Sendable {
             try vault.addDisk(group: site.config.groupID, id: disk.diskID, name: disk.name, sizeBytes: disk.sizeBytes,
                               initialContent: site.basePath(disk)) { done in
                 let percent = disk.sizeBytes == 0 ? 100 : done * 100 / disk.sizeBytes
-                if percent / 10 != reported / 10 {
+                if percent != reported {
+                    if percent / 10 != reported / 10 { logger.info("initial replication of \(disk.name): \(percent)%") }
                     reported = percent
-                    logger.info("initial replication of \(disk.name): \(percent)%")
+                    figures.withLock { $0.initialReplication = "\(disk.name): \(percent)% of \(disk.sizeBytes >> 20) MiB" }
                 }
             }
+            figures.withLock { $0.initialReplication = nil }
         }
     }
 }

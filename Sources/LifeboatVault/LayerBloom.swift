@@ -37,7 +37,7 @@ struct LayerBloom {
     }
 
     @inline(__always)
-    private static func hashes(_ disk: DiskID, _ block: BlockIndex) -> (UInt64, UInt64) {
+    static func hashes(_ disk: DiskID, _ block: BlockIndex) -> (UInt64, UInt64) {
         var z = (UInt64(disk.rawValue) << 40 | block.rawValue) &+ 0x9E37_79B9_7F4A_7C15
         z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
         z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB

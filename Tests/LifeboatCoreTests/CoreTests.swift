@@ -53,6 +53,20 @@ import Foundation
 }
 
 @Suite struct DiskDigestTests {
+    /// The test vector of Docs/formats/digest.md, computed independently with Python's xxhash
+    /// (xxh3_128_intdigest): an 8 KiB disk, block 0 zeros, block 1 all 0x5A.
+    @Test func theDocsTestVectorPinsTheDefinition() throws {
+        let dir = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let path = FilePath(dir + "/vector")
+        let fd = try FileDescriptor.open(path, .readWrite, options: [.create], permissions: .ownerReadWrite)
+        defer { try? fd.close() }
+        _ = try fd.writeAll(toAbsoluteOffset: 0, [UInt8](repeating: 0, count: 4096) + [UInt8](repeating: 0x5A, count: 4096))
+        #expect(DiskDigest.zeroBlockHash.description == "3ee8dc4f9e7ee49593d76fe148c689ba")
+        #expect([UInt8](repeating: 0x5A, count: 4096).withUnsafeBytes { Hash128.of($0) }.description == "7ec22a805508a04eb7886b5fd99dda4e")
+        #expect(try DiskDigest.root(ofImage: fd, sizeBytes: 8192).description == "404ac913a3a78161cf4e49947655db77")
+    }
+
     @Test func imageRootSeesEveryBlockAndSkipsHolesCorrectly() throws {
         let dir = try temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
