@@ -49,12 +49,36 @@ public enum Drill {
         }
     }
 
+    /// A plan that declares ext4 or XFS for a disk whose superblock at the point says the other
+    /// is a plan error, found before anything is mounted or recorded (not a failed fsck).
+    static func checkDeclaredFilesystems(_ plan: DrillPlan, vault: Vault, lsn: LSN) throws {
+        let disks = try vault.disks()
+        for disk in plan.disks where disk.filesystem == .ext4 || disk.filesystem == .xfs {
+            guard let d = disks.first(where: { $0.name == disk.name }) else { continue }
+            var head = [UInt8](repeating: 0, count: BlockSize.bytes)
+            let reader = try PointReader(vault: vault, lsn: lsn, only: [d.id])
+            try head.withUnsafeMutableBytes { try reader.readBlock(disk: d.id, block: BlockIndex(0), into: $0) }
+            if let found = FilesystemKind.detect(head), found != disk.filesystem {
+                throw LifeboatError(.invalidArgument, "line \(disk.line): field 'disks.\(disk.name).filesystem': the plan says \(disk.filesystem.rawValue), "
+                                    + "but the disk's superblock at LSN \(lsn) is \(found.rawValue)", path: plan.path)
+            }
+        }
+    }
+
     /// Runs the plan on one point. Throws only before the drill starts (bad plan, unknown
     /// point, not root); from then on every outcome is a report (`.error` for infrastructure).
     public static func run(plan original: DrillPlan, vault: Vault, options: Options, logger: Logger) throws -> DrillReport {
         var plan = original
         try validate(&plan, vault: vault)
-        let (lsn, point) = try PointSelector.resolve(options.point ?? plan.point ?? "latest", in: vault)
+        let (lsn, point): (LSN, RecoveryPoint?)
+        do { (lsn, point) = try PointSelector.resolve(options.point ?? plan.point ?? "latest", in: vault) } catch var e as LifeboatError {
+            if options.point == nil, plan.point != nil, e.code == .invalidArgument {
+                e.message = "field 'point': " + e.message
+                e.path = plan.path
+            }
+            throw e
+        }
+        try checkDeclaredFilesystems(plan, vault: vault, lsn: lsn)
         try checkPrerequisites()
         let drilled = DrilledPoint(id: point?.id, lsn: lsn.rawValue, kind: point?.kind, time: point?.time, label: point?.label)
         let disks = Dictionary(uniqueKeysWithValues: try vault.disks().map { ($0.id, $0.name) })

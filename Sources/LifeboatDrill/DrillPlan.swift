@@ -36,6 +36,16 @@ public enum FilesystemKind: String, Codable, Sendable, CaseIterable {
     case none
 }
 
+extension FilesystemKind {
+    /// The filesystem whose magic the first 2 KiB of a disk carry: XFS ("XFSB" at 0) or
+    /// ext2/3/4 (0xEF53 at 1080); nil for anything else.
+    public static func detect(_ head: [UInt8]) -> FilesystemKind? {
+        if head.count >= 4, head[0..<4] == [0x58, 0x46, 0x53, 0x42] { return .xfs }
+        if head.count >= 1082, head[1080] == 0x53, head[1081] == 0xEF { return .ext4 }
+        return nil
+    }
+}
+
 public enum CheckKind: String, Codable, Sendable, CaseIterable {
     case digest, fsck, files, sqlite, script
 }

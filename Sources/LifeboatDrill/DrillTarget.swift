@@ -107,10 +107,7 @@ final class DrillTarget {
                 throw LifeboatError(.io, "cannot open the target image", path: image(disk.name))
             }
             defer { try? h.close() }
-            let head = [UInt8]((try? h.read(upToCount: 2048)) ?? Data())
-            if head.count >= 4, head[0..<4] == [0x58, 0x46, 0x53, 0x42] { return .xfs }  // "XFSB"
-            if head.count >= 1082, head[1080] == 0x53, head[1081] == 0xEF { return .ext4 }  // ext2/3/4 magic 0xEF53
-            return nil
+            return FilesystemKind.detect([UInt8]((try? h.read(upToCount: 2048)) ?? Data()))
         }
     }
 
@@ -259,8 +256,11 @@ func variableName(_ disk: String) -> String {
     String(disk.uppercased().unicodeScalars.map { CharacterSet.alphanumerics.contains($0) && $0.isASCII ? Character($0) : "_" })
 }
 
+/// The line of a tool's output that says what went wrong: the last one, skipping sign-offs
+/// such as xfs_repair's "Exiting now." that carry nothing.
 func lastLine(_ text: String) -> String {
-    text.split(separator: "\n").last.map(String.init)?.trimmingCharacters(in: .whitespaces) ?? ""
+    let lines = text.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+    return lines.last { !["Exiting now.", "Exiting now"].contains($0) } ?? lines.last ?? ""
 }
 
 func firstLine(_ text: String) -> String {

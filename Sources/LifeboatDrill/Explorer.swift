@@ -64,7 +64,10 @@ public enum Explorer {
                 lines.append("  LSN " + pad(String(s.lsn), 10) + pad(s.result.rawValue, 8) + pad(describeDuration(s.seconds), 10) + dropped + s.findings.joined(separator: "; "))
             }
             if let error { lines.append("error: \(error)") }
-            if let bad = firstFailingLSN, let dropped = firstFailingDropped {
+            if let bad = firstFailingLSN, let dropped = firstFailingDropped, dropped.isEmpty {
+                lines.append("the flush boundary LSN \(bad) fails with every write kept: dropping unflushed writes is not the cause; "
+                             + "`drill explore --every-flush` finds the first failing boundary")
+            } else if let bad = firstFailingLSN, let dropped = firstFailingDropped {
                 lines.append("first failing crash state: LSN \(bad) without the unflushed \(Self.list(dropped)): the application relied on writes no flush had made durable")
                 lines.append("writes since the previous flush (\(writesBetween.count)\(writesBetween.count == 64 ? "+" : "")):")
                 for w in writesBetween {
@@ -108,7 +111,7 @@ public enum Explorer {
         case .everyFlush: modeName = "every flush"
         case .sample(let n): modeName = "sample of \(n)"
         case .bisect: modeName = "bisect"
-        case .dropUnflushed(let n, let seed): modeName = "\(n) crash state\(n == 1 ? "" : "s") with unflushed writes dropped, seed \(seed)"
+        case .dropUnflushed(let n, let seed): modeName = "at most \(n) state\(n == 1 ? "" : "s") asked for, seed \(seed)"
         }
         var report = Report(plan: plan.path, fromLSN: fromLSN.rawValue, toLSN: toLSN.rawValue, mode: modeName, boundaries: boundaries.count,
                             steps: [], writesBetween: [])
@@ -191,7 +194,10 @@ public enum Explorer {
                 guard let passed = check(state.closingLSN, dropping: state.dropped) else { break }
                 if !passed {
                     firstFailing = state.closingLSN
-                    report.firstFailingDropped = state.dropped.map(\.rawValue)
+                    // Blame the dropped writes only if the boundary with every write passes:
+                    // a boundary that fails anyway is not about unflushed writes.
+                    guard let boundaryPasses = check(state.closingLSN) else { break }
+                    report.firstFailingDropped = boundaryPasses ? state.dropped.map(\.rawValue) : []
                     lastPassing = nil  // not a boundary search: no passing state is implied
                     writesFrom = intervals.first { $0.closingLSN == state.closingLSN }?.writes.first
                     break

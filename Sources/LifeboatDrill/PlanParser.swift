@@ -1,5 +1,6 @@
 import Foundation
 import LifeboatCore
+import SystemPackage
 import Yams
 
 /// Reads a YAML drill plan. Every error names the file, the line and the field, and is found
@@ -20,8 +21,10 @@ import Yams
 /// ```
 public enum PlanParser {
     public static func load(path: String) throws -> DrillPlan {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw LifeboatError(.notFound, "cannot read the plan file", path: path)
+        let data: Data
+        do { data = Data(try readWholeFile(FilePath(path))) } catch {
+            throw error == .isDirectory ? LifeboatError(.invalidArgument, "is a directory, not a plan file", path: path)
+                                        : LifeboatError.system(error, "cannot read the plan file", path: path)
         }
         guard let text = String(data: data, encoding: .utf8) else {
             throw LifeboatError(.invalidArgument, "the plan is not UTF-8 text", path: path)

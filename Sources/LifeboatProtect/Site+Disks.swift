@@ -11,11 +11,11 @@ import Glibc
 
 extension Site {
     /// Names become file names (`NAME.img`): letters, digits, `.`, `_`, `-`; 1–64 characters,
-    /// not starting with a dot.
+    /// not starting with a dot (hidden) or a dash (every later command would take it for an option).
     public static func validateDiskName(_ name: String) throws {
         let allowed = name.unicodeScalars.allSatisfy { $0.isASCII && (CharacterSet.alphanumerics.contains($0) || "._-".unicodeScalars.contains($0)) }
-        guard !name.isEmpty, name.count <= 64, allowed, !name.hasPrefix(".") else {
-            throw LifeboatError(.invalidArgument, "disk name '\(name)' is not valid: use 1–64 letters, digits, '.', '_' or '-', not starting with '.'")
+        guard !name.isEmpty, name.count <= 64, allowed, !name.hasPrefix("."), !name.hasPrefix("-") else {
+            throw LifeboatError(.invalidArgument, "disk name '\(name)' is not valid: use 1–64 letters, digits, '.', '_' or '-', not starting with '.' or '-'")
         }
     }
 

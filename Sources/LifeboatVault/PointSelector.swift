@@ -10,7 +10,7 @@ public enum PointSelector {
             guard let p else { throw LifeboatError(.notFound, "no point matches '\(text)': \(what)", path: vault.root.string) }
             return (LSN(UInt64(p.lsn)), p)
         }
-        switch text {
+        switch text.lowercased() {
         case "latest":
             return try pick(points.last, "the vault has no points yet")
         case "latest-app":

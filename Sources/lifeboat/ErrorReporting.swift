@@ -67,6 +67,8 @@ func report(_ error: any Error) -> Int32 {
         printError(e.message)
         return ExitStatus.code(for: .invalidArgument)
     default:
+        // The parser's own errors can also surface from run() (`lifeboat help NAME`).
+        if String(reflecting: type(of: error)).hasPrefix("ArgumentParser.") { return reportParseError(error) }
         printError("internal error: \(error)")
         return ExitStatus.code(for: .internalError)
     }
@@ -74,7 +76,7 @@ func report(_ error: any Error) -> Int32 {
 
 /// A parse or validation error: the parser's message with the usage of the subcommand it
 /// belongs to (help and --version print to stdout and exit 0).
-private func reportParseError(_ error: any Error) -> Int32 {
+func reportParseError(_ error: any Error) -> Int32 {
     let code = Lifeboat.exitCode(for: error).rawValue
     var text = Lifeboat.fullMessage(for: error)
     if code == 0 {
