@@ -27,6 +27,7 @@ public struct ControlResponse: Codable, Sendable {
     public var lsn: UInt64?
     public var digests: [String: String]?
     public var mountpoint: String?
+    public init(ok: Bool) { self.ok = ok }
 }
 
 final class ControlServer: @unchecked Sendable {
@@ -82,11 +83,37 @@ final class ControlServer: @unchecked Sendable {
         setsockopt(client, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         var line = [UInt8]()
         var byte: UInt8 = 0
-        while line.count < 65536, read(client, &byte, 1) == 1, byte != 10 { line.append(byte) }
-        var response = ControlResponse(ok: false, mountpoint: mountpoint)
+        var complete = false
+        while line.count <= Self.maxLine, read(client, &byte, 1) == 1 {
+            if byte == 10 { complete = true; break }
+            line.append(byte)
+        }
+        var response = Self.answer(line: line, complete: complete) { kind, label in
+            let (lsn, digests) = try group.mark(kind, label: label)
+            logger.notice("\(kind) point marked at LSN \(lsn)\(label.isEmpty ? "" : " (\(label))")")
+            return (lsn, digests)
+        }
+        response.mountpoint = mountpoint
+        var out = Array((try? JSONEncoder().encode(response)) ?? Data())
+        out.append(10)
+        _ = out.withUnsafeBytes { write(client, $0.baseAddress, $0.count) }
+    }
+
+    static let maxLine = 65536
+
+    /// The answer to one request line: `mark` is called only for a well-formed request of a
+    /// known op and kind; anything else is refused with the reason, never guessed.
+    static func answer(line: [UInt8], complete: Bool, mark: (Marker.Kind, String) throws -> (LSN, [DiskID: Hash128])) -> ControlResponse {
+        var response = ControlResponse(ok: false)
         do {
-            let request = try JSONDecoder().decode(ControlRequest.self, from: Data(line))
-            guard request.op == "mark" else { throw LifeboatError(.invalidArgument, "unknown op '\(request.op)'") }
+            guard complete else {
+                throw LifeboatError(.invalidArgument, line.count > maxLine ? "request longer than \(maxLine) bytes" : "request not ended by a newline")
+            }
+            let request: ControlRequest
+            do { request = try JSONDecoder().decode(ControlRequest.self, from: Data(line)) } catch {
+                throw LifeboatError(.invalidArgument, "request is not valid", cause: error)
+            }
+            guard request.op == "mark" else { throw LifeboatError(.invalidArgument, "unknown op '\(request.op)' (known: mark)") }
             let kind: Marker.Kind
             switch request.kind {
             case "app-consistent": kind = .appConsistent
@@ -97,17 +124,14 @@ final class ControlServer: @unchecked Sendable {
             guard request.label.utf8.count <= Marker.maxLabelBytes else {
                 throw LifeboatError(.invalidArgument, "the label is \(request.label.utf8.count) bytes; at most \(Marker.maxLabelBytes)")
             }
-            let (lsn, digests) = try group.mark(kind, label: request.label)
-            logger.notice("\(request.kind) point marked at LSN \(lsn)\(request.label.isEmpty ? "" : " (\(request.label))")")
+            let (lsn, digests) = try mark(kind, request.label)
             response.ok = true
             response.lsn = lsn.rawValue
             response.digests = Dictionary(uniqueKeysWithValues: digests.map { (String($0.key.rawValue), $0.value.description) })
         } catch {
             response.error = "\(error)"
         }
-        var out = Array((try? JSONEncoder().encode(response)) ?? Data())
-        out.append(10)
-        _ = out.withUnsafeBytes { write(client, $0.baseAddress, $0.count) }
+        return response
     }
 }
 

@@ -62,9 +62,10 @@ public enum JournalVerifier {
         return count
     }
 
-    public static func verify(site: Site) throws -> Result {
+    /// `progress` gets (blocks compared, blocks in all).
+    public static func verify(site: Site, progress: (Int64, Int64) -> Void = { _, _ in }) throws -> Result {
         let before = fingerprint(site)
-        var result = try verifyOnce(site: site)
+        var result = try verifyOnce(site: site, progress: progress)
         let arrived = try writes(after: result.lastLSN, in: site)
         if arrived > 0 || fingerprint(site) != before {
             result.writesDuringCheck = max(1, arrived)
@@ -72,7 +73,7 @@ public enum JournalVerifier {
         return result
     }
 
-    private static func verifyOnce(site: Site) throws -> Result {
+    private static func verifyOnce(site: Site, progress: (Int64, Int64) -> Void) throws -> Result {
         var latest: [UInt64: Location] = [:]
         var paths: [FilePath] = []
         let report = try JournalDirectory.scanAll(site.journalDirectory, groupID: site.config.groupIDBytes, repairTornTail: false) { scan, raw in
@@ -103,14 +104,20 @@ public enum JournalVerifier {
             start = try PointReader(vault: try Vault(root: FilePath(vaultPath)), lsn: LSN(firstLocal.rawValue - 1))
         }
         var results: [DiskResult] = []
+        let total = site.config.disks.reduce(Int64(0)) { $0 + Int64($1.blockCount) }
+        var before: Int64 = 0
         for disk in site.config.disks {
-            results.append(try verifyDisk(site: site, disk: disk, latest: latest, segmentFDs: segmentFDs, paths: paths, start: start))
+            let offset = before
+            results.append(try verifyDisk(site: site, disk: disk, latest: latest, segmentFDs: segmentFDs, paths: paths, start: start) {
+                progress(offset + $0, total)
+            })
+            before += Int64(disk.blockCount)
         }
         return Result(segments: report.segments, records: report.records, lastLSN: report.lastLSN, disks: results)
     }
 
     private static func verifyDisk(site: Site, disk: SiteConfig.Disk, latest: [UInt64: Location], segmentFDs: [FileDescriptor], paths: [FilePath],
-                                   start: PointReader?) throws -> DiskResult {
+                                   start: PointReader?, progress: (Int64) -> Void) throws -> DiskResult {
         let primary = try FileDescriptor.open(site.primaryPath(disk), .readOnly)
         defer { try? primary.close() }
         let base = try FileDescriptor.open(site.basePath(disk), .readOnly)
@@ -158,6 +165,7 @@ public enum JournalVerifier {
                 }
             }
             block += n
+            progress(Int64(block))
         }
         return result
     }

@@ -22,7 +22,10 @@ extension Site {
     /// Adds a disk: an empty (sparse) one of `sizeBytes`, or one whose initial content is the
     /// image `from`, raw or VHD (fixed or dynamic; size defaults to the image's). Fails while
     /// `protect` runs.
-    public mutating func createDisk(name: String, sizeBytes: Int64?, from image: FilePath?) throws -> SiteConfig.Disk {
+    /// `progress` gets the bytes copied so far of the `2 × size` a disk from an image copies
+    /// (its primary and its base).
+    public mutating func createDisk(name: String, sizeBytes: Int64?, from image: FilePath?, importedFrom: FilePath? = nil,
+                                    progress: (Int64, Int64) -> Void = { _, _ in }) throws -> SiteConfig.Disk {
         try Site.validateDiskName(name)
         if let image, VHDReader.startsLikeADynamicVHD(image.string), !VHDReader.looksLikeVHD(image.string) {
             throw LifeboatError(.corrupt, "truncated dynamic VHD: it starts with a VHD footer copy but has no footer at its end", path: image.string)
@@ -33,7 +36,7 @@ extension Site {
             let raw = disksDirectory.appending(".\(name).import")
             defer { unlink(raw.string) }
             try SparseCopy.convert(vhd, to: raw)
-            var disk = try createDisk(name: name, sizeBytes: sizeBytes ?? vhd.sizeBytes, from: raw)
+            var disk = try createDisk(name: name, sizeBytes: sizeBytes ?? vhd.sizeBytes, from: raw, importedFrom: image, progress: progress)
             disk.source = image.string
             if let i = config.disks.firstIndex(where: { $0.id == disk.id }) {
                 config.disks[i].source = image.string
@@ -62,13 +65,18 @@ extension Site {
             throw LifeboatError(.invalidArgument, "disk size \(size) is not a multiple of 4 KiB" + (image != nil && sizeBytes == nil ? " (the image's size; give --size to round it up)" : ""))
         }
         guard imageSize <= size else {
-            throw LifeboatError(.invalidArgument, "the image is \(imageSize) bytes, larger than the disk size \(size)", path: image?.string)
+            // An imported VHD arrives here as its raw temporary copy: name what the user gave.
+            throw LifeboatError(.invalidArgument, "the image's disk is \(imageSize) bytes, larger than the disk size \(size)", path: importedFrom?.string ?? image?.string)
         }
         let disk = SiteConfig.Disk(id: config.nextDiskID, name: name, sizeBytes: size, createdAt: Date(), source: image?.string)
         let paths = [primaryPath(disk), basePath(disk), digestPath(disk)]
         do {
-            for path in paths[0...1] {
-                if let image { try SparseImage.copy(from: image, to: path, sizeBytes: size) } else { try SparseImage.create(path, sizeBytes: size) }
+            for (i, path) in paths[0...1].enumerated() {
+                if let image {
+                    try SparseImage.copy(from: image, to: path, sizeBytes: size) { progress(Int64(i) * size + $0, 2 * size) }
+                } else {
+                    try SparseImage.create(path, sizeBytes: size)
+                }
             }
             let primary = try FileDescriptor.open(primaryPath(disk), .readOnly)
             defer { try? primary.close() }

@@ -49,6 +49,7 @@ public func run(_ arguments: [String], environment: [String: String]? = nil) thr
 }
 
 public func lifeboat(_ arguments: String...) throws -> CommandResult { try run([lifeboatBinary] + arguments) }
+public func lifeboat(_ arguments: [String]) throws -> CommandResult { try run([lifeboatBinary] + arguments) }
 
 public func makeTemporaryDirectory(_ tag: String = "t") throws -> String {
     let path = "/tmp/lifeboat-\(tag)-" + UUID().uuidString.prefix(8)

@@ -26,9 +26,12 @@ public enum VaultVerifier {
         }
     }
 
-    public static func verify(_ vault: Vault) throws -> Report {
+    /// `progress` gets (bytes checked, bytes to check): layers, then bases.
+    public static func verify(_ vault: Vault, progress: (Int64, Int64) -> Void = { _, _ in }) throws -> Report {
         var report = Report()
         let (base, last) = try vault.lsnRange()
+        let total = try vault.layerRows(upTo: last).reduce(Int64(0)) { $0 + $1.bytes } + vault.disks().reduce(Int64(0)) { $0 + $1.sizeBytes }
+        var done: Int64 = 0
         var expected = base.next
         for row in try vault.layerRows(upTo: last).reversed() {
             report.layers += 1
@@ -47,6 +50,8 @@ public enum VaultVerifier {
             } catch let e as LifeboatError {
                 try report.add(e)
             }
+            done += row.bytes
+            progress(done, total)
         }
         let prunePending = try vault.pendingPruneTarget()
         if let target = prunePending {
@@ -66,6 +71,8 @@ public enum VaultVerifier {
             } catch let e as LifeboatError {
                 try report.add(e)
             }
+            done += disk.sizeBytes
+            progress(done, total)
         }
         for p in try vault.points() {
             report.points += 1

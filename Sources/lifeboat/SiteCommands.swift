@@ -114,9 +114,14 @@ struct DiskCommand: ParsableCommand {
             // Interrupted (Ctrl-C, SIGTERM), the half-copied disk files go: the disk is not in
             // site.json until they are complete, so nothing else refers to them.
             let leftovers = s.config.disk(named: name) == nil ? s.files(ofDiskNamed: name).map(\.string) : []
+            var progress: Progress?
             let disk = try InterruptCleanup.run(cleanup: { leftovers.forEach { unlink($0) } }) {
-                try s.createDisk(name: name, sizeBytes: bytes, from: from.map { FilePath(absolutePath($0)) })
+                try s.createDisk(name: name, sizeBytes: bytes, from: from.map { FilePath(absolutePath($0)) }) { done, total in
+                    if progress == nil { progress = Progress(what: "copying \(from ?? "") into \(name)", total: total) }
+                    progress?.update(done)
+                }
             }
+            progress?.finish()
             print("created disk \(disk.name) (\(humanBytes(disk.sizeBytes)))" + (from.map { " from \($0)" } ?? ""))
         }
     }

@@ -84,7 +84,9 @@ struct JournalCommand: ParsableCommand {
 
         func run() throws {
             let s = try site.open()
-            let r = try JournalVerifier.verify(site: s)
+            let progress = Progress(what: "verifying the journal", total: 0, unit: "blocks")
+            let r = try JournalVerifier.verify(site: s) { done, total in progress.update(done, of: total) }
+            progress.finish()
             let verdict = r.writesDuringCheck != nil ? "inconclusive" : r.ok ? "identical" : "mismatch"
             if json {
                 try printJSON(Report(result: verdict, segments: r.segments, records: r.records, lastLSN: r.lastLSN.rawValue, writesDuringCheck: r.writesDuringCheck,

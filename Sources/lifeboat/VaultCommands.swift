@@ -227,7 +227,9 @@ struct VaultCommand: ParsableCommand {
 
         func run() throws {
             let v = try vault.open()
-            let report = try VaultVerifier.verify(v)
+            let progress = Progress(what: "verifying \(v.root)", total: 0)
+            let report = try VaultVerifier.verify(v) { done, total in progress.update(done, of: total) }
+            progress.finish()
             if json {
                 try printJSON(Result(vault: v.root.string, layers: report.layers, bytes: report.bytes, points: report.points, basesScrubbed: report.bases,
                                      damaged: report.problems.map(\.description)))

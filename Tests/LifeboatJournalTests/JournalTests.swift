@@ -208,7 +208,60 @@ func newestSegment(_ dir: FilePath) throws -> FilePath { try JournalDirectory.se
     @Test func segmentOfAnotherGroupIsRefused() throws {
         let dir = try temporaryDirectory()
         try journalWithWrites(dir, writes: 1)
-        #expect(throws: LifeboatError.self) { try Journal.open(directory: dir, groupID: [UInt8](repeating: 1, count: 16)) }
+        let error = try #require(throws: LifeboatError.self) { try Journal.open(directory: dir, groupID: [UInt8](repeating: 1, count: 16)) }
+        #expect(error.code == .invalidArgument || error.code == .corrupt)
+        #expect(error.message.contains("another protection group"), "\(error)")
+        #expect(error.offset == 16)
+    }
+
+    @Test func aRecordAfterTheSealIsCorruption() throws {
+        let dir = try temporaryDirectory()
+        try journalWithWrites(dir, writes: 300, segmentBytes: 1 << 20)
+        let first = try JournalDirectory.segments(in: dir).first!.path
+        let scan = try SegmentReader.scan(SegmentReader.load(first), path: first)
+        #expect(scan.end == .sealed)
+        // A well-formed record written past the seal: nothing may follow a seal.
+        let sealEnd = scan.validEnd
+        let fd = try FileDescriptor.open(first, .writeOnly)
+        _ = try fd.writeAll(toAbsoluteOffset: Int64(sealEnd), encodeRecord(type: .flush, lsn: LSN(scan.lastLSN.rawValue + 1), payload: []))
+        try fd.close()
+        let error = try #require(throws: LifeboatError.self) { try SegmentReader.scan(SegmentReader.load(first), path: first) }
+        #expect(error.code == .corrupt)
+        #expect(error.offset == Int64(sealEnd))
+    }
+
+    @Test func anInterruptedSegmentCreationIsSetAsideAndTheJournalEndsBeforeIt() throws {
+        let dir = try temporaryDirectory()
+        let records = try journalWithWrites(dir, writes: 3)
+        // `protect` sealed it at close; a new segment was renamed into place, its header never
+        // written (all zeros), then the machine died.
+        let (journal, _) = try Journal.open(directory: dir, groupID: groupID)
+        try journal.close()
+        let segments = try JournalDirectory.segments(in: dir)
+        let next = LSN(records.last!.header.lsn.rawValue + 10)
+        let broken = dir.appending(SegmentName.make(firstLSN: next))
+        try #require(FileManager.default.createFile(atPath: broken.string, contents: Data(count: 1 << 20)))
+        let (reopened, report) = try Journal.open(directory: dir, groupID: groupID)
+        try reopened.close()
+        #expect(report.tornTail?.reason == "interrupted segment creation (no header)")
+        #expect(FileManager.default.fileExists(atPath: broken.string + ".broken"))
+        #expect(try JournalDirectory.segments(in: dir).count >= segments.count)
+        #expect(try !JournalDirectory.segments(in: dir).contains { $0.path == broken })
+    }
+}
+
+@Suite struct MarkerTests {
+    @Test func aMarkerRoundTripsAtTheLabelLimitAndWithNonASCIILabels() {
+        for label in ["", "Größe überprüft — ünïcödé ✓", String(repeating: "é", count: Marker.maxLabelBytes / 2),
+                      String(repeating: "x", count: 70_000), String(repeating: "é", count: 40_000)] {
+            let marker = Marker(kind: .appConsistent, timeNanos: 1, label: label, digests: [DiskID(3): Hash128(high: 1, low: 2)])
+            let decoded = marker.encoded().withUnsafeBytes { Marker.decode($0) }
+            // What is written always decodes; labels past the format's 65535 bytes are cut on a
+            // character boundary (the CLI refuses labels over 1024 bytes before that).
+            #expect(decoded != nil, "label of \(label.utf8.count) bytes")
+            #expect(decoded.map { label.hasPrefix($0.label) } == true)
+            if label.utf8.count <= Int(UInt16.max) { #expect(decoded?.label == label) }
+        }
     }
 }
 

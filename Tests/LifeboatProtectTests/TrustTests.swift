@@ -271,4 +271,39 @@ struct TrustTests {
         let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
         #expect(text.contains("block 100 does not match its checksum"), "the mount's log names the damage: \(text)")
     }
+
+    @Test func aDamagedCatalogIsExit65ThroughTheOnePrinter() throws {
+        let dir = try makeTemporaryDirectory("catalog")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try check(lifeboat("init", "--site", dir + "/site", "--vault", dir + "/v"))
+        try check(run(["sqlite3", dir + "/v/catalog.sqlite", "DROP TABLE point"]))
+        for command in [["points"], ["vault", "verify"]] {
+            let r = try lifeboat(command + ["--vault", dir + "/v"])
+            #expect(r.status == 65, "\(command): \(r.stderr)")
+            #expect(r.stderr.hasPrefix("lifeboat: error: \(dir)/v/catalog.sqlite: cannot read the vault catalog: no such table: point"), "\(r.stderr)")
+        }
+    }
+
+    @Test func oneDurationSyntaxEverywhereAndNonFiniteValuesAreRefused() throws {
+        let dir = try makeTemporaryDirectory("durations")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try check(lifeboat("init", "--site", dir + "/site"))
+        for (args, message) in [
+            (["protect", dir, "--site", dir + "/site", "--point-interval", "inf"], "'inf' is not a point interval"),
+            (["protect", dir, "--site", dir + "/site", "--seal-interval", "1e300"], "'1e300' is not a seal interval"),
+            (["protect", dir, "--site", dir + "/site", "--segment-size", "100T"], "--segment-size must be between 1M and 4G"),
+            (["checkpoint", "--site", dir + "/site", "--timeout", "0s"], "the timeout must be greater than 0"),
+            (["checkpoint", "--site", dir + "/site", "--pre", "true"], "--pre, --while-frozen and --post run only with --app-consistent"),
+        ] {
+            let r = try lifeboat(args)
+            #expect(r.status == 64, "\(args): \(r.stderr)")
+            #expect(r.stderr.hasPrefix("lifeboat: error: ") && r.stderr.contains(message), "\(args): \(r.stderr)")
+            #expect(!r.stderr.contains("Swift runtime failure"))
+        }
+        // Both forms are accepted: the checkpoint then fails only because nothing runs.
+        for timeout in ["30", "30s", "0.5m"] {
+            let r = try lifeboat("checkpoint", "--site", dir + "/site", "--timeout", timeout)
+            #expect(r.status == 66, "\(timeout): \(r.stderr)")
+        }
+    }
 }

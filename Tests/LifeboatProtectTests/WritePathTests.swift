@@ -150,3 +150,43 @@ import Testing
         #expect(throws: LifeboatError.self) { _ = try site.createDisk(name: "../evil", sizeBytes: 1 << 20, from: nil) }
     }
 }
+
+/// The control socket's request handling, without a socket: malformed, unknown and oversized
+/// requests are refused with the reason and never reach the marker.
+@Suite struct ControlRequestTests {
+    private func answer(_ text: String, complete: Bool = true) -> (ControlResponse, marked: Bool) {
+        var marked = false
+        let response = ControlServer.answer(line: Array(text.utf8), complete: complete) { _, _ in
+            marked = true
+            return (LSN(7), [DiskID(0): Hash128(high: 1, low: 2)])
+        }
+        return (response, marked)
+    }
+
+    @Test func aWellFormedMarkIsAnsweredWithItsLSNAndDigests() {
+        let (r, marked) = answer(#"{"op":"mark","kind":"app-consistent","label":"x"}"#)
+        #expect(marked && r.ok && r.lsn == 7)
+        #expect(r.digests == ["0": "00000000000000010000000000000002"])
+    }
+
+    @Test(arguments: [
+        (#"{"op":"mark","kind":"app-consistent""#, "request is not valid"),
+        (#"{"op":"erase","kind":"label","label":""}"#, "unknown op 'erase'"),
+        (#"{"op":"mark","kind":"app-consistant","label":""}"#, "unknown point kind 'app-consistant'"),
+        (#"{"op":"mark","label":""}"#, "request is not valid"),
+    ])
+    func badRequestsAreRefusedWithTheReason(text: String, reason: String) {
+        let (r, marked) = answer(text)
+        #expect(!marked && !r.ok)
+        #expect(r.error?.contains(reason) == true, "\(r.error ?? "")")
+    }
+
+    @Test func anOversizedOrUnterminatedRequestIsRefused() {
+        let long = #"{"op":"mark","kind":"label","label":""# + String(repeating: "x", count: 70_000) + #""}"#
+        #expect(answer(long, complete: false).0.error?.contains("longer than 65536 bytes") == true)
+        #expect(answer(#"{"op":"mark""#, complete: false).0.error?.contains("not ended by a newline") == true)
+        let label = #"{"op":"mark","kind":"label","label":""# + String(repeating: "x", count: 2000) + #""}"#
+        let (r, marked) = answer(label)
+        #expect(!marked && r.error?.contains("at most 1024") == true)
+    }
+}

@@ -163,3 +163,20 @@ import Testing
         #expect(try FileManager.default.contentsOfDirectory(atPath: vault.layersDirectory.string).count == after)
     }
 }
+
+@Suite struct PinTests {
+    @Test func aPinOfADeadProcessIsIgnoredAndALiveOneKeepsItsLSN() throws {
+        let root = try temporaryDirectory()
+        let vault = try Vault(root: root, create: true)
+        let live = try vault.pin(lsn: LSN(42))
+        // A process that has exited: its pin file is left behind as after a kill -9.
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/bin/true")
+        try p.run()
+        p.waitUntilExit()
+        try #require(FileManager.default.createFile(atPath: root.appending("pins/\(p.processIdentifier)-7").string, contents: nil))
+        #expect(vault.pinnedLSNs() == [LSN(42)])
+        vault.unpin(live)
+        #expect(vault.pinnedLSNs().isEmpty)
+    }
+}
