@@ -74,7 +74,7 @@ let package = Package(
         .testTarget(name: "LifeboatVHDTests", dependencies: ["LifeboatVHD", "LifeboatCore", .product(name: "SystemPackage", package: "swift-system")]),
         .testTarget(
             name: "LifeboatProtectTests",
-            dependencies: ["LifeboatProtect", "LifeboatJournal", "LifeboatCore", "LifeboatTestSupport", "lifeboat"]),
+            dependencies: ["LifeboatProtect", "LifeboatJournal", "LifeboatCore", "LifeboatVault", "LifeboatVHD", "LifeboatFUSE", "LifeboatTestSupport", "lifeboat"]),
         .testTarget(
             name: "LifeboatDrillTests",
             dependencies: ["LifeboatDrill", "LifeboatProtect", "LifeboatVault", "LifeboatCore", "LifeboatTestSupport", "lifeboat"]),

@@ -1,3 +1,4 @@
+import Synchronization
 import Testing
 import LifeboatCore
 import SystemPackage
@@ -85,23 +86,42 @@ import Foundation
     }
 }
 
-@Suite struct StripedLockTests {
-    @Test func overlappingWrappedRangesDoNotDeadlock() async {
+@Suite(.timeLimit(.minutes(1))) struct StripedLockTests {
+    /// Threads lock ranges that overlap and wrap around the stripe table from different
+    /// starting points; inside, each marks its blocks busy and checks nobody else has marked
+    /// them meanwhile. A broken stripe lock shows as an overlap; a deadlock hits the time limit.
+    @Test func overlappingWrappedRangesAreMutuallyExclusiveAndDoNotDeadlock() async {
         let locks = StripedLocks()
-        let counter = ConditionLock()
-        nonisolated(unsafe) var total = 0
+        let busy = UnsafeMutablePointer<Int>.allocate(capacity: 1300)
+        busy.initialize(repeating: 0, count: 1300)
+        defer { busy.deallocate() }
+        nonisolated(unsafe) let cells = busy
+        let counts = Counts()
         await withTaskGroup(of: Void.self) { group in
             for t in 0..<8 {
                 group.addTask {
                     for i in 0..<2000 {
-                        // Ranges that wrap around the stripe table from different starting points.
-                        let first = BlockIndex(UInt64((t * 97 + i * 31) % 1000 + 200))
-                        locks.withBlocks(first: first, count: 1 + (i % 90)) { counter.withLock { total += 1 } }
+                        let first = (t * 97 + i * 31) % 1000 + 200
+                        let count = 1 + (i % 90)
+                        locks.withBlocks(first: BlockIndex(UInt64(first)), count: count) {
+                            for b in first..<(first + count) where cells[b] != 0 { counts.overlaps.withLock { $0 += 1 } }
+                            for b in first..<(first + count) { cells[b] = t + 1 }
+                            sched_yield()
+                            for b in first..<(first + count) where cells[b] != t + 1 { counts.overlaps.withLock { $0 += 1 } }
+                            for b in first..<(first + count) { cells[b] = 0 }
+                            counts.entered.withLock { $0 += 1 }
+                        }
                     }
                 }
             }
         }
-        #expect(total == 16000)
+        #expect(counts.entered.withLock { $0 } == 16000)
+        #expect(counts.overlaps.withLock { $0 } == 0)
+    }
+
+    final class Counts: Sendable {
+        let overlaps = Mutex(0)
+        let entered = Mutex(0)
     }
 }
 

@@ -2,6 +2,8 @@ import Foundation
 import LifeboatCore
 import LifeboatFUSE
 import LifeboatJournal
+import LifeboatVault
+import LifeboatVHD
 import Logging
 import SystemPackage
 import Testing
@@ -65,7 +67,8 @@ import Testing
         let past = [UInt8](repeating: 1, count: 8192)
         let error = #expect(throws: FUSEError.self) { try past.withUnsafeBytes { try fs.write(LifeboatFUSE.Inode(2), offset: (16 << 20) - 4096, data: $0) } }
         #expect(error?.errno == ENOSPC)
-        #expect(throws: FUSEError.self) { _ = try fs.truncate(LifeboatFUSE.Inode(2), to: 0) }
+        let resize = #expect(throws: FUSEError.self) { _ = try fs.truncate(LifeboatFUSE.Inode(2), to: 0) }
+        #expect(resize?.errno == EPERM, "a resize is refused with EPERM (Docs/operations.md)")
         #expect(try fs.truncate(LifeboatFUSE.Inode(2), to: 16 << 20).size == 16 << 20)
         #expect(throws: FUSEError.self) { _ = try fs.lookup(parent: .root, name: "nope.img") }
         #expect(try fs.readdir(.root).map(\.name) == [".", "..", "d0.img"])
@@ -188,5 +191,68 @@ import Testing
         let label = #"{"op":"mark","kind":"label","label":""# + String(repeating: "x", count: 2000) + #""}"#
         let (r, marked) = answer(label)
         #expect(!marked && r.error?.contains("at most 1024") == true)
+    }
+}
+
+/// The point view driven in process, as libfuse would call it (no mount, no root): overlay
+/// writes at any alignment, reads that prefer the overlay, the VHD footer at the disk's end,
+/// and refusals.
+@Suite struct PointViewInProcessTests {
+    /// A vault whose one disk's base is `content` (no layers: the point is LSN 0).
+    private func view(_ content: [UInt8], vhd: Bool, overlay: Bool) throws -> (PointViewFilesystem, String) {
+        let dir = try makeTemporaryDirectory("pv")
+        try Data(content).write(to: URL(fileURLWithPath: dir + "/initial.raw"))
+        let vault = try Vault(root: FilePath(dir + "/vault"), create: true)
+        try vault.addDisk(group: "00112233445566778899aabbccddeeff", id: DiskID(0), name: "d0", sizeBytes: Int64(content.count),
+                          initialContent: FilePath(dir + "/initial.raw"))
+        try FileManager.default.createDirectory(atPath: dir + "/overlay", withIntermediateDirectories: true)
+        return (try PointViewFilesystem(vault: vault, lsn: .zero, vhd: vhd, overlayDirectory: overlay ? FilePath(dir + "/overlay") : nil), dir)
+    }
+
+    private func read(_ fs: PointViewFilesystem, _ offset: Int64, _ size: Int) throws -> [UInt8] {
+        var out: [UInt8] = []
+        try fs.read(LifeboatFUSE.Inode(2), offset: offset, size: size) { source in
+            if case .bytes(let b) = source { out = Array(b) } else { Issue.record("a point view answers with bytes") }
+        }
+        return out
+    }
+
+    @Test func unalignedOverlayWritesReadBackExactlyAndTheBaseIsUntouched() throws {
+        let content = randomBytes(64 * 4096, seed: 21)
+        let (fs, dir) = try view(content, vhd: false, overlay: true)
+        defer { fs.discardOverlays(); try? FileManager.default.removeItem(atPath: dir) }
+        var model = content
+        var g = SplitMix(state: 22)
+        for _ in 0..<40 {
+            let offset = Int(g.next() % UInt64(content.count - 1))
+            let length = 1 + Int(g.next() % UInt64(min(3 * 4096 + 7, content.count - offset)))
+            let data = randomBytes(length, seed: g.next())
+            try data.withUnsafeBytes { try fs.write(LifeboatFUSE.Inode(2), offset: Int64(offset), data: $0) }
+            model.replaceSubrange(offset..<(offset + length), with: data)
+            let probe = Int(g.next() % UInt64(content.count - 5000))
+            #expect(try read(fs, Int64(probe), 5000) == Array(model[probe..<(probe + 5000)]))
+        }
+        #expect(try read(fs, 0, content.count) == model)
+        #expect(try Data(contentsOf: URL(fileURLWithPath: dir + "/vault/bases/0.img")) == Data(content), "the vault never changes")
+        // Past the disk's end: refused as a block device refuses it.
+        let past = #expect(throws: FUSEError.self) { try [UInt8](repeating: 1, count: 10).withUnsafeBytes { try fs.write(LifeboatFUSE.Inode(2), offset: Int64(content.count - 5), data: $0) } }
+        #expect(past?.errno == ENOSPC)
+    }
+
+    @Test func theVHDFooterFollowsTheDiskAndReadsAcrossTheBoundaryAreExact() throws {
+        let content = randomBytes(16 * 4096, seed: 23)
+        let (fs, dir) = try view(content, vhd: true, overlay: false)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let size = Int64(content.count)
+        #expect(try fs.getattr(LifeboatFUSE.Inode(2)).size == size + 512)
+        let across = try read(fs, size - 100, 612)
+        #expect(Array(across.prefix(100)) == Array(content.suffix(100)))
+        let footer = try VHDFooter.decode(across[100...], what: "view", offset: size)
+        #expect(footer.diskType == .fixed && footer.currentSize == UInt64(size))
+        #expect(try read(fs, size + 10, 4096) == Array(across.suffix(502)), "a read past the end is short")
+        #expect(try read(fs, size + 512, 4096).isEmpty)
+        let opened = #expect(throws: FUSEError.self) { try fs.open(LifeboatFUSE.Inode(2), flags: O_RDWR) }
+        #expect(opened?.errno == EROFS, "the view refuses writing itself, not only the kernel's -o ro")
+        #expect((try? fs.lookup(parent: .root, name: "d0.img")) == nil, "with --format vhd the file is NAME.vhd")
     }
 }
