@@ -40,3 +40,5 @@ int clinux_pidfd_open(int pid) { return (int)syscall(SYS_pidfd_open, pid, 0); }
 const int clinux_f_ofd_getlk = F_OFD_GETLK;
 const int clinux_f_ofd_setlk = F_OFD_SETLK;
 const int clinux_f_ofd_setlkw = F_OFD_SETLKW;
+const int clinux_seek_data = SEEK_DATA;
+const int clinux_seek_hole = SEEK_HOLE;

@@ -50,7 +50,7 @@ public enum DiskDigest {
     }
 
     /// Fills `leaves` (blocks × 16 bytes) with the hashes of the image's blocks, reading only
-    /// its data extents (seekData/seekHole): holes hash as zero blocks without being read.
+    /// its data extents (SEEK_DATA/SEEK_HOLE): holes hash as zero blocks without being read.
     public static func computeLeaves(ofImage fd: FileDescriptor, blocks: Int, into leaves: UnsafeMutableRawPointer) throws {
         let zero = zeroBlockHash
         for b in 0..<blocks { storeLeaf(zero, into: leaves, block: b) }

@@ -16,19 +16,19 @@ public enum SparseImage {
             try fd.resize(to: sizeBytes)
             try fd.fullSync()
         } catch {
-            throw LifeboatError.system(error as? Errno ?? .ioError, "cannot create", path: path.string)
+            throw LifeboatError.wrapping(error, "cannot create", path: path.string)
         }
     }
 
     public static func copy(from source: FilePath, to destination: FilePath, sizeBytes: Int64, progress: (Int64) -> Void = { _ in }) throws {
         let input: FileDescriptor
         do { input = try FileDescriptor.open(source, .readOnly) } catch {
-            throw LifeboatError.system(error as? Errno ?? .ioError, "cannot open the initial content", path: source.string)
+            throw LifeboatError.wrapping(error, "cannot open the initial content", path: source.string)
         }
         defer { try? input.close() }
         let output: FileDescriptor
         do { output = try FileDescriptor.open(destination, .writeOnly, options: [.create, .truncate], permissions: PrivateFiles.fileMode) } catch {
-            throw LifeboatError.system(error as? Errno ?? .ioError, "cannot create", path: destination.string)
+            throw LifeboatError.wrapping(error, "cannot create", path: destination.string)
         }
         defer { try? output.close() }
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 4096)
@@ -50,7 +50,7 @@ public enum SparseImage {
         } catch let e as LifeboatError {
             throw e
         } catch {
-            throw LifeboatError.system(error as? Errno ?? .ioError, "copy failed", path: destination.string)
+            throw LifeboatError.wrapping(error, "copy failed", path: destination.string)
         }
     }
 
@@ -63,10 +63,9 @@ public enum SparseImage {
         let fileEnd = min(sizeBytes, try fd.fileSize())
         var offset: Int64 = 0
         while offset < fileEnd {
-            let dataStart = lseek(fd.rawValue, Int(offset), seekData)
-            if dataStart < 0 { break }  // ENXIO: no data past offset
-            let holeStart = min(Int64(lseek(fd.rawValue, dataStart, seekHole)), fileEnd)
-            var at = Int64(dataStart) & ~(alignment - 1)
+            guard let dataStart = try fd.nextData(at: offset) else { break }  // only a hole follows
+            let holeStart = min(try fd.nextHole(at: dataStart), fileEnd)
+            var at = dataStart & ~(alignment - 1)
             let end = min(sizeBytes, (holeStart + alignment - 1) & ~(alignment - 1))
             while at < end {
                 let n = Int(min(Int64(buffer.count), end - at))

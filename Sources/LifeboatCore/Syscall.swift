@@ -109,9 +109,28 @@ public func writeFileAtomically(_ path: FilePath, _ bytes: [UInt8]) throws(Lifeb
     }
 }
 
-/// lseek whences from <unistd.h> hidden behind _GNU_SOURCE (the same on every Linux arch).
-public let seekData: Int32 = 3
-public let seekHole: Int32 = 4
+extension FileDescriptor {
+    /// The first data byte at or after `offset` (lseek SEEK_DATA), or nil when only a hole
+    /// follows (ENXIO). Any other failure is an error: taking it for "no more data" would read
+    /// real data as zeros.
+    public func nextData(at offset: Int64) throws(Errno) -> Int64? {
+        let fd = rawValue
+        switch syscallRetrying({ Glibc.lseek(fd, off_t(offset), clinux_seek_data) }) {
+        case .success(let at): return Int64(at)
+        case .failure(.noSuchAddressOrDevice): return nil
+        case .failure(let e): throw e
+        }
+    }
+
+    /// The first hole at or after `offset` (lseek SEEK_HOLE; the file's end counts as one).
+    public func nextHole(at offset: Int64) throws(Errno) -> Int64 {
+        let fd = rawValue
+        switch syscallRetrying({ Glibc.lseek(fd, off_t(offset), clinux_seek_hole) }) {
+        case .success(let at): return Int64(at)
+        case .failure(let e): throw e
+        }
+    }
+}
 
 /// The whole content of a small file (configuration, state), with the errno of what failed.
 public func readWholeFile(_ path: FilePath) throws(Errno) -> [UInt8] {

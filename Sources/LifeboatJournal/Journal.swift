@@ -71,7 +71,7 @@ public final class Journal: @unchecked Sendable {
                 // newest is sealed (the reader's rule). The seal uses one LSN.
                 let seg = try OpenSegment.openForAppend(last.path, firstLSN: last.header.firstLSN, end: Int64(last.validEnd))
                 try Journal.appendSeal(to: seg, lsn: nextLSN)
-                do { try seg.fd.dataSync() } catch { throw LifeboatError.system(error as? Errno ?? .ioError, "cannot sync sealed segment", path: seg.path.string) }
+                do { try seg.fd.dataSync() } catch { throw LifeboatError.wrapping(error, "cannot sync sealed segment", path: seg.path.string) }
                 nextLSN = nextLSN.next
                 report.lastLSN = LSN(nextLSN.rawValue - 1)
             }
@@ -146,7 +146,7 @@ public final class Journal: @unchecked Sendable {
         do {
             try current.append(iov, total: JournalFormat.recordHeaderSize + payloadLength)
         } catch {
-            let e = LifeboatError.system(error as? Errno ?? .ioError, "journal append failed", path: current.path.string, offset: current.end)
+            let e = LifeboatError.wrapping(error, "journal append failed", path: current.path.string, offset: current.end)
             lastAppendError = e
             throw e
         }
@@ -165,7 +165,7 @@ public final class Journal: @unchecked Sendable {
             try withUnsafeTemporaryAllocation(of: iovec.self, capacity: 1) { (iov) throws in
                 iov[0] = iovec(iov_base: raw.baseAddress, iov_len: raw.count)
                 do { try segment.append(UnsafeBufferPointer(iov), total: raw.count) } catch {
-                    throw LifeboatError.system(error as? Errno ?? .ioError, "cannot append seal record", path: segment.path.string, offset: segment.end)
+                    throw LifeboatError.wrapping(error, "cannot append seal record", path: segment.path.string, offset: segment.end)
                 }
             }
         }
@@ -184,7 +184,7 @@ public final class Journal: @unchecked Sendable {
             try Journal.appendSeal(to: old, lsn: sealLSN)
             try old.fd.dataSync()
         } catch {
-            let e = (error as? LifeboatError) ?? .system(error as? Errno ?? .ioError, "cannot sync sealed segment", path: old.path.string)
+            let e = LifeboatError.wrapping(error, "cannot sync sealed segment", path: old.path.string)
             failure = e
             lock.broadcast()
             throw e

@@ -50,7 +50,7 @@ final class OpenSegment: @unchecked Sendable {
             if case .failure(let e) = syscallRetrying({ Glibc.rename(spare.path.string, path.string) }) { throw e }
         } catch {
             try? spare.fd.close()
-            throw LifeboatError.system(error as? Errno ?? .ioError, "cannot put a new segment in place", path: path.string)
+            throw LifeboatError.wrapping(error, "cannot put a new segment in place", path: path.string)
         }
         return OpenSegment(fd: spare.fd, path: path, firstLSN: firstLSN, end: Int64(header.count))
     }
@@ -60,7 +60,7 @@ final class OpenSegment: @unchecked Sendable {
             let fd = try FileDescriptor.open(path, .writeOnly, options: [.closeOnExec])
             return OpenSegment(fd: fd, path: path, firstLSN: firstLSN, end: end)
         } catch {
-            throw LifeboatError.system(error as? Errno ?? .ioError, "cannot open journal segment for append", path: path.string)
+            throw LifeboatError.wrapping(error, "cannot open journal segment for append", path: path.string)
         }
     }
 

@@ -39,7 +39,7 @@ public final class DigestMap: @unchecked Sendable {
         } catch let e as LifeboatError {
             throw e
         } catch {
-            throw LifeboatError.system(error as? Errno ?? .ioError, "cannot open the digest sidecar", path: path.string)
+            throw LifeboatError.wrapping(error, "cannot open the digest sidecar", path: path.string)
         }
         guard let map = mmap(nil, mappedBytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd.rawValue, 0), map != MAP_FAILED else {
             try? fd.close()
@@ -53,7 +53,7 @@ public final class DigestMap: @unchecked Sendable {
         dirty.initialize(repeating: 1)
         if let primary {
             do { try DiskDigest.computeLeaves(ofImage: primary, blocks: blockCount, into: leaves) } catch {
-                throw LifeboatError.system(error as? Errno ?? .ioError, "cannot read the primary to build its digest", path: path.string)
+                throw LifeboatError.wrapping(error, "cannot read the primary to build its digest", path: path.string)
             }
             try sync(path: path)
         }

@@ -25,7 +25,7 @@ final class ProtectedDisk: @unchecked Sendable {
         do {
             primary = try FileDescriptor.open(primaryPath, .readWrite, options: [.closeOnExec])
         } catch {
-            throw LifeboatError.system(error as? Errno ?? .ioError, "cannot open the primary", path: primaryPath.string)
+            throw LifeboatError.wrapping(error, "cannot open the primary", path: primaryPath.string)
         }
         let size: Int64
         do { size = try primary.fileSize() } catch { throw LifeboatError.system(error, "cannot stat the primary", path: primaryPath.string) }
@@ -49,7 +49,7 @@ final class ProtectedDisk: @unchecked Sendable {
         do {
             _ = try primary.writeAll(toAbsoluteOffset: firstBlock.byteOffset.rawValue, data)
         } catch {
-            let e = LifeboatError.system(error as? Errno ?? .ioError, "primary write failed", path: primaryPath.string, offset: firstBlock.byteOffset.rawValue)
+            let e = LifeboatError.wrapping(error, "primary write failed", path: primaryPath.string, offset: firstBlock.byteOffset.rawValue)
             primaryError.withLock { $0 = e.description }
             throw e
         }
@@ -62,7 +62,7 @@ final class ProtectedDisk: @unchecked Sendable {
     /// Makes the primary and the digest sidecar durable.
     func sync() throws {
         do { try primary.dataSync() } catch {
-            throw LifeboatError.system(error as? Errno ?? .ioError, "primary fdatasync failed", path: primaryPath.string)
+            throw LifeboatError.wrapping(error, "primary fdatasync failed", path: primaryPath.string)
         }
         try digest.sync(path: digestPath)
     }

@@ -123,7 +123,7 @@ public final class ProtectionGroup: @unchecked Sendable {
                 let whole = UnsafeMutableRawBufferPointer.allocate(byteCount: count << BlockSize.shift, alignment: BlockSize.bytes)
                 defer { whole.deallocate() }
                 do { try disk.primary.readAll(at: first.byteOffset.rawValue, into: whole) } catch {
-                    throw LifeboatError.system(error as? Errno ?? .ioError, "primary read for a partial-block write failed", path: disk.primaryPath.string, offset: first.byteOffset.rawValue)
+                    throw LifeboatError.wrapping(error, "primary read for a partial-block write failed", path: disk.primaryPath.string, offset: first.byteOffset.rawValue)
                 }
                 let delta = Int(offset - first.byteOffset.rawValue)
                 UnsafeMutableRawBufferPointer(rebasing: whole[delta..<(delta + data.count)]).copyMemory(from: data)

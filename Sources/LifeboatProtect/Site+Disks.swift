@@ -56,7 +56,7 @@ extension Site {
                 defer { try? source.close() }
                 imageSize = try source.fileSize()
             } catch {
-                throw LifeboatError.system(error as? Errno ?? .ioError, "cannot open the source image", path: image.string)
+                throw LifeboatError.wrapping(error, "cannot open the source image", path: image.string)
             }
         }
         let size = sizeBytes ?? imageSize
@@ -85,7 +85,7 @@ extension Site {
         } catch {
             for path in paths { try? FileManager.default.removeItem(atPath: path.string) }
             if let e = error as? LifeboatError { throw e }
-            throw LifeboatError.system(error as? Errno ?? .ioError, "cannot create the disk files", path: primaryPath(disk).string)
+            throw LifeboatError.wrapping(error, "cannot create the disk files", path: primaryPath(disk).string)
         }
         config.disks.append(disk)
         config.nextDiskID += 1

@@ -38,7 +38,7 @@ public final class VHDReader {
     public init(path: String) throws {
         self.path = path
         do { fd = try FileDescriptor.open(path, .readOnly, options: [.closeOnExec]) } catch {
-            throw LifeboatError.system(error as? Errno ?? .ioError, "cannot open the VHD", path: path)
+            throw LifeboatError.wrapping(error, "cannot open the VHD", path: path)
         }
         do {
             fileSize = try fd.fileSize()

@@ -72,7 +72,7 @@ public enum VHDWriter {
         } catch let e as LifeboatError {
             throw e
         } catch {
-            throw LifeboatError.system(error as? Errno ?? .ioError, "VHD write failed")
+            throw LifeboatError.wrapping(error, "VHD write failed")
         }
     }
 

@@ -30,7 +30,7 @@ final class BaseChecksums {
         self.blocks = blocks
         let fd: FileDescriptor
         do { fd = try FileDescriptor.open(path, writable ? .readWrite : .readOnly, options: [.closeOnExec]) } catch {
-            throw LifeboatError.system(error as? Errno ?? .ioError, "cannot open the base's block checksums", path: path.string)
+            throw LifeboatError.wrapping(error, "cannot open the base's block checksums", path: path.string)
         }
         defer { try? fd.close() }
         let size = (try? fd.fileSize()) ?? -1
@@ -86,7 +86,7 @@ final class BaseChecksums {
             defer { try? fd.close() }
             try fd.resize(to: Int64(blocks) * 4)
         } catch {
-            throw LifeboatError.system(error as? Errno ?? .ioError, "cannot create the base's block checksums", path: path.string)
+            throw LifeboatError.wrapping(error, "cannot create the base's block checksums", path: path.string)
         }
         let sums = try BaseChecksums(path: path, blocks: blocks, writable: true)
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: BlockSize.bytes)
@@ -114,7 +114,7 @@ extension Vault {
             for d in missing where !fm.fileExists(atPath: baseChecksumsPath(d.id).string) {
                 let base: FileDescriptor
                 do { base = try FileDescriptor.open(basePath(d.id), .readOnly, options: [.closeOnExec]) } catch {
-                    throw LifeboatError.system(error as? Errno ?? .ioError, "cannot open the base of disk '\(d.name)'", path: basePath(d.id).string)
+                    throw LifeboatError.wrapping(error, "cannot open the base of disk '\(d.name)'", path: basePath(d.id).string)
                 }
                 defer { try? base.close() }
                 let tmp = incomingDirectory.appending("\(d.id.rawValue).sums.\(getpid()).tmp")
@@ -131,7 +131,7 @@ extension Vault {
         let path = basePath(disk.id)
         let base: FileDescriptor
         do { base = try FileDescriptor.open(path, .readOnly, options: [.closeOnExec]) } catch {
-            throw LifeboatError.system(error as? Errno ?? .ioError, "cannot open the base of disk '\(disk.name)'", path: path.string)
+            throw LifeboatError.wrapping(error, "cannot open the base of disk '\(disk.name)'", path: path.string)
         }
         defer { try? base.close() }
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: BlockSize.bytes)

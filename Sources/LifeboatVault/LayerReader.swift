@@ -20,7 +20,7 @@ public final class LayerReader: @unchecked Sendable {
         self.path = path
         let fd: FileDescriptor
         do { fd = try FileDescriptor.open(path, .readOnly, options: [.closeOnExec]) } catch {
-            throw LifeboatError.system(error as? Errno ?? .ioError, "cannot open layer", path: path.string)
+            throw LifeboatError.wrapping(error, "cannot open layer", path: path.string)
         }
         defer { try? fd.close() }
         let size = Int((try? fd.fileSize()) ?? 0)

@@ -115,8 +115,11 @@ public final class PointReader {
             let to = offset + Int64(end << BlockSize.shift)
             // Holes of the sparse base are zero-filled here: reading them would make the kernel
             // zero a page-cache page for each one and copy it out (most of an export's time).
-            let data = Int64(lseek(base.rawValue, Int(from), seekData))
-            let zeroTo = data < 0 ? to : min(to, data & ~Int64(BlockSize.bytes - 1))
+            let data: Int64?
+            do { data = try base.nextData(at: from) } catch {
+                throw LifeboatError.system(error, "cannot find the base's data extents", path: basePaths[disk]?.string, offset: from)
+            }
+            let zeroTo = data.map { min(to, $0 & ~Int64(BlockSize.bytes - 1)) } ?? to
             if zeroTo > from {
                 UnsafeMutableRawBufferPointer(rebasing: buffer[Int(from - offset)..<Int(zeroTo - offset)]).initializeMemory(as: UInt8.self, repeating: 0)
                 // A hole's blocks must have been recorded as zero blocks.
@@ -128,7 +131,7 @@ public final class PointReader {
             guard from < to else { return }
             let slice = UnsafeMutableRawBufferPointer(rebasing: buffer[Int(from - offset)..<Int(to - offset)])
             do { try base.readAll(at: from, into: slice, zeroFillPastEOF: true) } catch {
-                throw LifeboatError.system(error as? Errno ?? .ioError, "base read failed", offset: from)
+                throw LifeboatError.wrapping(error, "base read failed", offset: from)
             }
             try checkBase(disk: disk, UnsafeRawBufferPointer(slice), firstBlock: Int(from >> Int64(BlockSize.shift)))
         }
@@ -166,7 +169,7 @@ public final class PointReader {
                 while end < n && !slot(end).allSatisfy({ $0 == 0 }) { end += 1 }
                 let run = UnsafeRawBufferPointer(rebasing: buffer[(k * BlockSize.bytes)..<(end * BlockSize.bytes)])
                 do { _ = try output.writeAll(toAbsoluteOffset: Int64(block + k) * Int64(BlockSize.bytes), run) } catch {
-                    throw LifeboatError.system(error as? Errno ?? .ioError, "export write failed", offset: Int64(block + k) * Int64(BlockSize.bytes))
+                    throw LifeboatError.wrapping(error, "export write failed", offset: Int64(block + k) * Int64(BlockSize.bytes))
                 }
                 k = end
             }
@@ -177,7 +180,7 @@ public final class PointReader {
             try output.resize(to: disk.sizeBytes)
             try output.fullSync()
         } catch {
-            throw LifeboatError.system(error as? Errno ?? .ioError, "export sync failed")
+            throw LifeboatError.wrapping(error, "export sync failed")
         }
     }
 }

@@ -26,4 +26,8 @@ extern const int clinux_f_ofd_getlk;
 extern const int clinux_f_ofd_setlk;
 extern const int clinux_f_ofd_setlkw;
 
+// lseek(2) whences for sparse files (SEEK_DATA, SEEK_HOLE).
+extern const int clinux_seek_data;
+extern const int clinux_seek_hole;
+
 #endif
