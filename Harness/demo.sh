@@ -2,7 +2,9 @@
 # The Lifeboat demo on a fresh Debian 12 machine (as root): installs what it needs, builds
 # in release mode, creates a site in a temporary directory, protects a disk, puts ext4 on it
 # through a loop device, writes files, takes an app-consistent recovery point, exports it,
-# drills it (isolated target: digest, fsck, a script), proves the journal, and cleans up.
+# drills it (isolated target: digest, fsck, a script), shows what a prune would drop, that an
+# app-consistent checkpoint with nothing to quiesce says so (exit 3), that other users read
+# nothing, proves the journal and the vault, and cleans up.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source Harness/setup.sh
@@ -66,7 +68,14 @@ PLAN
 cat "$work/plan.yaml"
 $lifeboat drill "$work/plan.yaml" --junit "$work/drill.xml" --report-json "$work/drill.json"
 step "lifeboat points (the drill is kept with its point)"; $lifeboat points
+step "lifeboat vault prune --dry-run (what a 1-minute window would drop; nothing changes)"
+$lifeboat vault prune --dry-run --window 1m --keep-all 30s --every 30s
 step "unmount ext4, detach the loop device";  umount "$fs"; losetup -d "$loopdev"; loopdev=""
+step "lifeboat checkpoint --app-consistent with nothing to quiesce: a crash-consistent point, said so, exit 3"
+$lifeboat checkpoint --app-consistent --label nothing-mounted && echo "unexpected: claimed app-consistent" || echo "(exit $?)"
+step "an unprivileged user: the site and vault are private (exit 77, nothing read)"
+setpriv --reuid=65534 --regid=65534 --clear-groups "$lifeboat" status && echo "unexpected: readable" || echo "(exit $?)"
+setpriv --reuid=65534 --regid=65534 --clear-groups head -c 16 "$site/disks/vm0.img" 2>&1 || true
 step "lifeboat journal verify";               $lifeboat journal verify
 step "lifeboat vault verify";                 $lifeboat vault verify
 step "stop protect (SIGTERM: unmount, drain)"; kill -TERM "$protect_pid"; wait "$protect_pid"; protect_pid=""

@@ -7,7 +7,17 @@ import LifeboatCore
 /// | 4 | 8 | time (Unix ns) | 12 | 2 | label length L | 14 | L | label (UTF-8) |
 /// | 14+L | 4 | disk count N | then N × (4 disk id, 16 digest root: high then low, LE) |
 public struct Marker: Equatable, Sendable {
-    public enum Kind: UInt8, Sendable { case crashConsistent = 1, appConsistent = 2, label = 3 }
+    public enum Kind: UInt8, Sendable {
+        case crashConsistent = 1, appConsistent = 2, label = 3
+        /// As the CLI, the catalog and JSON spell it.
+        public var name: String {
+            switch self {
+            case .crashConsistent: "crash-consistent"
+            case .appConsistent: "app-consistent"
+            case .label: "label"
+            }
+        }
+    }
     /// The longest label a marker keeps; the CLI refuses longer ones.
     public static let maxLabelBytes = 1024
     public var kind: Kind

@@ -90,7 +90,7 @@ final class ControlServer: @unchecked Sendable {
         }
         var response = Self.answer(line: line, complete: complete) { kind, label in
             let (lsn, digests) = try group.mark(kind, label: label)
-            logger.notice("\(kind) point marked at LSN \(lsn)\(label.isEmpty ? "" : " (\(label))")")
+            logger.notice("\(kind.name) point marked at LSN \(lsn)\(label.isEmpty ? "" : " (\(label))")")
             return (lsn, digests)
         }
         response.mountpoint = mountpoint

@@ -240,11 +240,7 @@ public final class Vault: @unchecked Sendable {
 
 extension RecoveryPoint {
     init(marker: Marker, lsn: LSN) {
-        let kind = switch marker.kind {
-        case .crashConsistent: "crash-consistent"
-        case .appConsistent: "app-consistent"
-        case .label: "label"
-        }
+        let kind = marker.kind.name
         let digests = Dictionary(uniqueKeysWithValues: marker.digests.map { (String($0.key.rawValue), $0.value.description) })
         let json = String(decoding: (try? JSONEncoder().encode(digests)) ?? Data("{}".utf8), as: UTF8.self)
         self.init(id: nil, lsn: Int64(lsn.rawValue), kind: kind, time: Date(timeIntervalSince1970: Double(marker.timeNanos) / 1e9),
