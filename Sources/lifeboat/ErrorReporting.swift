@@ -28,7 +28,7 @@ enum ExitStatus {
 
 /// The one place the CLI prints an error: `lifeboat: error: …` on stderr.
 func printError(_ text: String) {
-    fflush(stdout)  // what the command printed comes first, also when stdout is a pipe
+    fflush(nil)  // what the command printed comes first, also when stdout is a pipe (nil: every output stream)
     FileHandle.standardError.write(Data("lifeboat: error: \(text)\n".utf8))
 }
 
