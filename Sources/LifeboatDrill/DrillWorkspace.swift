@@ -93,7 +93,7 @@ public struct DrillWorkspace: Sendable {
         var detached: Set<String> = []
         let deadline = Date().addingTimeInterval(10)
         while true {
-            for (device, backing) in Self.loopDevices(backedUnder: directory) where !detached.contains(device) {
+            for (device, backing) in LinuxDevices.loops(backedUnder: directory) where !detached.contains(device) {
                 let r = try? Subprocess.run(["/sbin/losetup", "-d", device], log: "/dev/null", timeout: 30, cancellation: Cancellation())
                 if r?.succeeded == true {
                     detached.insert(device)
@@ -107,7 +107,7 @@ public struct DrillWorkspace: Sendable {
             } catch {
                 if !FileManager.default.fileExists(atPath: directory) { break }
                 if Date() > deadline {
-                    let loops = Self.loopDevices(backedUnder: directory).map(\.device)
+                    let loops = LinuxDevices.loops(backedUnder: directory).map(\.device)
                     removed.append("could not remove \(directory): \(error.localizedDescription)" + (loops.isEmpty ? "" : "; still attached: \(loops.joined(separator: ", "))"))
                     break
                 }
@@ -134,26 +134,11 @@ public struct DrillWorkspace: Sendable {
         return info.split(separator: "\n").compactMap { line in
             let fields = line.split(separator: " ")
             guard fields.count > 4 else { return nil }
-            let mp = unescapeMountPath(String(fields[4]))
+            let mp = LinuxDevices.unescapeMountPath(String(fields[4]))
             return mp == dir || mp.hasPrefix(dir + "/") ? mp : nil
         }
     }
 
-    /// Loop devices whose backing file lies under `dir` (from sysfs; a file in a namespace
-    /// that is gone still shows the path it had there).
-    static func loopDevices(backedUnder dir: String) -> [(device: String, backing: String)] {
-        let names = (try? FileManager.default.contentsOfDirectory(atPath: "/sys/block")) ?? []
-        return names.filter { $0.hasPrefix("loop") }.sorted().compactMap { name in
-            guard let raw = try? String(contentsOfFile: "/sys/block/\(name)/loop/backing_file", encoding: .utf8) else { return nil }
-            let backing = raw.trimmingCharacters(in: .whitespacesAndNewlines).replacingOccurrences(of: " (deleted)", with: "")
-            return backing.hasPrefix(dir + "/") ? ("/dev/\(name)", backing) : nil
-        }
-    }
-
-    static func unescapeMountPath(_ s: String) -> String {
-        s.replacingOccurrences(of: "\\040", with: " ").replacingOccurrences(of: "\\011", with: "\t")
-            .replacingOccurrences(of: "\\012", with: "\n").replacingOccurrences(of: "\\134", with: "\\")
-    }
 }
 
 /// Whether `pid` is a live process: a zombie (an orphaned worker its new parent has not yet

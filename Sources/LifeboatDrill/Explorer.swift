@@ -108,7 +108,7 @@ public enum Explorer {
         if boundaries.last != toLSN { boundaries.append(toLSN) }
         let modeName: String
         switch mode {
-        case .everyFlush: modeName = "every flush"
+        case .everyFlush: modeName = "every-flush"
         case .sample(let n): modeName = "sample of \(n)"
         case .bisect: modeName = "bisect"
         case .dropUnflushed(let n, let seed): modeName = "at most \(n) state\(n == 1 ? "" : "s") asked for, seed \(seed)"

@@ -67,9 +67,10 @@ public enum PlanParser {
             disk.filesystem = kind
         }
         guard let checks = fields["checks"] else { throw p.error(node, "disk '\(name)': missing field 'checks'") }
-        guard case .sequence(let list) = checks.value, !list.isEmpty else {
+        guard case .sequence(let list) = checks.value else {
             throw p.error(checks.value, "field 'disks.\(name).checks' must be a list of checks")
         }
+        guard !list.isEmpty else { throw p.error(checks.value, "field 'disks.\(name).checks' is empty: a disk needs at least one check") }
         var names = Set<String>()
         for item in list {
             let check = try self.check(item, disk: name, p)
@@ -126,7 +127,9 @@ public enum PlanParser {
     private static func yamlProblem(_ e: YamlError) -> String {
         switch e {
         case .scanner(_, let problem, let mark, _), .parser(_, let problem, let mark, _):
-            return "line \(mark.line), column \(mark.column): \(problem)"
+            // YAML forbids tabs in indentation; libyaml's wording does not say so.
+            let hint = problem.contains("cannot start any token") ? " (a tab? YAML indents with spaces only)" : ""
+            return "line \(mark.line), column \(mark.column): \(problem)\(hint)"
         default:
             return "\(e)"
         }

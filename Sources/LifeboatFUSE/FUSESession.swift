@@ -99,7 +99,9 @@ public final class FUSESession: @unchecked Sendable {
             let e = Errno(rawValue: errno)
             if e == .invalidArgument { return }  // not mounted any more
             if e == .resourceBusy {
-                throw LifeboatError(.busy, "still in use (an open file or a loop device on one of its files); stop those users first", path: mountpoint)
+                let loops = LinuxDevices.loops(backedUnder: mountpoint).map { "\($0.device) backs \(URL(fileURLWithPath: $0.backing).lastPathComponent)" }
+                throw LifeboatError(.busy, "still in use (" + (loops.isEmpty ? "an open file or a loop device on one of its files" : loops.joined(separator: ", "))
+                                    + "); stop those users first", path: mountpoint)
             }
             throw LifeboatError.system(e, "unmount failed", path: mountpoint)
         }
@@ -110,15 +112,25 @@ public final class FUSESession: @unchecked Sendable {
     public static func checkMountpointIsFree(_ path: String) throws(LifeboatError) {
         var st = Glibc.stat()
         guard stat(path, &st) == 0 else {
-            throw LifeboatError(.notFound, "mountpoint does not exist", path: path)
+            let e = Errno(rawValue: errno)
+            if e == .socketNotConnected {
+                // What a killed protect or mount leaves: the kernel's mount, with nobody serving it.
+                throw LifeboatError(.busy, "a dead FUSE mount is left here (the lifeboat that served it was killed): "
+                                    + "unmount what uses it, then `umount -l \(path)`", path: path)
+            }
+            throw e == .noSuchFileOrDirectory ? LifeboatError(.notFound, "mountpoint does not exist", path: path)
+                                              : LifeboatError.system(e, "cannot inspect the mountpoint", path: path)
         }
         guard st.st_mode & S_IFMT == S_IFDIR else {
             throw LifeboatError(.invalidArgument, "mountpoint is not a directory", path: path)
         }
         var parent = Glibc.stat()
-        guard stat(path + "/..", &parent) == 0 else { return }
-        if parent.st_dev != st.st_dev || parent.st_ino == st.st_ino {
+        if stat(path + "/..", &parent) == 0, parent.st_dev != st.st_dev || parent.st_ino == st.st_ino {
             throw LifeboatError(.busy, "mountpoint is already a mount point (something is mounted there)", path: path)
+        }
+        // Mounting over files would hide them until the unmount.
+        if let entries = try? FileManager.default.contentsOfDirectory(atPath: path), !entries.isEmpty {
+            throw LifeboatError(.invalidArgument, "mountpoint is not empty (\(entries.count) entr\(entries.count == 1 ? "y" : "ies") would be hidden)", path: path)
         }
     }
 }

@@ -28,8 +28,13 @@ public enum MountService {
         let (lsn, point) = try PointSelector.resolve(selector, in: vault)
         var overlay: FilePath?
         if let dir = options.overlay {
+            var isDirectory: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: dir, isDirectory: &isDirectory) else {
+                throw LifeboatError(.notFound, "overlay directory does not exist", path: dir)
+            }
+            guard isDirectory.boolValue else { throw LifeboatError(.invalidArgument, "the overlay must be a directory", path: dir) }
             var st = statvfs()
-            guard statvfs(dir, &st) == 0 else { throw LifeboatError(.notFound, "overlay directory does not exist", path: dir) }
+            guard statvfs(dir, &st) == 0 else { throw LifeboatError.system(Errno(rawValue: errno), "cannot inspect the overlay directory", path: dir) }
             let free = UInt64(st.f_bavail) * UInt64(st.f_frsize)
             guard free >= overlayMinimumFree else {
                 throw LifeboatError(.io, "overlay directory has only \(free) bytes free (at least \(overlayMinimumFree) needed)", path: dir)
@@ -38,7 +43,10 @@ public enum MountService {
         }
         let pin = try vault.pin(lsn: lsn)
         defer { vault.unpin(pin) }
-        let filesystem = try PointViewFilesystem(vault: vault, lsn: lsn, vhd: options.vhd, overlayDirectory: overlay)
+        // A disk added after the point was not part of it: not shown (a point records a digest
+        // for every disk it holds; an LSN between points has no such record and shows all).
+        let held = try point.map { Set(try $0.digestMap().keys) }.flatMap { $0.isEmpty ? nil : $0 }
+        let filesystem = try PointViewFilesystem(vault: vault, lsn: lsn, vhd: options.vhd, overlayDirectory: overlay, only: held)
         defer { filesystem.discardOverlays() }
         let session = try FUSESession(filesystem: filesystem, mountpoint: mountpoint,
                                       options: ["fsname=lifeboat-point", "subtype=lifeboat", "default_permissions"] + (overlay == nil ? ["ro"] : []), logger: logger)
@@ -48,6 +56,6 @@ public enum MountService {
         let mode = overlay == nil ? "read-only" : "writes to a throwaway overlay"
         logger.notice("serving \(what) at \(mountpoint), \(mode)")
         serveUntilUnmounted(session, mountpoint: mountpoint, logger: logger) {}
-        logger.notice("unmounted; overlay discarded")
+        logger.notice(overlay == nil ? "unmounted" : "unmounted; overlay discarded")
     }
 }

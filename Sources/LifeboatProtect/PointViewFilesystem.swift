@@ -49,16 +49,20 @@ public final class PointViewFilesystem: FUSEFilesystem, @unchecked Sendable {
     /// Serializes overlay writes per filesystem (block read-modify-write); reads don't take it.
     private let writeLock = NSLock()
 
-    /// `excluding`: write records to act as if they never happened (PointReader).
-    public init(vault: Vault, lsn: LSN, vhd: Bool, overlayDirectory: FilePath?, excluding: Set<LSN> = []) throws {
-        workers = try ViewWorkerPool(vault: vault, lsn: lsn, excluding: excluding)
+    /// `excluding`: write records to act as if they never happened (PointReader); `only`: the
+    /// disks to serve (default: every disk of the vault).
+    public init(vault: Vault, lsn: LSN, vhd: Bool, overlayDirectory: FilePath?, excluding: Set<LSN> = [], only: Set<DiskID>? = nil) throws {
+        workers = try ViewWorkerPool(vault: vault, lsn: lsn, excluding: excluding, only: only)
         let now = Date().timeIntervalSince1970
         modified = timespec(tv_sec: Int(now), tv_nsec: 0)
-        disks = try vault.disks().map { d in
+        disks = try vault.disks().filter { only?.contains($0.id) ?? true }.map { d in
             let footer = vhd ? VHDFooter(diskType: .fixed, size: UInt64(d.sizeBytes)).encoded() : nil
             var disk = Disk(vault: d, fileName: d.name + (vhd ? ".vhd" : ".img"), fileSize: d.sizeBytes + Int64(footer?.count ?? 0), footer: footer)
             if let overlayDirectory {
-                disk.overlay = try Overlay(path: overlayDirectory.appending(".lifeboat-overlay-\(getpid())-\(d.name)"), blocks: d.blockCount)
+                let path = overlayDirectory.appending(".lifeboat-overlay-\(getpid())-\(d.name)")
+                do { disk.overlay = try Overlay(path: path, blocks: d.blockCount) } catch {
+                    throw LifeboatError.wrapping(error, "cannot create the overlay", path: path.string)
+                }
             }
             return disk
         }
@@ -209,19 +213,21 @@ final class ViewWorkerPool: @unchecked Sendable {
     private let vault: Vault
     private let lsn: LSN
     private let excluded: Set<LSN>
+    private let only: Set<DiskID>?
     private let lock = NSLock()
     private var idle: [ViewWorker]
 
-    init(vault: Vault, lsn: LSN, excluding excluded: Set<LSN>) throws {
+    init(vault: Vault, lsn: LSN, excluding excluded: Set<LSN>, only: Set<DiskID>?) throws {
         self.vault = vault
         self.lsn = lsn
         self.excluded = excluded
-        idle = [ViewWorker(reader: try PointReader(vault: vault, lsn: lsn, excluding: excluded))]  // opens now: a bad point fails the mount
+        self.only = only
+        idle = [ViewWorker(reader: try PointReader(vault: vault, lsn: lsn, excluding: excluded, only: only))]  // opens now: a bad point fails the mount
         idle.reserveCapacity(64)
     }
 
     func with<T>(_ body: (ViewWorker) throws -> T) throws -> T {
-        let worker = try lock.withLock { idle.popLast() } ?? ViewWorker(reader: PointReader(vault: vault, lsn: lsn, excluding: excluded))
+        let worker = try lock.withLock { idle.popLast() } ?? ViewWorker(reader: PointReader(vault: vault, lsn: lsn, excluding: excluded, only: only))
         defer { lock.withLock { idle.append(worker) } }
         return try body(worker)
     }

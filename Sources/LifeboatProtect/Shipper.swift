@@ -28,6 +28,8 @@ public final class Shipper: @unchecked Sendable {
         public var error: String?
         /// While a disk's initial content is being copied into the vault: which and how far.
         public var initialReplication: String?
+        /// The last failure of retention or compaction (vault damage they met): shipping goes on.
+        public var maintenanceError: String?
     }
 
     private let site: Site
@@ -41,7 +43,7 @@ public final class Shipper: @unchecked Sendable {
     private var vault: Vault?
     private let compressor = ZstdCompressor(level: 1)
     /// Compaction runs beside shipping, so a big merge never delays the next point.
-    private lazy var compactor = Compactor(vaultPath: current.vault, logger: logger)
+    private lazy var compactor = Compactor(vaultPath: current.vault) { [weak self] in self?.setMaintenanceError($0.map { "compaction: \($0)" }, "compaction") }
     private var lastPrune = ContinuousClock.now
 
     init(site: Site, vaultPath: String, journal: Journal, logger: Logger, appliedLSN: @escaping @Sendable () -> LSN) {
@@ -100,7 +102,7 @@ public final class Shipper: @unchecked Sendable {
         }
     }
 
-    private func shipOnce() throws {
+    func shipOnce() throws {
         let path = current.vault
         if vault == nil {
             vault = try Vault(root: FilePath(path))
@@ -152,9 +154,16 @@ public final class Shipper: @unchecked Sendable {
         if shippedSomething { compactor.poke() }
         if lastPrune.duration(to: .now) >= .seconds(60) {
             lastPrune = .now
-            let report = try vault.prune()
-            if report.mergedLayers > 0 || !report.removedPoints.isEmpty {
-                logger.info("retention: pruned \(report.removedPoints.count) point(s), merged \(report.mergedLayers) layer(s); the vault starts at LSN \(report.baseLSN)")
+            // Damage met by retention (a corrupt layer or catalog value) is the vault's problem,
+            // not shipping's: reported in status and the log, while segments keep shipping.
+            do {
+                let report = try vault.prune()
+                if report.mergedLayers > 0 || !report.removedPoints.isEmpty {
+                    logger.info("retention: pruned \(report.removedPoints.count) point(s), merged \(report.mergedLayers) layer(s); the vault starts at LSN \(report.baseLSN)")
+                }
+                setMaintenanceError(nil, "retention")
+            } catch {
+                setMaintenanceError("retention: \(error)", "retention")
             }
         }
         figures.withLock {
@@ -163,6 +172,20 @@ public final class Shipper: @unchecked Sendable {
             $0.pendingBytes = pendingBytes
             $0.error = nil
         }
+    }
+
+    /// Records (and logs, once per new message) a failure of the vault's maintenance; nil
+    /// clears the one of the same `task`.
+    func setMaintenanceError(_ message: String?, _ task: String) {
+        let isNew: Bool = figures.withLock { f in
+            guard let message else {
+                if f.maintenanceError?.hasPrefix(task) == true { f.maintenanceError = nil }
+                return false
+            }
+            defer { f.maintenanceError = message }
+            return f.maintenanceError != message
+        }
+        if isNew, let message { logger.error("\(message)") }
     }
 
     /// What the vault does not hold yet: sealed segments past `shipped`, and the records of the
@@ -211,15 +234,16 @@ func fileSize(_ path: FilePath) -> Int64? {
 /// Compacts the vault's layers on its own thread when the shipper says there is new data.
 final class Compactor: @unchecked Sendable {
     private let vaultPath: String
-    private let logger: Logger
+    /// Called with the error of a failed run (damage met while merging), nil after a good one.
+    private let report: (Error?) -> Void
     private let wake = ConditionLock()
     private var pending = false
     private var stopping = false
     private var thread: Thread?
 
-    init(vaultPath: String, logger: Logger) {
+    init(vaultPath: String, report: @escaping (Error?) -> Void) {
         self.vaultPath = vaultPath
-        self.logger = logger
+        self.report = report
     }
 
     func start() {
@@ -254,10 +278,10 @@ final class Compactor: @unchecked Sendable {
             }
             guard go else { return }
             do {
-                let merges = try Vault(root: FilePath(vaultPath)).compact()
-                if merges > 0 { logger.debug("compacted \(merges) run(s) of layers") }
+                _ = try Vault(root: FilePath(vaultPath)).compact()
+                report(nil)
             } catch {
-                logger.error("compaction: \(error)")
+                report(error)
             }
         }
     }

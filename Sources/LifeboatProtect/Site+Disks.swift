@@ -49,6 +49,9 @@ extension Site {
         if config.disk(named: name) != nil {
             throw LifeboatError(.alreadyExists, "disk '\(name)' already exists in this site", path: root.string)
         }
+        if let other = config.disks.first(where: { $0.name.lowercased() == name.lowercased() }) {
+            throw LifeboatError(.alreadyExists, "disk '\(other.name)' exists: names that differ only in case are refused", path: root.string)
+        }
         var imageSize: Int64 = 0
         if let image {
             do {

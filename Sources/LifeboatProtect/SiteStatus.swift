@@ -47,7 +47,7 @@ public struct SiteStatus: Codable, Sendable {
             self.pointID = pointID
             self.pointTime = pointTime
             self.drilledAt = drilledAt
-            self.rpoSeconds = rpoSeconds
+            self.rpoSeconds = (rpoSeconds * 1000).rounded() / 1000  // milliseconds, like every time in JSON
         }
     }
 
@@ -95,6 +95,10 @@ public struct SiteStatus: Codable, Sendable {
         let disks = site.config.disks.map { d in
             let digest = try? DigestMap(path: site.digestPath(d), sizeBytes: d.sizeBytes, rebuildFrom: nil).root()
             let last = saved?.disks.first { $0.name == d.name }?.lastLSN
+            guard FileManager.default.fileExists(atPath: site.primaryPath(d).string) else {
+                return Disk(name: d.name, sizeBytes: d.sizeBytes, lastLSN: last, state: "error", digest: nil,
+                            error: "the primary \(site.primaryPath(d)) is missing: protect cannot serve this disk")
+            }
             return Disk(name: d.name, sizeBytes: d.sizeBytes, lastLSN: last, state: "stopped",
                         digest: checkpoint.cleanStop ? digest?.description : nil,
                         error: checkpoint.cleanStop ? nil : "not stopped cleanly: the digest is exact again after the next protect recovers")

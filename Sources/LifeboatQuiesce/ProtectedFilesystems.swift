@@ -10,15 +10,11 @@ import Glibc
 /// /proc/self/mountinfo).
 public enum ProtectedFilesystems {
     public static func find(mountpoint: String) -> [(device: String, mountpoint: String)] {
-        let prefix = mountpoint.hasSuffix("/") ? mountpoint : mountpoint + "/"
         var devices: [String: String] = [:]  // "major:minor" → /dev/loopN(pM)
-        let blocks = (try? FileManager.default.contentsOfDirectory(atPath: "/sys/block")) ?? []
-        for name in blocks where name.hasPrefix("loop") {
-            guard let backing = try? String(contentsOfFile: "/sys/block/\(name)/loop/backing_file", encoding: .utf8),
-                  backing.trimmingCharacters(in: .whitespacesAndNewlines).hasPrefix(prefix) else { continue }
-            var nodes = [name]
-            nodes += ((try? FileManager.default.contentsOfDirectory(atPath: "/sys/block/\(name)")) ?? []).filter { $0.hasPrefix(name + "p") }
-            for node in nodes {
+        for loop in LinuxDevices.loops(backedUnder: mountpoint) {
+            let name = String(loop.device.dropFirst("/dev/".count))
+            let partitions = ((try? FileManager.default.contentsOfDirectory(atPath: "/sys/block/\(name)")) ?? []).filter { $0.hasPrefix(name + "p") }
+            for node in [name] + partitions {
                 let devPath = node == name ? "/sys/block/\(name)/dev" : "/sys/block/\(name)/\(node)/dev"
                 if let dev = try? String(contentsOfFile: devPath, encoding: .utf8) {
                     devices[dev.trimmingCharacters(in: .whitespacesAndNewlines)] = "/dev/" + node
@@ -31,25 +27,8 @@ public enum ProtectedFilesystems {
         for line in info.split(separator: "\n") {
             let fields = line.split(separator: " ")
             guard fields.count > 4, let device = devices[String(fields[2])] else { continue }
-            found.append((device, unescape(String(fields[4]))))
+            found.append((device, LinuxDevices.unescapeMountPath(String(fields[4]))))
         }
         return found
-    }
-
-    static func unescape(_ s: String) -> String {
-        var out = ""
-        var chars = Array(s)
-        var i = 0
-        while i < chars.count {
-            if chars[i] == "\\", i + 3 < chars.count, let v = UInt8(String(chars[(i + 1)...(i + 3)]), radix: 8) {
-                out.append(Character(UnicodeScalar(v)))
-                i += 4
-            } else {
-                out.append(chars[i])
-                i += 1
-            }
-        }
-        chars = []
-        return out
     }
 }

@@ -29,8 +29,9 @@ public enum PointSelector {
             return (LSN(n), points.last { $0.lsn == Int64(n) })
         }
         if text.hasPrefix("@") {
-            guard let time = ISO8601DateFormatter().date(from: String(text.dropFirst())) else {
-                throw LifeboatError(.invalidArgument, "'\(text)' is not a point selector: @TIME takes an ISO 8601 time like @2026-11-24T10:00:00Z")
+            guard let time = parseTime(String(text.dropFirst())) else {
+                throw LifeboatError(.invalidArgument, "'\(text)' is not a point selector: @TIME takes an ISO 8601 time like @2026-11-24T10:00:00Z, "
+                                    + "@2026-11-24 10:00 or @2026-11-24 (UTC unless an offset is given)")
             }
             return try pick(points.last { $0.time <= time }, "no point at or before \(text.dropFirst())")
         }
@@ -38,5 +39,19 @@ public enum PointSelector {
             return try pick(points.first { $0.id == id }, "no point with id \(id)")
         }
         throw LifeboatError(.invalidArgument, "'\(text)' is not a point selector (latest, latest-app, an id, lsn:N, @TIME)")
+    }
+
+    /// ISO 8601 as people type it: with or without `T`, seconds, fractions or a zone (UTC when
+    /// none), or a bare date (its midnight, UTC).
+    static func parseTime(_ text: String) -> Date? {
+        var t = text.trimmingCharacters(in: .whitespaces).replacingOccurrences(of: " ", with: "T")
+        if t.count == 10 { t += "T00:00:00" }
+        if t.count == 16 { t += ":00" }  // no seconds
+        let hasZone = t.hasSuffix("Z") || t.dropFirst(19).contains("+") || t.dropFirst(19).contains("-")
+        if !hasZone { t += "Z" }
+        let whole = ISO8601DateFormatter()
+        let fractional = ISO8601DateFormatter()
+        fractional.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        return whole.date(from: t) ?? fractional.date(from: t)
     }
 }

@@ -191,11 +191,18 @@ extension Vault {
 
     public func unpin(_ pin: Pin) { unlink(pin.path) }
 
+    /// The LSNs live processes pin. A pin whose process is gone (a `kill -9` of a mount) is
+    /// removed on the way, so that a later process with the same PID cannot revive it.
     func pinnedLSNs() -> [LSN] {
-        let names = (try? FileManager.default.contentsOfDirectory(atPath: root.appending("pins").string)) ?? []
+        let dir = root.appending("pins").string
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []
         return names.compactMap { name in
             let parts = name.split(separator: "-")
-            guard parts.count == 2, let pid = Int32(parts[0]), let lsn = UInt64(parts[1]), kill(pid, 0) == 0 || errno == EPERM else { return nil }
+            guard parts.count == 2, let pid = Int32(parts[0]), let lsn = UInt64(parts[1]) else { return nil }
+            guard kill(pid, 0) == 0 || errno == EPERM else {
+                unlink(dir + "/" + name)
+                return nil
+            }
             return LSN(lsn)
         }
     }

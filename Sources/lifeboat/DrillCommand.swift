@@ -8,7 +8,10 @@ import SystemPackage
 struct DrillCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "drill", abstract: "Test failover: check a recovery point in an isolated, throwaway target.",
-        discussion: "Exit 0 when every check passed, 1 when one failed, 70 when the drill could not run (infrastructure); 64 for a bad plan. Plans: Docs/operations.md.",
+        discussion: """
+            `lifeboat drill PLAN` runs a plan (its options: `lifeboat drill run --help`). Exit 0 when every check passed, \
+            1 when one failed, 70 when the drill could not run (infrastructure); 64 for a bad plan. Plans: Docs/operations.md.
+            """,
         subcommands: [Run.self, DrillExploreCommand.self, Cleanup.self], defaultSubcommand: Run.self)
 
     struct Run: ParsableCommand {

@@ -56,7 +56,7 @@ func printJSON<T: Encodable>(_ value: T) throws {
     print(String(decoding: try LifeboatJSON.encoder().encode(value), as: UTF8.self))
 }
 
-/// Human sizes for tables: 4.0 GiB, 512.0 MiB, 4096 B.
+/// Human amounts for tables and progress: 4.0 GiB, 512.0 MiB, 4096 B.
 func humanBytes(_ n: Int64) -> String {
     let units = ["B", "KiB", "MiB", "GiB", "TiB"]
     var value = Double(n)
@@ -66,4 +66,17 @@ func humanBytes(_ n: Int64) -> String {
         unit += 1
     }
     return unit == 0 ? "\(n) B" : String(format: "%.1f %@", value, units[unit])
+}
+
+/// A disk's size, which must not be rounded into another disk's (67108864 and 67125248 are
+/// not both "64.0 MiB"): one decimal when exact, else two, else the bytes as well.
+func diskSize(_ n: Int64) -> String {
+    let approximate = humanBytes(n)
+    guard n >= 1024 else { return approximate }
+    let unit = Double(1 << (10 * min(4, Int(log2(Double(n)) / 10))))
+    for decimals in [1, 2] {
+        let text = String(format: "%.\(decimals)f", Double(n) / unit)
+        if let shown = Double(text), (shown * unit).rounded() == Double(n) { return decimals == 1 ? approximate : "\(text) \(approximate.split(separator: " ").last!)" }
+    }
+    return "\(approximate) (\(n) B)"
 }

@@ -122,7 +122,7 @@ struct DiskCommand: ParsableCommand {
                 }
             }
             progress?.finish()
-            print("created disk \(disk.name) (\(humanBytes(disk.sizeBytes)))" + (from.map { " from \($0)" } ?? ""))
+            print("created disk \(disk.name) (\(diskSize(disk.sizeBytes)))" + (from.map { " from \($0)" } ?? ""))
         }
     }
 
@@ -149,7 +149,7 @@ struct DiskCommand: ParsableCommand {
             do {
                 let s = try site.open()
                 if json { return try printJSON(s.config.disks) }
-                printTable(["NAME", "SIZE", "ID", "SOURCE"], s.config.disks.map { [$0.name, humanBytes($0.sizeBytes), String($0.id), $0.source ?? "-"] })
+                printTable(["NAME", "SIZE", "ID", "SOURCE"], s.config.disks.map { [$0.name, diskSize($0.sizeBytes), String($0.id), $0.source ?? "-"] })
             }
         }
     }

@@ -32,11 +32,15 @@ struct StatusCommand: ParsableCommand {
             let j = status.journal
             print("journal: LSN \(j.appendedLSN) appended, \(j.durableLSN) durable, \(humanBytes(j.bytes)) in \(j.segments) segment(s)")
             if let e = j.error { print("journal error: \(e)") }
+            if status.shipping == nil, let vault = s.config.vault {
+                print("vault \(vault): nothing shipped yet (protect ships to it)")
+            }
             if let v = status.shipping {
                 let lag = j.appendedLSN > v.shippedLSN ? j.appendedLSN - v.shippedLSN : 0
                 print("vault \(v.vault): shipped up to LSN \(v.shippedLSN); lag \(lag) LSNs, \(v.pendingSegments) segment(s), \(humanBytes(v.pendingBytes)) waiting")
                 if let seeding = v.initialReplication { print("initial replication in progress: \(seeding)") }
                 if let e = v.error { print("shipping paused: \(e)") }
+                if let e = v.maintenanceError { print("vault maintenance failing (shipping goes on): \(e)") }
             }
             if let v = status.verified {
                 print("verified RPO: \(describeDuration(v.rpoSeconds)) (point \(v.pointID) passed a drill at \(ISO8601DateFormatter().string(from: v.drilledAt)))")
@@ -44,7 +48,7 @@ struct StatusCommand: ParsableCommand {
                 print("verified RPO: none (no point has passed a drill\(vaultError.map { "; vault: \($0)" } ?? ""))")
             }
             printTable(["DISK", "SIZE", "LAST LSN", "STATE", "DIGEST"], status.disks.map {
-                [$0.name, humanBytes($0.sizeBytes), $0.lastLSN.map(String.init) ?? "-", $0.state, $0.digest ?? "-"]
+                [$0.name, diskSize($0.sizeBytes), $0.lastLSN.map(String.init) ?? "-", $0.state, $0.digest ?? "-"]
             })
             for d in status.disks { if let e = d.error { print("  \(d.name): \(e)") } }
         }

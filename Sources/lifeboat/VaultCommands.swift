@@ -100,8 +100,9 @@ struct ExportCommand: ParsableCommand {
 
     func validate() throws {
         guard ["raw", "vhd-fixed", "vhd-dynamic"].contains(format) else {
-            throw ValidationError("unknown format '\(format)': use raw, vhd-fixed or vhd-dynamic")
+            throw ValidationError("unknown format '\(format)': use raw, vhd-fixed or vhd-dynamic" + (format == "vhd" ? " (mount's vhd is a fixed VHD)" : ""))
         }
+        guard output != "-" else { throw ValidationError("export writes a file, not standard output: name the output file") }
     }
 
     func run() throws {
@@ -143,7 +144,7 @@ struct ExportCommand: ParsableCommand {
         let result = Result(disk: d.name, lsn: lsn.rawValue, pointID: point?.id, format: format, output: absolutePath(output), sizeBytes: d.sizeBytes,
                             seconds: seconds(started.duration(to: .now)))
         if json { return try printJSON(result) }
-        print("exported \(d.name) at LSN \(lsn) to \(output) (\(format), \(humanBytes(d.sizeBytes)))")
+        print("exported \(d.name) at LSN \(lsn) to \(output) (\(format), \(diskSize(d.sizeBytes)))")
     }
 }
 

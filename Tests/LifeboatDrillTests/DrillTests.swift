@@ -417,6 +417,30 @@ struct DrillTests {
         #expect(sample.stdout.contains("explored 3 of"), "\(sample.stdout)")
     }
 
+    /// A boundary that fails with every write kept is not blamed on dropped writes: the report
+    /// says so and points to --every-flush.
+    @Test func droppingUnflushedWritesDoesNotBlameThemForABoundaryThatFailsAnyway() throws {
+        let (t, ids) = try Self.explorationSite { h in
+            try Self.put(h, block: 1, "GOOD 1")
+            fsync(h.rawValue)
+            try Self.put(h, block: 0, "BAD")  // two writes in one flush interval, the boundary bad whatever is dropped
+            try Self.put(h, block: 20, "OTHER")
+            fsync(h.rawValue)
+        }
+        defer { t.cleanup() }
+        let plan = t.root + "/app.yaml"
+        try "disks:\n  d0:\n    filesystem: none\n    checks:\n      - script: {name: no-bad-header, run: '! head -c 4096 \"$LIFEBOAT_IMAGE\" | grep -q BAD'}\n"
+            .write(toFile: plan, atomically: true, encoding: .utf8)
+        let json = t.root + "/explore.json"
+        let r = try run([lifeboatBinary, "drill", "explore", plan, "--vault", t.vault, "--from", String(ids[0]), "--to", String(ids[1]),
+                         "--drop-unflushed", "10", "--seed", "3", "--report-json", json, "--work-dir", t.root + "/drills"])
+        #expect(r.status == 1, "\(r.stdout)\(r.stderr)")
+        #expect(r.stdout.contains("fails with every write kept: dropping unflushed writes is not the cause"), "\(r.stdout)")
+        #expect(!r.stdout.contains("relied on writes no flush had made durable"), "\(r.stdout)")
+        let report = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: json))) as? [String: Any] ?? [:]
+        #expect((report["firstFailingDropped"] as? [Any])?.isEmpty == true, "\(report)")
+    }
+
     /// A writer that puts a record's data and then its commit mark with no flush between them
     /// passes at every flush boundary; a crash inside the interval can lose the data and keep
     /// the mark. `--drop-unflushed` checks those states and names the dropped write.
@@ -453,7 +477,11 @@ struct DrillTests {
         let dataLSN = (writes.first?["lsn"] as? NSNumber)?.uint64Value
         #expect((report["firstFailingDropped"] as? [NSNumber])?.map(\.uint64Value) == dataLSN.map { [$0] }, "\(report)")
         #expect(r.stdout.contains("first failing crash state") && r.stdout.contains("— dropped") && r.stdout.contains("mark 'COMMIT 1' without its data"), "\(r.stdout)")
-        #expect(r.stdout.contains("checked 1 of 4 crash states"), "\(r.stdout)")
-        #expect((report["steps"] as? [Any])?.count == 1)
+        // The failing state, then its boundary with every write kept, which passes: only then
+        // are the dropped writes blamed.
+        #expect(r.stdout.contains("checked 2 of 4 crash states"), "\(r.stdout)")
+        let steps = report["steps"] as? [[String: Any]] ?? []
+        #expect(steps.count == 2)
+        #expect(steps.last?["result"] as? String == "passed" && steps.last?["dropped"] == nil, "\(steps)")
     }
 }

@@ -256,3 +256,51 @@ import Testing
         #expect((try? fs.lookup(parent: .root, name: "d0.img")) == nil, "with --format vhd the file is NAME.vhd")
     }
 }
+
+/// The shipper's deletion rule, in process: a local segment goes only once the vault holds it
+/// *and* the primaries' checkpoint covers it, and only as a prefix (recovery refuses a gap).
+@Suite struct ShipperDeletionTests {
+    @Test func segmentsGoOnlyWhenShippedAndCheckpointedAndOnlyAsAPrefix() throws {
+        let dir = try makeTemporaryDirectory("ship")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var site = try Site.initialize(at: FilePath(dir + "/site"), vault: dir + "/vault")
+        _ = try site.createDisk(name: "d0", sizeBytes: 16 << 20, from: nil)
+        try Vault(root: FilePath(dir + "/vault"), create: true).claim(group: site.config.groupID)
+        let (journal, _) = try Journal.open(directory: site.journalDirectory, groupID: site.config.groupIDBytes, configuration: .init(segmentBytes: 1 << 20))
+        defer { try? journal.close() }
+        for i in 0..<1200 {
+            _ = try [UInt8](repeating: UInt8(i & 0xFF), count: 4096).withUnsafeBytes {
+                try journal.appendWrite(disk: DiskID(0), firstBlock: BlockIndex(UInt64(i % 4000)), data: $0)
+            }
+        }
+        let before = try JournalDirectory.segments(in: site.journalDirectory)
+        #expect(before.count >= 4)
+        // The checkpoint covers only the first two segments.
+        let applied = LSN(before[2].firstLSN.rawValue - 1)
+        let shipper = Shipper(site: site, vaultPath: dir + "/vault", journal: journal, logger: Logger(label: "test")) { applied }
+        try shipper.shipOnce()
+        let after = try JournalDirectory.segments(in: site.journalDirectory)
+        #expect(after.map(\.firstLSN) == Array(before.dropFirst(2)).map(\.firstLSN), "exactly the checkpointed, shipped prefix went")
+        let vault = try Vault(root: FilePath(dir + "/vault"))
+        #expect(try vault.lsnRange().last >= LSN(before.last!.firstLSN.rawValue - 1), "every sealed segment shipped")
+        #expect(shipper.current.pendingSegments == 0)
+        #expect(shipper.current.error == nil)
+    }
+
+    @Test func aVaultOfAnotherGroupIsNeverShippedTo() throws {
+        let dir = try makeTemporaryDirectory("ship")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var site = try Site.initialize(at: FilePath(dir + "/site"), vault: dir + "/vault")
+        _ = try site.createDisk(name: "d0", sizeBytes: 16 << 20, from: nil)
+        try Vault(root: FilePath(dir + "/vault"), create: true).claim(group: "ffffffffffffffffffffffffffffffff")
+        let (journal, _) = try Journal.open(directory: site.journalDirectory, groupID: site.config.groupIDBytes)
+        defer { try? journal.close() }
+        _ = try [UInt8](repeating: 1, count: 4096).withUnsafeBytes { try journal.appendWrite(disk: DiskID(0), firstBlock: BlockIndex(0), data: $0) }
+        try journal.sealIfOlder(than: .zero)
+        let shipper = Shipper(site: site, vaultPath: dir + "/vault", journal: journal, logger: Logger(label: "test")) { LSN(100) }
+        let error = #expect(throws: LifeboatError.self) { try shipper.shipOnce() }
+        #expect(error?.message.contains("belongs to protection group ffffffffffffffffffffffffffffffff") == true)
+        #expect(try Vault(root: FilePath(dir + "/vault")).disks().isEmpty, "nothing seeded into another group's vault")
+        #expect(try JournalDirectory.segments(in: site.journalDirectory).count >= 1, "nothing local deleted")
+    }
+}

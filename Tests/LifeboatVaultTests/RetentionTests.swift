@@ -176,6 +176,7 @@ import Testing
         p.waitUntilExit()
         try #require(FileManager.default.createFile(atPath: root.appending("pins/\(p.processIdentifier)-7").string, contents: nil))
         #expect(vault.pinnedLSNs() == [LSN(42)])
+        #expect(!FileManager.default.fileExists(atPath: root.appending("pins/\(p.processIdentifier)-7").string), "a dead process's pin is removed")
         vault.unpin(live)
         #expect(vault.pinnedLSNs().isEmpty)
     }
