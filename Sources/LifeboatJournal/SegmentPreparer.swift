@@ -49,14 +49,19 @@ final class SegmentPreparer: @unchecked Sendable {
     /// full-size segments every seal interval).
     func take(lastSegmentBytes: Int64) -> Spare? {
         lock.withLock {
-            var next: Int64 = 1 << 20
-            while next < 2 * lastSegmentBytes && next < maximumBytes { next <<= 1 }
-            wantedBytes = min(next, maximumBytes)
+            wantedBytes = Self.spareSize(afterSegmentOf: lastSegmentBytes, maximum: maximumBytes)
             let taken = spare
             spare = nil
             lock.broadcast()
             return taken
         }
+    }
+
+    /// The power of two ≥ twice what the sealed segment held, between 1 MiB and the maximum.
+    static func spareSize(afterSegmentOf lastSegmentBytes: Int64, maximum: Int64) -> Int64 {
+        var next: Int64 = 1 << 20
+        while next < 2 * lastSegmentBytes && next < maximum { next <<= 1 }
+        return min(next, maximum)
     }
 
     /// Cuts a durable sealed segment to its used length and drops its cached pages.

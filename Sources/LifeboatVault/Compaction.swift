@@ -27,10 +27,12 @@ extension Vault {
 
     /// Merges runs of same-tier layers until none is left; returns how many merges it did.
     @discardableResult
-    public func compact() throws -> Int {
+    /// `beforeCommit` runs after a merged layer is written and before it is committed: the
+    /// seam through which a test lets a prune race the merge.
+    public func compact(beforeCommit: () throws -> Void = {}) throws -> Int {
         var merges = 0
         while let run = try nextRun() {
-            guard try merge(run) else { break }
+            guard try merge(run, beforeCommit: beforeCommit) else { break }
             merges += 1
         }
         return merges
@@ -54,7 +56,7 @@ extension Vault {
     /// have merged some into the bases meanwhile), renames it into place, swaps the rows in one
     /// transaction, and deletes the inputs. A crash before the commit leaves the inputs in force.
     /// Returns false when the run changed under it (the output is discarded).
-    private func merge(_ run: [LayerRow]) throws -> Bool {
+    private func merge(_ run: [LayerRow], beforeCommit: () throws -> Void) throws -> Bool {
         let readers = try run.map { try LayerReader(path: layerPath($0)) }
         var bytes = [UInt8](repeating: 0, count: LayerFormat.headerSize)
         var entries: [LayerEntry] = []
@@ -66,7 +68,7 @@ extension Vault {
             try reader.withFrames { frames in bytes.append(contentsOf: frames) }
             for i in 0..<reader.header.entryCount {
                 var e = reader.entry(i)
-                guard e.frameOffset >= framesStart, e.frameOffset + e.frameLength <= framesEnd else {
+                guard e.frameOffset >= framesStart, e.frameOffset <= framesEnd, e.frameLength <= framesEnd - e.frameOffset else {
                     throw LifeboatError(.corrupt, "index entry \(i) points outside the frames", path: reader.path.string)
                 }
                 e.frameOffset += shift
@@ -80,6 +82,7 @@ extension Vault {
         let file = "\(hex16(first))-\(hex16(last)).layer"
         let tmp = incomingDirectory.appending("compacting-" + file)
         try writeFileAtomically(tmp, bytes)
+        try beforeCommit()
         return try withWriterLock {
             let ids = Set(try catalog.read { db in try LayerRow.fetchAll(db) }.compactMap(\.id))
             guard run.allSatisfy({ ids.contains($0.id ?? -1) }) else {

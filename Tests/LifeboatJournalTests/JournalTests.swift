@@ -342,3 +342,41 @@ func mountTmpfs(_ dir: FilePath, bytes: Int) -> Bool {
     p.waitUntilExit()
     return p.terminationStatus == 0
 }
+
+/// The segment preparer: spares are zero-filled, allocated, and sized from how much the last
+/// sealed segment held (never above the configured maximum).
+@Suite(.timeLimit(.minutes(1))) struct SegmentPreparerTests {
+    private func next(_ p: SegmentPreparer, lastSegmentBytes: Int64) throws -> SegmentPreparer.Spare {
+        for _ in 0..<2000 {
+            if let spare = p.take(lastSegmentBytes: lastSegmentBytes) { return spare }
+            usleep(5000)
+        }
+        throw LifeboatError(.io, "no spare was prepared within 10 s")
+    }
+
+    @Test func sparesAreAllocatedZerosSizedFromTheLastSegment() throws {
+        let dir = try temporaryDirectory()
+        let p = SegmentPreparer(directory: dir, maximumBytes: 4 << 20)
+        p.start()
+        defer { p.stop() }
+        // Whatever size each was asked for, every spare is the size it says, allocated, zeros.
+        var sizes = Set<Int64>()
+        for last in [Int64(3 << 20), 100 << 10, 700 << 10] {
+            let spare = try next(p, lastSegmentBytes: last)
+            defer { try? spare.fd.close() }
+            sizes.insert(spare.size)
+            var st = stat()
+            #expect(fstat(spare.fd.rawValue, &st) == 0)
+            #expect(Int64(st.st_size) == spare.size)
+            #expect(Int64(st.st_blocks) * 512 >= spare.size, "allocated, so appends change no metadata")
+            var tail = [UInt8](repeating: 1, count: 4096)
+            _ = try tail.withUnsafeMutableBytes { try spare.fd.read(fromAbsoluteOffset: spare.size - 4096, into: $0) }
+            #expect(tail.allSatisfy { $0 == 0 })
+        }
+        #expect(sizes.isSubset(of: [1 << 20, 2 << 20, 4 << 20]))
+        // The sizing rule: the power of two ≥ twice the last segment's bytes, 1 MiB to the maximum.
+        let rule = { SegmentPreparer.spareSize(afterSegmentOf: $0, maximum: 64 << 20) }
+        #expect(rule(0) == 1 << 20 && rule(100 << 10) == 1 << 20 && rule(700 << 10) == 2 << 20)
+        #expect(rule(3 << 20) == 8 << 20 && rule(40 << 20) == 64 << 20 && rule(1 << 40) == 64 << 20)
+    }
+}

@@ -164,6 +164,33 @@ import Testing
     }
 }
 
+extension CompactionTests {
+    /// A prune that merges some of a compaction's inputs into the bases while the merged layer
+    /// is being written: the compaction sees its run changed and discards its output; reads and
+    /// verify stay right.
+    @Test func aPruneRacingACompactionWinsAndNothingIsLostOrDoubled() throws {
+        let f = try Fixture(records: 2600, seed: 22)
+        let vault = try f.makeVault()
+        for s in try f.sealedSegments() { _ = try vault.ingest(segment: s.bytes, name: s.name) }
+        let (_, last) = try vault.lsnRange()
+        let before = try vault.layerRows(upTo: last).count
+        var pruned = PruneReport()
+        let merges = try vault.compact {
+            // Keep only the newest point: every layer below it goes into the bases now.
+            if pruned.mergedLayers == 0 { pruned = try vault.prune(now: RetentionTests.now, policy: RetentionPolicy(window: 1, keepAll: 1, every: 1)) }
+        }
+        #expect(pruned.mergedLayers > 0)
+        #expect(merges == 0, "the run changed under the merge: it is discarded")
+        #expect(try vault.layerRows(upTo: last).count == before - pruned.mergedLayers)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: vault.incomingDirectory.string).isEmpty, "the discarded output is removed")
+        let (base, _) = try vault.lsnRange()
+        let reader = try PointReader(vault: vault, lsn: last)
+        for d in 0..<2 { #expect(try f.read(reader, disk: d) == f.state(disk: d, at: last), "disk \(d) at LSN \(last)") }
+        #expect(base > .zero)
+        #expect(try VaultVerifier.verify(vault).problems.isEmpty)
+    }
+}
+
 @Suite struct PinTests {
     @Test func aPinOfADeadProcessIsIgnoredAndALiveOneKeepsItsLSN() throws {
         let root = try temporaryDirectory()
