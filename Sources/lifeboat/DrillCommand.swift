@@ -28,21 +28,17 @@ struct DrillCommand: ParsableCommand {
         func validate() throws { try validateWorkDir(workDir) }
 
         func run() throws {
-            var report: DrillReport?
-            do {
-                let plan = try PlanParser.load(path: self.plan)
-                let v = try vault.open()
-                var options = Drill.Options(executable: lifeboatExecutable())
-                options.point = point
-                options.keep = keep
-                if let workDir { options.workRoot = workDir }
-                let r = try Drill.run(plan: plan, vault: v, options: options, logger: makeLogger())
-                print(json ? String(decoding: try r.json(), as: UTF8.self) : r.text())
-                if let junit { try writeReport(Data(r.junit().utf8), to: junit) }
-                if let reportJSON { try writeReport(try r.json(), to: reportJSON) }
-                report = r
-            }
-            try exitFor(report?.result)
+            let plan = try PlanParser.load(path: self.plan)
+            let v = try vault.open()
+            var options = Drill.Options(executable: lifeboatExecutable())
+            options.point = point
+            options.keep = keep
+            if let workDir { options.workRoot = workDir }
+            let r = try Drill.run(plan: plan, vault: v, options: options, logger: makeLogger())
+            print(json ? String(decoding: try r.json(), as: UTF8.self) : r.text())
+            if let junit { try writeReport(Data(r.junit().utf8), to: junit) }
+            if let reportJSON { try writeReport(try r.json(), to: reportJSON) }
+            try exitFor(r.result)
         }
     }
 

@@ -31,21 +31,17 @@ struct DrillExploreCommand: ParsableCommand {
     }
 
     func run() throws {
-        var result: Explorer.Report?
-        do {
-            let plan = try PlanParser.load(path: self.plan)
-            let v = try vault.open()
-            var options = Drill.Options(executable: lifeboatExecutable())
-            if let workDir { options.workRoot = workDir }
-            let mode: Explorer.Mode = bisect ? .bisect
-                : sample.map { .sample($0) }
-                ?? dropUnflushed.map { .dropUnflushed(count: $0, seed: seed ?? UInt64.random(in: 1...999_999)) }
-                ?? .everyFlush
-            let report = try Explorer.run(plan: plan, vault: v, from: from, to: to, mode: mode, options: options, logger: makeLogger())
-            print(json ? String(decoding: try report.json(), as: UTF8.self) : report.text())
-            if let reportJSON { try writeReport(try report.json(), to: reportJSON) }
-            result = report
-        }
-        try exitFor(result?.result)
+        let plan = try PlanParser.load(path: self.plan)
+        let v = try vault.open()
+        var options = Drill.Options(executable: lifeboatExecutable())
+        if let workDir { options.workRoot = workDir }
+        let mode: Explorer.Mode = bisect ? .bisect
+            : sample.map { .sample($0) }
+            ?? dropUnflushed.map { .dropUnflushed(count: $0, seed: seed ?? UInt64.random(in: 1...999_999)) }
+            ?? .everyFlush
+        let report = try Explorer.run(plan: plan, vault: v, from: from, to: to, mode: mode, options: options, logger: makeLogger())
+        print(json ? String(decoding: try report.json(), as: UTF8.self) : report.text())
+        if let reportJSON { try writeReport(try report.json(), to: reportJSON) }
+        try exitFor(report.result)
     }
 }

@@ -25,11 +25,9 @@ struct MountCommand: ParsableCommand {
 
     func run() throws {
         guard geteuid() == 0 else { throw LifeboatError(.permission, "mount must run as root (FUSE, loop devices)") }
-        do {
-            var options = MountService.Options()
-            options.vhd = format == "vhd"
-            options.overlay = overlay
-            try MountService.run(vault: try vault.open(), selector: point, mountpoint: absolutePath(mountpoint), options: options, logger: makeLogger())
-        }
+        var options = MountService.Options()
+        options.vhd = format == "vhd"
+        options.overlay = overlay
+        try MountService.run(vault: try vault.open(), selector: point, mountpoint: absolutePath(mountpoint), options: options, logger: makeLogger())
     }
 }

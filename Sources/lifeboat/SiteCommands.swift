@@ -146,11 +146,9 @@ struct DiskCommand: ParsableCommand {
         @OptionGroup var site: SiteOption
 
         func run() throws {
-            do {
-                let s = try site.open()
-                if json { return try printJSON(s.config.disks) }
-                printTable(["NAME", "SIZE", "ID", "SOURCE"], s.config.disks.map { [$0.name, diskSize($0.sizeBytes), String($0.id), $0.source ?? "-"] })
-            }
+            let s = try site.open()
+            if json { return try printJSON(s.config.disks) }
+            printTable(["NAME", "SIZE", "ID", "SOURCE"], s.config.disks.map { [$0.name, diskSize($0.sizeBytes), String($0.id), $0.source ?? "-"] })
         }
     }
 }

@@ -11,47 +11,45 @@ struct StatusCommand: ParsableCommand {
     @OptionGroup var site: SiteOption
 
     func run() throws {
-        do {
-            let s = try site.open()
-            var status = try SiteStatus.read(s)
-            var vaultError: String?
-            if let path = s.config.vault {
-                do {
-                    let vault = try Vault(root: FilePath(path))
-                    if let (p, drill) = try vault.verifiedPoint(), let id = p.id {
-                        status.verified = .init(pointID: id, pointTime: p.time, drilledAt: drill.finishedAt, rpoSeconds: Date().timeIntervalSince(p.time))
-                    }
-                } catch {
-                    vaultError = "\(error)"
+        let s = try site.open()
+        var status = try SiteStatus.read(s)
+        var vaultError: String?
+        if let path = s.config.vault {
+            do {
+                let vault = try Vault(root: FilePath(path))
+                if let (p, drill) = try vault.verifiedPoint(), let id = p.id {
+                    status.verified = .init(pointID: id, pointTime: p.time, drilledAt: drill.finishedAt, rpoSeconds: Date().timeIntervalSince(p.time))
                 }
+            } catch {
+                vaultError = "\(error)"
             }
-            if json { return try printJSON(status) }
-            var line = "site \(s.root): \(status.state)"
-            if let pid = status.pid, let mp = status.mountpoint { line += " (pid \(pid), mounted at \(mp))" }
-            print(line)
-            let j = status.journal
-            print("journal: LSN \(j.appendedLSN) appended, \(j.durableLSN) durable, \(humanBytes(j.bytes)) in \(j.segments) segment(s)")
-            if let e = j.error { print("journal error: \(e)") }
-            if status.shipping == nil, let vault = s.config.vault {
-                print("vault \(vault): nothing shipped yet (protect ships to it)")
-            }
-            if let v = status.shipping {
-                let lag = j.appendedLSN > v.shippedLSN ? j.appendedLSN - v.shippedLSN : 0
-                print("vault \(v.vault): shipped up to LSN \(v.shippedLSN); lag \(lag) LSNs, \(v.pendingSegments) segment(s), \(humanBytes(v.pendingBytes)) waiting")
-                if let seeding = v.initialReplication { print("initial replication in progress: \(seeding)") }
-                if let e = v.error { print("shipping paused: \(e)") }
-                if let e = v.maintenanceError { print("vault maintenance failing (shipping goes on): \(e)") }
-            }
-            if let v = status.verified {
-                print("verified RPO: \(describeDuration(v.rpoSeconds)) (point \(v.pointID) passed a drill at \(ISO8601DateFormatter().string(from: v.drilledAt)))")
-            } else if s.config.vault != nil {
-                print("verified RPO: none (no point has passed a drill\(vaultError.map { "; vault: \($0)" } ?? ""))")
-            }
-            printTable(["DISK", "SIZE", "LAST LSN", "STATE", "DIGEST"], status.disks.map {
-                [$0.name, diskSize($0.sizeBytes), $0.lastLSN.map(String.init) ?? "-", $0.state, $0.digest ?? "-"]
-            })
-            for d in status.disks { if let e = d.error { print("  \(d.name): \(e)") } }
         }
+        if json { return try printJSON(status) }
+        var line = "site \(s.root): \(status.state)"
+        if let pid = status.pid, let mp = status.mountpoint { line += " (pid \(pid), mounted at \(mp))" }
+        print(line)
+        let j = status.journal
+        print("journal: LSN \(j.appendedLSN) appended, \(j.durableLSN) durable, \(humanBytes(j.bytes)) in \(j.segments) segment(s)")
+        if let e = j.error { print("journal error: \(e)") }
+        if status.shipping == nil, let vault = s.config.vault {
+            print("vault \(vault): nothing shipped yet (protect ships to it)")
+        }
+        if let v = status.shipping {
+            let lag = j.appendedLSN > v.shippedLSN ? j.appendedLSN - v.shippedLSN : 0
+            print("vault \(v.vault): shipped up to LSN \(v.shippedLSN); lag \(lag) LSNs, \(v.pendingSegments) segment(s), \(humanBytes(v.pendingBytes)) waiting")
+            if let seeding = v.initialReplication { print("initial replication in progress: \(seeding)") }
+            if let e = v.error { print("shipping paused: \(e)") }
+            if let e = v.maintenanceError { print("vault maintenance failing (shipping goes on): \(e)") }
+        }
+        if let v = status.verified {
+            print("verified RPO: \(describeDuration(v.rpoSeconds)) (point \(v.pointID) passed a drill at \(ISO8601DateFormatter().string(from: v.drilledAt)))")
+        } else if s.config.vault != nil {
+            print("verified RPO: none (no point has passed a drill\(vaultError.map { "; vault: \($0)" } ?? ""))")
+        }
+        printTable(["DISK", "SIZE", "LAST LSN", "STATE", "DIGEST"], status.disks.map {
+            [$0.name, diskSize($0.sizeBytes), $0.lastLSN.map(String.init) ?? "-", $0.state, $0.digest ?? "-"]
+        })
+        for d in status.disks { if let e = d.error { print("  \(d.name): \(e)") } }
     }
 }
 
