@@ -149,7 +149,13 @@ public enum Drill {
         }
         let keptNotice = spec.keep ? { [ws, worker = record.workerPID] in
             guard FileManager.default.fileExists(atPath: ws.resultPath) else { return false }
-            logger.notice("checks done; targets kept under \(ws.directory): enter with `nsenter -t \(worker.map(String.init) ?? "?") -m -n -p`, stop the drill (Ctrl-C) to clean up")
+            // The verdict now, not only after Ctrl-C: the inspection may take a while.
+            let checks = ((try? ws.load(WorkerResult.self, from: ws.resultPath))?.disks ?? []).flatMap(\.checks)
+            let failed: [String] = checks.filter { $0.status == .failed }.map(\.name)
+            let verdict: String = failed.isEmpty ? "PASSED" : "FAILED"
+            let which: String = failed.isEmpty ? "" : ": " + failed.joined(separator: ", ")
+            logger.notice("checks done: \(verdict) (\(checks.count) check(s), \(failed.count) failed\(which))")
+            logger.notice("targets kept under \(ws.directory): enter with `nsenter -t \(worker.map(String.init) ?? "?") -m -n -p`, stop the drill (Ctrl-C) to clean up")
             return true
         } : nil
         let stopReason = superviseWorker(pid, worker: record.workerPID, timeout: timeout, logger: logger, whileWaiting: keptNotice)

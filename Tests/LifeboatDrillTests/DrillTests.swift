@@ -320,6 +320,7 @@ struct DrillTests {
         }
         let enter = notice.firstRange(of: /nsenter -t (\d+) -m -n -p/).map { String(notice[$0]) } ?? ""
         #expect(!enter.isEmpty, "\(notice)")
+        #expect(notice.contains("checks done: PASSED (1 check(s), 0 failed)"), "the verdict comes when the checks end, before Ctrl-C: \(notice)")
         // Exactly the printed command (its PID namespace has its own /proc).
         let inside = try run(enter.split(separator: " ").map(String.init) + ["cat", "/proc/self/mountinfo"])
         #expect(inside.stdout.contains(s.drills + "/") && inside.stdout.contains("ext4"), "the kept target is mounted inside: \(inside.stdout)\(inside.stderr) — \(notice)")
