@@ -10,7 +10,7 @@ import Glibc
 /// Block data never goes in here — only one row per layer, point and disk (the per-block index
 /// lives in each layer's footer; Docs/formats/vault.md).
 struct Catalog {
-    static let formatVersion = 3
+    static let formatVersion = 4
     let db: DatabaseQueue
     let path: String
 
@@ -82,6 +82,12 @@ struct Catalog {
         // them, away. Vault.init computes them for bases made before.
         migrator.registerMigration("v3") { db in
             try db.execute(sql: "UPDATE meta SET value = '3' WHERE key = 'formatVersion'")
+        }
+        // v4: a point can carry a note beside the user's label: why a checkpoint that asked
+        // for app-consistency got a crash-consistent point.
+        migrator.registerMigration("v4") { db in
+            try db.alter(table: "point") { t in t.add(column: "note", .text) }
+            try db.execute(sql: "UPDATE meta SET value = '4' WHERE key = 'formatVersion'")
         }
         do { try migrator.migrate(db) } catch {
             throw Self.error(error, "cannot migrate the vault catalog", path: path)
@@ -163,6 +169,9 @@ public struct RecoveryPoint: Codable, FetchableRecord, MutablePersistableRecord,
     public var label: String
     /// JSON object: disk id → digest root (32 hex digits).
     public var digests: String
+    /// What the tool adds about the point (never the user's label): e.g. why it is not
+    /// app-consistent although that was asked for.
+    public var note: String?
     public mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }
 
     /// The digests by disk. A value that does not decode is vault damage, never "no digests":

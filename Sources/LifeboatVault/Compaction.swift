@@ -65,7 +65,7 @@ extension Vault {
             let framesStart = LayerFormat.headerSize
             let framesEnd = reader.header.indexOffset
             let shift = bytes.count - framesStart
-            try reader.withFrames { frames in bytes.append(contentsOf: frames) }
+            reader.withFrames { frames in bytes.append(contentsOf: frames) }
             for i in 0..<reader.header.entryCount {
                 var e = reader.entry(i)
                 guard e.frameOffset >= framesStart, e.frameOffset <= framesEnd, e.frameLength <= framesEnd - e.frameOffset else {

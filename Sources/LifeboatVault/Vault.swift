@@ -219,6 +219,11 @@ public final class Vault: @unchecked Sendable {
         return points
     }
 
+    /// Keeps `note` with point `id` (a checkpoint's reason for not being app-consistent).
+    public func annotate(point id: Int64, note: String) throws {
+        try catalog.write { db in try db.execute(sql: "UPDATE point SET note = ? WHERE id = ?", arguments: [note, id]) }
+    }
+
     /// How many layers hold data for LSNs up to `lsn` (what a point read searches).
     public func layerCount(upTo lsn: LSN) throws -> Int { try layerRows(upTo: lsn).count }
 
@@ -244,7 +249,7 @@ extension RecoveryPoint {
         let digests = Dictionary(uniqueKeysWithValues: marker.digests.map { (String($0.key.rawValue), $0.value.description) })
         let json = String(decoding: (try? JSONEncoder().encode(digests)) ?? Data("{}".utf8), as: UTF8.self)
         self.init(id: nil, lsn: Int64(lsn.rawValue), kind: kind, time: Date(timeIntervalSince1970: Double(marker.timeNanos) / 1e9),
-                  label: marker.label, digests: json)
+                  label: marker.label, digests: json, note: nil)
     }
 }
 

@@ -78,6 +78,9 @@ struct CheckpointCommand: ParsableCommand {
         }
         let lsn = response.lsn ?? 0
         let (pointID, notInVault) = try waitForPoint(site: s, lsn: lsn, within: window)
+        if let pointID, let reason = outcome.reason, let vaultPath = s.config.vault {
+            try Vault(root: FilePath(vaultPath)).annotate(point: pointID, note: "not app-consistent: \(reason)")
+        }
         let names = Dictionary(uniqueKeysWithValues: s.config.disks.map { (String($0.id), $0.name) })
         let kind = appConsistent && outcome.appConsistent ? "app-consistent" : "crash-consistent"
         let result = Result(lsn: lsn, kind: kind, label: label.isEmpty ? nil : label, notAppConsistentBecause: outcome.reason,

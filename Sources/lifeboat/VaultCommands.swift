@@ -49,6 +49,7 @@ struct PointsCommand: ParsableCommand {
                 + (try diskID.map { [try p.digestMap()[$0]?.description ?? "-"] } ?? [])
         }
         printTable(["ID", "LSN", "KIND", "TIME", "LABEL", "TESTED AT", "RESULT"] + (disk.map { ["DIGEST (\($0))"] } ?? []), rows)
+        for p in points { if let note = p.note { print("  point \(p.id ?? 0): \(note)") } }
     }
 }
 
@@ -65,6 +66,7 @@ struct ListedPoint: Encodable {
     var kind: String
     var time: Date
     var label: String?
+    var note: String?
     var digests: [String: String]
     var lastDrill: Drill?
 
@@ -74,6 +76,7 @@ struct ListedPoint: Encodable {
         kind = p.kind
         time = p.time
         label = p.label.isEmpty ? nil : p.label
+        note = p.note
         digests = Dictionary(uniqueKeysWithValues: try p.digestMap().map { (names[$0.key] ?? "disk \($0.key.rawValue)", $0.value.description) })
         self.lastDrill = lastDrill.map { Drill(testedAt: $0.finishedAt, result: $0.result, plan: $0.plan) }
     }

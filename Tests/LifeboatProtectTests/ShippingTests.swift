@@ -154,6 +154,8 @@ struct ShippingTests {
         #expect(write.status == 0, "the filesystem was left frozen")
         let points = try lifeboat("points", "--vault", t.vault, "--json")
         #expect(points.stdout.contains("\"label\" : \"nightly\""), "the reason is reported, not written into the user's label")
+        #expect(points.stdout.contains("\"note\" : \"not app-consistent: while-frozen hook 'echo broken >&2; exit 3' failed (exit 3): broken\""),
+                "the reason is kept with the point, in a field of its own: \(points.stdout)")
         #expect(!points.stdout.contains("\"app-consistent\""))
         // A failing pre-hook: nothing is frozen at all.
         let pre = try lifeboat("checkpoint", "--site", t.site, "--app-consistent", "--json", "--pre", "false")

@@ -187,12 +187,12 @@ struct Fixture {
         let root = try temporaryDirectory()
         _ = try Vault(root: root, create: true)
         try Catalog(path: root.appending("catalog.sqlite").string).db.write { db in
-            try db.execute(sql: "DROP TABLE drill; DROP TABLE flush; DELETE FROM grdb_migrations WHERE identifier IN ('v2', 'v3')")
+            try db.execute(sql: "DROP TABLE drill; DROP TABLE flush; ALTER TABLE point DROP COLUMN note; DELETE FROM grdb_migrations WHERE identifier IN ('v2', 'v3', 'v4')")
             try db.execute(sql: "UPDATE meta SET value = '1' WHERE key = 'formatVersion'")
         }
         let vault = try Vault(root: root)
         let version = try vault.catalog.db.read { db in try String.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'formatVersion'") }
-        #expect(version == "3")
+        #expect(version == "4")
         try vault.record(drill: DrillRecord(pointID: nil, lsn: 0, startedAt: Date(), finishedAt: Date(), result: "passed", plan: "p", report: "{}"))
         #expect(try vault.flushLSNs(in: LSN(0)...LSN(10)).isEmpty)
     }
@@ -201,11 +201,11 @@ struct Fixture {
         let root = try temporaryDirectory()
         _ = try Vault(root: root, create: true)
         try Catalog(path: root.appending("catalog.sqlite").string).db.write { db in
-            try db.execute(sql: "UPDATE meta SET value = '4' WHERE key = 'formatVersion'")
+            try db.execute(sql: "UPDATE meta SET value = '5' WHERE key = 'formatVersion'")
         }
         let error = #expect(throws: LifeboatError.self) { _ = try Vault(root: root) }
         #expect(error?.code == .unsupported)
-        #expect(error?.message == "vault format version 4 is newer than this lifeboat's (3)")
+        #expect(error?.message == "vault format version 5 is newer than this lifeboat's (4)")
         #expect(throws: LifeboatError.self) { _ = try Vault(root: try temporaryDirectory()) }
     }
 
