@@ -72,13 +72,15 @@ struct QuiesceTests {
         var result: (QuiesceOutcome, Marked)?
         let took = try elapsed { result = try quiesce(QuiescePlan(whileFrozen: [hook], filesystems: ["/fs"], timeout: .seconds(1)), freezer) }
         let (outcome, marked) = try #require(result)
-        #expect(took < .seconds(5))
+        #expect(took < .seconds(10), "the hook hangs for 60 s; the window is 1 s")
         #expect(!marked.appConsistent)
         #expect(outcome.reason?.contains("timed out") == true)
         #expect(freezer.kinds == [.guardArmed, .freeze("/fs"), .thaw("/fs"), .guardDisarmed])
         let frozenFor = try #require(freezer.time(of: .freeze("/fs"))).duration(to: try #require(freezer.time(of: .thaw("/fs"))))
-        #expect(frozenFor < .milliseconds(1500))
+        #expect(frozenFor < .seconds(3), "thawed at the 1 s window's end, not after the hook's 60 s")
         let child = try #require(Int32(String(contentsOfFile: "\(dir)/child", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)))
+        // SIGKILL is delivered asynchronously: on a loaded machine the child may take a moment to go.
+        for _ in 0..<100 where isRunning(child) { usleep(20_000) }
         #expect(!isRunning(child), "the hook's background child must be killed with its process group")
     }
 
@@ -90,7 +92,7 @@ struct QuiesceTests {
                                  output: output)
         }
         let (outcome, marked) = try #require(result)
-        #expect(took < .seconds(4))
+        #expect(took < .seconds(10), "a full pipe used to hang this forever")
         #expect(outcome.reason == nil)
         #expect(marked.appConsistent)
         let text = output.text
@@ -104,7 +106,7 @@ struct QuiesceTests {
         // The daemon keeps the hook's stdout open: waiting for end-of-output would block 20 s.
         let took = try elapsed { result = try quiesce(QuiescePlan(pre: ["sleep 20 & echo $! > \(dir)/daemon"], filesystems: ["/fs"], timeout: .seconds(3))) }
         let (outcome, _) = try #require(result)
-        #expect(took < .seconds(2))
+        #expect(took < .seconds(10), "the daemon lives 20 s; the hook returns at once")
         #expect(outcome.reason == nil)
         let daemon = try #require(Int32(String(contentsOfFile: "\(dir)/daemon", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)))
         #expect(isRunning(daemon), "a daemon a successful hook started is not ours to kill")
@@ -163,8 +165,8 @@ struct QuiesceTests {
     @Test func theMarkerGetsOnlyTheTimeLeftInTheFreezeWindow() throws {
         let (_, marked) = try quiesce(QuiescePlan(whileFrozen: ["sleep 1"], filesystems: ["/fs"], timeout: .seconds(3)))
         #expect(marked.appConsistent)
-        #expect(marked.timeLeft < .seconds(2.1))
-        #expect(marked.timeLeft > .seconds(1))
+        #expect(marked.timeLeft < .seconds(2.1), "the hook's second is taken from the 3 s window")
+        #expect(marked.timeLeft > .zero)
     }
 
     @Test func theThawGuardThawsAfterItsDeadlineUnlessDisarmed() throws {
