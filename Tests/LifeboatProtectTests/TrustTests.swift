@@ -177,7 +177,12 @@ struct TrustTests {
         p.executableURL = URL(fileURLWithPath: lifeboatBinary)
         p.arguments = ["disk", "create", "big", "--from", image, "--site", dir + "/site"]
         try p.run()
-        usleep(300_000)
+        // Interrupt once the copy is under way (the primary has data, the disk is not yet in site.json).
+        let primary = dir + "/site/disks/big.img"
+        for _ in 0..<500 {
+            if let size = (try? FileManager.default.attributesOfItem(atPath: primary))?[.size] as? Int, size > 0 { break }
+            usleep(2000)
+        }
         kill(p.processIdentifier, SIGINT)
         p.waitUntilExit()
         #expect(p.terminationStatus == 128 + SIGINT, "interrupted, not finished (make the image bigger if the copy won)")
