@@ -5,7 +5,9 @@ let package = Package(
     name: "Lifeboat",
     platforms: [.macOS(.v14)],
     products: [
-        .executable(name: "lifeboat", targets: ["lifeboat"])
+        .executable(name: "lifeboat", targets: ["lifeboat"]),
+        // The parsers of untrusted bytes, for the fuzz package (Harness/fuzz).
+        .library(name: "LifeboatParsers", targets: ["LifeboatJournal", "LifeboatVault", "LifeboatVHD", "LifeboatDrill", "LifeboatProtect"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),

@@ -84,11 +84,11 @@ final class ControlServer: @unchecked Sendable {
         var line = [UInt8]()
         var byte: UInt8 = 0
         var complete = false
-        while line.count <= Self.maxLine, read(client, &byte, 1) == 1 {
+        while line.count <= ControlProtocol.maxLine, read(client, &byte, 1) == 1 {
             if byte == 10 { complete = true; break }
             line.append(byte)
         }
-        var response = Self.answer(line: line, complete: complete) { kind, label in
+        var response = ControlProtocol.answer(line: line, complete: complete) { kind, label in
             let (lsn, digests) = try group.mark(kind, label: label)
             logger.notice("\(kind.name) point marked at LSN \(lsn)\(label.isEmpty ? "" : " (\(label))")")
             return (lsn, digests)
@@ -98,12 +98,16 @@ final class ControlServer: @unchecked Sendable {
         out.append(10)
         _ = out.withUnsafeBytes { write(client, $0.baseAddress, $0.count) }
     }
+}
 
-    static let maxLine = 65536
+/// The control socket's protocol: one JSON request line, one JSON answer line. A pure
+/// function of the request, so it is tested and fuzzed without a socket.
+public enum ControlProtocol {
+    public static let maxLine = 65536
 
     /// The answer to one request line: `mark` is called only for a well-formed request of a
     /// known op and kind; anything else is refused with the reason, never guessed.
-    static func answer(line: [UInt8], complete: Bool, mark: (Marker.Kind, String) throws -> (LSN, [DiskID: Hash128])) -> ControlResponse {
+    public static func answer(line: [UInt8], complete: Bool, mark: (Marker.Kind, String) throws -> (LSN, [DiskID: Hash128])) -> ControlResponse {
         var response = ControlResponse(ok: false)
         do {
             guard complete else {

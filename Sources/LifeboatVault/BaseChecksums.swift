@@ -158,3 +158,11 @@ extension BaseChecksums {
         LifeboatError(.corrupt, "base of disk '\(diskName)': block \(block) does not match its checksum", path: path.string, offset: Int64(block) << Int64(BlockSize.shift))
     }
 }
+
+/// A base checksum file checked as the vault checks it (for the fuzz target): refused by the
+/// size rule, or the first block recorded as non-zero.
+public enum BaseChecksumFile {
+    public static func check(path: FilePath, blocks: Int) throws -> Int? {
+        try BaseChecksums(path: path, blocks: blocks, writable: false).firstNonZero(in: 0..<blocks)
+    }
+}

@@ -177,9 +177,16 @@ public struct RecoveryPoint: Codable, FetchableRecord, MutablePersistableRecord,
     /// The digests by disk. A value that does not decode is vault damage, never "no digests":
     /// a drill would otherwise pass without comparing anything.
     public func digestMap() throws -> [DiskID: Hash128] {
-        let damaged = LifeboatError(.corrupt, "point \(id ?? 0): the catalog's digests value is not a JSON object of disk id → 32 hex digits: \(digests.prefix(80))",
-                                    path: nil)
-        guard let raw = try? JSONDecoder().decode([String: String].self, from: Data(digests.utf8)) else { throw damaged }
+        do { return try Self.decodeDigests(digests) } catch var e as LifeboatError {
+            e.message = "point \(id ?? 0): " + e.message
+            throw e
+        }
+    }
+
+    /// The catalog's encoding of a point's digests: a JSON object, decimal disk id → 32 hex digits.
+    public static func decodeDigests(_ text: String) throws -> [DiskID: Hash128] {
+        let damaged = LifeboatError(.corrupt, "the catalog's digests value is not a JSON object of disk id → 32 hex digits: \(text.prefix(80))")
+        guard let raw = try? JSONDecoder().decode([String: String].self, from: Data(text.utf8)) else { throw damaged }
         var out: [DiskID: Hash128] = [:]
         for (k, v) in raw {
             guard let d = UInt32(k), let h = Hash128(hex: v) else { throw damaged }

@@ -159,7 +159,7 @@ import Testing
 @Suite struct ControlRequestTests {
     private func answer(_ text: String, complete: Bool = true) -> (ControlResponse, marked: Bool) {
         var marked = false
-        let response = ControlServer.answer(line: Array(text.utf8), complete: complete) { _, _ in
+        let response = ControlProtocol.answer(line: Array(text.utf8), complete: complete) { _, _ in
             marked = true
             return (LSN(7), [DiskID(0): Hash128(high: 1, low: 2)])
         }

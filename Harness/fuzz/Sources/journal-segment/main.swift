@@ -1,0 +1,20 @@
+import LifeboatJournal
+import SystemPackage
+
+/// A journal segment as recovery and ingest read it: the validity rule decides, or it is refused.
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzzJournalSegment(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
+    let bytes = UnsafeRawBufferPointer(start: start, count: count)
+    if let scan = try? SegmentReader.scan(bytes, path: FilePath("fuzz.seg")) {
+        // What a reader does next with a valid scan: decode every payload it keeps.
+        for record in scan.records {
+            let payload = UnsafeRawBufferPointer(rebasing: bytes[record.payloadOffset..<(record.payloadOffset + Int(record.header.length))])
+            switch record.header.type {
+            case .write: _ = WritePayloadHeader.decode(payload)
+            case .marker: _ = Marker.decode(payload)
+            default: break
+            }
+        }
+    }
+    return 0
+}
