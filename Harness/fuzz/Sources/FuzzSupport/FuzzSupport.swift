@@ -23,3 +23,18 @@ public enum FuzzFile {
         return path
     }
 }
+
+/// libFuzzer's driver, for an entry point of our own: SwiftPM links every executable with
+/// `main` defined as `<module>_main`, which `-parse-as-library` leaves to us, so each target
+/// defines that and hands over to libFuzzer here (LLVMFuzzerRunDriver, libFuzzer's API for
+/// custom mains).
+@_silgen_name("LLVMFuzzerRunDriver")
+func LLVMFuzzerRunDriver(_ argc: UnsafeMutablePointer<CInt>, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?>,
+                         _ callback: @convention(c) (UnsafePointer<UInt8>?, Int) -> CInt) -> CInt
+
+public func runFuzzer(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?,
+                      _ target: @convention(c) (UnsafePointer<UInt8>?, Int) -> CInt) -> CInt {
+    var count = argc
+    var arguments = argv
+    return LLVMFuzzerRunDriver(&count, &arguments, target)
+}

@@ -5,7 +5,9 @@ import SystemPackage
 
 /// A layer file as a point reader and `vault verify` open it.
 @_cdecl("LLVMFuzzerTestOneInput")
-public func fuzzLayer(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
+public func fuzzLayer(_ data: UnsafePointer<UInt8>?, _ count: Int) -> CInt {
+    guard let data, count > 0 else { return 0 }
+    let start = UnsafeRawPointer(data)
     let path = FuzzFile.write(UnsafeRawBufferPointer(start: start, count: count), suffix: ".layer")
     guard let layer = try? LayerReader(path: FilePath(path)) else { return 0 }
     try? layer.verifyAll()
@@ -18,4 +20,10 @@ public func fuzzLayer(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
         }
     }
     return 0
+}
+
+/// The entry point SwiftPM links as `main` (see FuzzSupport.runFuzzer).
+@_cdecl("fuzz_layer_main")
+public func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> CInt {
+    runFuzzer(argc, argv, fuzzLayer)
 }

@@ -4,7 +4,9 @@ import LifeboatVHD
 /// A VHD as `disk create --from` imports it: opened (footer, dynamic header, BAT checked) and
 /// read whole.
 @_cdecl("LLVMFuzzerTestOneInput")
-public func fuzzVHD(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
+public func fuzzVHD(_ data: UnsafePointer<UInt8>?, _ count: Int) -> CInt {
+    guard let data, count > 0 else { return 0 }
+    let start = UnsafeRawPointer(data)
     let path = FuzzFile.write(UnsafeRawBufferPointer(start: start, count: count), suffix: ".vhd")
     guard let vhd = try? VHDReader(path: path), vhd.sizeBytes <= 64 << 20 else { return 0 }
     let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 4096)
@@ -16,4 +18,10 @@ public func fuzzVHD(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
         at += Int64(n)
     }
     return 0
+}
+
+/// The entry point SwiftPM links as `main` (see FuzzSupport.runFuzzer).
+@_cdecl("fuzz_vhd_main")
+public func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> CInt {
+    runFuzzer(argc, argv, fuzzVHD)
 }
