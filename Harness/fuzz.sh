@@ -3,7 +3,9 @@
 #   bash Harness/fuzz.sh --list                 the targets
 #   bash Harness/fuzz.sh TARGET SECONDS         fuzz one target
 #   bash Harness/fuzz.sh all SECONDS            each target in turn (CI: a few seconds each)
-# Corpora live in .build-fuzz/corpus/TARGET, seeded from the project's fixtures. A crash stops
+# FUZZ_SEED=N and FUZZ_RUNS=N make a run repeatable (libFuzzer's -seed and -runs; CI uses both,
+# so that a red CI is a regression, not chance). Corpora live in .build-fuzz/corpus/TARGET,
+# seeded from the project's fixtures. A crash stops
 # the run (exit 1) and is written to Harness/fuzz/crashes/TARGET-…: fix it and keep the input
 # as a regression test. Prints the executions reached per target.
 set -euo pipefail
@@ -49,13 +51,16 @@ for t in "${targets[@]}"; do
   [ -n "$(ls -A "$corpus")" ] || seed "$corpus" "$t"
   log=.build-fuzz/$t.log
   # -rss_limit_mb: a parser must not be made to allocate without bound by its input.
-  if "$bin/fuzz-$t" "$corpus" -max_total_time="$seconds" -rss_limit_mb=2048 -max_len=1048576 \
+  # SWIFT_BACKTRACE off: libFuzzer, not Swift's backtracer, must catch a crash to save its input.
+  limits=(-max_total_time="$seconds" -seed="${FUZZ_SEED:-0}")
+  [ -z "${FUZZ_RUNS:-}" ] || limits+=(-runs="$FUZZ_RUNS")
+  if SWIFT_BACKTRACE=enable=no "$bin/fuzz-$t" "$corpus" "${limits[@]}" -rss_limit_mb=2048 -max_len=1048576 \
        -artifact_prefix="Harness/fuzz/crashes/$t-" -print_final_stats=1 >"$log" 2>&1; then
     result=ok
   else
     result="CRASH (see $log and Harness/fuzz/crashes/$t-*)"; status=1
   fi
-  execs=$(grep -m1 'stat::number_of_executed_units' "$log" | awk '{print $2}')
+  execs=$(grep -m1 'stat::number_of_executed_units' "$log" | awk '{print $2}' || true)
   printf '%-16s %12s executions in %ss: %s\n' "$t" "${execs:-?}" "$seconds" "$result"
 done
 exit $status

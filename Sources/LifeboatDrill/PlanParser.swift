@@ -162,8 +162,13 @@ public enum PlanParser {
             return s.string
         }
 
+        /// A decimal whole number. Not Yams' `node.int`: it also reads YAML 1.1's base-60 form
+        /// (`1:30`) and traps on overflow there (found by the drill-plan fuzz target with
+        /// `version: 2222222222222222222:22`).
         func int(_ node: Node, _ field: String) throws -> Int {
-            guard let n = node.int else { throw error(node, "field '\(field)' must be a whole number") }
+            guard case .scalar(let scalar) = node, let n = Int(scalar.string) else {
+                throw error(node, "field '\(field)' must be a whole number")
+            }
             return n
         }
 

@@ -58,8 +58,12 @@ public struct Marker: Equatable, Sendable {
             let text = String(validating: label, as: UTF8.self), let n = r.get(UInt32.self)
         else { return nil }
         var digests: [DiskID: Hash128] = [:]
+        var previous: UInt32?
         for _ in 0..<n {
             guard let d = r.get(UInt32.self), let high = r.get(UInt64.self), let low = r.get(UInt64.self) else { return nil }
+            // Ascending, distinct disk ids, as written: a second digest for one disk is ambiguous.
+            guard previous.map({ d > $0 }) ?? true else { return nil }
+            previous = d
             digests[DiskID(d)] = Hash128(high: high, low: low)
         }
         guard r.remaining == 0 else { return nil }

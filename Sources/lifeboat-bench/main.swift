@@ -50,7 +50,7 @@ func makeJournal(_ dir: FilePath, bytes: Int, diskBlocks: UInt64, segmentBytes: 
 func makeVault(_ dir: FilePath, diskBytes: Int64) throws -> Vault {
     let vault = try Vault(root: dir.appending("vault"), create: true)
     let empty = dir.appending("empty")
-    FileManager.default.createFile(atPath: empty.string, contents: nil)
+    _ = FileManager.default.createFile(atPath: empty.string, contents: nil)
     try vault.addDisk(group: groupHex, id: DiskID(0), name: "d0", sizeBytes: diskBytes, initialContent: empty)
     return vault
 }

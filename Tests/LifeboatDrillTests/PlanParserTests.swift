@@ -50,6 +50,8 @@ import Testing
         ("disks:\n  d:\n    chekcs: [fsck]\n", "line 3: unknown field 'chekcs' in disk 'd'"),
         ("disks: [\n", "not valid YAML: line 2"),
         ("timeout: 5x\ndisks:\n  d:\n    checks: [digest]\n", "line 1: field 'timeout': '5x' is not a duration"),
+        // Found by the drill-plan fuzz target: Yams' base-60 integers trap on overflow.
+        ("version: 2222222222222222222:22\ndisks:\n  d:\n    checks: [digest]\n", "line 1: field 'version' must be a whole number"),
         ("timeout: .inf\ndisks:\n  d:\n    checks: [digest]\n", "line 1: field 'timeout': '.inf' is not a duration"),
     ])
     func badPlans(text: String, expected: String) {

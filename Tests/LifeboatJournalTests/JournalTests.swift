@@ -251,6 +251,25 @@ func newestSegment(_ dir: FilePath) throws -> FilePath { try JournalDirectory.se
 }
 
 @Suite struct MarkerTests {
+    /// Found by the marker fuzz target: a payload naming one disk twice (or out of order)
+    /// decoded, silently keeping one of two digests. It is malformed now.
+    @Test func aMarkerWithADiskTwiceOrOutOfOrderDoesNotDecode() {
+        let one = Marker(kind: .crashConsistent, timeNanos: 5, label: "x", digests: [DiskID(1): Hash128(high: 1, low: 1)]).encoded()
+        var twice = Array(one.dropLast(24 + 4))   // up to the disk count
+        var w = ByteWriter()
+        w.put(UInt32(2))
+        for (disk, high) in [(UInt32(1), UInt64(1)), (UInt32(1), UInt64(2))] { w.put(disk); w.put(high); w.put(UInt64(0)) }
+        twice += w.bytes
+        #expect(twice.withUnsafeBytes { Marker.decode($0) } == nil)
+        var descending = Array(one.dropLast(24 + 4))
+        var d = ByteWriter()
+        d.put(UInt32(2))
+        for disk in [UInt32(2), UInt32(1)] { d.put(disk); d.put(UInt64(1)); d.put(UInt64(0)) }
+        descending += d.bytes
+        #expect(descending.withUnsafeBytes { Marker.decode($0) } == nil)
+        #expect(one.withUnsafeBytes { Marker.decode($0) } != nil)
+    }
+
     @Test func aMarkerRoundTripsAtTheLabelLimitAndWithNonASCIILabels() {
         for label in ["", "Größe überprüft — ünïcödé ✓", String(repeating: "é", count: Marker.maxLabelBytes / 2),
                       String(repeating: "x", count: 70_000), String(repeating: "é", count: 40_000)] {
