@@ -61,6 +61,6 @@ for t in "${targets[@]}"; do
     result="CRASH (see $log and Harness/fuzz/crashes/$t-*)"; status=1
   fi
   execs=$(grep -m1 'stat::number_of_executed_units' "$log" | awk '{print $2}' || true)
-  printf '%-16s %12s executions in %ss: %s\n' "$t" "${execs:-?}" "$seconds" "$result"
+  printf '%-16s %12s executions (time limit %ss): %s\n' "$t" "${execs:-?}" "$seconds" "$result"
 done
 exit $status
