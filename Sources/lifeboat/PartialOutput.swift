@@ -22,8 +22,10 @@ enum InterruptCleanup {
     }
 
     /// Blocks the stop signals in this thread (and so in every thread it starts later) and
-    /// takes them on a thread of their own.
-    private static func startWatcher() {
+    /// takes them on a thread of their own. Called first thing in `main` for the commands that
+    /// use it: a thread started before (a dispatch worker of the catalog's SQLite queue) would
+    /// otherwise take a signal with its default action and skip the cleanup.
+    static func startWatcher() {
         guard watcherStarted.withLock({ started in defer { started = true }; return !started }) else { return }
         var set = sigset_t()
         sigemptyset(&set)

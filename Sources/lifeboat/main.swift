@@ -5,4 +5,9 @@ import LifeboatProtect
 if ["protect", "mount", "drill", "drill-worker"].contains(CommandLine.arguments.dropFirst().first ?? "") {
     ProtectService.blockStopSignals()
 }
+// `export` and `disk create` remove their partial output on a stop signal (InterruptCleanup):
+// the same reason, the signals are blocked before any thread exists.
+if ["export", "disk"].contains(CommandLine.arguments.dropFirst().first ?? "") {
+    InterruptCleanup.startWatcher()
+}
 runLifeboat()
