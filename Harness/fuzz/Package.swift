@@ -3,7 +3,12 @@
 // `swift build -c release -Xswiftc -sanitize=fuzzer -Xswiftc -parse-as-library`). Each target
 // is one executable whose LLVMFuzzerTestOneInput feeds the bytes to one parser: it may refuse
 // them with an error, never trap.
+import Foundation
 import PackageDescription
+
+// SwiftPM names a path dependency after its directory, which differs between checkouts
+// (`main`, a CI clone): take it from where this manifest is.
+let lifeboat = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../..").standardized.lastPathComponent
 
 let targets = ["journal-segment", "layer", "base-checksums", "catalog-values", "vhd", "drill-plan", "control-message", "marker"]
 
@@ -12,9 +17,9 @@ let package = Package(
     platforms: [.macOS(.v14)],
     dependencies: [.package(path: "../..")],
     targets: [
-        .target(name: "FuzzSupport", dependencies: [.product(name: "LifeboatParsers", package: "main")], path: "Sources/FuzzSupport"),
+        .target(name: "FuzzSupport", dependencies: [.product(name: "LifeboatParsers", package: lifeboat)], path: "Sources/FuzzSupport"),
     ] + targets.map { name in
-        .executableTarget(name: "fuzz-\(name)", dependencies: ["FuzzSupport", .product(name: "LifeboatParsers", package: "main")],
+        .executableTarget(name: "fuzz-\(name)", dependencies: ["FuzzSupport", .product(name: "LifeboatParsers", package: lifeboat)],
                           path: "Sources/\(name)")
     }
 )
