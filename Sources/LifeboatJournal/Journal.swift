@@ -17,7 +17,12 @@ public final class Journal: @unchecked Sendable {
     public struct Configuration: Sendable {
         /// A segment is sealed once it holds this many bytes.
         public var segmentBytes: Int64 = 64 << 20
-        public init(segmentBytes: Int64 = 64 << 20) { self.segmentBytes = segmentBytes }
+        /// Injected failures (tests only).
+        public var faults: JournalFaults?
+        public init(segmentBytes: Int64 = 64 << 20, faults: JournalFaults? = nil) {
+            self.segmentBytes = segmentBytes
+            self.faults = faults
+        }
     }
 
     public struct Stats: Sendable {
@@ -144,7 +149,7 @@ public final class Journal: @unchecked Sendable {
         let lsn = nextLSN
         RecordHeader(payloadCRC: payloadCRC, length: UInt32(payloadLength), type: type, lsn: lsn).store(into: header)
         do {
-            try current.append(iov, total: JournalFormat.recordHeaderSize + payloadLength)
+            try current.append(iov, total: JournalFormat.recordHeaderSize + payloadLength, fault: configuration.faults?.takeShortAppend())
         } catch {
             let e = LifeboatError.wrapping(error, "journal append failed", path: current.path.string, offset: current.end)
             lastAppendError = e
@@ -237,7 +242,10 @@ public final class Journal: @unchecked Sendable {
             let goal = LSN(nextLSN.rawValue - 1)
             lock.unlock()
             var syncError: (Errno, FilePath)?
-            do { try segment.fd.dataSync() } catch { syncError = (error as? Errno ?? .ioError, segment.path) }
+            do {
+                if let injected = configuration.faults?.takeSyncFailure() { throw injected }
+                try segment.fd.dataSync()
+            } catch { syncError = (error as? Errno ?? .ioError, segment.path) }
             if syncError == nil && directorySync {
                 // The segment was renamed into place: its directory entry must be durable too.
                 do { try syncDirectory(directory) } catch { syncError = (error as? Errno ?? .ioError, directory) }

@@ -66,11 +66,19 @@ final class OpenSegment: @unchecked Sendable {
 
     /// pwritev of the iovecs at `end`; on success `end` moves past them. On failure the
     /// partial record is cut off again (so the tail stays valid) and the errno is thrown.
-    func append(_ iov: UnsafeBufferPointer<iovec>, total: Int) throws {
+    /// `fault` (tests): write only its first bytes, then fail with its errno.
+    func append(_ iov: UnsafeBufferPointer<iovec>, total: Int, fault: (bytes: Int, then: Errno)? = nil) throws {
         let fdRaw = fd.rawValue
         let start = end
         var written = 0
-        var result = syscallRetrying { Glibc.pwritev(fdRaw, iov.baseAddress, Int32(iov.count), Int(start)) }
+        var result: Result<Int, Errno>
+        if let fault, let first = iov.first {
+            let n = min(fault.bytes, first.iov_len)
+            _ = syscallRetrying { Glibc.pwrite(fdRaw, first.iov_base, n, Int(start)) }
+            result = .failure(fault.then)
+        } else {
+            result = syscallRetrying { Glibc.pwritev(fdRaw, iov.baseAddress, Int32(iov.count), Int(start)) }
+        }
         if case .success(let n) = result { written = n }
         // A short write (a full disk part-way) is finished piece by piece, or fails.
         while case .success = result, written < total {

@@ -362,6 +362,52 @@ func mountTmpfs(_ dir: FilePath, bytes: Int) -> Bool {
     return p.terminationStatus == 0
 }
 
+/// Injected failures (JournalFaults): what the journal does when the system fails it.
+@Suite struct JournalFaultTests {
+    @Test func aFailedFdatasyncPoisonsTheJournalAndNothingIsAcknowledgedAfter() throws {
+        let dir = try temporaryDirectory()
+        let faults = JournalFaults()
+        let (journal, _) = try Journal.open(directory: dir, groupID: groupID, configuration: .init(faults: faults))
+        _ = try blocks(1).withUnsafeBytes { try journal.appendWrite(disk: DiskID(0), firstBlock: BlockIndex(0), data: $0) }
+        try journal.flush()
+        let durable = journal.stats.durableLSN
+        _ = try blocks(2).withUnsafeBytes { try journal.appendWrite(disk: DiskID(0), firstBlock: BlockIndex(1), data: $0) }
+        faults.failNextSync(.ioError)
+        // fsyncgate: after a failed fdatasync the kernel may have dropped the dirty pages, so no
+        // later sync can prove them durable: every later call fails, nothing more is acknowledged.
+        let failed = #expect(throws: LifeboatError.self) { try journal.flush() }
+        #expect(failed?.message.contains("fdatasync failed") == true)
+        #expect(journal.stats.durableLSN == durable)
+        #expect(throws: LifeboatError.self) { _ = try blocks(3).withUnsafeBytes { try journal.appendWrite(disk: DiskID(0), firstBlock: BlockIndex(2), data: $0) } }
+        #expect(throws: LifeboatError.self) { try journal.flush() }
+        #expect(journal.stats.failure != nil)
+    }
+
+    @Test func aShortAppendIsCutOffAndNotAcknowledgedAndTheJournalGoesOn() throws {
+        let dir = try temporaryDirectory()
+        let faults = JournalFaults()
+        let (journal, _) = try Journal.open(directory: dir, groupID: groupID, configuration: .init(faults: faults))
+        _ = try blocks(1).withUnsafeBytes { try journal.appendWrite(disk: DiskID(0), firstBlock: BlockIndex(0), data: $0) }
+        faults.shortNextAppend(bytes: 100, then: .noSpace)
+        let error = #expect(throws: LifeboatError.self) {
+            _ = try blocks(2).withUnsafeBytes { try journal.appendWrite(disk: DiskID(0), firstBlock: BlockIndex(1), data: $0) }
+        }
+        #expect(error?.code == .io && error?.errno == .noSpace)
+        // The partial record is gone: the segment scans clean with the acknowledged record only.
+        let segment = try newestSegment(dir)
+        var scan = try SegmentReader.scan(SegmentReader.load(segment), path: segment)
+        #expect(scan.records.count == 1)
+        #expect(scan.end == .open)
+        // Space is back: the next write gets the LSN the failed one did not take.
+        let lsn = try blocks(3).withUnsafeBytes { try journal.appendWrite(disk: DiskID(0), firstBlock: BlockIndex(1), data: $0) }
+        #expect(lsn == LSN(scan.records[0].header.lsn.rawValue + 1))
+        try journal.flush()
+        scan = try SegmentReader.scan(SegmentReader.load(segment), path: segment)
+        #expect(scan.records.count == 3)  // the two writes and the flush
+        try journal.close()
+    }
+}
+
 /// The segment preparer: spares are zero-filled, allocated, and sized from how much the last
 /// sealed segment held (never above the configured maximum).
 @Suite(.timeLimit(.minutes(1))) struct SegmentPreparerTests {
