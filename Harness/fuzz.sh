@@ -43,6 +43,8 @@ seed() {  # seed DIR TARGET: the fixtures a target starts from
 }
 
 mkdir -p Harness/fuzz/crashes
+# The targets that parse files write them to /dev/shm (FuzzFile): leave none behind.
+trap 'rm -f /dev/shm/lifeboat-fuzz-*' EXIT
 status=0
 for t in "${targets[@]}"; do
   [ "$which" = all ] || [ "$which" = "$t" ] || continue
