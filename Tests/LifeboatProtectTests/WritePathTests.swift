@@ -287,6 +287,39 @@ import Testing
         #expect(shipper.current.error == nil)
     }
 
+    /// A vault that cannot take a layer (its `layers/` replaced by a file: the rename into place
+    /// fails) keeps nothing and the source keeps its segments; once the vault is whole again,
+    /// shipping resumes and nothing is missing.
+    @Test func aFailedIngestKeepsTheSegmentsAndShippingResumes() throws {
+        let dir = try makeTemporaryDirectory("ship")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var site = try Site.initialize(at: FilePath(dir + "/site"), vault: dir + "/vault")
+        _ = try site.createDisk(name: "d0", sizeBytes: 16 << 20, from: nil)
+        try Vault(root: FilePath(dir + "/vault"), create: true).claim(group: site.config.groupID)
+        let (journal, _) = try Journal.open(directory: site.journalDirectory, groupID: site.config.groupIDBytes, configuration: .init(segmentBytes: 1 << 20))
+        defer { try? journal.close() }
+        for i in 0..<800 {
+            _ = try [UInt8](repeating: UInt8(i & 0xFF), count: 4096).withUnsafeBytes {
+                try journal.appendWrite(disk: DiskID(0), firstBlock: BlockIndex(UInt64(i % 4000)), data: $0)
+            }
+        }
+        let before = try JournalDirectory.segments(in: site.journalDirectory)
+        let layers = dir + "/vault/layers"
+        try FileManager.default.removeItem(atPath: layers)
+        try #require(FileManager.default.createFile(atPath: layers, contents: nil))
+        let shipper = Shipper(site: site, vaultPath: dir + "/vault", journal: journal, logger: Logger(label: "test")) { LSN(1 << 40) }
+        #expect(throws: LifeboatError.self) { try shipper.shipOnce() }
+        #expect(try JournalDirectory.segments(in: site.journalDirectory).map(\.firstLSN) == before.map(\.firstLSN), "the source keeps every segment")
+        #expect(try Vault(root: FilePath(dir + "/vault")).lsnRange().last == .zero, "the vault took nothing")
+        try FileManager.default.removeItem(atPath: layers)
+        try FileManager.default.createDirectory(atPath: layers, withIntermediateDirectories: false)
+        try shipper.shipOnce()
+        let vault = try Vault(root: FilePath(dir + "/vault"))
+        #expect(try vault.lsnRange().last == LSN(before.last!.firstLSN.rawValue - 1), "every sealed segment shipped after the failure")
+        #expect(try VaultVerifier.verify(vault).problems.isEmpty)
+        #expect(try JournalDirectory.segments(in: site.journalDirectory).count == 1, "then the shipped, checkpointed ones go")
+    }
+
     @Test func aVaultOfAnotherGroupIsNeverShippedTo() throws {
         let dir = try makeTemporaryDirectory("ship")
         defer { try? FileManager.default.removeItem(atPath: dir) }
