@@ -48,7 +48,6 @@ public enum ChildProcess {
     public static func run(_ argv: [String], deadline: ContinuousClock.Instant, environment: [String: String]? = nil,
                            output: (String) -> Void = { _ in }) -> Result {
         let start = ContinuousClock.now
-        func elapsed() -> Double { let d = start.duration(to: .now); return Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }
         var template = Array("/tmp/lifeboat-output-XXXXXX".utf8CString)
         let file = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
         guard file >= 0 else { return Result(ending: .couldNotStart("cannot make a temporary file (\(Errno(rawValue: errno)))"), seconds: 0, outputTail: "") }
@@ -102,7 +101,7 @@ public enum ChildProcess {
         drain()
         let ending: Ending
         if timedOut { ending = .timedOut } else if (status & 0x7f) == 0 { ending = .exited((status >> 8) & 0xff) } else { ending = .killedBySignal(status & 0x7f) }
-        return Result(ending: ending, seconds: elapsed(), outputTail: String(decoding: tail, as: UTF8.self))
+        return Result(ending: ending, seconds: start.duration(to: .now).inSeconds, outputTail: String(decoding: tail, as: UTF8.self))
     }
 
     /// Starts `argv` (a path, or a name looked up in PATH) in a new process group with stop

@@ -15,6 +15,16 @@ public enum LinuxDevices {
         }
     }
 
+    /// This process's mounts: each one's device (`major:minor`) and mountpoint, from
+    /// /proc/self/mountinfo (proc(5): id parent major:minor root mountpoint …).
+    public static func mounts() -> [(device: String, mountpoint: String)] {
+        let info = (try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? ""
+        return info.split(separator: "\n").compactMap { line in
+            let fields = line.split(separator: " ")
+            return fields.count > 4 ? (String(fields[2]), unescapeMountPath(String(fields[4]))) : nil
+        }
+    }
+
     /// A path field of /proc/self/mountinfo with its octal escapes (`\040` for a space, …) undone
     /// (proc(5)).
     public static func unescapeMountPath(_ s: String) -> String {

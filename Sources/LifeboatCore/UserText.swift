@@ -19,6 +19,11 @@ public func parseDuration(_ text: String, what: String = "duration") throws(Life
     return seconds
 }
 
+extension Duration {
+    /// The duration in seconds, for reports and arithmetic with TimeInterval.
+    public var inSeconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
+}
+
 /// `12.3 s`, `4 min 5 s`, `2 h 10 min`: durations in reports.
 public func describeDuration(_ seconds: TimeInterval) -> String {
     if seconds < 10 { return String(format: "%.2f s", seconds) }

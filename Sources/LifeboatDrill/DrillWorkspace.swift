@@ -130,13 +130,7 @@ public struct DrillWorkspace: Sendable {
     }
 
     static func mountpoints(under dir: String) -> [String] {
-        let info = (try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? ""
-        return info.split(separator: "\n").compactMap { line in
-            let fields = line.split(separator: " ")
-            guard fields.count > 4 else { return nil }
-            let mp = LinuxDevices.unescapeMountPath(String(fields[4]))
-            return mp == dir || mp.hasPrefix(dir + "/") ? mp : nil
-        }
+        LinuxDevices.mounts().map(\.mountpoint).filter { $0 == dir || $0.hasPrefix(dir + "/") }
     }
 
 }

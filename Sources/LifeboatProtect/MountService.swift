@@ -22,8 +22,13 @@ public enum MountService {
     /// writes tens of megabytes.
     static let overlayMinimumFree: UInt64 = 64 << 20
 
-    public static func run(vault: Vault, selector: String, mountpoint: String, options: Options, logger: Logger) throws {
+    /// Checked before anything is opened, so that a non-root user is told why first.
+    public static func requireRoot() throws {
         guard geteuid() == 0 else { throw LifeboatError(.permission, "mount must run as root (FUSE, loop devices)") }
+    }
+
+    public static func run(vault: Vault, selector: String, mountpoint: String, options: Options, logger: Logger) throws {
+        try requireRoot()
         try FUSESession.checkMountpointIsFree(mountpoint)
         let (lsn, point) = try PointSelector.resolve(selector, in: vault)
         var overlay: FilePath?

@@ -111,8 +111,7 @@ public final class Shipper: @unchecked Sendable {
         guard let vault else { return }
         // The group first: another group's vault must not be compared by LSN, seeded or shipped to.
         if let group = try vault.groupID(), group != site.config.groupID {
-            throw LifeboatError(.alreadyExists, "the vault belongs to protection group \(group); this site is group \(site.config.groupID): nothing is shipped",
-                                path: path)
+            throw Vault.belongsToAnotherGroup(group, not: site.config.groupID, root: FilePath(path))
         }
         try seedDisks(vault)
         let currentFirst = journal.stats.currentSegmentFirstLSN

@@ -21,14 +21,6 @@ public enum ProtectedFilesystems {
                 }
             }
         }
-        // mountinfo: id parent major:minor root mountpoint ... (proc(5)); octal escapes in paths.
-        let info = (try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? ""
-        var found: [(String, String)] = []
-        for line in info.split(separator: "\n") {
-            let fields = line.split(separator: " ")
-            guard fields.count > 4, let device = devices[String(fields[2])] else { continue }
-            found.append((device, LinuxDevices.unescapeMountPath(String(fields[4]))))
-        }
-        return found
+        return LinuxDevices.mounts().compactMap { mount in devices[mount.device].map { ($0, mount.mountpoint) } }
     }
 }

@@ -98,7 +98,7 @@ public enum Quiesce {
             }
             disarm()
             outcome.frozen = frozen
-            if let frozenAt { outcome.frozenSeconds = seconds(frozenAt.duration(to: .now)) }
+            if let frozenAt { outcome.frozenSeconds = frozenAt.duration(to: .now).inSeconds }
         }
         for mountpoint in plan.filesystems where outcome.reason == nil {
             if frozenAt == nil { frozenAt = .now }
@@ -114,7 +114,7 @@ public enum Quiesce {
         }
         let left = ContinuousClock.now.duration(to: windowEnd)
         if outcome.reason == nil && left <= .zero {
-            outcome.reason = "the freeze window of \(describeDuration(seconds(plan.timeout))) ran out before the marker"
+            outcome.reason = "the freeze window of \(describeDuration(plan.timeout.inSeconds)) ran out before the marker"
         }
         return try mark(outcome.reason == nil, outcome.reason == nil ? left : plan.timeout)
     }
@@ -130,7 +130,6 @@ public enum Quiesce {
     }
 }
 
-func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }
 
 /// The real freezer: fsfreeze(8) (FIFREEZE/FITHAW), and a detached `sh` that thaws at the
 /// window's end if this process dies before it could.
@@ -149,7 +148,7 @@ public struct FSFreeze: Freezer {
     }
 
     public func armThawGuard(_ mountpoints: [String], at deadline: ContinuousClock.Instant) -> @Sendable () -> Void {
-        let wait = max(1, Int(seconds(ContinuousClock.now.duration(to: deadline)).rounded(.up)))
+        let wait = max(1, Int(ContinuousClock.now.duration(to: deadline).inSeconds.rounded(.up)))
         // Its own process group, not killed with ours: it must outlive a `kill -9` of lifeboat.
         let script = "sleep \"$1\"; shift; program=\"$1\"; shift; for m in \"$@\"; do \"$program\" --unfreeze \"$m\" 2>/dev/null; done"
         let devNull = open("/dev/null", O_WRONLY | O_CLOEXEC)

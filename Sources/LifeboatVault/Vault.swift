@@ -73,7 +73,8 @@ public final class Vault: @unchecked Sendable {
         }
     }
 
-    static func belongsToAnotherGroup(_ existing: String, not group: String, root: FilePath) -> LifeboatError {
+    /// The refusal of a vault that belongs to another protection group, naming both.
+    public static func belongsToAnotherGroup(_ existing: String, not group: String, root: FilePath) -> LifeboatError {
         LifeboatError(.alreadyExists, "the vault belongs to protection group \(existing); this site is group \(group) "
                       + "(a vault holds one protection group: give this site a vault of its own)", path: root.string)
     }

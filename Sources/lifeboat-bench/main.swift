@@ -21,8 +21,7 @@ func temporary() -> FilePath {
 func seconds(_ body: () throws -> Void) rethrows -> Double {
     let start = ContinuousClock.now
     try body()
-    let d = start.duration(to: .now)
-    return Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
+    return start.duration(to: .now).inSeconds
 }
 
 /// 64 KiB of 2:1-compressible data: 32 KiB random, 32 KiB of zeros.

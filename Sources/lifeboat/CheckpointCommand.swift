@@ -109,7 +109,7 @@ struct CheckpointCommand: ParsableCommand {
             do {
                 let vault = try Vault(root: FilePath(vaultPath))
                 if let group = try vault.groupID(), group != s.config.groupID {
-                    return (nil, "the vault \(vaultPath) belongs to protection group \(group), this site is group \(s.config.groupID)")
+                    return (nil, Vault.belongsToAnotherGroup(group, not: s.config.groupID, root: FilePath(vaultPath)).description)
                 }
                 if let id = try vault.points().last(where: { $0.lsn == Int64(lsn) })?.id { return (id, nil) }
             } catch let e as LifeboatError where e.code == .notFound {

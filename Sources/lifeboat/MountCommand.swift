@@ -3,9 +3,6 @@ import Foundation
 import LifeboatCore
 import LifeboatProtect
 
-#if canImport(Glibc)
-import Glibc
-#endif
 
 struct MountCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -24,7 +21,7 @@ struct MountCommand: ParsableCommand {
     }
 
     func run() throws {
-        guard geteuid() == 0 else { throw LifeboatError(.permission, "mount must run as root (FUSE, loop devices)") }
+        try MountService.requireRoot()
         var options = MountService.Options()
         options.vhd = format == "vhd"
         options.overlay = overlay

@@ -30,7 +30,7 @@ final class Progress {
         guard terminal, lastDrawn.duration(to: .now) >= .milliseconds(100) || done >= total else { return }
         lastDrawn = .now
         drew = true
-        let elapsed = max(seconds(started.duration(to: .now)), 0.001)
+        let elapsed = max(started.duration(to: .now).inSeconds, 0.001)
         let rate = Double(done) / elapsed
         let left = rate > 0 ? Double(total - done) / rate : 0
         let line = "\r\(what): \(done * 100 / total)% (\(amount(done)) of \(amount(total)), \(amount(Int64(rate)))/s, \(describeDuration(left)) left)  "
@@ -48,4 +48,3 @@ final class Progress {
     }
 }
 
-func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }

@@ -56,8 +56,7 @@ struct InitCommand: ParsableCommand {
     private func withVault(_ path: String, group: String, _ body: () throws -> Void) throws {
         let existed = (try? Vault(root: FilePath(path))) != nil
         if existed, let other = try Vault(root: FilePath(path)).groupID(), other != group {
-            throw LifeboatError(.alreadyExists, "the vault belongs to protection group \(other); this site would be group \(group) "
-                                + "(a vault holds one protection group: give this site a vault of its own)", path: path)
+            throw Vault.belongsToAnotherGroup(other, not: group, root: FilePath(path))
         }
         let undo = Leftovers(FilePath(path))
         do {

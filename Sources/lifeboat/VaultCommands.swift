@@ -145,7 +145,7 @@ struct ExportCommand: ParsableCommand {
         }
         progress.finish()
         let result = Result(disk: d.name, lsn: lsn.rawValue, pointID: point?.id, format: format, output: absolutePath(output), sizeBytes: d.sizeBytes,
-                            seconds: seconds(started.duration(to: .now)))
+                            seconds: started.duration(to: .now).inSeconds)
         if json { return try printJSON(result) }
         print("exported \(d.name) at LSN \(lsn) to \(output) (\(format), \(diskSize(d.sizeBytes)))")
     }

@@ -59,7 +59,7 @@ struct TrustTests {
         let group = try #require(a.stdout.split(separator: "(protection group ").last?.prefix(32)).description
         let b = try lifeboat("init", "--site", dir + "/b", "--vault", dir + "/v")
         #expect(b.status == 73)
-        #expect(b.stderr.hasPrefix("lifeboat: error: \(dir)/v: the vault belongs to protection group \(group); this site would be group "), "\(b.stderr)")
+        #expect(b.stderr.hasPrefix("lifeboat: error: \(dir)/v: the vault belongs to protection group \(group); this site is group "), "\(b.stderr)")
         #expect(!FileManager.default.fileExists(atPath: dir + "/b"), "a refused init leaves no site")
         // A failed init leaves no vault either.
         let c = try lifeboat("init", "--site", "/proc/nope", "--vault", dir + "/v2")
