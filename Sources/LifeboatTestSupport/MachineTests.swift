@@ -128,7 +128,7 @@ public final class ProtectProcess {
     public init(site: String, mountpoint: String, extra: [String]) throws {
         self.mountpoint = mountpoint
         log = site + ".protect.log"
-        FileManager.default.createFile(atPath: log, contents: nil)
+        _ = FileManager.default.createFile(atPath: log, contents: nil)
         process.executableURL = URL(fileURLWithPath: lifeboatBinary)
         process.arguments = ["protect", mountpoint, "--site", site] + extra
         let handle = FileHandle(forWritingAtPath: log)!
@@ -226,5 +226,33 @@ actor MachineLock {
 
     func release() {
         if waiters.isEmpty { held = false } else { waiters.removeFirst().resume() }
+    }
+}
+
+/// A write load on a protected disk: a thread writing seeded random 64 KiB blocks at random
+/// places of the first 64 MiB of `image`, each followed by fdatasync, until `stop()`.
+public final class RandomWriter: @unchecked Sendable {
+    private let stopFlag = StopFlag()
+    private let thread: Thread
+
+    public init(image: String, seed: UInt64) {
+        let stopFlag = self.stopFlag
+        thread = Thread {
+            let fd = open(image, O_WRONLY)
+            defer { close(fd) }
+            var g = SplitMix(state: seed)
+            while !stopFlag.isRaised {
+                let data = randomBytes(65536, seed: g.next())
+                _ = data.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, Int(g.next() % 1000) * 65536) }
+                fdatasync(fd)
+            }
+        }
+        thread.start()
+    }
+
+    /// Stops the load and waits until its last write has returned.
+    public func stop() {
+        stopFlag.raise()
+        while !thread.isFinished { usleep(10_000) }
     }
 }

@@ -91,20 +91,7 @@ struct ShippingTests {
         let t = try TestSite(disks: [("d0", "64M")], withVault: true)
         defer { t.cleanup() }
         let protect = try t.startProtect()
-        let stop = StopFlag()
-        let image = t.image("d0")
-        let writer = Thread {
-            let fd = open(image, O_WRONLY)
-            defer { close(fd) }
-            var g = SplitMix(state: 77)
-            while !stop.isRaised {
-                let data = randomBytes(65536, seed: g.next())
-                let block = Int(g.next() % 1000)
-                _ = data.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, block * 65536) }
-                fdatasync(fd)
-            }
-        }
-        writer.start()
+        let writer = RandomWriter(image: t.image("d0"), seed: 77)
         usleep(1_500_000)
         try check(run(["mv", t.vault, t.vault + ".away"]))
         usleep(3_000_000)
@@ -112,8 +99,7 @@ struct ShippingTests {
         #expect(during.stdout.contains("shipping paused"), "\(during.stdout)")
         #expect(protect.process.isRunning)
         try check(run(["mv", t.vault + ".away", t.vault]))
-        stop.raise()
-        Self.waitFor(writer)
+        writer.stop()
         // Shipping catches up by itself: wait until the vault holds everything written.
         var shipped = 0, appended = -1
         let deadline = Date().addingTimeInterval(120)

@@ -122,23 +122,10 @@ struct TrustTests {
         let t = try TestSite(disks: [("d0", "64M")])
         defer { t.cleanup() }
         let protect = try t.startProtect()
-        let stop = StopFlag()
-        let image = t.image("d0")
-        let writer = Thread {
-            let fd = open(image, O_WRONLY)
-            var g = SplitMix(state: 5)
-            while !stop.isRaised {
-                let data = randomBytes(65536, seed: g.next())
-                _ = data.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, Int(g.next() % 1000) * 65536) }
-                fdatasync(fd)
-            }
-            close(fd)
-        }
-        writer.start()
+        let writer = RandomWriter(image: t.image("d0"), seed: 5)
         usleep(300_000)
         let during = try lifeboat("journal", "verify", "--site", t.site, "--json")
-        stop.raise()
-        usleep(300_000)
+        writer.stop()
         #expect(during.status == 4, "\(during.stderr)")
         #expect(Self.json(during.stdout)["result"] as? String == "inconclusive")
         #expect(during.stderr.contains("write(s) arrived during the check"))

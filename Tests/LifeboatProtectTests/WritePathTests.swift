@@ -257,22 +257,40 @@ import Testing
     }
 }
 
-/// The shipper's deletion rule, in process: a local segment goes only once the vault holds it
-/// *and* the primaries' checkpoint covers it, and only as a prefix (recovery refuses a gap).
-@Suite struct ShipperDeletionTests {
-    @Test func segmentsGoOnlyWhenShippedAndCheckpointedAndOnlyAsAPrefix() throws {
-        let dir = try makeTemporaryDirectory("ship")
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+/// A site with one 16 MiB disk and a journal of `writes` single-block writes in 1 MiB
+/// segments, and a vault claimed by the site's group (or by `vaultGroup`).
+struct ShippingFixture {
+    let dir: String
+    let site: Site
+    let journal: Journal
+
+    init(writes: Int, vaultGroup: String? = nil) throws {
+        dir = try makeTemporaryDirectory("ship")
         var site = try Site.initialize(at: FilePath(dir + "/site"), vault: dir + "/vault")
         _ = try site.createDisk(name: "d0", sizeBytes: 16 << 20, from: nil)
-        try Vault(root: FilePath(dir + "/vault"), create: true).claim(group: site.config.groupID)
-        let (journal, _) = try Journal.open(directory: site.journalDirectory, groupID: site.config.groupIDBytes, configuration: .init(segmentBytes: 1 << 20))
-        defer { try? journal.close() }
-        for i in 0..<1200 {
+        self.site = site
+        try Vault(root: FilePath(dir + "/vault"), create: true).claim(group: vaultGroup ?? site.config.groupID)
+        (journal, _) = try Journal.open(directory: site.journalDirectory, groupID: site.config.groupIDBytes, configuration: .init(segmentBytes: 1 << 20))
+        for i in 0..<writes {
             _ = try [UInt8](repeating: UInt8(i & 0xFF), count: 4096).withUnsafeBytes {
                 try journal.appendWrite(disk: DiskID(0), firstBlock: BlockIndex(UInt64(i % 4000)), data: $0)
             }
         }
+    }
+
+    func remove() {
+        try? journal.close()
+        try? FileManager.default.removeItem(atPath: dir)
+    }
+}
+
+/// The shipper's deletion rule, in process: a local segment goes only once the vault holds it
+/// *and* the primaries' checkpoint covers it, and only as a prefix (recovery refuses a gap).
+@Suite struct ShipperDeletionTests {
+    @Test func segmentsGoOnlyWhenShippedAndCheckpointedAndOnlyAsAPrefix() throws {
+        let f = try ShippingFixture(writes: 1200)
+        defer { f.remove() }
+        let (dir, site, journal) = (f.dir, f.site, f.journal)
         let before = try JournalDirectory.segments(in: site.journalDirectory)
         #expect(before.count >= 4)
         // The checkpoint covers only the first two segments.
@@ -291,18 +309,9 @@ import Testing
     /// fails) keeps nothing and the source keeps its segments; once the vault is whole again,
     /// shipping resumes and nothing is missing.
     @Test func aFailedIngestKeepsTheSegmentsAndShippingResumes() throws {
-        let dir = try makeTemporaryDirectory("ship")
-        defer { try? FileManager.default.removeItem(atPath: dir) }
-        var site = try Site.initialize(at: FilePath(dir + "/site"), vault: dir + "/vault")
-        _ = try site.createDisk(name: "d0", sizeBytes: 16 << 20, from: nil)
-        try Vault(root: FilePath(dir + "/vault"), create: true).claim(group: site.config.groupID)
-        let (journal, _) = try Journal.open(directory: site.journalDirectory, groupID: site.config.groupIDBytes, configuration: .init(segmentBytes: 1 << 20))
-        defer { try? journal.close() }
-        for i in 0..<800 {
-            _ = try [UInt8](repeating: UInt8(i & 0xFF), count: 4096).withUnsafeBytes {
-                try journal.appendWrite(disk: DiskID(0), firstBlock: BlockIndex(UInt64(i % 4000)), data: $0)
-            }
-        }
+        let f = try ShippingFixture(writes: 800)
+        defer { f.remove() }
+        let (dir, site, journal) = (f.dir, f.site, f.journal)
         let before = try JournalDirectory.segments(in: site.journalDirectory)
         let layers = dir + "/vault/layers"
         try FileManager.default.removeItem(atPath: layers)
@@ -321,14 +330,9 @@ import Testing
     }
 
     @Test func aVaultOfAnotherGroupIsNeverShippedTo() throws {
-        let dir = try makeTemporaryDirectory("ship")
-        defer { try? FileManager.default.removeItem(atPath: dir) }
-        var site = try Site.initialize(at: FilePath(dir + "/site"), vault: dir + "/vault")
-        _ = try site.createDisk(name: "d0", sizeBytes: 16 << 20, from: nil)
-        try Vault(root: FilePath(dir + "/vault"), create: true).claim(group: "ffffffffffffffffffffffffffffffff")
-        let (journal, _) = try Journal.open(directory: site.journalDirectory, groupID: site.config.groupIDBytes)
-        defer { try? journal.close() }
-        _ = try [UInt8](repeating: 1, count: 4096).withUnsafeBytes { try journal.appendWrite(disk: DiskID(0), firstBlock: BlockIndex(0), data: $0) }
+        let f = try ShippingFixture(writes: 1, vaultGroup: "ffffffffffffffffffffffffffffffff")
+        defer { f.remove() }
+        let (dir, site, journal) = (f.dir, f.site, f.journal)
         try journal.sealIfOlder(than: .zero)
         let shipper = Shipper(site: site, vaultPath: dir + "/vault", journal: journal, logger: Logger(label: "test")) { LSN(100) }
         let error = #expect(throws: LifeboatError.self) { try shipper.shipOnce() }
