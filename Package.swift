@@ -60,6 +60,15 @@ let package = Package(
             name: "lifeboat-bench", dependencies: ["LifeboatVault", "LifeboatJournal", "LifeboatCore", .product(name: "SystemPackage", package: "swift-system")],
             path: "Sources/lifeboat-bench"),
 
+        // The power-loss harness (Harness/power-loss.sh): a workload that records what it was
+        // told is durable, and the checker of crash states built from a recorded site filesystem.
+        .executableTarget(
+            name: "lifeboat-powerloss",
+            dependencies: ["LifeboatProtect", "LifeboatVault", "LifeboatJournal", "LifeboatCore", "CLinux",
+                           .product(name: "ArgumentParser", package: "swift-argument-parser"), .product(name: "Logging", package: "swift-log"),
+                           .product(name: "SystemPackage", package: "swift-system")],
+            path: "Sources/lifeboat-powerloss"),
+
         // Helpers for the test targets (Swift Testing traits, test sites, the `lifeboat` binary); not in the product.
         .target(name: "LifeboatTestSupport", path: "Sources/LifeboatTestSupport"),
 

@@ -2,6 +2,7 @@
 #include "clinux.h"
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/fs.h>
 #include <net/if.h>
 #include <spawn.h>
 #include <string.h>
@@ -42,3 +43,5 @@ const int clinux_f_ofd_setlk = F_OFD_SETLK;
 const int clinux_f_ofd_setlkw = F_OFD_SETLKW;
 const int clinux_seek_data = SEEK_DATA;
 const int clinux_seek_hole = SEEK_HOLE;
+
+int clinux_ficlone(int dst, int src) { return ioctl(dst, FICLONE, src); }

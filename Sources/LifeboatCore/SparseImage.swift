@@ -58,10 +58,12 @@ public enum SparseImage {
     /// data extent (SEEK_DATA/SEEK_HOLE): holes are skipped without being read. A piece starts
     /// at a multiple of `alignment` and is at most `buffer.count` bytes (`buffer` holds it);
     /// bytes past the file's end read as zero.
-    public static func forEachDataPiece(of fd: FileDescriptor, sizeBytes: Int64, alignment: Int64 = 4096, buffer: UnsafeMutableRawBufferPointer,
+    /// With `from`, the walk starts there (a multiple of `alignment`).
+    public static func forEachDataPiece(of fd: FileDescriptor, sizeBytes: Int64, from start: Int64 = 0, alignment: Int64 = 4096,
+                                        buffer: UnsafeMutableRawBufferPointer,
                                         _ body: (Int64, UnsafeRawBufferPointer) throws -> Void) throws {
         let fileEnd = min(sizeBytes, try fd.fileSize())
-        var offset: Int64 = 0
+        var offset = start
         while offset < fileEnd {
             guard let dataStart = try fd.nextData(at: offset) else { break }  // only a hole follows
             let holeStart = min(try fd.nextHole(at: dataStart), fileEnd)

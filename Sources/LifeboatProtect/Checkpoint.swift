@@ -4,14 +4,27 @@ import SystemPackage
 
 /// `SITE/state/checkpoint.json`: every journal record up to `appliedLSN` is durable in the
 /// primaries and the digest sidecars, so recovery replays only the records after it.
-/// `cleanStop` is true only after `protect` drained and stopped normally.
+/// `cleanStop` is true only after `protect` drained and stopped normally. `activity` lists the
+/// regions written in the checkpoint epoch that ended here (the activity log, see
+/// `ActivityLog`): after an unclean stop, recovery re-journals them.
 public struct Checkpoint: Codable, Equatable, Sendable {
+    public struct Activity: Codable, Equatable, Sendable {
+        /// Blocks per region (4 KiB each).
+        public var regionBlocks: Int
+        /// Disk id (decimal) → region indexes, ascending.
+        public var regions: [String: [Int]]
+    }
+
     public var appliedLSN: LSN
     public var cleanStop: Bool
+    /// Absent in checkpoints written before the activity log (then recovery cannot know which
+    /// regions to re-journal, and says so).
+    public var activity: Activity?
 
-    public init(appliedLSN: LSN, cleanStop: Bool) {
+    public init(appliedLSN: LSN, cleanStop: Bool, activity: Activity? = nil) {
         self.appliedLSN = appliedLSN
         self.cleanStop = cleanStop
+        self.activity = activity
     }
 
     static func path(in state: FilePath) -> FilePath { state.appending("checkpoint.json") }

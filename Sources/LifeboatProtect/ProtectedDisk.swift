@@ -53,6 +53,12 @@ final class ProtectedDisk: @unchecked Sendable {
             primaryError.withLock { $0 = e.description }
             throw e
         }
+        rehash(firstBlock: firstBlock, data: data)
+    }
+
+    /// Updates the digest leaves of whole blocks that the primary holds.
+    @inline(__always)
+    func rehash(firstBlock: BlockIndex, data: UnsafeRawBufferPointer) {
         let first = Int(firstBlock.rawValue)
         for k in 0..<(data.count >> BlockSize.shift) {
             digest.update(first + k, with: UnsafeRawBufferPointer(rebasing: data[(k << BlockSize.shift)..<((k + 1) << BlockSize.shift)]))

@@ -9,9 +9,10 @@ import SystemPackage
 ///
 /// Write path (`write`): widen to whole 4 KiB blocks (reading the partial ones from the
 /// primary), take the blocks' stripe locks, append to the journal (the LSN is assigned
-/// there), write the primary, update the digest leaves, release. Writes hold the apply lock
-/// shared; a checkpoint takes it exclusively for an instant to read an LSN that every
-/// applied write is at or below.
+/// there; a write to a cold region of the activity log waits for its record to be durable),
+/// write the primary, update the digest leaves, release. Writes hold the apply lock shared; a
+/// checkpoint takes it exclusively for an instant to read an LSN that every applied write is at
+/// or below and to start a new activity epoch.
 public final class ProtectionGroup: @unchecked Sendable {
     public struct Options: Sendable {
         public var segmentBytes: Int64 = 64 << 20
@@ -19,12 +20,15 @@ public final class ProtectionGroup: @unchecked Sendable {
         public var checkpointInterval: Duration = .seconds(5)
         /// A crash-consistent point is marked this often while there are writes.
         public var pointInterval: Duration = .seconds(5)
+        /// Ship to the site's vault (off for an offline recovery, `journal recover`).
+        public var ships = true
         public init() {}
     }
 
     public let site: Site
     let journal: Journal
     let disks: [ProtectedDisk]
+    private let activity: ActivityLog
     private let stripes = StripedLocks()
     private let applyLock = ReadWriteLock()
     private let siteLock: FileDescriptor
@@ -32,6 +36,8 @@ public final class ProtectionGroup: @unchecked Sendable {
     private let logger: Logger
     public let recovery: RecoveryReport
     public let replayedRecords: Int
+    /// Blocks re-journaled from the primaries after an unclean stop (activity log).
+    public private(set) var rejournaledBlocks = 0
     private let checkpointState = Mutex<(lsn: LSN, at: ContinuousClock.Instant)>((.zero, .now))
     private let markerState = Mutex<(lsn: LSN, at: ContinuousClock.Instant)>((.zero, .now))
     /// Ships sealed segments to the site's vault, when it has one.
@@ -63,6 +69,7 @@ public final class ProtectionGroup: @unchecked Sendable {
         for config in site.config.disks { opened.append(try ProtectedDisk(site: site, config: config)) }
         let byID = Dictionary(uniqueKeysWithValues: opened.map { ($0.id, $0) })
         var replayed = 0
+        var writtenSinceCheckpoint: [DiskID: Set<Int>] = [:]
         let (journal, report) = try Journal.open(
             directory: site.journalDirectory, groupID: site.config.groupIDBytes,
             configuration: .init(segmentBytes: options.segmentBytes)
@@ -78,21 +85,26 @@ public final class ProtectionGroup: @unchecked Sendable {
                 }
                 disk.lastLSN.store(record.header.lsn.rawValue, ordering: .relaxed)
                 guard record.header.lsn > saved.appliedLSN else { continue }
+                writtenSinceCheckpoint[write.disk, default: []].formUnion(ActivityLog.regions(first: write.firstBlock, count: Int(write.blockCount)))
                 try disk.apply(firstBlock: write.firstBlock, data: UnsafeRawBufferPointer(rebasing: payload[JournalFormat.writePayloadHeaderSize...]))
                 replayed += 1
             }
         }
         self.journal = journal
         self.disks = opened
+        self.activity = ActivityLog(blockCounts: opened.map(\.config.blockCount))
         self.recovery = report
         self.replayedRecords = replayed
         if let torn = report.tornTail {
             logger.warning("torn journal tail cut off: \(torn.segment) at offset \(torn.offset), \(torn.bytes) bytes (\(torn.reason)); kept in \(torn.evidence)")
         }
         if replayed > 0 { logger.notice("replayed \(replayed) journal records onto the primaries") }
+        if !saved.cleanStop {
+            try rejournal(regionsOf: saved, writtenSinceCheckpoint)
+        }
         try checkpoint(clean: false)
         markerState.withLock { $0.lsn = journal.stats.appendedLSN }
-        if let vault = site.config.vault {
+        if options.ships, let vault = site.config.vault {
             shipper = Shipper(site: site, vaultPath: vault, journal: journal, logger: logger) { [weak self] in
                 self?.checkpointState.withLock { $0.lsn } ?? .zero
             }
@@ -116,7 +128,7 @@ public final class ProtectionGroup: @unchecked Sendable {
         defer { applyLock.unlock() }
         try stripes.withBlocks(first: first, count: count) { () throws in
             if offset & Int64(BlockSize.bytes - 1) == 0 && data.count & (BlockSize.bytes - 1) == 0 {
-                try commit(disk, first: first, blocks: data)
+                try commit(index, first: first, blocks: data)
             } else {
                 // Partial blocks: read-modify-write whole blocks from the primary (rare: the
                 // kernel sends page-aligned writes for loop devices and most filesystems).
@@ -127,14 +139,22 @@ public final class ProtectionGroup: @unchecked Sendable {
                 }
                 let delta = Int(offset - first.byteOffset.rawValue)
                 UnsafeMutableRawBufferPointer(rebasing: whole[delta..<(delta + data.count)]).copyMemory(from: data)
-                try commit(disk, first: first, blocks: UnsafeRawBufferPointer(whole))
+                try commit(index, first: first, blocks: UnsafeRawBufferPointer(whole))
             }
         }
     }
 
     @inline(__always)
-    private func commit(_ disk: ProtectedDisk, first: BlockIndex, blocks: UnsafeRawBufferPointer) throws {
+    private func commit(_ index: Int, first: BlockIndex, blocks: UnsafeRawBufferPointer) throws {
+        let disk = disks[index]
+        let count = blocks.count >> BlockSize.shift
+        let cold = activity.isCold(disk: index, first: first, count: count)
         let lsn = try journal.appendWrite(disk: disk.id, firstBlock: first, data: blocks)
+        if cold {
+            // The record must be durable before the primary can hold the write (ActivityLog).
+            try journal.sync()
+        }
+        activity.touch(disk: index, first: first, count: count)
         try disk.apply(firstBlock: first, data: blocks)
         disk.lastLSN.store(lsn.rawValue, ordering: .relaxed)
     }
@@ -146,13 +166,64 @@ public final class ProtectionGroup: @unchecked Sendable {
 
     // MARK: Checkpoints and background duties
 
+    /// After an unclean stop: appends, as fresh write records, the primaries' content of every
+    /// region the activity log names (the checkpoint's regions and those the replayed records
+    /// write), so that the journal holds whatever the primaries hold — a write may have
+    /// reached a primary while its record was lost with the power. Holes are skipped: a lost
+    /// write is never a hole. Then the records are made durable.
+    private func rejournal(regionsOf saved: Checkpoint, _ replayedRegions: [DiskID: Set<Int>]) throws {
+        var regions = replayedRegions
+        if let activity = saved.activity {
+            guard activity.regionBlocks == ActivityLog.regionBlocks else {
+                throw LifeboatError(.corrupt, "activity log regions of \(activity.regionBlocks) blocks, this build uses \(ActivityLog.regionBlocks)",
+                                    path: Checkpoint.path(in: site.stateDirectory).string)
+            }
+            for (key, list) in activity.regions {
+                guard let id = UInt32(key) else {
+                    throw LifeboatError(.corrupt, "activity log disk id '\(key)' is not a number", path: Checkpoint.path(in: site.stateDirectory).string)
+                }
+                regions[DiskID(id), default: []].formUnion(list)
+            }
+        } else {
+            logger.warning("the checkpoint predates the activity log: only the replayed regions are re-journaled; a primary may hold a write the journal lacks elsewhere")
+        }
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: BlockSize.bytes)
+        defer { buffer.deallocate() }
+        var blocks = 0
+        for disk in disks {
+            for region in (regions[disk.id] ?? []).sorted() {
+                let start = Int64(region << ActivityLog.regionShift) << BlockSize.shift
+                guard start < disk.sizeBytes else { continue }
+                let end = min(disk.sizeBytes, start + Int64(ActivityLog.regionBlocks << BlockSize.shift))
+                do {
+                    try SparseImage.forEachDataPiece(of: disk.primary, sizeBytes: end, from: start, buffer: buffer) { at, bytes in
+                        let first = BlockIndex(UInt64(at >> BlockSize.shift))
+                        _ = try journal.appendWrite(disk: disk.id, firstBlock: first, data: bytes)
+                        disk.rehash(firstBlock: first, data: bytes)
+                        blocks += bytes.count >> BlockSize.shift
+                    }
+                } catch {
+                    throw LifeboatError.wrapping(error, "cannot re-journal a region of the primary", path: disk.primaryPath.string, offset: start)
+                }
+            }
+        }
+        try journal.sync()
+        rejournaledBlocks = blocks
+        if blocks > 0 {
+            logger.notice("re-journaled \(blocks) blocks of the primaries that may hold writes the journal lacked (activity log, \(regions.values.map(\.count).reduce(0, +)) regions)")
+        }
+    }
+
     /// Makes the primaries and digests durable up to an LSN and records it, so that recovery
     /// replays only what follows. `clean` marks a normal stop.
     public func checkpoint(clean: Bool) throws {
-        let lsn = applyLock.withExclusive { journal.stats.appendedLSN }
+        let (lsn, written) = applyLock.withExclusive { (journal.stats.appendedLSN, activity.advanceEpoch()) }
         try journal.sync()
         for disk in disks { try disk.sync() }
-        try Checkpoint(appliedLSN: lsn, cleanStop: clean).save(in: site.stateDirectory)
+        var regions: [String: [Int]] = [:]
+        for (disk, list) in zip(disks, written) where !list.isEmpty { regions[String(disk.id.rawValue)] = list }
+        let saved = Checkpoint.Activity(regionBlocks: ActivityLog.regionBlocks, regions: regions)
+        try Checkpoint(appliedLSN: lsn, cleanStop: clean, activity: saved).save(in: site.stateDirectory)
         checkpointState.withLock { $0 = (lsn, .now) }
     }
 

@@ -15,12 +15,14 @@ struct ProtectCommand: ParsableCommand {
     @Option(help: "Seal a journal segment at this size (1M to 4G; bytes or K/M/G).") var segmentSize = "64M"
     @Option(help: "Seal a journal segment at least this often while there are writes (e.g. 1s, 500ms as 0.5).") var sealInterval = "1s"
     @Option(help: "Mark a crash-consistent point this often while there are writes (at least 0.2s).") var pointInterval = "5s"
+    @Option(help: "Make the primaries durable and record how far this often while there are writes (at least 0.2s): bounds the replay after a crash.") var checkpointInterval = "5s"
 
     func validate() throws {
         let segmentBytes = try parseSize(segmentSize)
         guard segmentBytes >= 1 << 20, segmentBytes <= 4 << 30 else { throw ValidationError("--segment-size must be between 1M and 4G") }
         _ = try parseDuration(sealInterval, what: "seal interval")
         guard try parseDuration(pointInterval, what: "point interval") >= 0.2 else { throw ValidationError("--point-interval must be at least 0.2s") }
+        guard try parseDuration(checkpointInterval, what: "checkpoint interval") >= 0.2 else { throw ValidationError("--checkpoint-interval must be at least 0.2s") }
     }
 
     func run() throws {
@@ -29,6 +31,7 @@ struct ProtectCommand: ParsableCommand {
         options.segmentBytes = try parseSize(segmentSize)
         options.sealInterval = .milliseconds(Int64(try parseDuration(sealInterval) * 1000))
         options.pointInterval = .milliseconds(Int64(try parseDuration(pointInterval) * 1000))
+        options.checkpointInterval = .milliseconds(Int64(try parseDuration(checkpointInterval) * 1000))
         try ProtectService.run(site: try site.open(), mountpoint: absolutePath(mountpoint), options: options, logger: makeLogger())
     }
 }

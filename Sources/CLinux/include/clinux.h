@@ -30,4 +30,13 @@ extern const int clinux_f_ofd_setlkw;
 extern const int clinux_seek_data;
 extern const int clinux_seek_hole;
 
+// ioctl(dst, FICLONE, src): dst shares src's extents (a reflink copy, as `cp --reflink`).
+// 0 or -1 with errno set (EOPNOTSUPP, EXDEV, EINVAL where the filesystem cannot).
+int clinux_ficlone(int dst, int src);
+
+// Relaxed atomic loads and stores of a 32-bit word in plain memory (Swift's `Atomic` must be
+// a stored property; these serve large arrays of counters, such as the activity log's).
+static inline uint32_t clinux_load_u32(const uint32_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
+static inline void clinux_store_u32(uint32_t *p, uint32_t v) { __atomic_store_n(p, v, __ATOMIC_RELAXED); }
+
 #endif
