@@ -27,12 +27,13 @@ lifeboat=$bin/lifeboat powerloss=$bin/lifeboat-powerloss
 work=$(mktemp -d /tmp/lifeboat-power-loss.XXXXXX)
 images=$(mktemp -d /dev/shm/lifeboat-power-loss.XXXXXX)  # the states are built on XFS in memory: reflinks
 rmnt=$work/recorder-mnt fs=$work/sitefs smnt=$work/site-mnt
-loopdev="" recorder_pid="" site_pid=""
+loopdev="" recorder_pid="" site_pid="" pids=()
 stop() {  # PID: SIGTERM, then wait for a clean stop
   kill -TERM "$1" 2>/dev/null && wait "$1"
 }
 cleanup() {
   set +e
+  for pid in ${pids[@]+"${pids[@]}"}; do kill "$pid" 2>/dev/null && wait "$pid"; done
   [ -n "$site_pid" ] && stop "$site_pid"
   mountpoint -q "$smnt" && umount -l "$smnt"
   mountpoint -q "$fs" && umount "$fs"
@@ -76,5 +77,19 @@ truncate -s 8G "$images/scratch.xfs"
 mkfs.xfs -q -m reflink=1 "$images/scratch.xfs"
 mkdir -p "$images/xfs"
 mount -o loop "$images/scratch.xfs" "$images/xfs"
-$powerloss check --recorder "$work/recorder" --disk d1 --disk d2 --states "$states" --seed "$seed" --work "$images/xfs" --mountpoint "$fs" \
-  ${KEEP_FAILURES:+--keep-failures "$KEEP_FAILURES"}
+# One checker per core, each in its own mount namespace (every state mounts where the site was).
+shards=${POWER_LOSS_JOBS:-$(nproc)}
+for i in $(seq 0 $((shards - 1))); do
+  mkdir -p "$images/xfs/$i"
+  unshare -m --propagation private $powerloss check --recorder "$work/recorder" --disk d1 --disk d2 --states "$states" --seed "$seed" \
+    --work "$images/xfs/$i" --mountpoint "$fs" --shard "$i/$shards" ${KEEP_FAILURES:+--keep-failures "$KEEP_FAILURES"} >"$work/check.$i" &
+  pids+=($!)
+done
+status=0
+for pid in "${pids[@]}"; do wait "$pid" || status=1; done
+pids=()
+head -1 "$work/check.0"
+grep -h "^time per state\|^LOST" "$work"/check.* || true
+checked=$(grep -h " crash states, .* lost" "$work"/check.* | awk '{n += $1; l += $4} END {print n " crash states, " l " lost"}')
+echo "power-loss: $checked"
+exit $status

@@ -37,15 +37,25 @@ struct CheckCommand: ParsableCommand {
     @Option(help: "A directory for the images (tmpfs is fastest).") var work: String
     @Option(help: "Where to mount each state: where the filesystem was mounted when recorded (the site names its vault by absolute path).") var mountpoint: String
     @Option(help: "Keep the first failing states' images here.") var keepFailures: String?
+    @Option(help: ArgumentHelp("Check only every K-th state from the I-th (0-based), for K checkers in parallel, each in its own mount namespace.", valueName: "I/K"))
+    var shard = "0/1"
+
+    func validate() throws {
+        let parts = shard.split(separator: "/").compactMap { Int($0) }
+        guard parts.count == 2, parts[1] >= 1, parts[0] >= 0, parts[0] < parts[1] else { throw ValidationError("--shard takes I/K with 0 <= I < K") }
+    }
 
     func run() throws {
         let started = ContinuousClock.now
         let recording = try Recording(recorderSite: FilePath(recorder), imageDisk: image, ackDisk: acks)
         let check = CrashStateCheck(recording: recording, siteInImage: site, vaultInImage: vault, diskNames: disk, work: FilePath(work), mountpoint: FilePath(mountpoint),
                                     keepFailures: keepFailures.map { FilePath($0) })
-        let (chosen, boundaries, inside) = check.states(count: states, seed: seed)
+        let (all, boundaries, inside) = check.states(count: states, seed: seed)
+        let parts = shard.split(separator: "/").compactMap { Int($0) }
+        let chosen = all.enumerated().filter { $0.offset % parts[1] == parts[0] }.map(\.element)
         print("recording: \(recording.writes.count) block writes, \(recording.flushes.count) flushes, \(recording.acks.count) acknowledged fdatasyncs; "
-              + "checking \(chosen.count) crash states (\(boundaries) flush boundaries, \(inside) inside flush intervals, seed \(seed))")
+              + "checking \(all.count) crash states (\(boundaries) flush boundaries, \(inside) inside flush intervals, seed \(seed))"
+              + (parts[1] > 1 ? ", shard \(shard): \(chosen.count) of them" : ""))
         var lastPrint = ContinuousClock.now
         let findings = try check.run(chosen) { done, lost in
             if lastPrint.duration(to: .now) > .seconds(30) || done == chosen.count {
