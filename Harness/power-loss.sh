@@ -61,11 +61,11 @@ echo "== the site on it: two disks, its vault beside it, protected under a load 
 $lifeboat init --site "$fs/site" --vault "$fs/vault" >/dev/null
 $lifeboat disk create d1 --size 8M --site "$fs/site" >/dev/null
 $lifeboat disk create d2 --size 8M --site "$fs/site" >/dev/null
-$lifeboat protect "$smnt" --site "$fs/site" --segment-size 1M --seal-interval 0.5 --point-interval 1 --checkpoint-interval 1 \
+$lifeboat protect "$smnt" --site "$fs/site" --segment-size 1M --seal-interval 0.5 --point-interval 1 --checkpoint-interval 0.3 \
   2>"$work/site.log" & site_pid=$!
 wait_mounted "$smnt" "$work/site.log"
 sync -f "$fs"
-$powerloss workload --disk "$smnt/d1.img" --disk "$smnt/d2.img" --acks "$rmnt/acks.img" --writers 4 --seconds "$load_seconds" --seed "$seed" \
+$powerloss workload --disk "$smnt/d1.img" --disk "$smnt/d2.img" --acks "$rmnt/acks.img" --writers 4 --sync-every 6 --seconds "$load_seconds" --seed "$seed" \
   || { tail -20 "$work/site.log" >&2; exit 1; }
 stop "$site_pid"; site_pid=""
 echo "site filesystem: $(du -sh "$fs/site/journal" | cut -f1) of journal, $(du -sh "$fs/vault" | cut -f1) of vault, $(df --output=pcent "$fs" | tail -1 | tr -d ' ') used"

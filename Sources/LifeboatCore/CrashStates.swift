@@ -13,6 +13,7 @@ public enum CrashStates {
     public struct State: Equatable, Sendable {
         public var closingLSN: LSN
         public var dropped: [LSN]
+        public init(closingLSN: LSN, dropped: [LSN]) { self.closingLSN = closingLSN; self.dropped = dropped }
     }
 
     /// The number of crash states: 2^n - 2 per interval of n writes (Int.max when past it).

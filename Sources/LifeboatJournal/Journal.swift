@@ -58,13 +58,14 @@ public final class Journal: @unchecked Sendable {
     /// Opens a journal directory (creating it if new), checks every segment, cuts a torn tail
     /// off the newest one, hands every valid record to `visit` (recovery replays from it),
     /// seals the newest segment if it was left open, and starts a fresh segment.
+    /// `durableThrough`: the newest LSN known durable (see `JournalDirectory.scanAll`).
     public static func open(
-        directory: FilePath, groupID: [UInt8], configuration: Configuration = .init(),
+        directory: FilePath, groupID: [UInt8], configuration: Configuration = .init(), durableThrough: LSN? = nil,
         visit: (SegmentScan, UnsafeRawBufferPointer) throws -> Void = { _, _ in }
     ) throws -> (Journal, RecoveryReport) {
         try removeTemporaryFiles(directory)
         var last: SegmentScan?
-        var report = try JournalDirectory.scanAll(directory, groupID: groupID, repairTornTail: true) { (scan, raw) throws in
+        var report = try JournalDirectory.scanAll(directory, groupID: groupID, repairTornTail: true, durableThrough: durableThrough) { (scan, raw) throws in
             try visit(scan, raw)
             last = scan
         }

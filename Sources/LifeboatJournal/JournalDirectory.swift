@@ -28,9 +28,15 @@ public enum JournalDirectory {
     /// Reads every segment in order, checks it, and hands each to `visit` with its bytes. A
     /// torn tail in the newest segment is accepted and reported in the scan (`repairTornTail`
     /// decides whether it is cut off here); anything else wrong throws, naming file and offset.
+    ///
+    /// A torn tail followed by valid records is what a power loss leaves when the pages after
+    /// the last fdatasync reached the disk out of order — none of those records was
+    /// acknowledged, since an fdatasync would have written the hole too — or damage. It is
+    /// accepted when the hole lies past `durableThrough` (the newest LSN known durable, the
+    /// checkpoint's), damage otherwise; nil: always damage (the reader does not know).
     @discardableResult
     public static func scanAll(
-        _ directory: FilePath, groupID: [UInt8], repairTornTail: Bool,
+        _ directory: FilePath, groupID: [UInt8], repairTornTail: Bool, durableThrough: LSN? = nil,
         visit: (SegmentScan, UnsafeRawBufferPointer) throws -> Void
     ) throws -> RecoveryReport {
         var report = RecoveryReport()
@@ -68,9 +74,19 @@ public enum JournalDirectory {
                 guard isNewest else {
                     throw LifeboatError(.corrupt, "segment is not sealed but newer segments follow it", path: name, offset: Int64(scan.validEnd))
                 }
-            case .tornTail(let offset, let count, let reason):
+            case .tornTail(let offset, let count, var reason, let later):
                 guard isNewest else {
                     throw LifeboatError(.corrupt, "\(reason) in a segment that newer segments follow", path: name, offset: Int64(offset))
+                }
+                if let later {
+                    let holeLSN = scan.lastLSN.next
+                    guard let durableThrough, holeLSN > durableThrough else {
+                        throw LifeboatError(
+                            .corrupt, "\(reason) (record LSN \(holeLSN)); a valid record follows at offset \(later)"
+                                + (durableThrough.map { ", and LSN \($0) was durable" } ?? "") + ", so this is damage, not a torn tail",
+                            path: name, offset: Int64(offset))
+                    }
+                    reason += "; the valid records after it at offset \(later) were written out of order and never made durable"
                 }
                 if repairTornTail {
                     let evidence = try cutTornTail(entry.path, bytes: bytes, at: offset)

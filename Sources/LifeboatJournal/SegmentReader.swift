@@ -18,9 +18,13 @@ public enum SegmentEnd: Equatable, Sendable {
     case sealed
     /// Valid records run to EOF (or to zero padding): the segment was being appended to.
     case open
-    /// The last record is incomplete or fails its checksum and nothing valid follows it:
-    /// what a crash in the middle of an append leaves. Only acceptable in the newest segment.
-    case tornTail(offset: Int, bytes: Int, reason: String)
+    /// The last record is incomplete or fails its checksum: what a crash in the middle of an
+    /// append leaves. `recordAfter` is the offset of a valid record header with a later LSN
+    /// further on, if any: after a power loss the pages past the last fdatasync may reach the
+    /// disk in any order, so a hole can precede records that were written but never made
+    /// durable — or the bytes were damaged. Only the journal's durable LSN tells the two
+    /// apart (`JournalDirectory.scanAll`). Only acceptable in the newest segment.
+    case tornTail(offset: Int, bytes: Int, reason: String, recordAfter: Int?)
 }
 
 /// The result of reading one segment file start to end.
@@ -40,8 +44,8 @@ public struct SegmentScan: Sendable {
 /// record's (the segment header's first LSN for the first record), its payload fits in the
 /// file and matches the payload checksum, its type is known or ignorable, and a write
 /// record's payload is a well-formed block run. The first invalid record ends the valid
-/// data; it is a torn tail when no valid record header with a later LSN starts anywhere
-/// after it, and corruption otherwise.
+/// data; the scan reports it as a torn tail, with the offset of any valid record header
+/// with a later LSN after it (the reader of the directory decides whether that is damage).
 public enum SegmentReader {
     /// Reads the whole file; segments are bounded in size (the writer's limit).
     public static func load(_ path: FilePath) throws -> [UInt8] {
@@ -91,12 +95,8 @@ public enum SegmentReader {
                 if firstNonZero(raw, from: pos) == nil {
                     return SegmentScan(path: path, header: header, records: records, end: .open, validEnd: pos, lastLSN: last)
                 }
-                if let later = laterValidHeader(raw, after: pos, minimumLSN: expect) {
-                    throw LifeboatError(
-                        .corrupt, "\(reason) (record LSN \(expect)); a valid record follows at offset \(later), so this is corruption, not a torn tail",
-                        path: name, offset: Int64(pos))
-                }
-                let end = SegmentEnd.tornTail(offset: pos, bytes: raw.count - pos, reason: reason)
+                let later = laterValidHeader(raw, after: pos, minimumLSN: expect)
+                let end = SegmentEnd.tornTail(offset: pos, bytes: raw.count - pos, reason: reason, recordAfter: later)
                 return SegmentScan(path: path, header: header, records: records, end: end, validEnd: pos, lastLSN: last)
             }
         }

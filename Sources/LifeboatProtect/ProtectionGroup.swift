@@ -72,7 +72,7 @@ public final class ProtectionGroup: @unchecked Sendable {
         var writtenSinceCheckpoint: [DiskID: Set<Int>] = [:]
         let (journal, report) = try Journal.open(
             directory: site.journalDirectory, groupID: site.config.groupIDBytes,
-            configuration: .init(segmentBytes: options.segmentBytes)
+            configuration: .init(segmentBytes: options.segmentBytes), durableThrough: saved.appliedLSN
         ) { (scan, raw) throws in
             for record in scan.records where record.header.type == .write {
                 let payload = UnsafeRawBufferPointer(rebasing: raw[record.payloadOffset..<(record.payloadOffset + Int(record.header.length))])

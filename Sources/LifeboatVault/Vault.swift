@@ -166,6 +166,9 @@ public final class Vault: @unchecked Sendable {
 
     private func ingestLocked(segment raw: [UInt8], name: String) throws -> IngestOutcome {
         let scan = try SegmentReader.scan(raw, path: FilePath(name))
+        if case .tornTail(let offset, _, let reason, _) = scan.end {
+            throw LifeboatError(.corrupt, "\(reason) in a shipped segment", path: name, offset: Int64(offset))
+        }
         guard scan.end == .sealed else {
             throw LifeboatError(.corrupt, "segment is not sealed: only sealed segments are shipped", path: name, offset: Int64(scan.validEnd))
         }

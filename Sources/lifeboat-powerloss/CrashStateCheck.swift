@@ -170,7 +170,8 @@ struct CrashStateCheck {
                 let detail = bad.firstMismatch.map { "block \($0.block): \($0.detail)" } ?? "digest leaf of block \(bad.firstDigestMismatch!)"
                 return "journal verify: \(bad.name) differs from the journal in \(bad.mismatchedBlocks) block(s); first: \(detail)"
             }
-            if let lost = try timed("acknowledged") { try acknowledgedWritesMissing(site: site, before: state.closingFlush) } { return lost }
+            let lost = try timed("acknowledged") { try acknowledgedWritesMissing(site: site, before: state.closingFlush) }
+            if let lost { return lost }
             let vault = try Vault(root: mountpoint.appending(vaultInImage))
             let report = try timed("vault verify") { try VaultVerifier.verify(vault) }
             if let problem = report.problems.first { return "vault verify: \(problem)" }

@@ -7,14 +7,16 @@ import Glibc
 #endif
 
 /// Concurrent writers on protected disks: each owns every `writers`-th 64 KiB chunk, writes
-/// runs of 1–8 blocks of `BlockPattern` content with rising generations, fdatasyncs every few
-/// writes, and then writes an `AckBlock` listing what that fdatasync made durable.
+/// runs of 1–8 blocks of `BlockPattern` content with rising generations, fdatasyncs every
+/// `syncEvery` writes on average, and then writes an `AckBlock` listing what that fdatasync made durable.
 struct Workload {
     var disks: [FilePath]
     var acks: FilePath
     var writers: Int
     var seconds: Double
     var seed: UInt64
+    /// Writes per fdatasync, on average.
+    var syncEvery: Int
 
     static let chunkBlocks = 16
 
@@ -85,7 +87,7 @@ struct Workload {
             writes += 1
             touched.insert(d)
             // fdatasync every few writes (or when the ack block would overflow), then ack.
-            if random.next() % 3 == 0 || pending.count + 8 > AckBlock.capacity {
+            if random.next() % UInt64(syncEvery) == 0 || pending.count + 8 > AckBlock.capacity {
                 for t in touched.sorted() { try diskFDs[t].dataSync() }
                 AckBlock.encode(pending, into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<BlockPattern.bytes]))
                 _ = try ackFD.writeAll(toAbsoluteOffset: Int64((1 + w * ackSlots + slot) * BlockPattern.bytes),

@@ -17,9 +17,10 @@ struct WorkloadCommand: ParsableCommand {
     @Option var writers = 4
     @Option var seconds = 20.0
     @Option var seed: UInt64 = 1
+    @Option(help: "Writes per fdatasync, on average.") var syncEvery = 3
 
     func run() throws {
-        try Workload(disks: disk.map { FilePath($0) }, acks: FilePath(acks), writers: writers, seconds: seconds, seed: seed).run()
+        try Workload(disks: disk.map { FilePath($0) }, acks: FilePath(acks), writers: writers, seconds: seconds, seed: seed, syncEvery: max(1, syncEvery)).run()
     }
 }
 

@@ -140,6 +140,29 @@ func newestSegment(_ dir: FilePath) throws -> FilePath { try JournalDirectory.se
         #expect(try SegmentReader.load(segment).count == records[5].payloadOffset + 16 + 4096)
     }
 
+    /// After a power loss the pages past the last fdatasync reach the disk in any order, so a
+    /// hole can precede valid records that were never made durable: past the durable LSN it is
+    /// a torn tail (cut, kept as evidence); at or before it, damage.
+    @Test func holeBeforeValidRecordsIsATornTailOnlyPastTheDurableLSN() throws {
+        let dir = try temporaryDirectory()
+        let records = try journalWithWrites(dir, writes: 6)
+        let segment = try newestSegment(dir)
+        try flipByte(segment, at: records[2].payloadOffset + 100)  // LSN 3
+        let error = try #require(throws: LifeboatError.self) { try Journal.open(directory: dir, groupID: groupID, durableThrough: LSN(3)) }
+        #expect(error.code == .corrupt)
+        #expect(error.offset == Int64(records[2].offset))
+        #expect(error.message.contains("LSN 3 was durable"))
+        #expect(!FileManager.default.fileExists(atPath: segment.string + ".broken"))
+
+        let (journal, report) = try Journal.open(directory: dir, groupID: groupID, durableThrough: LSN(2))
+        defer { try? journal.close() }
+        let torn = try #require(report.tornTail)
+        #expect(torn.offset == records[2].offset)
+        #expect(torn.reason.contains("never made durable"))
+        #expect(report.lastLSN == LSN(3))  // two writes survive, then the seal written on open
+        #expect(FileManager.default.fileExists(atPath: torn.evidence))
+    }
+
     @Test func damagedHeaderInTheMiddleIsCorruptionNotATornTail() throws {
         let dir = try temporaryDirectory()
         let records = try journalWithWrites(dir, writes: 4)

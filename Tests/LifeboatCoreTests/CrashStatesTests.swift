@@ -1,6 +1,5 @@
 import LifeboatCore
 import Testing
-@testable import LifeboatDrill
 
 @Suite struct CrashStatesTests {
     static func lsns(_ values: ClosedRange<UInt64>) -> [LSN] { values.map { LSN($0) } }
