@@ -84,23 +84,35 @@ extension FileDescriptor {
 public func syncDirectory(_ path: FilePath) throws {
     let fd = try FileDescriptor.open(path, .readOnly, options: [.directory])
     defer { try? fd.close() }
+    try FaultInjection.check(.syncDirectory, path: path)
     try fd.fullSync()
 }
 
 /// Writes `bytes` to `path` atomically: temp file, fsync, rename, fsync of the directory.
+/// On failure the temp file is removed (a full disk gets its space back) and `path` is as it was
+/// — unless only the directory fsync failed, when it may already be the new file.
 public func writeFileAtomically(_ path: FilePath, _ bytes: [UInt8]) throws(LifeboatError) {
     let tmp = FilePath(path.string + ".tmp")
+    var renamed = false
+    defer { if !renamed { _ = unlink(tmp.string) } }
     do {
         let fd = try FileDescriptor.open(tmp, .writeOnly, options: [.create, .truncate, .closeOnExec], permissions: PrivateFiles.fileMode)
         do {
+            if let fault = FaultInjection.take(.write, path: path) {
+                _ = try fd.writeAll(bytes.prefix(fault.writtenBytes))
+                throw fault.errno
+            }
             _ = try fd.writeAll(bytes)
+            try FaultInjection.check(.sync, path: path)
             try fd.fullSync()
             try fd.close()
         } catch {
             try? fd.close()
             throw error
         }
+        try FaultInjection.check(.rename, path: path)
         if case .failure(let e) = syscallRetrying({ Glibc.rename(tmp.string, path.string) }) { throw e }
+        renamed = true
         try syncDirectory(path.removingLastComponent())
     } catch let e as Errno {
         throw .system(e, "cannot write file atomically", path: path.string)

@@ -17,11 +17,8 @@ public final class Journal: @unchecked Sendable {
     public struct Configuration: Sendable {
         /// A segment is sealed once it holds this many bytes.
         public var segmentBytes: Int64 = 64 << 20
-        /// Injected failures (tests only).
-        public var faults: JournalFaults?
-        public init(segmentBytes: Int64 = 64 << 20, faults: JournalFaults? = nil) {
+        public init(segmentBytes: Int64 = 64 << 20) {
             self.segmentBytes = segmentBytes
-            self.faults = faults
         }
     }
 
@@ -150,7 +147,7 @@ public final class Journal: @unchecked Sendable {
         let lsn = nextLSN
         RecordHeader(payloadCRC: payloadCRC, length: UInt32(payloadLength), type: type, lsn: lsn).store(into: header)
         do {
-            try current.append(iov, total: JournalFormat.recordHeaderSize + payloadLength, fault: configuration.faults?.takeShortAppend())
+            try current.append(iov, total: JournalFormat.recordHeaderSize + payloadLength)
         } catch {
             let e = LifeboatError.wrapping(error, "journal append failed", path: current.path.string, offset: current.end)
             lastAppendError = e
@@ -188,6 +185,7 @@ public final class Journal: @unchecked Sendable {
         let sealLSN = nextLSN
         do {
             try Journal.appendSeal(to: old, lsn: sealLSN)
+            try FaultInjection.check(.sync, path: old.path)
             try old.fd.dataSync()
         } catch {
             let e = LifeboatError.wrapping(error, "cannot sync sealed segment", path: old.path.string)
@@ -244,7 +242,7 @@ public final class Journal: @unchecked Sendable {
             lock.unlock()
             var syncError: (Errno, FilePath)?
             do {
-                if let injected = configuration.faults?.takeSyncFailure() { throw injected }
+                try FaultInjection.check(.sync, path: segment.path)
                 try segment.fd.dataSync()
             } catch { syncError = (error as? Errno ?? .ioError, segment.path) }
             if syncError == nil && directorySync {

@@ -47,6 +47,7 @@ final class OpenSegment: @unchecked Sendable {
         let header = SegmentHeader(groupID: groupID, firstLSN: firstLSN, createdNanos: wallClockNanos()).encoded()
         do {
             _ = try spare.fd.writeAll(toAbsoluteOffset: 0, header)
+            try FaultInjection.check(.rename, path: path)
             if case .failure(let e) = syscallRetrying({ Glibc.rename(spare.path.string, path.string) }) { throw e }
         } catch {
             try? spare.fd.close()
@@ -66,16 +67,16 @@ final class OpenSegment: @unchecked Sendable {
 
     /// pwritev of the iovecs at `end`; on success `end` moves past them. On failure the
     /// partial record is cut off again (so the tail stays valid) and the errno is thrown.
-    /// `fault` (tests): write only its first bytes, then fail with its errno.
-    func append(_ iov: UnsafeBufferPointer<iovec>, total: Int, fault: (bytes: Int, then: Errno)? = nil) throws {
+    /// An injected `.write` fault (tests) writes only its first bytes, then fails.
+    func append(_ iov: UnsafeBufferPointer<iovec>, total: Int) throws {
         let fdRaw = fd.rawValue
         let start = end
         var written = 0
         var result: Result<Int, Errno>
-        if let fault, let first = iov.first {
-            let n = min(fault.bytes, first.iov_len)
+        if let fault = FaultInjection.take(.write, path: path), let first = iov.first {
+            let n = min(fault.writtenBytes, first.iov_len)
             _ = syscallRetrying { Glibc.pwrite(fdRaw, first.iov_base, n, Int(start)) }
-            result = .failure(fault.then)
+            result = .failure(fault.errno)
         } else {
             result = syscallRetrying { Glibc.pwritev(fdRaw, iov.baseAddress, Int32(iov.count), Int(start)) }
         }

@@ -47,6 +47,7 @@ final class ProtectedDisk: @unchecked Sendable {
     @inline(__always)
     func apply(firstBlock: BlockIndex, data: UnsafeRawBufferPointer) throws {
         do {
+            try FaultInjection.check(.write, path: primaryPath)
             _ = try primary.writeAll(toAbsoluteOffset: firstBlock.byteOffset.rawValue, data)
         } catch {
             let e = LifeboatError.wrapping(error, "primary write failed", path: primaryPath.string, offset: firstBlock.byteOffset.rawValue)
@@ -67,7 +68,10 @@ final class ProtectedDisk: @unchecked Sendable {
 
     /// Makes the primary and the digest sidecar durable.
     func sync() throws {
-        do { try primary.dataSync() } catch {
+        do {
+            try FaultInjection.check(.sync, path: primaryPath)
+            try primary.dataSync()
+        } catch {
             throw LifeboatError.wrapping(error, "primary fdatasync failed", path: primaryPath.string)
         }
         try digest.sync(path: digestPath)

@@ -40,6 +40,9 @@ public final class ProtectionGroup: @unchecked Sendable {
     public private(set) var rejournaledBlocks = 0
     private let checkpointState = Mutex<(lsn: LSN, at: ContinuousClock.Instant)>((.zero, .now))
     private let markerState = Mutex<(lsn: LSN, at: ContinuousClock.Instant)>((.zero, .now))
+    /// The first journaled write a primary failed to take: checkpoints stay below it, so that a
+    /// restart replays it onto the primary.
+    private let firstUnapplied = Mutex<LSN?>(nil)
     /// Ships sealed segments to the site's vault, when it has one.
     private(set) var shipper: Shipper?
     let startedAt = Date()
@@ -155,7 +158,10 @@ public final class ProtectionGroup: @unchecked Sendable {
             try journal.sync()
         }
         activity.touch(disk: index, first: first, count: count)
-        try disk.apply(firstBlock: first, data: blocks)
+        do { try disk.apply(firstBlock: first, data: blocks) } catch {
+            firstUnapplied.withLock { $0 = min($0 ?? lsn, lsn) }
+            throw error
+        }
         disk.lastLSN.store(lsn.rawValue, ordering: .relaxed)
     }
 
@@ -217,7 +223,8 @@ public final class ProtectionGroup: @unchecked Sendable {
     /// Makes the primaries and digests durable up to an LSN and records it, so that recovery
     /// replays only what follows. `clean` marks a normal stop.
     public func checkpoint(clean: Bool) throws {
-        let (lsn, written) = applyLock.withExclusive { (journal.stats.appendedLSN, activity.advanceEpoch()) }
+        var (lsn, written) = applyLock.withExclusive { (journal.stats.appendedLSN, activity.advanceEpoch()) }
+        if let unapplied = firstUnapplied.withLock({ $0 }) { lsn = min(lsn, LSN(unapplied.rawValue - 1)) }
         try journal.sync()
         for disk in disks { try disk.sync() }
         var regions: [String: [Int]] = [:]

@@ -89,7 +89,10 @@ extension Vault {
                 unlink(tmp.string)
                 return false
             }
-            try renameDurably(tmp, layersDirectory.appending(file))
+            do { try renameDurably(tmp, layersDirectory.appending(file)) } catch {
+                unlink(tmp.string)
+                throw error
+            }
             try catalog.write { db in
                 for row in run { _ = try LayerRow.deleteOne(db, key: row.id) }
                 var merged = LayerRow(id: nil, firstLSN: Int64(first.rawValue), lastLSN: Int64(last.rawValue), file: file,

@@ -76,8 +76,7 @@ extension Vault {
     /// that still exist). Reads at kept points are right throughout: they find every block
     /// written since the old base in a layer before they ever look at a base.
     /// With `dryRun`, reports what would go (points, layers, bytes) and changes nothing.
-    public func prune(now: Date = Date(), policy: RetentionPolicy? = nil, pinned: Set<Int64> = [], dryRun: Bool = false,
-                      interruptAfterLayers: Int? = nil) throws -> PruneReport {
+    public func prune(now: Date = Date(), policy: RetentionPolicy? = nil, pinned: Set<Int64> = [], dryRun: Bool = false) throws -> PruneReport {
         try withWriterLock {
             let policy = try policy ?? retentionPolicy()
             let points = try self.points()
@@ -105,7 +104,7 @@ extension Vault {
                 for id in removed { _ = try RecoveryPoint.deleteOne(db, key: id) }
                 try db.execute(sql: "INSERT OR REPLACE INTO meta(key, value) VALUES ('pruneTarget', ?)", arguments: [String(target.rawValue)])
             }
-            try mergeIntoBases(mergeable, interruptAfter: interruptAfterLayers)
+            try mergeIntoBases(mergeable)
             try catalog.write { db in
                 for row in mergeable { _ = try LayerRow.deleteOne(db, key: row.id) }
                 try db.execute(sql: "UPDATE grp SET baseLSN = ?", arguments: [Int64(target.rawValue)])
@@ -127,7 +126,7 @@ extension Vault {
     /// Interrupted, the bases and checksums may disagree on merged blocks; no reader reads
     /// those from the base until the next prune has merged them again (they are in layers that
     /// every readable point still reads from).
-    private func mergeIntoBases(_ layers: [LayerRow], interruptAfter: Int?) throws {
+    private func mergeIntoBases(_ layers: [LayerRow]) throws {
         var bases: [DiskID: FileDescriptor] = [:]
         var sums: [DiskID: BaseChecksums] = [:]
         defer { bases.values.forEach { try? $0.close() } }
@@ -138,8 +137,7 @@ extension Vault {
         let decompressor = ZstdDecompressor()
         var scratch: [UInt8] = []
         var block = [UInt8](repeating: 0, count: BlockSize.bytes)
-        for (n, row) in layers.enumerated() {
-            if let interruptAfter, n == interruptAfter { throw LifeboatError(.io, "prune interrupted (test)") }
+        for row in layers {
             let layer = try LayerReader(path: layerPath(row))
             for i in 0..<layer.header.entryCount {
                 let e = layer.entry(i)
@@ -150,12 +148,24 @@ extension Vault {
                 }
                 guard let fd = bases[e.disk] else { throw LifeboatError(.corrupt, "layer writes disk \(e.disk), which the vault does not have", path: layer.path.string) }
                 try block.withUnsafeMutableBytes { try layer.readBlock(e, into: $0, scratch: &scratch, decompressor: decompressor) }
-                _ = try fd.writeAll(toAbsoluteOffset: e.block.byteOffset.rawValue, block)
+                do {
+                    try FaultInjection.check(.write, path: basePath(e.disk))
+                    _ = try fd.writeAll(toAbsoluteOffset: e.block.byteOffset.rawValue, block)
+                } catch {
+                    throw LifeboatError.wrapping(error, "cannot merge into the base", path: basePath(e.disk).string, offset: e.block.byteOffset.rawValue)
+                }
                 block.withUnsafeBytes { sums[e.disk]?.record(Int(e.block.rawValue), $0) }
             }
         }
         for s in sums.values { try s.sync() }
-        for fd in bases.values { try fd.fullSync() }
+        for (disk, fd) in bases {
+            do {
+                try FaultInjection.check(.sync, path: basePath(disk))
+                try fd.fullSync()
+            } catch {
+                throw LifeboatError.wrapping(error, "cannot sync the base", path: basePath(disk).string)
+            }
+        }
     }
 
     /// One writer at a time (the shipper's ingest, a prune from protect or from the CLI):

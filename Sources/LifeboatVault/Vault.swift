@@ -121,9 +121,10 @@ public final class Vault: @unchecked Sendable {
             return  // already seeded
         }
         let tmp = incomingDirectory.appending("\(id.rawValue).img.tmp")
+        let sumsTmp = incomingDirectory.appending("\(id.rawValue).sums.tmp")
+        defer { unlink(tmp.string); unlink(sumsTmp.string) }  // gone once renamed; on failure, the space comes back
         try SparseImage.copy(from: initialContent, to: tmp, sizeBytes: sizeBytes, progress: progress)
         // The checksums land first: a base is never there without them.
-        let sumsTmp = incomingDirectory.appending("\(id.rawValue).sums.tmp")
         do {
             let base = try FileDescriptor.open(tmp, .readOnly, options: [.closeOnExec])
             defer { try? base.close() }
@@ -191,7 +192,10 @@ public final class Vault: @unchecked Sendable {
         let file = "\(hex16(scan.header.firstLSN))-\(hex16(scan.lastLSN)).layer"
         let tmp = incomingDirectory.appending(file)
         try writeFileAtomically(tmp, build.bytes)
-        try renameDurably(tmp, layersDirectory.appending(file))
+        do { try renameDurably(tmp, layersDirectory.appending(file)) } catch {
+            unlink(tmp.string)  // a full disk gets the space back; the segment stays at the source
+            throw error
+        }
         try catalog.write { db in
             var layer = LayerRow(id: nil, firstLSN: Int64(scan.header.firstLSN.rawValue), lastLSN: Int64(scan.lastLSN.rawValue), file: file,
                                  bytes: Int64(build.bytes.count), entries: Int64(build.header.entryCount))
@@ -240,6 +244,9 @@ public final class Vault: @unchecked Sendable {
     func layerPath(_ row: LayerRow) -> FilePath { layersDirectory.appending(row.file) }
 
     func renameDurably(_ from: FilePath, _ to: FilePath) throws {
+        if let fault = FaultInjection.take(.rename, path: to) {
+            throw LifeboatError.system(fault.errno, "cannot move into place", path: to.string)
+        }
         guard rename(from.string, to.string) == 0 else {
             throw LifeboatError.system(Errno(rawValue: errno), "cannot move into place", path: to.string)
         }

@@ -149,10 +149,20 @@ struct CrashStateCheck {
         let deadline = ContinuousClock.now + .seconds(60)
         let mount = timed("mount") { ChildProcess.run(["mount", "-t", "ext4", "-o", "loop,noatime", image.string, mountpoint.string], deadline: deadline) }
         if let failure = mount.failure { return "the site filesystem does not mount: mount \(failure)" }
-        defer {
-            let umount = timed("umount") { ChildProcess.run(["umount", mountpoint.string], deadline: .now + .seconds(60)) }
-            if let failure = umount.failure { FileHandle.standardError.write(Data("umount \(mountpoint): \(failure)\n".utf8)) }
+        // In its own function, so that every file the checks opened is closed before the unmount.
+        let finding = checkMounted(mountpoint, state: state)
+        try timed("umount") {
+            var umount = ChildProcess.run(["umount", mountpoint.string], deadline: .now + .seconds(60))
+            for _ in 0..<20 where umount.failure != nil {  // a descriptor still closing
+                usleep(100_000)
+                umount = ChildProcess.run(["umount", mountpoint.string], deadline: .now + .seconds(60))
+            }
+            if let failure = umount.failure { throw LifeboatError(.io, "cannot unmount a crash state: umount \(failure)", path: mountpoint.string) }
         }
+        return finding
+    }
+
+    private func checkMounted(_ mountpoint: FilePath, state: State) -> String? {
         do {
             let site = try Site.open(mountpoint.appending(siteInImage))
             do {

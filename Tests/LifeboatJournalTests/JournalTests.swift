@@ -385,17 +385,18 @@ func mountTmpfs(_ dir: FilePath, bytes: Int) -> Bool {
     return p.terminationStatus == 0
 }
 
-/// Injected failures (JournalFaults): what the journal does when the system fails it.
+/// Injected failures (FaultInjection, armed under each test's own directory): what the journal
+/// does when the system fails it.
 @Suite struct JournalFaultTests {
     @Test func aFailedFdatasyncPoisonsTheJournalAndNothingIsAcknowledgedAfter() throws {
         let dir = try temporaryDirectory()
-        let faults = JournalFaults()
-        let (journal, _) = try Journal.open(directory: dir, groupID: groupID, configuration: .init(faults: faults))
+        let (journal, _) = try Journal.open(directory: dir, groupID: groupID)
+        defer { FaultInjection.disarm(under: dir.string) }
         _ = try blocks(1).withUnsafeBytes { try journal.appendWrite(disk: DiskID(0), firstBlock: BlockIndex(0), data: $0) }
         try journal.flush()
         let durable = journal.stats.durableLSN
         _ = try blocks(2).withUnsafeBytes { try journal.appendWrite(disk: DiskID(0), firstBlock: BlockIndex(1), data: $0) }
-        faults.failNextSync(.ioError)
+        FaultInjection.arm(.sync, under: dir.string, errno: .ioError)
         // fsyncgate: after a failed fdatasync the kernel may have dropped the dirty pages, so no
         // later sync can prove them durable: every later call fails, nothing more is acknowledged.
         let failed = #expect(throws: LifeboatError.self) { try journal.flush() }
@@ -406,12 +407,28 @@ func mountTmpfs(_ dir: FilePath, bytes: Int) -> Bool {
         #expect(journal.stats.failure != nil)
     }
 
+    /// A seal whose fdatasync fails poisons the journal like any failed sync: the segment may
+    /// not be durable, so no later segment may exist on top of it and nothing more is acknowledged.
+    @Test func aFailedSealPoisonsTheJournal() throws {
+        let dir = try temporaryDirectory()
+        let (journal, _) = try Journal.open(directory: dir, groupID: groupID)
+        defer { FaultInjection.disarm(under: dir.string) }
+        _ = try blocks(1).withUnsafeBytes { try journal.appendWrite(disk: DiskID(0), firstBlock: BlockIndex(0), data: $0) }
+        let segmentsBefore = try JournalDirectory.segments(in: dir).count
+        FaultInjection.arm(.sync, under: dir.string, errno: .ioError)
+        let error = #expect(throws: LifeboatError.self) { try journal.sealIfOlder(than: .zero) }
+        #expect(error?.message.contains("cannot sync sealed segment") == true)
+        #expect(try JournalDirectory.segments(in: dir).count == segmentsBefore, "no segment after the failed seal")
+        #expect(throws: LifeboatError.self) { _ = try blocks(2).withUnsafeBytes { try journal.appendWrite(disk: DiskID(0), firstBlock: BlockIndex(1), data: $0) } }
+        #expect(journal.stats.failure?.message.contains("cannot sync sealed segment") == true, "status shows why")
+    }
+
     @Test func aShortAppendIsCutOffAndNotAcknowledgedAndTheJournalGoesOn() throws {
         let dir = try temporaryDirectory()
-        let faults = JournalFaults()
-        let (journal, _) = try Journal.open(directory: dir, groupID: groupID, configuration: .init(faults: faults))
+        let (journal, _) = try Journal.open(directory: dir, groupID: groupID)
+        defer { FaultInjection.disarm(under: dir.string) }
         _ = try blocks(1).withUnsafeBytes { try journal.appendWrite(disk: DiskID(0), firstBlock: BlockIndex(0), data: $0) }
-        faults.shortNextAppend(bytes: 100, then: .noSpace)
+        FaultInjection.arm(.write, under: dir.string, errno: .noSpace, writtenBytes: 100)
         let error = #expect(throws: LifeboatError.self) {
             _ = try blocks(2).withUnsafeBytes { try journal.appendWrite(disk: DiskID(0), firstBlock: BlockIndex(1), data: $0) }
         }

@@ -305,23 +305,35 @@ struct ShippingFixture {
         #expect(shipper.current.error == nil)
     }
 
-    /// A vault that cannot take a layer (its `layers/` replaced by a file: the rename into place
-    /// fails) keeps nothing and the source keeps its segments; once the vault is whole again,
-    /// shipping resumes and nothing is missing.
-    @Test func aFailedIngestKeepsTheSegmentsAndShippingResumes() throws {
-        let f = try ShippingFixture(writes: 800)
-        defer { f.remove() }
-        let (dir, site, journal) = (f.dir, f.site, f.journal)
+    /// A vault that cannot take what is shipped — a write fails with ENOSPC part-way, an fsync
+    /// with EIO, the rename of a new base (initial replication) or of a layer into place with
+    /// EIO (FaultInjection) — keeps nothing, not even a temporary file, and the source keeps its
+    /// segments; then shipping resumes and nothing is missing.
+    @Test(arguments: [(FaultInjection.Operation.write, Errno.noSpace, "vault"), (.sync, .ioError, "vault"),
+                      (.rename, .ioError, "vault/bases"), (.rename, .ioError, "vault/layers")])
+    func aFailedIngestKeepsTheSegmentsAndShippingResumes(operation: FaultInjection.Operation, errno: Errno, under: String) throws {
+        let dir = try makeTemporaryDirectory("ship")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var site = try Site.initialize(at: FilePath(dir + "/site"), vault: dir + "/vault")
+        _ = try site.createDisk(name: "d0", sizeBytes: 16 << 20, from: nil)
+        try Vault(root: FilePath(dir + "/vault"), create: true).claim(group: site.config.groupID)
+        let (journal, _) = try Journal.open(directory: site.journalDirectory, groupID: site.config.groupIDBytes, configuration: .init(segmentBytes: 1 << 20))
+        defer { try? journal.close() }
+        for i in 0..<800 {
+            _ = try [UInt8](repeating: UInt8(i & 0xFF), count: 4096).withUnsafeBytes {
+                try journal.appendWrite(disk: DiskID(0), firstBlock: BlockIndex(UInt64(i % 4000)), data: $0)
+            }
+        }
         let before = try JournalDirectory.segments(in: site.journalDirectory)
-        let layers = dir + "/vault/layers"
-        try FileManager.default.removeItem(atPath: layers)
-        try #require(FileManager.default.createFile(atPath: layers, contents: nil))
+        FaultInjection.arm(operation, under: dir + "/" + under, errno: errno, writtenBytes: 1000)
+        defer { FaultInjection.disarm(under: dir + "/" + under) }
         let shipper = Shipper(site: site, vaultPath: dir + "/vault", journal: journal, logger: Logger(label: "test")) { LSN(1 << 40) }
-        #expect(throws: LifeboatError.self) { try shipper.shipOnce() }
+        let error = #expect(throws: LifeboatError.self) { try shipper.shipOnce() }
+        #expect(error?.errno == errno)
         #expect(try JournalDirectory.segments(in: site.journalDirectory).map(\.firstLSN) == before.map(\.firstLSN), "the source keeps every segment")
         #expect(try Vault(root: FilePath(dir + "/vault")).lsnRange().last == .zero, "the vault took nothing")
-        try FileManager.default.removeItem(atPath: layers)
-        try FileManager.default.createDirectory(atPath: layers, withIntermediateDirectories: false)
+        let leftover = try FileManager.default.contentsOfDirectory(atPath: dir + "/vault/incoming")
+        #expect(leftover == [], "no temporary file left")
         try shipper.shipOnce()
         let vault = try Vault(root: FilePath(dir + "/vault"))
         #expect(try vault.lsnRange().last == LSN(before.last!.firstLSN.rawValue - 1), "every sealed segment shipped after the failure")

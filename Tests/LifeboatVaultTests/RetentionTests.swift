@@ -77,9 +77,17 @@ import Testing
         #expect(again.removedPoints.isEmpty && again.mergedLayers == 0)
     }
 
-    @Test func aPruneInterruptedMidMergeLosesNothingAndTheNextOneFinishesIt() throws {
+    /// A base write failing with EIO or ENOSPC part-way through the merge, or the bases' fsync
+    /// failing (FaultInjection): the prune fails, nothing readable changes, the next one finishes.
+    @Test(arguments: [(FaultInjection.Operation.write, Errno.ioError), (.write, .noSpace), (.sync, .ioError)])
+    func aPruneWhoseMergeFailsLosesNothingAndTheNextOneFinishesIt(operation: FaultInjection.Operation, errno: Errno) throws {
         let (f, vault) = try ingested(seed: 13)
-        #expect(throws: LifeboatError.self) { _ = try vault.prune(now: Self.now, policy: Self.policy, interruptAfterLayers: 1) }
+        let bases = vault.root.appending("bases").string
+        FaultInjection.arm(operation, under: bases, errno: errno)
+        defer { FaultInjection.disarm(under: bases) }
+        let error = #expect(throws: LifeboatError.self) { _ = try vault.prune(now: Self.now, policy: Self.policy) }
+        #expect(error?.errno == errno)
+        #expect(error?.path?.hasPrefix(bases) == true, "the error names the base")
         // The target is committed: nothing below it can be read, everything kept reads right
         // although the bases are half merged.
         let reopened = try Vault(root: vault.root)
