@@ -59,8 +59,8 @@ mount "$loopdev" "$fs"
 
 echo "== the site on it: two disks, its vault beside it, protected under a load with fdatasyncs"
 $lifeboat init --site "$fs/site" --vault "$fs/vault" >/dev/null
-$lifeboat disk create d1 --size 8M --site "$fs/site" >/dev/null
-$lifeboat disk create d2 --size 8M --site "$fs/site" >/dev/null
+$lifeboat disk create d1 --size 4M --site "$fs/site" >/dev/null
+$lifeboat disk create d2 --size 4M --site "$fs/site" >/dev/null
 $lifeboat protect "$smnt" --site "$fs/site" --segment-size 1M --seal-interval 0.5 --point-interval 1 --checkpoint-interval 0.3 \
   2>"$work/site.log" & site_pid=$!
 wait_mounted "$smnt" "$work/site.log"

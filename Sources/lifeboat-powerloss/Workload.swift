@@ -7,7 +7,7 @@ import Glibc
 #endif
 
 /// Concurrent writers on protected disks: each owns every `writers`-th 64 KiB chunk, writes
-/// runs of 1–8 blocks of `BlockPattern` content with rising generations, fdatasyncs every
+/// runs of 1–4 blocks of `BlockPattern` content with rising generations, fdatasyncs every
 /// `syncEvery` writes on average, and then writes an `AckBlock` listing what that fdatasync made durable.
 struct Workload {
     var disks: [FilePath]
@@ -73,7 +73,7 @@ struct Workload {
             let owned = (chunks - 1 - w) / writers + 1
             let chunk = w + writers * Int(random.next() % UInt64(owned))
             let offset = Int(random.next() % UInt64(Self.chunkBlocks))
-            let length = 1 + Int(random.next() % UInt64(min(8, Self.chunkBlocks - offset)))
+            let length = 1 + Int(random.next() % UInt64(min(4, Self.chunkBlocks - offset)))
             let first = chunk * Self.chunkBlocks + offset
             for k in 0..<length {
                 generations[d][first + k] += 1
