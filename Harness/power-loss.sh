@@ -12,11 +12,12 @@
 # (every flush boundary, then random subsets of the unflushed writes inside flush intervals)
 # and checks each: ext4 mounts, the site recovers, journal verify is identical, every
 # acknowledged write reads back, the vault verifies. Prints "N crash states, 0 lost"; exit 1
-# on any loss. Root; env: SECONDS_OF_LOAD (default 15), SEED (1), KEEP_FAILURES=DIR.
+# on any loss. Root; env: SECONDS_OF_LOAD (default 8), SEED (1), KEEP_FAILURES=DIR, FAIL_FAST=1
+# (stop at the first loss), POWER_LOSS_JOBS (checkers in parallel, default: the cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 states=${1:-300}
-load_seconds=${SECONDS_OF_LOAD:-15}
+load_seconds=${SECONDS_OF_LOAD:-8}
 seed=${SEED:-1}
 # Release: the checker replays, hashes and compares every state (about 10x faster than debug).
 swift build -c release --product lifeboat 2>&1 | tail -1
@@ -82,11 +83,14 @@ shards=${POWER_LOSS_JOBS:-$(nproc)}
 for i in $(seq 0 $((shards - 1))); do
   mkdir -p "$images/xfs/$i"
   unshare -m --propagation private $powerloss check --recorder "$work/recorder" --disk d1 --disk d2 --states "$states" --seed "$seed" \
-    --work "$images/xfs/$i" --mountpoint "$fs" --shard "$i/$shards" ${KEEP_FAILURES:+--keep-failures "$KEEP_FAILURES"} >"$work/check.$i" &
+    --work "$images/xfs/$i" --mountpoint "$fs" --shard "$i/$shards" ${KEEP_FAILURES:+--keep-failures "$KEEP_FAILURES"} ${FAIL_FAST:+--fail-fast} >"$work/check.$i" &
   pids+=($!)
 done
 status=0
-for pid in "${pids[@]}"; do wait "$pid" || status=1; done
+for _ in "${pids[@]}"; do
+  wait -n "${pids[@]}" || { status=1; [ -n "${FAIL_FAST:-}" ] && break; }
+done
+for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; done
 pids=()
 head -1 "$work/check.0"
 grep -h "^time per state\|^LOST" "$work"/check.* || true

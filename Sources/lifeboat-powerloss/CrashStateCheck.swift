@@ -91,7 +91,7 @@ struct CrashStateCheck {
     }
 
     /// Checks every state; returns the findings (empty: nothing lost).
-    func run(_ states: [State], progress: (Int, Int) -> Void) throws -> [(State, String)] {
+    func run(_ states: [State], failFast: Bool, progress: (Int, Int) -> Void) throws -> [(State, String)] {
         let basePath = work.appending("base.img")
         let statePath = work.appending("state.img")
         try SparseImage.create(basePath, sizeBytes: recording.imageBytes)
@@ -118,6 +118,7 @@ struct CrashStateCheck {
                 }
             }
             progress(n + 1, findings.count)
+            if failFast && !findings.isEmpty { break }
         }
         return findings
     }

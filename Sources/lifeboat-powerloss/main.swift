@@ -40,6 +40,7 @@ struct CheckCommand: ParsableCommand {
     @Option(help: "Keep the first failing states' images here.") var keepFailures: String?
     @Option(help: ArgumentHelp("Check only every K-th state from the I-th (0-based), for K checkers in parallel, each in its own mount namespace.", valueName: "I/K"))
     var shard = "0/1"
+    @Flag(help: "Stop at the first state that loses something.") var failFast = false
 
     func validate() throws {
         let parts = shard.split(separator: "/").compactMap { Int($0) }
@@ -58,7 +59,7 @@ struct CheckCommand: ParsableCommand {
               + "checking \(all.count) crash states (\(boundaries) flush boundaries, \(inside) inside flush intervals, seed \(seed))"
               + (parts[1] > 1 ? ", shard \(shard): \(chosen.count) of them" : ""))
         var lastPrint = ContinuousClock.now
-        let findings = try check.run(chosen) { done, lost in
+        let findings = try check.run(chosen, failFast: failFast) { done, lost in
             if lastPrint.duration(to: .now) > .seconds(30) || done == chosen.count {
                 lastPrint = .now
                 FileHandle.standardError.write(Data("  \(done)/\(chosen.count) states, \(lost) lost, \(describeDuration(started.duration(to: .now).inSeconds))\n".utf8))
