@@ -87,10 +87,13 @@ for i in $(seq 0 $((shards - 1))); do
   pids+=($!)
 done
 status=0
-for _ in "${pids[@]}"; do
-  wait -n "${pids[@]}" || { status=1; [ -n "${FAIL_FAST:-}" ] && break; }
+for _ in "${pids[@]}"; do  # each round reaps one checker, whichever ends first
+  if ! wait -n; then
+    status=1
+    if [ -n "${FAIL_FAST:-}" ]; then break; fi
+  fi
 done
-for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; done
+for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
 pids=()
 head -1 "$work/check.0"
 grep -h "^time per state\|^LOST" "$work"/check.* || true
