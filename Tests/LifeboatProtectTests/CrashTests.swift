@@ -97,6 +97,32 @@ struct CrashTests {
         #expect(verify.status == 0, "\(verify.stdout)")
     }
 
+    /// `journal recover`: refused while protect runs; after a kill -9, replays the journal and
+    /// re-journals the active regions (the 1 MiB written: 256 blocks) without serving, stops
+    /// cleanly, and the journal then verifies identical.
+    @Test func journalRecoverAfterAKillReplaysAndReJournalsWithoutServing() throws {
+        let t = try TestSite(disks: [("d0", "16M")])
+        defer { t.cleanup() }
+        let protect = try t.startProtect()
+        let fd = open(t.image("d0"), O_RDWR)
+        let data = randomBytes(1 << 20, seed: 42)
+        #expect(data.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, 4 << 20) } == 1 << 20)
+        #expect(fsync(fd) == 0)
+        close(fd)
+        let busy = try lifeboat("journal", "recover", "--site", t.site)
+        #expect(busy.status == 75, "refused while protect runs: \(busy.stderr)")
+        protect.crash()
+        try check(run(["umount", "-l", t.mountpoint]))
+        let recovered = try lifeboat("journal", "recover", "--site", t.site)
+        #expect(recovered.status == 0, "\(recovered.stderr)")
+        #expect(recovered.stdout.contains("256 block(s) re-journaled"), "\(recovered.stdout)")
+        #expect(recovered.stderr.contains("did not stop cleanly"))
+        let verify = try lifeboat("journal", "verify", "--site", t.site)
+        #expect(verify.status == 0, "\(verify.stdout)")
+        let again = try lifeboat("journal", "recover", "--site", t.site)
+        #expect(again.stdout.contains("0 block(s) re-journaled"), "after a clean stop there is nothing to re-journal: \(again.stdout)")
+    }
+
     @Test func fsyncedExt4FilesSurviveKillNineAndFsckIsClean() throws {
         let t = try TestSite(disks: [("d0", "256M")])
         defer { t.cleanup() }
