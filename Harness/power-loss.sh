@@ -13,7 +13,9 @@
 # and checks each: ext4 mounts, the site recovers, journal verify is identical, every
 # acknowledged write reads back, the vault verifies. Prints "N crash states, 0 lost"; exit 1
 # on any loss. Root; env: SECONDS_OF_LOAD (default 8), SEED (1), KEEP_FAILURES=DIR, FAIL_FAST=1
-# (stop at the first loss), POWER_LOSS_JOBS (checkers in parallel, default: the cores).
+# (stop at the first loss), POWER_LOSS_JOBS (checkers in parallel, default: the cores),
+# KEEP_RECORDING=1 (keep the work directory: the recorder site, to rerun the checker),
+# RECORD_ONLY=1 (stop after recording).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 states=${1:-300}
@@ -42,7 +44,8 @@ cleanup() {
   [ -n "$recorder_pid" ] && stop "$recorder_pid"
   mountpoint -q "$rmnt" && umount -l "$rmnt"
   mountpoint -q "$images/xfs" && umount "$images/xfs"
-  rm -rf "$work" "$images"
+  if [ -n "${KEEP_RECORDING:-}" ]; then echo "kept: $work" >&2; else rm -rf "$work"; fi
+  rm -rf "$images"
 }
 trap cleanup EXIT INT TERM
 mkdir -p "$rmnt" "$fs" "$smnt"
@@ -74,6 +77,7 @@ umount "$fs"; losetup -d "$loopdev"; loopdev=""
 stop "$recorder_pid"; recorder_pid=""
 
 echo "== crash states"
+[ -n "${RECORD_ONLY:-}" ] && exit 0
 truncate -s 8G "$images/scratch.xfs"
 mkfs.xfs -q -m reflink=1 "$images/scratch.xfs"
 mkdir -p "$images/xfs"
@@ -96,6 +100,7 @@ done
 for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
 pids=()
 head -1 "$work/check.0"
+[ "$status" -eq 0 ] || grep -hv "^recording:" "$work"/check.* >&2 || true
 grep -h "^time per state\|^LOST" "$work"/check.* || true
 checked=$(grep -h " crash states, .* lost" "$work"/check.* | awk '{n += $1; l += $4} END {print n " crash states, " l " lost"}')
 echo "power-loss: $checked"

@@ -72,7 +72,7 @@ final class SegmentPreparer: @unchecked Sendable {
         }
     }
 
-    /// Stops the thread and removes the unused spare. Idempotent (close and deinit both call
+    /// Stops the thread, retires what is queued, and removes the unused spare. Idempotent (close and deinit both call
     /// it): the spare's descriptor is closed exactly once, since a second close could hit a
     /// descriptor number another thread has been given since.
     func stop() {
@@ -81,9 +81,16 @@ final class SegmentPreparer: @unchecked Sendable {
             lock.broadcast()
         }
         while let t = thread, !t.isFinished { usleep(1000) }
-        let leftover = lock.withLock {
-            defer { spare = nil }
-            return spare
+        thread = nil  // the thread's closure holds this object: drop the cycle
+        let (leftover, unretired) = lock.withLock {
+            defer { spare = nil; retiring = [] }
+            return (spare, retiring)
+        }
+        // Segments sealed just before the stop: retire them here, so that their descriptors
+        // close now rather than with the last reference (a filesystem can then be unmounted).
+        for (segment, end) in unretired {
+            _ = try? segment.fd.resize(to: end)
+            _ = posix_fadvise(segment.fd.rawValue, 0, 0, POSIX_FADV_DONTNEED)
         }
         if let leftover {
             try? leftover.fd.close()

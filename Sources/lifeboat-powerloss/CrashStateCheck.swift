@@ -158,7 +158,10 @@ struct CrashStateCheck {
                 usleep(100_000)
                 umount = ChildProcess.run(["umount", mountpoint.string], deadline: .now + .seconds(60))
             }
-            if let failure = umount.failure { throw LifeboatError(.io, "cannot unmount a crash state: umount \(failure)", path: mountpoint.string) }
+            if let failure = umount.failure {
+                throw LifeboatError(.io, "cannot unmount a crash state: umount \(failure); this process still has open: "
+                                    + openFiles(under: mountpoint).joined(separator: ", "), path: mountpoint.string)
+            }
         }
         return finding
     }
@@ -222,6 +225,13 @@ struct CrashStateCheck {
         }
         return nil
     }
+}
+
+/// The files this process has open under `directory` (from /proc/self/fd).
+func openFiles(under directory: FilePath) -> [String] {
+    let fds = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
+    return fds.compactMap { try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/" + $0) }
+        .filter { $0.hasPrefix(directory.string) }
 }
 
 extension Array {

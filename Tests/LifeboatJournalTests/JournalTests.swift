@@ -82,6 +82,22 @@ func newestSegment(_ dir: FilePath) throws -> FilePath { try JournalDirectory.se
         #expect(seen.map(\.0) == [.write, .flush, .marker])
     }
 
+    /// A closed journal keeps no descriptor open under its directory (a segment sealed at the
+    /// close used to stay open in the preparer's queue): the filesystem can be unmounted.
+    @Test func aClosedJournalLeavesNoDescriptorOpen() throws {
+        let dir = try temporaryDirectory()
+        do {
+            let (journal, _) = try Journal.open(directory: dir, groupID: groupID)
+            _ = try blocks(1).withUnsafeBytes { try journal.appendWrite(disk: DiskID(0), firstBlock: BlockIndex(0), data: $0) }
+            try journal.sealIfOlder(than: .zero)
+            try journal.close()
+        }
+        let open = try FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").compactMap {
+            try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/" + $0)
+        }.filter { $0.hasPrefix(dir.string) }
+        #expect(open.isEmpty, "still open: \(open)")
+    }
+
     @Test func tornTailIsTruncatedAndReported() throws {
         let dir = try temporaryDirectory()
         let records = try journalWithWrites(dir, writes: 5)
