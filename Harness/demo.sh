@@ -76,9 +76,14 @@ $lifeboat checkpoint --app-consistent --label nothing-mounted && echo "unexpecte
 step "an unprivileged user: the site and vault are private (exit 77, nothing read)"
 setpriv --reuid=65534 --regid=65534 --clear-groups "$lifeboat" status && echo "unexpected: readable" || echo "(exit $?)"
 setpriv --reuid=65534 --regid=65534 --clear-groups head -c 16 "$site/disks/vm0.img" 2>&1 || true
+step "a crash: kill -9 of protect (its FUSE mount is left dead)"
+kill -KILL "$protect_pid"; wait "$protect_pid" 2>/dev/null || true; protect_pid=""
+umount -l "$mnt"
+$lifeboat status | head -2
+step "lifeboat journal recover (replay the journal, re-journal the activity log's regions; nothing is served)"
+$lifeboat journal recover
 step "lifeboat journal verify";               $lifeboat journal verify
 step "lifeboat vault verify";                 $lifeboat vault verify
-step "stop protect (SIGTERM: unmount, drain)"; kill -TERM "$protect_pid"; wait "$protect_pid"; protect_pid=""
 step "lifeboat status";                       $lifeboat status
 echo
 echo "demo complete; cleaning up $work"

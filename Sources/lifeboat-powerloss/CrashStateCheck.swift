@@ -90,8 +90,9 @@ struct CrashStateCheck {
         return (chosen, boundaryCount, inside)
     }
 
-    /// Checks every state; returns the findings (empty: nothing lost).
-    func run(_ states: [State], failFast: Bool, progress: (Int, Int) -> Void) throws -> [(State, String)] {
+    /// Checks every state (with `failFast`, up to the first that loses something); returns how
+    /// many were checked and the findings (empty: nothing lost).
+    func run(_ states: [State], failFast: Bool, progress: (Int, Int) -> Void) throws -> (checked: Int, findings: [(State, String)]) {
         let basePath = work.appending("base.img")
         let statePath = work.appending("state.img")
         try SparseImage.create(basePath, sizeBytes: recording.imageBytes)
@@ -99,6 +100,7 @@ struct CrashStateCheck {
         defer { try? base.close() }
         var applied = 0  // recording.writes[..<applied] are in the base image
         var findings: [(State, String)] = []
+        var checked = 0
         for (n, state) in states.enumerated() {
             while applied < recording.writes.count && recording.writes[applied].lsn <= state.openingFlush {
                 try apply(recording.writes[applied], to: base)
@@ -117,10 +119,11 @@ struct CrashStateCheck {
                     try? SparseImage.copy(from: statePath, to: kept, sizeBytes: recording.imageBytes)
                 }
             }
-            progress(n + 1, findings.count)
+            checked = n + 1
+            progress(checked, findings.count)
             if failFast && !findings.isEmpty { break }
         }
-        return findings
+        return (checked, findings)
     }
 
     private func apply(_ write: Recording.Write, to fd: FileDescriptor) throws {

@@ -59,7 +59,7 @@ struct CheckCommand: ParsableCommand {
               + "checking \(all.count) crash states (\(boundaries) flush boundaries, \(inside) inside flush intervals, seed \(seed))"
               + (parts[1] > 1 ? ", shard \(shard): \(chosen.count) of them" : ""))
         var lastPrint = ContinuousClock.now
-        let findings = try check.run(chosen, failFast: failFast) { done, lost in
+        let (checked, findings) = try check.run(chosen, failFast: failFast) { done, lost in
             if lastPrint.duration(to: .now) > .seconds(30) || done == chosen.count {
                 lastPrint = .now
                 FileHandle.standardError.write(Data("  \(done)/\(chosen.count) states, \(lost) lost, \(describeDuration(started.duration(to: .now).inSeconds))\n".utf8))
@@ -67,10 +67,10 @@ struct CheckCommand: ParsableCommand {
         }
         let total = check.phases.value.values.reduce(0, +)
         print("time per state: " + check.phases.value.sorted { $0.value > $1.value }
-            .map { "\($0.key) \(Int(($0.value / Double(max(1, chosen.count)) * 1000).rounded())) ms" }.joined(separator: ", ")
-            + " (\(Int((total / Double(max(1, chosen.count)) * 1000).rounded())) ms)")
+            .map { "\($0.key) \(Int(($0.value / Double(max(1, checked)) * 1000).rounded())) ms" }.joined(separator: ", ")
+            + " (\(Int((total / Double(max(1, checked)) * 1000).rounded())) ms)")
         for (state, finding) in findings.prefix(10) { print("LOST \(state.name): \(finding)") }
-        print("\(chosen.count) crash states, \(findings.count) lost (\(describeDuration(started.duration(to: .now).inSeconds)))")
+        print("\(checked) crash states, \(findings.count) lost (\(describeDuration(started.duration(to: .now).inSeconds)))")
         if !findings.isEmpty { throw ExitCode(1) }
     }
 }
