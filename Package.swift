@@ -70,7 +70,7 @@ let package = Package(
             path: "Sources/lifeboat-powerloss"),
 
         // Helpers for the test targets (Swift Testing traits, test sites, the `lifeboat` binary); not in the product.
-        .target(name: "LifeboatTestSupport", path: "Sources/LifeboatTestSupport"),
+        .target(name: "LifeboatTestSupport", dependencies: ["LifeboatCore"], path: "Sources/LifeboatTestSupport"),
 
         .testTarget(name: "LifeboatCoreTests", dependencies: ["LifeboatCore", .product(name: "SystemPackage", package: "swift-system")]),
         .testTarget(
