@@ -72,9 +72,9 @@ final class SegmentPreparer: @unchecked Sendable {
         }
     }
 
-    /// Stops the thread, retires what is queued, and removes the unused spare. Idempotent (close and deinit both call
-    /// it): the spare's descriptor is closed exactly once, since a second close could hit a
-    /// descriptor number another thread has been given since.
+    /// Stops the thread, retires what is queued, and removes the unused spare. Idempotent
+    /// (close and deinit both call it): the spare's descriptor is closed exactly once, since a
+    /// second close could hit a descriptor number another thread has been given since.
     func stop() {
         lock.withLock {
             stopping = true
