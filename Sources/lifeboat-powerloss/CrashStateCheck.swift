@@ -59,7 +59,7 @@ struct CrashStateCheck {
             chosen.append(State(openingFlush: flushes[i], closingFlush: closing(after: i), kept: [], dropped: []))
         }
         var inside = 0
-        if count > boundaryCount {
+        if count > boundaryCount && flushes.count >= 2 {
             var writesByLSN: [LSN: Recording.Write] = [:]
             var intervals: [CrashStates.Interval] = []
             var openingOf: [LSN: LSN] = [:]

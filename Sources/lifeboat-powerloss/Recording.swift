@@ -73,6 +73,9 @@ struct Recording {
         guard let start else {
             throw LifeboatError(.notFound, "the recording has no workload start mark on disk '\(ackDisk)'", path: recorderSite.string)
         }
+        guard flushes.contains(where: { $0 > start }) else {
+            throw LifeboatError(.invalidArgument, "the recording has no flush after the workload's start: nothing says what was durable", path: recorderSite.string)
+        }
         self.segments = segments
         self.writes = writes
         self.flushes = flushes
