@@ -18,6 +18,7 @@
 # RECORD_ONLY=1 (stop after recording).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source Harness/setup.sh
 states=${1:-300}
 load_seconds=${SECONDS_OF_LOAD:-8}
 seed=${SEED:-1}
