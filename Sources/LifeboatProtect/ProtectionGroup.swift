@@ -204,8 +204,9 @@ public final class ProtectionGroup: @unchecked Sendable {
                 do {
                     try SparseImage.forEachDataPiece(of: disk.primary, sizeBytes: end, from: start, buffer: buffer) { at, bytes in
                         let first = BlockIndex(UInt64(at >> BlockSize.shift))
-                        _ = try journal.appendWrite(disk: disk.id, firstBlock: first, data: bytes)
+                        let lsn = try journal.appendWrite(disk: disk.id, firstBlock: first, data: bytes)
                         disk.rehash(firstBlock: first, data: bytes)
+                        disk.lastLSN.store(lsn.rawValue, ordering: .relaxed)
                         blocks += bytes.count >> BlockSize.shift
                     }
                 } catch {

@@ -104,9 +104,38 @@ public struct SiteStatus: Codable, Sendable {
                         error: checkpoint.cleanStop ? nil : "not stopped cleanly: the digest is exact again after the next protect recovers")
         }
         let last = checkpoint.appliedLSN.rawValue
+        let appended = max(last, saved?.journal.appendedLSN ?? 0)
+        // What waits to ship is what the local segments hold past the vault's LSN, now: the
+        // saved figures are from the last running protect (a `journal recover` appends since).
+        var shipping = saved?.shipping
+        if var s = shipping {
+            let pending = segments.enumerated().filter { i, segment in
+                let lastInSegment = i + 1 < segments.count ? segments[i + 1].firstLSN.rawValue - 1 : appended
+                return lastInSegment > s.shippedLSN
+            }
+            s.pendingSegments = pending.count
+            s.pendingBytes = pending.reduce(Int64(0)) { sum, p in
+                sum + ((try? FileManager.default.attributesOfItem(atPath: p.element.path.string)[.size] as? Int64) ?? 0)
+            }
+            shipping = s
+        }
         return SiteStatus(
             state: checkpoint.cleanStop ? "stopped" : "stopped (unclean: recovery pending)", pid: nil, mountpoint: nil, updatedAt: Date(),
-            journal: JournalFigures(appendedLSN: max(last, saved?.journal.appendedLSN ?? 0), durableLSN: last, bytes: bytes, segments: segments.count, error: nil),
-            disks: disks, shipping: saved?.shipping)
+            journal: JournalFigures(appendedLSN: appended, durableLSN: last, bytes: bytes, segments: segments.count, error: nil),
+            disks: disks, shipping: shipping)
+    }
+
+    /// After an offline recovery (`journal recover`): the recovered group's figures — each
+    /// disk's last LSN, the journal — as a stopped site, keeping the shipping figures of the
+    /// last running protect (nothing shipped since).
+    public static func saveRecovered(_ group: ProtectionGroup) throws {
+        let previous = (try? readWholeFile(path(in: group.site))).flatMap { try? SiteConfig.decoder.decode(SiteStatus.self, from: Data($0)) }
+        var status = live(group, mountpoint: "")
+        status.state = "stopped"
+        status.pid = nil
+        status.mountpoint = nil
+        status.shipping = previous?.shipping
+        for i in status.disks.indices where status.disks[i].state == "protected" { status.disks[i].state = "stopped" }
+        try status.save(in: group.site)
     }
 }

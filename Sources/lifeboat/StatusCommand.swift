@@ -72,6 +72,7 @@ struct JournalCommand: ParsableCommand {
             options.ships = false
             let group = try ProtectionGroup.open(site: try site.open(), options: options, logger: makeLogger())
             try group.close()
+            try SiteStatus.saveRecovered(group)
             print("recovered: \(group.replayedRecords) record(s) replayed, \(group.rejournaledBlocks) block(s) re-journaled, "
                   + "journal through LSN \(group.recovery.lastLSN); stopped cleanly")
         }

@@ -99,9 +99,10 @@ struct CrashTests {
 
     /// `journal recover`: refused while protect runs; after a kill -9, replays the journal and
     /// re-journals the active regions (the 1 MiB written: 256 blocks) without serving, stops
-    /// cleanly, and the journal then verifies identical.
+    /// cleanly, and the journal then verifies identical; `status` says stopped, the disk's last
+    /// LSN is the recovered one, and what waits to ship includes the re-journaled records.
     @Test func journalRecoverAfterAKillReplaysAndReJournalsWithoutServing() throws {
-        let t = try TestSite(disks: [("d0", "16M")])
+        let t = try TestSite(disks: [("d0", "16M")], withVault: true)
         defer { t.cleanup() }
         let protect = try t.startProtect()
         let fd = open(t.image("d0"), O_RDWR)
@@ -119,6 +120,18 @@ struct CrashTests {
         #expect(recovered.stderr.contains("did not stop cleanly"))
         let verify = try lifeboat("journal", "verify", "--site", t.site)
         #expect(verify.status == 0, "\(verify.stdout)")
+        let status = try lifeboat("status", "--site", t.site, "--json")
+        let json = try #require(try JSONSerialization.jsonObject(with: Data(status.stdout.utf8)) as? [String: Any])
+        #expect(json["state"] as? String == "stopped")
+        let journal = try #require(json["journal"] as? [String: Any])
+        let disk = try #require((json["disks"] as? [[String: Any]])?.first)
+        let appended = try #require(journal["appendedLSN"] as? Int)
+        #expect((disk["lastLSN"] as? Int ?? 0) > appended - 4, "the last LSN of the disk is the re-journaled one (then a seal and markers)")
+        let shipping = try #require(json["shipping"] as? [String: Any])
+        let shipped = try #require(shipping["shippedLSN"] as? Int)
+        if shipped < appended {
+            #expect((shipping["pendingBytes"] as? Int ?? 0) > 0, "the records not yet shipped are waiting, not 0 B: \(status.stdout)")
+        }
         let again = try lifeboat("journal", "recover", "--site", t.site)
         #expect(again.stdout.contains("0 block(s) re-journaled"), "after a clean stop there is nothing to re-journal: \(again.stdout)")
     }
