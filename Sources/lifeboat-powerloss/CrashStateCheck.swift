@@ -156,11 +156,7 @@ struct CrashStateCheck {
         // In its own function, so that every file the checks opened is closed before the unmount.
         let finding = checkMounted(mountpoint, state: state)
         try timed("umount") {
-            var umount = ChildProcess.run(["umount", mountpoint.string], deadline: .now + .seconds(60))
-            for _ in 0..<20 where umount.failure != nil {  // a descriptor still closing
-                usleep(100_000)
-                umount = ChildProcess.run(["umount", mountpoint.string], deadline: .now + .seconds(60))
-            }
+            let umount = ChildProcess.run(["umount", mountpoint.string], deadline: .now + .seconds(60))
             if let failure = umount.failure {
                 throw LifeboatError(.io, "cannot unmount a crash state: umount \(failure); this process still has open: "
                                     + openFiles(under: mountpoint).joined(separator: ", "), path: mountpoint.string)
