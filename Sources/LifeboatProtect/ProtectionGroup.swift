@@ -40,6 +40,9 @@ public final class ProtectionGroup: @unchecked Sendable {
     public private(set) var rejournaledBlocks = 0
     private let checkpointState = Mutex<(lsn: LSN, at: ContinuousClock.Instant)>((.zero, .now))
     private let markerState = Mutex<(lsn: LSN, at: ContinuousClock.Instant)>((.zero, .now))
+    /// Every disk's digest root at the newest marker (or at the start): what `status` shows, so
+    /// that its refresh never pauses the writes to compute roots.
+    private let markedRoots = Mutex<(lsn: LSN, roots: [DiskID: Hash128])>((.zero, [:]))
     /// The first journaled write a primary failed to take: checkpoints stay below it, so that a
     /// restart replays it onto the primary.
     private let firstUnapplied = Mutex<LSN?>(nil)
@@ -107,6 +110,7 @@ public final class ProtectionGroup: @unchecked Sendable {
         }
         try checkpoint(clean: false)
         markerState.withLock { $0.lsn = journal.stats.appendedLSN }
+        markedRoots.withLock { $0 = (journal.stats.appendedLSN, rootsWhilePaused()) }  // no writer yet
         if options.ships, let vault = site.config.vault {
             shipper = Shipper(site: site, vaultPath: vault, journal: journal, logger: logger) { [weak self] in
                 self?.checkpointState.withLock { $0.lsn } ?? .zero
@@ -245,6 +249,7 @@ public final class ProtectionGroup: @unchecked Sendable {
             let now = Int64(Date().timeIntervalSince1970 * 1e9)
             return (try journal.appendMarker(Marker(kind: kind, timeNanos: now, label: label, digests: digests)), digests)
         }
+        markedRoots.withLock { $0 = (lsn, digests) }
         try journal.sync()
         try journal.sealIfOlder(than: .zero)
         // The seal took an LSN too: only writes after this count as "new" for the next point.
@@ -279,6 +284,11 @@ public final class ProtectionGroup: @unchecked Sendable {
         try checkpoint(clean: true)
         shipper?.stop()
         try journal.close()
+    }
+
+    /// Every disk's digest root at the newest marker, and the marker's LSN (free: no pause).
+    public func digestsAtLastMarker() -> (lsn: LSN, roots: [DiskID: Hash128]) {
+        markedRoots.withLock { $0 }
     }
 
     /// The digest root of every disk at one instant (writes paused for the computation).

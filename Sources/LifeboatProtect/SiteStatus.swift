@@ -13,7 +13,10 @@ public struct SiteStatus: Codable, Sendable {
         public var lastLSN: UInt64?
         /// protected | stopped | error
         public var state: String
+        /// The digest root: while protect runs, at the newest point (`digestAtLSN`); when
+        /// stopped cleanly, of the disk as it is.
         public var digest: String?
+        public var digestAtLSN: UInt64?
         public var error: String?
     }
 
@@ -60,11 +63,12 @@ public struct SiteStatus: Codable, Sendable {
     /// The live status of a running group.
     static func live(_ group: ProtectionGroup, mountpoint: String) -> SiteStatus {
         let stats = group.journal.stats
-        let roots = group.digests()
+        let marked = group.digestsAtLastMarker()  // computing live roots would pause every write
         let disks = group.disks.map { d in
             let error = d.primaryError.withLock { $0 }
             return Disk(name: d.config.name, sizeBytes: d.sizeBytes, lastLSN: d.lastLSN.load(ordering: .relaxed),
-                        state: error == nil && stats.failure == nil ? "protected" : "error", digest: roots[d.id]?.description, error: error)
+                        state: error == nil && stats.failure == nil ? "protected" : "error", digest: marked.roots[d.id]?.description,
+                        digestAtLSN: marked.lsn.rawValue, error: error)
         }
         let local = (try? JournalDirectory.segments(in: group.journal.directory)) ?? []
         return SiteStatus(

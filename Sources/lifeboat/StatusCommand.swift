@@ -46,8 +46,11 @@ struct StatusCommand: ParsableCommand {
         } else if s.config.vault != nil {
             print("verified RPO: none (no point has passed a drill\(vaultError.map { "; vault: \($0)" } ?? ""))")
         }
-        printTable(["DISK", "SIZE", "LAST LSN", "STATE", "DIGEST"], status.disks.map {
-            [$0.name, diskSize($0.sizeBytes), $0.lastLSN.map(String.init) ?? "-", $0.state, $0.digest ?? "-"]
+        // A running protect reports the digest at its newest point (computing it live would
+        // pause the writes); a stopped site's is of the disk as it is.
+        printTable(["DISK", "SIZE", "LAST LSN", "STATE", "DIGEST", "AT LSN"], status.disks.map {
+            [$0.name, diskSize($0.sizeBytes), $0.lastLSN.map(String.init) ?? "-", $0.state, $0.digest ?? "-",
+             $0.digest == nil ? "-" : $0.digestAtLSN.map(String.init) ?? "now"]
         })
         for d in status.disks { if let e = d.error { print("  \(d.name): \(e)") } }
     }

@@ -59,6 +59,22 @@ import Testing
         #expect(verify.disks[0].journaledBlocks > 0)
     }
 
+    /// `status` shows each disk's digest at the newest point, with its LSN: the refresh (every
+    /// second) never pauses the writes to compute live roots.
+    @Test func statusShowsTheDigestAtTheNewestPoint() throws {
+        let site = try makeSite()
+        defer { try? FileManager.default.removeItem(atPath: site.root.string) }
+        let group = try ProtectionGroup.open(site: site, logger: logger)
+        defer { try? group.close() }
+        try randomBytes(8192, seed: 1).withUnsafeBytes { try group.write(disk: 0, offset: 0, data: $0) }
+        let (lsn, digests) = try group.mark(.crashConsistent, label: "")
+        try randomBytes(4096, seed: 2).withUnsafeBytes { try group.write(disk: 0, offset: 1 << 20, data: $0) }
+        let status = SiteStatus.live(group, mountpoint: "/m")
+        #expect(status.disks[0].digest == digests[DiskID(0)]?.description)
+        #expect(status.disks[0].digestAtLSN == lsn.rawValue)
+        #expect(status.disks[0].digest != group.digests()[DiskID(0)]?.description, "the live root moved on; status did not compute it")
+    }
+
     @Test func writesOutsideTheDiskAndResizesAreRefused() throws {
         let site = try makeSite()
         defer { try? FileManager.default.removeItem(atPath: site.root.string) }
