@@ -16,6 +16,23 @@ public enum CrashStates {
         public init(closingLSN: LSN, dropped: [LSN]) { self.closingLSN = closingLSN; self.dropped = dropped }
     }
 
+    /// The intervals between consecutive boundaries — `opening`, then each of `closings`
+    /// (ascending) — that hold at least two writes. `writes`: write LSNs, ascending; a repeat
+    /// (a record seen once per block run) counts once; writes at or before `opening` are skipped.
+    public static func intervals(opening: LSN, closings: [LSN], writes: [LSN]) -> [Interval] {
+        var result: [Interval] = []
+        var next = writes.firstIndex { $0 > opening } ?? writes.count
+        for closing in closings {
+            var unflushed: [LSN] = []
+            while next < writes.count, writes[next] < closing {
+                if unflushed.last != writes[next] { unflushed.append(writes[next]) }
+                next += 1
+            }
+            if unflushed.count >= 2 { result.append(Interval(closingLSN: closing, writes: unflushed)) }
+        }
+        return result
+    }
+
     /// The number of crash states: 2^n - 2 per interval of n writes (Int.max when past it).
     public static func total(_ intervals: [Interval]) -> Int {
         intervals.reduce(0) { sum, i in

@@ -17,6 +17,14 @@ public enum LinuxDevices {
 
     /// This process's mounts: each one's device (`major:minor`) and mountpoint, from
     /// /proc/self/mountinfo (proc(5): id parent major:minor root mountpoint …).
+    /// The files this process has open under `directory` (from /proc/self/fd): what keeps a
+    /// filesystem busy when it should unmount.
+    public static func openFiles(under directory: String) -> [String] {
+        let fds = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
+        return fds.compactMap { try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/" + $0) }
+            .filter { $0.hasPrefix(directory) }
+    }
+
     public static func mounts() -> [(device: String, mountpoint: String)] {
         let info = (try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? ""
         return info.split(separator: "\n").compactMap { line in

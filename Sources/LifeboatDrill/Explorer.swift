@@ -177,18 +177,8 @@ public enum Explorer {
                 lastPassing = lo >= 0 ? boundaries[lo] : fromLSN
             }
         case .dropUnflushed(let count, let seed):
-            let writes = try vault.writes(in: fromLSN.next...toLSN, limit: .max)
-            // One pass: `writes` come in LSN order (a record over several runs appears once per run).
-            var intervals: [CrashStates.Interval] = []
-            var next = 0
-            for closing in boundaries {
-                var unflushed: [LSN] = []
-                while next < writes.count, writes[next].lsn < closing {
-                    if unflushed.last != writes[next].lsn { unflushed.append(writes[next].lsn) }
-                    next += 1
-                }
-                if unflushed.count >= 2 { intervals.append(CrashStates.Interval(closingLSN: closing, writes: unflushed)) }
-            }
+            let writes = try vault.writes(in: fromLSN.next...toLSN, limit: .max)  // in LSN order
+            let intervals = CrashStates.intervals(opening: fromLSN, closings: boundaries, writes: writes.map(\.lsn))
             report.crashStates = CrashStates.total(intervals)
             for state in CrashStates.choose(from: intervals, count: count, seed: seed) {
                 guard let passed = check(state.closingLSN, dropping: state.dropped) else { break }

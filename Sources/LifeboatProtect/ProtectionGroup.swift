@@ -291,11 +291,6 @@ public final class ProtectionGroup: @unchecked Sendable {
         markedRoots.withLock { $0 }
     }
 
-    /// The digest root of every disk at one instant (writes paused for the computation).
-    public func digests() -> [DiskID: Hash128] {
-        applyLock.withExclusive { rootsWhilePaused() }
-    }
-
     /// Every disk's root; the caller holds the apply lock exclusively (no write in flight).
     private func rootsWhilePaused() -> [DiskID: Hash128] {
         Dictionary(uniqueKeysWithValues: disks.map { ($0.id, $0.digest.root()) })

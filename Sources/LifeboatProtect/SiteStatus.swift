@@ -93,9 +93,8 @@ public struct SiteStatus: Codable, Sendable {
         if try site.isProtectRunning(), let saved { return saved }
         let checkpoint = try Checkpoint.load(from: site.stateDirectory)
         let segments = try JournalDirectory.segments(in: site.journalDirectory)
-        let bytes = segments.reduce(Int64(0)) { sum, s in
-            sum + ((try? FileManager.default.attributesOfItem(atPath: s.path.string)[.size] as? Int64) ?? 0)
-        }
+        let sizes = segments.map { fileSize($0.path) ?? 0 }
+        let bytes = sizes.reduce(0, +)
         let disks = site.config.disks.map { d in
             let digest = try? DigestMap(path: site.digestPath(d), sizeBytes: d.sizeBytes, rebuildFrom: nil).root()
             let last = saved?.disks.first { $0.name == d.name }?.lastLSN
@@ -113,14 +112,12 @@ public struct SiteStatus: Codable, Sendable {
         // saved figures are from the last running protect (a `journal recover` appends since).
         var shipping = saved?.shipping
         if var s = shipping {
-            let pending = segments.enumerated().filter { i, segment in
+            let pending = segments.indices.filter { i in
                 let lastInSegment = i + 1 < segments.count ? segments[i + 1].firstLSN.rawValue - 1 : appended
                 return lastInSegment > s.shippedLSN
             }
             s.pendingSegments = pending.count
-            s.pendingBytes = pending.reduce(Int64(0)) { sum, p in
-                sum + ((try? FileManager.default.attributesOfItem(atPath: p.element.path.string)[.size] as? Int64) ?? 0)
-            }
+            s.pendingBytes = pending.reduce(0) { $0 + sizes[$1] }
             shipping = s
         }
         return SiteStatus(

@@ -60,25 +60,14 @@ struct CrashStateCheck {
         }
         var inside = 0
         if count > boundaryCount && flushes.count >= 2 {
-            var writesByLSN: [LSN: Recording.Write] = [:]
-            var intervals: [CrashStates.Interval] = []
-            var openingOf: [LSN: LSN] = [:]
-            var w = recording.writes.partitioningIndex { $0.lsn > flushes[0] }
-            for i in 0..<(flushes.count - 1) {
-                var between: [LSN] = []
-                while w < recording.writes.count && recording.writes[w].lsn < flushes[i + 1] {
-                    writesByLSN[recording.writes[w].lsn] = recording.writes[w]
-                    between.append(recording.writes[w].lsn)
-                    w += 1
-                }
-                if between.count >= 2 {
-                    intervals.append(.init(closingLSN: flushes[i + 1], writes: between))
-                    openingOf[flushes[i + 1]] = flushes[i]
-                }
-            }
+            let closings = Array(flushes.dropFirst())
+            let intervals = CrashStates.intervals(opening: flushes[0], closings: closings, writes: recording.writes.map(\.lsn))
+            let writesByLSN = Dictionary(uniqueKeysWithValues: recording.writes.map { ($0.lsn, $0) })
+            let openingOf = Dictionary(uniqueKeysWithValues: zip(closings, flushes))
+            let intervalOf = Dictionary(uniqueKeysWithValues: intervals.map { ($0.closingLSN, $0) })
             if !intervals.isEmpty {
                 for s in CrashStates.choose(from: intervals, count: count - boundaryCount, seed: seed) {
-                    let interval = intervals.first { $0.closingLSN == s.closingLSN }!
+                    let interval = intervalOf[s.closingLSN]!
                     let dropped = Set(s.dropped)
                     chosen.append(State(openingFlush: openingOf[s.closingLSN]!, closingFlush: s.closingLSN,
                                         kept: interval.writes.filter { !dropped.contains($0) }.map { writesByLSN[$0]! }, dropped: s.dropped))
@@ -159,7 +148,7 @@ struct CrashStateCheck {
             let umount = ChildProcess.run(["umount", mountpoint.string], deadline: .now + .seconds(60))
             if let failure = umount.failure {
                 throw LifeboatError(.io, "cannot unmount a crash state: umount \(failure); this process still has open: "
-                                    + openFiles(under: mountpoint).joined(separator: ", "), path: mountpoint.string)
+                                    + LinuxDevices.openFiles(under: mountpoint.string).joined(separator: ", "), path: mountpoint.string)
             }
         }
         return finding
@@ -223,24 +212,5 @@ struct CrashStateCheck {
             }
         }
         return nil
-    }
-}
-
-/// The files this process has open under `directory` (from /proc/self/fd).
-func openFiles(under directory: FilePath) -> [String] {
-    let fds = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
-    return fds.compactMap { try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/" + $0) }
-        .filter { $0.hasPrefix(directory.string) }
-}
-
-extension Array {
-    /// The first index whose element satisfies `predicate`, which must be false then true along the array.
-    func partitioningIndex(where predicate: (Element) -> Bool) -> Int {
-        var low = 0, high = count
-        while low < high {
-            let mid = (low + high) / 2
-            if predicate(self[mid]) { high = mid } else { low = mid + 1 }
-        }
-        return low
     }
 }

@@ -4,6 +4,16 @@ import Testing
 @Suite struct CrashStatesTests {
     static func lsns(_ values: ClosedRange<UInt64>) -> [LSN] { values.map { LSN($0) } }
 
+    /// Intervals: writes after the opening boundary, split at each closing one; a repeated LSN
+    /// (one record, several block runs) counts once; an interval of fewer than two writes has
+    /// no crash state of its own and is left out.
+    @Test func intervalsSplitTheWritesAtTheBoundaries() {
+        let writes = [5, 11, 11, 12, 21, 31, 32, 33].map { LSN(UInt64($0)) }
+        let intervals = CrashStates.intervals(opening: LSN(10), closings: [LSN(20), LSN(30), LSN(40)], writes: writes)
+        #expect(intervals.map(\.closingLSN) == [LSN(20), LSN(40)])
+        #expect(intervals.map(\.writes) == [[LSN(11), LSN(12)], [LSN(31), LSN(32), LSN(33)]])
+    }
+
     /// Few enough states: every proper, non-empty subset of every interval, once each, in order.
     @Test func fewStatesAreAllChecked() {
         let intervals = [CrashStates.Interval(closingLSN: LSN(10), writes: Self.lsns(1...2)),

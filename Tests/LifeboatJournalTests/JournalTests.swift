@@ -92,9 +92,7 @@ func newestSegment(_ dir: FilePath) throws -> FilePath { try JournalDirectory.se
             try journal.sealIfOlder(than: .zero)
             try journal.close()
         }
-        let open = try FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").compactMap {
-            try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/" + $0)
-        }.filter { $0.hasPrefix(dir.string) }
+        let open = LinuxDevices.openFiles(under: dir.string)
         #expect(open.isEmpty, "still open: \(open)")
     }
 
