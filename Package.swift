@@ -7,7 +7,7 @@ let package = Package(
     products: [
         .executable(name: "lifeboat", targets: ["lifeboat"]),
         // The parsers of untrusted bytes, for the fuzz package (Harness/fuzz).
-        .library(name: "LifeboatParsers", targets: ["LifeboatJournal", "LifeboatVault", "LifeboatVHD", "LifeboatDrill", "LifeboatProtect"]),
+        .library(name: "LifeboatParsers", targets: ["LifeboatJournal", "LifeboatVault", "LifeboatVHD", "LifeboatDrill", "LifeboatSite"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -37,21 +37,33 @@ let package = Package(
         .target(
             name: "LifeboatVault",
             dependencies: ["LifeboatCore", "LifeboatJournal", .product(name: "GRDB", package: "GRDB.swift"),
-                           .product(name: "SystemPackage", package: "swift-system")]),
+                           .product(name: "SystemPackage", package: "swift-system"), .product(name: "Logging", package: "swift-log")]),
         .target(name: "LifeboatVHD", dependencies: ["LifeboatCore", .product(name: "SystemPackage", package: "swift-system")]),
         .target(name: "LifeboatFUSE", dependencies: ["CFuse3", "LifeboatCore", .product(name: "SystemPackage", package: "swift-system"),
                                                    .product(name: "Logging", package: "swift-log")]),
         .target(name: "LifeboatQuiesce", dependencies: ["LifeboatCore"]),
-        .target(name: "LifeboatProtect", dependencies: ["LifeboatCore", "LifeboatJournal", "LifeboatFUSE", "LifeboatVault", "LifeboatVHD"]),
+        // A site: its configuration, disks (and their import), checkpoint, digest sidecars, status
+        // and the control protocol — the source side's files, no running parts.
+        .target(name: "LifeboatSite", dependencies: ["LifeboatCore", "LifeboatJournal", "LifeboatVault", "LifeboatVHD", .product(name: "SystemPackage", package: "swift-system")]),
+        // Sealed segments to a vault, behind the transport-neutral `ReplicaTarget` (the local vault is one).
+        .target(name: "LifeboatShipping", dependencies: ["LifeboatCore", "LifeboatJournal", "LifeboatSite", "LifeboatVault",
+                                                         .product(name: "Logging", package: "swift-log"), .product(name: "SystemPackage", package: "swift-system")]),
+        // The write path: the protected-disk filesystem, the protection group, recovery, `protect`.
+        .target(name: "LifeboatCapture", dependencies: ["LifeboatCore", "LifeboatJournal", "LifeboatSite", "LifeboatShipping", "LifeboatFUSE", "LifeboatVault",
+                                                        .product(name: "Logging", package: "swift-log"), .product(name: "SystemPackage", package: "swift-system")]),
+        // A recovery point as disks: the point-view filesystem and `mount`.
+        .target(name: "LifeboatPointView", dependencies: ["LifeboatCore", "LifeboatFUSE", "LifeboatVault", "LifeboatVHD",
+                                                          .product(name: "Logging", package: "swift-log"), .product(name: "SystemPackage", package: "swift-system")]),
         .target(
             name: "LifeboatDrill",
-            dependencies: ["LifeboatCore", "LifeboatFUSE", "LifeboatVault", "LifeboatProtect", "CLinux", .product(name: "Yams", package: "Yams"),
+            dependencies: ["LifeboatCore", "LifeboatFUSE", "LifeboatVault", "LifeboatPointView", "CLinux", .product(name: "Yams", package: "Yams"),
                            .product(name: "GRDB", package: "GRDB.swift"), .product(name: "Logging", package: "swift-log"),
                            .product(name: "SystemPackage", package: "swift-system")]),
         .executableTarget(
             name: "lifeboat",
             dependencies: [
-                "LifeboatProtect", "LifeboatJournal", "LifeboatCore", "LifeboatVault", "LifeboatVHD", "LifeboatDrill", "LifeboatQuiesce",
+                "LifeboatSite", "LifeboatCapture", "LifeboatPointView", "LifeboatFUSE", "LifeboatJournal", "LifeboatCore", "LifeboatVault", "LifeboatVHD",
+                "LifeboatDrill", "LifeboatQuiesce",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
@@ -64,7 +76,7 @@ let package = Package(
         // told is durable, and the checker of crash states built from a recorded site filesystem.
         .executableTarget(
             name: "lifeboat-powerloss",
-            dependencies: ["LifeboatProtect", "LifeboatVault", "LifeboatJournal", "LifeboatCore", "CLinux",
+            dependencies: ["LifeboatSite", "LifeboatCapture", "LifeboatVault", "LifeboatJournal", "LifeboatCore", "CLinux",
                            .product(name: "ArgumentParser", package: "swift-argument-parser"), .product(name: "Logging", package: "swift-log"),
                            .product(name: "SystemPackage", package: "swift-system")],
             path: "Sources/lifeboat-powerloss"),
@@ -84,11 +96,12 @@ let package = Package(
         .testTarget(name: "LifeboatQuiesceTests", dependencies: ["LifeboatQuiesce", "LifeboatCore", "LifeboatTestSupport"]),
         .testTarget(name: "LifeboatVHDTests", dependencies: ["LifeboatVHD", "LifeboatCore", .product(name: "SystemPackage", package: "swift-system")]),
         .testTarget(
-            name: "LifeboatProtectTests",
-            dependencies: ["LifeboatProtect", "LifeboatJournal", "LifeboatCore", "LifeboatVault", "LifeboatVHD", "LifeboatFUSE", "LifeboatTestSupport", "lifeboat"]),
+            name: "LifeboatSiteTests",
+            dependencies: ["LifeboatSite", "LifeboatCapture", "LifeboatShipping", "LifeboatPointView", "LifeboatJournal", "LifeboatCore", "LifeboatVault",
+                           "LifeboatVHD", "LifeboatFUSE", "LifeboatTestSupport", "lifeboat"]),
         .testTarget(
             name: "LifeboatDrillTests",
-            dependencies: ["LifeboatDrill", "LifeboatProtect", "LifeboatVault", "LifeboatCore", "LifeboatTestSupport", "lifeboat"]),
+            dependencies: ["LifeboatDrill", "LifeboatSite", "LifeboatVault", "LifeboatCore", "LifeboatTestSupport", "lifeboat"]),
     ]
 )
 

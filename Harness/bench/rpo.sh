@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source Harness/setup.sh
-seconds=${1:-30} rate=${2:-50} interval=${3:-5}
+seconds=${1:-30} rate=${2:-50} interval=${3:-}
 swift build -c release --product lifeboat 2>&1 | tail -1
 lifeboat=$(swift build -c release --show-bin-path)/lifeboat
 work=$(mktemp -d /var/tmp/lifeboat-rpo.XXXXXX)
@@ -14,7 +14,7 @@ trap cleanup EXIT INT TERM
 mkdir -p "$work/mnt"
 "$lifeboat" init --site "$work/site" --vault "$work/vault" >/dev/null
 "$lifeboat" disk create disk --size 4G --site "$work/site" >/dev/null
-"$lifeboat" protect "$work/mnt" --site "$work/site" --point-interval "$interval" 2>"$work/protect.log" & pid=$!
+"$lifeboat" protect "$work/mnt" --site "$work/site" ${interval:+--point-interval "$interval"} 2>"$work/protect.log" & pid=$!
 for _ in $(seq 100); do mountpoint -q "$work/mnt" && break; sleep 0.1; done
-echo "point interval ${interval}s, ${rate} MB/s for ${seconds}s:"
+echo "point interval ${interval:-default}${interval:+s}, ${rate} MB/s for ${seconds}s:"
 python3 Harness/bench/rpo.py "$lifeboat" "$work/mnt/disk.img" "$work/vault" "$seconds" "$rate"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Vault benchmarks (issue 3): ingest throughput, and point open / random read time as the
 # number of layers grows, before and after compaction. Release build.
-#   bash Harness/bench/vault.sh [ingest|reads|all]
+#   bash Harness/bench/vault.sh [open|ingest|ship|reads|all]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source Harness/setup.sh

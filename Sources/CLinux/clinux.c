@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <linux/fs.h>
 #include <net/if.h>
+#include <pthread.h>
 #include <spawn.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -45,3 +46,10 @@ const int clinux_seek_data = SEEK_DATA;
 const int clinux_seek_hole = SEEK_HOLE;
 
 int clinux_ficlone(int dst, int src) { return ioctl(dst, FICLONE, src); }
+
+void clinux_name_this_thread(const char *name) {
+    char cut[16];
+    strncpy(cut, name, sizeof cut - 1);
+    cut[sizeof cut - 1] = 0;
+    pthread_setname_np(pthread_self(), cut);
+}

@@ -104,6 +104,28 @@ public enum ChildProcess {
         return Result(ending: ending, seconds: start.duration(to: .now).inSeconds, outputTail: String(decoding: tail, as: UTF8.self))
     }
 
+    /// Waits for the child `pid` to exit, at most until `deadline`: woken by the exit itself
+    /// (a pidfd), not by polling. Returns its waitpid status, or nil at the deadline (the child
+    /// still runs).
+    public static func waitForExit(_ pid: Int32, until deadline: ContinuousClock.Instant) -> Int32? {
+        let exitFD = clinux_pidfd_open(pid)
+        defer { if exitFD >= 0 { close(exitFD) } }
+        var status: Int32 = 0
+        while true {
+            let r = waitpid(pid, &status, WNOHANG)
+            if r == pid || (r < 0 && errno != EINTR) { return status }
+            let left = ContinuousClock.now.duration(to: deadline)
+            if left <= .zero { return nil }
+            let ms = Int32(min(60_000, max(1, left.components.seconds * 1000 + left.components.attoseconds / 1_000_000_000_000_000)))
+            if exitFD >= 0 {
+                var p = pollfd(fd: exitFD, events: Int16(POLLIN), revents: 0)
+                _ = poll(&p, 1, ms)
+            } else {
+                usleep(useconds_t(min(ms, 50)) * 1000)  // no pidfd (a kernel before 5.3)
+            }
+        }
+    }
+
     /// Starts `argv` (a path, or a name looked up in PATH) in a new process group with stop
     /// signals unblocked and at their defaults; stdin is /dev/null; stdout and stderr go to
     /// `outputFD`, or stay ours when it is nil.

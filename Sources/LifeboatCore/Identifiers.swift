@@ -53,3 +53,12 @@ public enum BlockSize {
         return (BlockIndex(first), Int(last - first + 1))
     }
 }
+
+/// An LSN in JSON is its number.
+extension LSN: Codable {
+    public init(from decoder: any Decoder) throws { self.init(try decoder.singleValueContainer().decode(UInt64.self)) }
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.singleValueContainer()
+        try c.encode(rawValue)
+    }
+}

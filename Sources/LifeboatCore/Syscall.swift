@@ -176,3 +176,10 @@ extension FileDescriptor {
         return lock.l_type != Int16(F_UNLCK)
     }
 }
+
+/// The size of the file at `path`, nil when it cannot be stat'ed (gone, say): for figures
+/// in status, never for decisions about data.
+public func fileSize(_ path: FilePath) -> Int64? {
+    var st = Glibc.stat()
+    return stat(path.string, &st) == 0 ? Int64(st.st_size) : nil
+}

@@ -1,7 +1,7 @@
 import Foundation
 import LifeboatCore
 import LifeboatFUSE
-import LifeboatProtect
+import LifeboatPointView
 import LifeboatVault
 import Logging
 import SystemPackage

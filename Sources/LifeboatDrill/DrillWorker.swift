@@ -2,7 +2,7 @@ import CLinux
 import Foundation
 import LifeboatCore
 import LifeboatFUSE
-import LifeboatProtect
+import LifeboatPointView
 import LifeboatVault
 import Logging
 import SystemPackage

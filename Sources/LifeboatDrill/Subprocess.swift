@@ -62,19 +62,15 @@ enum Subprocess {
         if !cancellation.running(pid) { kill(-pid, SIGKILL) }
         defer { _ = cancellation.running(0) }
 
-        var status: Int32 = 0
         var timedOut = false
-        while true {
-            let r = waitpid(pid, &status, WNOHANG)
-            if r == pid || (r < 0 && errno != EINTR) { break }
-            if !timedOut && Date().timeIntervalSince(start) > timeout {
-                timedOut = true
-                kill(-pid, SIGKILL)
-            }
-            usleep(10_000)
+        var status = ChildProcess.waitForExit(pid, until: .now + .milliseconds(Int64(min(timeout, 365 * 86400) * 1000)))
+        if status == nil {
+            timedOut = true
+            kill(-pid, SIGKILL)
+            status = ChildProcess.waitForExit(pid, until: .now + .seconds(365 * 86400))
         }
         kill(-pid, SIGKILL)  // anything the command left running in its group
-        return CommandResult(status: exitStatus(status), timedOut: timedOut, seconds: Date().timeIntervalSince(start), outputTail: tail(of: log))
+        return CommandResult(status: exitStatus(status ?? 0), timedOut: timedOut, seconds: Date().timeIntervalSince(start), outputTail: tail(of: log))
     }
 
     /// Starts `argv` in its own process group (ChildProcess.spawn); stdout and stderr are

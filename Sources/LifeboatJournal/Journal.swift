@@ -17,8 +17,17 @@ public final class Journal: @unchecked Sendable {
     public struct Configuration: Sendable {
         /// A segment is sealed once it holds this many bytes.
         public var segmentBytes: Int64 = 64 << 20
-        public init(segmentBytes: Int64 = 64 << 20) {
+        /// Sealed segments stay in the page cache for a reader that comes at once (the shipper):
+        /// dropping them at the seal would make it read every byte back from the disk. Without
+        /// one, they are dropped (written once, read rarely).
+        public var keepsSealedSegmentsCached = false
+        /// Called after each seal (with the journal's lock held: keep it to a wake-up).
+        public var sealed: (@Sendable () -> Void)?
+
+        public init(segmentBytes: Int64 = 64 << 20, keepsSealedSegmentsCached: Bool = false, sealed: (@Sendable () -> Void)? = nil) {
             self.segmentBytes = segmentBytes
+            self.keepsSealedSegmentsCached = keepsSealedSegmentsCached
+            self.sealed = sealed
         }
     }
 
@@ -91,7 +100,8 @@ public final class Journal: @unchecked Sendable {
         self.current = current
         self.nextLSN = nextLSN
         self.durableLSN = LSN(nextLSN.rawValue - 1)
-        self.preparer = SegmentPreparer(directory: directory, maximumBytes: configuration.segmentBytes)
+        self.preparer = SegmentPreparer(directory: directory, maximumBytes: configuration.segmentBytes,
+                                        dropsRetiredPages: !configuration.keepsSealedSegmentsCached)
         preparer.start()
     }
 
@@ -210,6 +220,7 @@ public final class Journal: @unchecked Sendable {
             throw e
         }
         lock.broadcast()
+        configuration.sealed?()
     }
 
     /// Seals the current segment if it holds records and is at least `age` old: shipping

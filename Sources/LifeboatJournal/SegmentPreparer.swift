@@ -12,8 +12,9 @@ import Glibc
 /// an append then writes data only (no filesystem metadata commit, since neither size nor
 /// allocation change), and the append never faults in fresh memory.
 ///
-/// It also retires sealed segments once they are durable: cuts the unused zero tail and drops
-/// their pages from the cache (the journal is written once and read rarely).
+/// It also retires sealed segments once they are durable: cuts the unused zero tail and, unless
+/// a reader comes for them at once (the shipper, which drops them after reading), drops their
+/// pages from the cache.
 final class SegmentPreparer: @unchecked Sendable {
     struct Spare {
         let fd: FileDescriptor
@@ -28,20 +29,19 @@ final class SegmentPreparer: @unchecked Sendable {
     private var wantedBytes: Int64
     private var retiring: [(OpenSegment, Int64)] = []
     private var stopping = false
-    private var thread: Thread?
+    private var thread: JoinableThread?
     private var counter = 0
+    private let dropsRetiredPages: Bool
 
-    init(directory: FilePath, maximumBytes: Int64) {
+    init(directory: FilePath, maximumBytes: Int64, dropsRetiredPages: Bool) {
         self.directory = directory
         self.maximumBytes = maximumBytes
         self.wantedBytes = min(maximumBytes, 8 << 20)
+        self.dropsRetiredPages = dropsRetiredPages
     }
 
     func start() {
-        let t = Thread { [self] in self.loop() }
-        t.name = "lifeboat-segment-preparer"
-        thread = t
-        t.start()
+        thread = JoinableThread(name: "lifeboat-segment-preparer") { [self] in self.loop() }
     }
 
     /// Takes the prepared spare, if one is ready, and asks for the next one sized from how
@@ -80,7 +80,7 @@ final class SegmentPreparer: @unchecked Sendable {
             stopping = true
             lock.broadcast()
         }
-        while let t = thread, !t.isFinished { usleep(1000) }
+        thread?.join()
         thread = nil  // the thread's closure holds this object: drop the cycle
         let (leftover, unretired) = lock.withLock {
             defer { spare = nil; retiring = [] }
@@ -88,10 +88,7 @@ final class SegmentPreparer: @unchecked Sendable {
         }
         // Segments sealed just before the stop: retire them here, so that their descriptors
         // close now rather than with the last reference (a filesystem can then be unmounted).
-        for (segment, end) in unretired {
-            _ = try? segment.fd.resize(to: end)
-            _ = posix_fadvise(segment.fd.rawValue, 0, 0, POSIX_FADV_DONTNEED)
-        }
+        for (segment, end) in unretired { retireNow(segment, end: end) }
         if let leftover {
             try? leftover.fd.close()
             unlink(leftover.path.string)
@@ -112,14 +109,15 @@ final class SegmentPreparer: @unchecked Sendable {
             lock.unlock()
 
             if let (segment, end) = job {
-                _ = try? segment.fd.resize(to: end)
-                _ = posix_fadvise(segment.fd.rawValue, 0, 0, POSIX_FADV_DONTNEED)
+                retireNow(segment, end: end)
                 continue
             }
             counter += 1
             let path = directory.appending("spare-\(counter).prep")
             guard let prepared = try? Self.prepare(path, size: size) else {
-                usleep(100_000)  // a full disk, say: the writer creates segments itself meanwhile
+                // A full disk, say: the writer creates segments itself meanwhile; try again
+                // after a pause, or at once when a segment is sealed or the journal stops.
+                lock.withLock { if !stopping && retiring.isEmpty { lock.wait(seconds: 0.1) } }
                 continue
             }
             lock.withLock {
@@ -127,6 +125,11 @@ final class SegmentPreparer: @unchecked Sendable {
                 if stopping { lock.broadcast() }
             }
         }
+    }
+
+    private func retireNow(_ segment: OpenSegment, end: Int64) {
+        _ = try? segment.fd.resize(to: end)
+        if dropsRetiredPages { _ = posix_fadvise(segment.fd.rawValue, 0, 0, POSIX_FADV_DONTNEED) }
     }
 
     private static func prepare(_ path: FilePath, size: Int64) throws -> Spare {

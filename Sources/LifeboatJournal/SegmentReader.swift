@@ -47,14 +47,16 @@ public struct SegmentScan: Sendable {
 /// data; the scan reports it as a torn tail, with the offset of any valid record header
 /// with a later LSN after it (the reader of the directory decides whether that is damage).
 public enum SegmentReader {
-    /// Reads the whole file; segments are bounded in size (the writer's limit).
-    public static func load(_ path: FilePath) throws -> [UInt8] {
+    /// Reads the whole file; segments are bounded in size (the writer's limit). `thenDropCache`:
+    /// the caller is the file's last reader (the shipper), so its pages leave the cache.
+    public static func load(_ path: FilePath, thenDropCache: Bool = false) throws -> [UInt8] {
         do {
-            let fd = try FileDescriptor.open(path, .readOnly)
+            let fd = try FileDescriptor.open(path, .readOnly, options: [.closeOnExec])
             defer { try? fd.close() }
             let size = Int(try fd.fileSize())
             var bytes = [UInt8](repeating: 0, count: size)
             try bytes.withUnsafeMutableBytes { buf in try fd.readAll(at: 0, into: buf) }
+            if thenDropCache { _ = posix_fadvise(fd.rawValue, 0, 0, POSIX_FADV_DONTNEED) }
             return bytes
         } catch let e as Errno {
             throw LifeboatError.system(e, "cannot read journal segment", path: path.string)

@@ -18,7 +18,7 @@ enum ChunkPipeline {
         let state = ConditionLock()
         nonisolated(unsafe) var producerError: Error?
         nonisolated(unsafe) var stop = false
-        let producer = Thread {
+        let producer = JoinableThread(name: "lifeboat-reader") {
             for i in 0..<count {
                 free.wait()
                 if state.withLock({ stop }) { break }
@@ -30,7 +30,6 @@ enum ChunkPipeline {
                 full.signal()
             }
         }
-        producer.start()
         var consumerError: Error?
         for i in 0..<count {
             full.wait()
@@ -40,7 +39,7 @@ enum ChunkPipeline {
         }
         state.withLock { stop = true }
         free.signal(); free.signal()
-        while !producer.isFinished { usleep(100) }
+        producer.join()
         if let consumerError { throw consumerError }
     }
 }

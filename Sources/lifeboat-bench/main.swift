@@ -1,6 +1,9 @@
 // Vault benchmarks (Harness/bench/vault.sh runs this in release mode):
 //   ingest   — journal segments of 64 KiB writes of 2:1-compressible data: shipper-side zstd +
 //              vault ingest, MB/s of journal data;
+//   ship     — CPU seconds per GB of journal for shipping + ingest as the shipper did until issue
+//              11 (zstd of the whole segment, decompressed again by the vault) and as it does now
+//              (the segment as it lies; the vault compresses each write once), same data, one run;
 //   reads    — point open time and random 4 KiB block read latency (warm) with 1×, 10× and
 //              100× the layers, before and after compaction.
 import Foundation
@@ -47,6 +50,7 @@ func makeJournal(_ dir: FilePath, bytes: Int, diskBlocks: UInt64, segmentBytes: 
 }
 
 func makeVault(_ dir: FilePath, diskBytes: Int64) throws -> Vault {
+    try FileManager.default.createDirectory(atPath: dir.string, withIntermediateDirectories: true)
     let vault = try Vault(root: dir.appending("vault"), create: true)
     let empty = dir.appending("empty")
     _ = FileManager.default.createFile(atPath: empty.string, contents: nil)
@@ -77,6 +81,46 @@ func benchIngest() throws {
     let wire = Double(packed.reduce(0) { $0 + $1.count })
     print(String(format: "ingest: %.0f MiB of journal in %d segments; shipper zstd %.0f MB/s, vault ingest %.0f MB/s, together %.0f MB/s; on the wire %.0f%%",
                  bytes / 1048576, raw.count, bytes / shipTime / 1e6, bytes / ingestTime / 1e6, bytes / (shipTime + ingestTime) / 1e6, wire / bytes * 100))
+}
+
+/// User + system CPU seconds of this process so far.
+func cpuSeconds() -> Double {
+    var usage = rusage()
+    getrusage(RUSAGE_SELF.rawValue, &usage)
+    return Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6
+}
+
+func benchShip() throws {
+    let dir = temporary()
+    defer { try? FileManager.default.removeItem(atPath: dir.string) }
+    let total = 1 << 30
+    let segments = try makeJournal(dir, bytes: total, diskBlocks: 1 << 18, segmentBytes: 64 << 20)
+    let raw = try segments.map { try SegmentReader.load($0) }
+    let gigabytes = Double(raw.reduce(0) { $0 + $1.count }) / 1e9
+    for round in 1...2 {
+        // Before: the shipper compressed the whole segment (zstd 1); the vault decompressed it,
+        // then compressed each write again into its layer.
+        let before = try makeVault(dir.appending("before-\(round)"), diskBytes: 1 << 30)
+        let compressor = ZstdCompressor(level: 1)
+        var cpu = cpuSeconds()
+        var wall = try seconds {
+            for (i, r) in raw.enumerated() {
+                var packed: [UInt8] = []
+                _ = try r.withUnsafeBytes { try compressor.compress($0, appendingTo: &packed) }
+                _ = try before.ingest(compressedSegment: packed, name: segments[i].string)
+            }
+        }
+        let beforeCPU = cpuSeconds() - cpu
+        let beforeWall = wall
+        // Now: the segment as it lies in the journal.
+        let after = try makeVault(dir.appending("after-\(round)"), diskBytes: 1 << 30)
+        cpu = cpuSeconds()
+        wall = try seconds { for (i, r) in raw.enumerated() { _ = try after.ingest(segment: r, name: segments[i].string) } }
+        let afterCPU = cpuSeconds() - cpu
+        print(String(format: "ship+ingest, %.2f GB of journal (round %d): before %.2f CPU s/GB (%.0f MB/s), now %.2f CPU s/GB (%.0f MB/s): %.0f%% of the CPU",
+                     gigabytes, round, beforeCPU / gigabytes, gigabytes * 1000 / beforeWall, afterCPU / gigabytes, gigabytes * 1000 / wall,
+                     afterCPU / beforeCPU * 100))
+    }
 }
 
 func benchReads(layers: Int) throws {
@@ -130,4 +174,5 @@ func benchOpen() throws {
 let what = CommandLine.arguments.dropFirst().first ?? "all"
 if what == "open" || what == "all" { try benchOpen() }
 if what == "ingest" || what == "all" { try benchIngest() }
+if what == "ship" || what == "all" { try benchShip() }
 if what == "reads" || what == "all" { for n in [10, 100, 1000] { try benchReads(layers: n) } }

@@ -2,7 +2,8 @@ import CLinux
 import Foundation
 import LifeboatCore
 import LifeboatJournal
-import LifeboatProtect
+import LifeboatCapture
+import LifeboatSite
 import LifeboatVault
 import Logging
 import SystemPackage

@@ -1,6 +1,7 @@
 import LifeboatCore
 import LifeboatJournal
-import LifeboatProtect
+import LifeboatCapture
+import LifeboatSite
 import SystemPackage
 
 /// The block writes and flushes of the recorded site filesystem, in completion order: the

@@ -2,7 +2,8 @@ import ArgumentParser
 import Foundation
 import LifeboatCore
 import LifeboatJournal
-import LifeboatProtect
+import LifeboatCapture
+import LifeboatSite
 import LifeboatQuiesce
 import LifeboatVault
 import SystemPackage

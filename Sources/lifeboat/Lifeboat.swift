@@ -1,7 +1,8 @@
 import ArgumentParser
 import Foundation
 import LifeboatCore
-import LifeboatProtect
+import LifeboatCapture
+import LifeboatSite
 import Logging
 import SystemPackage
 

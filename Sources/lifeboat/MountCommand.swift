@@ -1,7 +1,7 @@
 import ArgumentParser
 import Foundation
 import LifeboatCore
-import LifeboatProtect
+import LifeboatPointView
 
 
 struct MountCommand: ParsableCommand {

@@ -1,7 +1,8 @@
 import ArgumentParser
 import Foundation
 import LifeboatCore
-import LifeboatProtect
+import LifeboatCapture
+import LifeboatSite
 import SystemPackage
 
 struct ProtectCommand: ParsableCommand {
@@ -14,7 +15,7 @@ struct ProtectCommand: ParsableCommand {
     @OptionGroup var site: SiteOption
     @Option(help: "Seal a journal segment at this size (1M to 4G; bytes or K/M/G).") var segmentSize = "64M"
     @Option(help: "Seal a journal segment at least this often while there are writes (e.g. 1s, 500ms as 0.5).") var sealInterval = "1s"
-    @Option(help: "Mark a crash-consistent point this often while there are writes (at least 0.2s).") var pointInterval = "5s"
+    @Option(help: "Mark a crash-consistent point this often while there are writes (at least 0.2s).") var pointInterval = "3s"
     @Option(help: "Make the primaries durable and record how far this often while there are writes (at least 0.2s): bounds the replay after a crash.") var checkpointInterval = "5s"
 
     func validate() throws {

@@ -1,7 +1,8 @@
 import ArgumentParser
 import Foundation
 import LifeboatCore
-import LifeboatProtect
+import LifeboatCapture
+import LifeboatSite
 import LifeboatVault
 import SystemPackage
 
@@ -25,7 +26,7 @@ struct StatusCommand: ParsableCommand {
             }
         }
         if json { return try printJSON(status) }
-        var line = "site \(s.root): \(status.state)"
+        var line = "site \(s.root): \(status.state.rawValue)"
         if let pid = status.pid, let mp = status.mountpoint { line += " (pid \(pid), mounted at \(mp))" }
         print(line)
         let j = status.journal
@@ -49,7 +50,7 @@ struct StatusCommand: ParsableCommand {
         // A running protect reports the digest at its newest point (computing it live would
         // pause the writes); a stopped site's is of the disk as it is.
         printTable(["DISK", "SIZE", "LAST LSN", "STATE", "DIGEST", "AT LSN"], status.disks.map {
-            [$0.name, diskSize($0.sizeBytes), $0.lastLSN.map(String.init) ?? "-", $0.state, $0.digest ?? "-",
+            [$0.name, diskSize($0.sizeBytes), $0.lastLSN.map(String.init) ?? "-", $0.state.rawValue, $0.digest ?? "-",
              $0.digest == nil ? "-" : $0.digestAtLSN.map(String.init) ?? "now"]
         })
         for d in status.disks { if let e = d.error { print("  \(d.name): \(e)") } }

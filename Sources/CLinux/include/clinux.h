@@ -34,6 +34,10 @@ extern const int clinux_seek_hole;
 // 0 or -1 with errno set (EOPNOTSUPP, EXDEV, EINVAL where the filesystem cannot).
 int clinux_ficlone(int dst, int src);
 
+// pthread_setname_np(pthread_self(), name) (glibc declares it under _GNU_SOURCE only). The name
+// is cut to the kernel's 15 bytes; threads show under it in `top -H` and /proc/PID/task.
+void clinux_name_this_thread(const char *name);
+
 // Relaxed atomic loads and stores of a 32-bit word in plain memory (Swift's `Atomic` must be
 // a stored property; these serve large arrays of counters, such as the activity log's).
 static inline uint32_t clinux_load_u32(const uint32_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }

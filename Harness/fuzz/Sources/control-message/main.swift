@@ -1,6 +1,6 @@
 import FuzzSupport
 import LifeboatCore
-import LifeboatProtect
+import LifeboatSite
 
 /// A request line on protect's control socket.
 @_cdecl("LLVMFuzzerTestOneInput")

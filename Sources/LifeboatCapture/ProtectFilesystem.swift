@@ -1,5 +1,6 @@
 import Foundation
 import LifeboatCore
+import LifeboatSite
 import LifeboatFUSE
 
 #if canImport(Glibc)

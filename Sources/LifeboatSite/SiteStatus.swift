@@ -6,18 +6,37 @@ import SystemPackage
 /// What `lifeboat status` shows, and what a running `protect` writes to
 /// `SITE/state/status.json` every second.
 public struct SiteStatus: Codable, Sendable {
+    public enum SiteState: String, Codable, Sendable {
+        case protecting
+        case stopped
+        case stoppedUnclean = "stopped (unclean: recovery pending)"
+    }
+
+    public enum DiskState: String, Codable, Sendable {
+        case protected, stopped, error
+    }
+
     public struct Disk: Codable, Sendable {
         public var name: String
         public var sizeBytes: Int64
         /// LSN of the newest write to the disk (nil when unknown: protect not running yet).
         public var lastLSN: UInt64?
-        /// protected | stopped | error
-        public var state: String
+        public var state: DiskState
         /// The digest root: while protect runs, at the newest point (`digestAtLSN`); when
         /// stopped cleanly, of the disk as it is.
         public var digest: String?
         public var digestAtLSN: UInt64?
         public var error: String?
+
+        package init(name: String, sizeBytes: Int64, lastLSN: UInt64?, state: DiskState, digest: String?, digestAtLSN: UInt64? = nil, error: String?) {
+            self.name = name
+            self.sizeBytes = sizeBytes
+            self.lastLSN = lastLSN
+            self.state = state
+            self.digest = digest
+            self.digestAtLSN = digestAtLSN
+            self.error = error
+        }
     }
 
     public struct JournalFigures: Codable, Sendable {
@@ -26,19 +45,38 @@ public struct SiteStatus: Codable, Sendable {
         public var bytes: Int64
         public var segments: Int
         public var error: String?
+
+        package init(appendedLSN: UInt64, durableLSN: UInt64, bytes: Int64, segments: Int, error: String?) {
+            self.appendedLSN = appendedLSN
+            self.durableLSN = durableLSN
+            self.bytes = bytes
+            self.segments = segments
+            self.error = error
+        }
     }
 
-    /// protecting | stopped | stopped (unclean: recovery pending)
-    public var state: String
+    public var state: SiteState
     public var pid: Int32?
     public var mountpoint: String?
     public var updatedAt: Date
     public var journal: JournalFigures
     public var disks: [Disk]
     /// Shipping to the vault, when the site has one.
-    public var shipping: Shipper.Figures?
+    public var shipping: ShippingStatus?
     /// The newest point a drill passed (filled in by `lifeboat status` from the vault).
     public var verified: VerifiedPoint?
+
+    package init(state: SiteState, pid: Int32?, mountpoint: String?, updatedAt: Date, journal: JournalFigures, disks: [Disk],
+                 shipping: ShippingStatus?, verified: VerifiedPoint? = nil) {
+        self.state = state
+        self.pid = pid
+        self.mountpoint = mountpoint
+        self.updatedAt = updatedAt
+        self.journal = journal
+        self.disks = disks
+        self.shipping = shipping
+        self.verified = verified
+    }
 
     public struct VerifiedPoint: Codable, Sendable {
         public var pointID: Int64
@@ -54,29 +92,10 @@ public struct SiteStatus: Codable, Sendable {
         }
     }
 
-    static func path(in site: Site) -> FilePath { site.stateDirectory.appending("status.json") }
+    package static func path(in site: Site) -> FilePath { site.stateDirectory.appending("status.json") }
 
-    func save(in site: Site) throws {
+    package func save(in site: Site) throws {
         try writeFileAtomically(Self.path(in: site), Array(try SiteConfig.encoder.encode(self)))
-    }
-
-    /// The live status of a running group.
-    static func live(_ group: ProtectionGroup, mountpoint: String) -> SiteStatus {
-        let stats = group.journal.stats
-        let marked = group.digestsAtLastMarker()  // computing live roots would pause every write
-        let disks = group.disks.map { d in
-            let error = d.primaryError.withLock { $0 }
-            return Disk(name: d.config.name, sizeBytes: d.sizeBytes, lastLSN: d.lastLSN.load(ordering: .relaxed),
-                        state: error == nil && stats.failure == nil ? "protected" : "error", digest: marked.roots[d.id]?.description,
-                        digestAtLSN: marked.lsn.rawValue, error: error)
-        }
-        let local = (try? JournalDirectory.segments(in: group.journal.directory)) ?? []
-        return SiteStatus(
-            state: "protecting", pid: getpid(), mountpoint: mountpoint, updatedAt: Date(),
-            journal: JournalFigures(appendedLSN: stats.appendedLSN.rawValue, durableLSN: stats.durableLSN.rawValue,
-                                    bytes: local.reduce(0) { $0 + (fileSize($1.path) ?? 0) },
-                                    segments: local.count, error: stats.failure?.description),
-            disks: disks, shipping: group.shipper?.current)
     }
 
     /// The status of a site: what the running protect last wrote, or, when none runs, what
@@ -99,10 +118,10 @@ public struct SiteStatus: Codable, Sendable {
             let digest = try? DigestMap(path: site.digestPath(d), sizeBytes: d.sizeBytes, rebuildFrom: nil).root()
             let last = saved?.disks.first { $0.name == d.name }?.lastLSN
             guard FileManager.default.fileExists(atPath: site.primaryPath(d).string) else {
-                return Disk(name: d.name, sizeBytes: d.sizeBytes, lastLSN: last, state: "error", digest: nil,
+                return Disk(name: d.name, sizeBytes: d.sizeBytes, lastLSN: last, state: .error, digest: nil,
                             error: "the primary \(site.primaryPath(d)) is missing: protect cannot serve this disk")
             }
-            return Disk(name: d.name, sizeBytes: d.sizeBytes, lastLSN: last, state: "stopped",
+            return Disk(name: d.name, sizeBytes: d.sizeBytes, lastLSN: last, state: .stopped,
                         digest: checkpoint.cleanStop ? digest?.description : nil,
                         error: checkpoint.cleanStop ? nil : "not stopped cleanly: the digest is exact again after the next protect recovers")
         }
@@ -121,22 +140,8 @@ public struct SiteStatus: Codable, Sendable {
             shipping = s
         }
         return SiteStatus(
-            state: checkpoint.cleanStop ? "stopped" : "stopped (unclean: recovery pending)", pid: nil, mountpoint: nil, updatedAt: Date(),
+            state: checkpoint.cleanStop ? .stopped : .stoppedUnclean, pid: nil, mountpoint: nil, updatedAt: Date(),
             journal: JournalFigures(appendedLSN: appended, durableLSN: last, bytes: bytes, segments: segments.count, error: nil),
             disks: disks, shipping: shipping)
-    }
-
-    /// After an offline recovery (`journal recover`): the recovered group's figures — each
-    /// disk's last LSN, the journal — as a stopped site, keeping the shipping figures of the
-    /// last running protect (nothing shipped since).
-    public static func saveRecovered(_ group: ProtectionGroup) throws {
-        let previous = (try? readWholeFile(path(in: group.site))).flatMap { try? SiteConfig.decoder.decode(SiteStatus.self, from: Data($0)) }
-        var status = live(group, mountpoint: "")
-        status.state = "stopped"
-        status.pid = nil
-        status.mountpoint = nil
-        status.shipping = previous?.shipping
-        for i in status.disks.indices where status.disks[i].state == "protected" { status.disks[i].state = "stopped" }
-        try status.save(in: group.site)
     }
 }

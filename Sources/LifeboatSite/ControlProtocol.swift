@@ -30,76 +30,6 @@ public struct ControlResponse: Codable, Sendable {
     public init(ok: Bool) { self.ok = ok }
 }
 
-final class ControlServer: @unchecked Sendable {
-    private let path: String
-    private let fd: Int32
-    private let group: ProtectionGroup
-    private let mountpoint: String
-    private let logger: Logger
-    private var thread: Thread?
-
-    init(site: Site, group: ProtectionGroup, mountpoint: String, logger: Logger) throws {
-        path = site.stateDirectory.appending("control.sock").string
-        self.group = group
-        self.mountpoint = mountpoint
-        self.logger = logger
-        unlink(path)
-        fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0, bindUnix(fd, path) == 0, chmod(path, 0o600) == 0, listen(fd, 8) == 0 else {
-            let e = errno
-            if fd >= 0 { close(fd) }
-            throw LifeboatError.system(Errno(rawValue: e), "cannot open the control socket", path: path)
-        }
-    }
-
-    func start() {
-        let t = Thread { [self] in self.serve() }
-        t.name = "lifeboat-control"
-        thread = t
-        t.start()
-    }
-
-    func stop() {
-        shutdown(fd, Int32(SHUT_RDWR))
-        close(fd)
-        unlink(path)
-        while let t = thread, !t.isFinished { usleep(2000) }
-    }
-
-    private func serve() {
-        while true {
-            let client = accept(fd, nil, nil)
-            if client < 0 {
-                if errno == EINTR { continue }
-                return  // closed by stop()
-            }
-            handle(client)
-            close(client)
-        }
-    }
-
-    private func handle(_ client: Int32) {
-        var timeout = timeval(tv_sec: 10, tv_usec: 0)
-        setsockopt(client, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        var line = [UInt8]()
-        var byte: UInt8 = 0
-        var complete = false
-        while line.count <= ControlProtocol.maxLine, read(client, &byte, 1) == 1 {
-            if byte == 10 { complete = true; break }
-            line.append(byte)
-        }
-        var response = ControlProtocol.answer(line: line, complete: complete) { kind, label in
-            let (lsn, digests) = try group.mark(kind, label: label)
-            logger.notice("\(kind.name) point marked at LSN \(lsn)\(label.isEmpty ? "" : " (\(label))")")
-            return (lsn, digests)
-        }
-        response.mountpoint = mountpoint
-        var out = Array((try? JSONEncoder().encode(response)) ?? Data())
-        out.append(10)
-        _ = out.withUnsafeBytes { write(client, $0.baseAddress, $0.count) }
-    }
-}
-
 /// The control socket's protocol: one JSON request line, one JSON answer line. A pure
 /// function of the request, so it is tested and fuzzed without a socket.
 public enum ControlProtocol {
@@ -178,7 +108,7 @@ public func sendControlRequest(site: Site, _ request: ControlRequest, timeout: D
     return response
 }
 
-private func withUnixAddress<T>(_ path: String, _ body: (UnsafePointer<sockaddr>, socklen_t) -> T) -> T {
+package func withUnixAddress<T>(_ path: String, _ body: (UnsafePointer<sockaddr>, socklen_t) -> T) -> T {
     var address = sockaddr_un()
     address.sun_family = sa_family_t(AF_UNIX)
     let bytes = Array(path.utf8.prefix(107)) + [0]
@@ -188,5 +118,5 @@ private func withUnixAddress<T>(_ path: String, _ body: (UnsafePointer<sockaddr>
     }
 }
 
-private func bindUnix(_ fd: Int32, _ path: String) -> Int32 { withUnixAddress(path) { bind(fd, $0, $1) } }
+package func bindUnix(_ fd: Int32, _ path: String) -> Int32 { withUnixAddress(path) { bind(fd, $0, $1) } }
 private func connectUnix(_ fd: Int32, _ path: String) -> Int32 { withUnixAddress(path) { connect(fd, $0, $1) } }

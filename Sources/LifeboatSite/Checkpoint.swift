@@ -13,6 +13,11 @@ public struct Checkpoint: Codable, Equatable, Sendable {
         public var regionBlocks: Int
         /// Disk id (decimal) → region indexes, ascending.
         public var regions: [String: [Int]]
+
+        public init(regionBlocks: Int, regions: [String: [Int]]) {
+            self.regionBlocks = regionBlocks
+            self.regions = regions
+        }
     }
 
     public var appliedLSN: LSN
@@ -27,7 +32,7 @@ public struct Checkpoint: Codable, Equatable, Sendable {
         self.activity = activity
     }
 
-    static func path(in state: FilePath) -> FilePath { state.appending("checkpoint.json") }
+    package static func path(in state: FilePath) -> FilePath { state.appending("checkpoint.json") }
 
     public static func load(from state: FilePath) throws -> Checkpoint {
         let path = Self.path(in: state)
@@ -41,17 +46,9 @@ public struct Checkpoint: Codable, Equatable, Sendable {
         }
     }
 
-    func save(in state: FilePath) throws {
+    package func save(in state: FilePath) throws {
         let data: Data
         do { data = try JSONEncoder().encode(self) } catch { throw LifeboatError(.internalError, "cannot encode the checkpoint", cause: error) }
         try writeFileAtomically(Self.path(in: state), Array(data))
-    }
-}
-
-extension LSN: Codable {
-    public init(from decoder: any Decoder) throws { self.init(try decoder.singleValueContainer().decode(UInt64.self)) }
-    public func encode(to encoder: any Encoder) throws {
-        var c = encoder.singleValueContainer()
-        try c.encode(rawValue)
     }
 }

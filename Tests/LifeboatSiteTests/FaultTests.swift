@@ -6,7 +6,8 @@ import Logging
 import SystemPackage
 import Testing
 
-@testable import LifeboatProtect
+@testable import LifeboatCapture
+import LifeboatSite
 
 /// Injected failures on the write path (FaultInjection, armed under each test's own site): the
 /// writer gets EIO, nothing is acknowledged that is not journaled, and `status` says why.
@@ -32,7 +33,7 @@ import Testing
             #expect(error?.errno == EIO, "the writer sees EIO")
             #expect(group.journal.stats.appendedLSN > before, "the write is in the journal")
             let status = SiteStatus.live(group, mountpoint: "/m")
-            #expect(status.disks[0].state == "error")
+            #expect(status.disks[0].state == .error)
             #expect(status.disks[0].error?.contains("primary write failed") == true, "status says why")
             #expect(status.disks[0].error?.contains("Input/output error") == true)
             try group.close()
@@ -64,7 +65,7 @@ import Testing
         #expect(write?.errno == EIO)
         let status = SiteStatus.live(group, mountpoint: "/m")
         #expect(status.journal.error?.contains("fdatasync failed") == true)
-        #expect(status.disks[0].state == "error")
+        #expect(status.disks[0].state == .error)
     }
 
     /// A full journal filesystem: the append fails part-way, the writer sees EIO, the partial

@@ -8,7 +8,10 @@ import Logging
 import SystemPackage
 import Testing
 
-@testable import LifeboatProtect
+@testable import LifeboatCapture
+import LifeboatPointView
+@testable import LifeboatShipping
+import LifeboatSite
 
 /// The write path driven in process, without a mount (the filesystem object is called as
 /// libfuse would call it).
@@ -314,7 +317,9 @@ struct ShippingFixture {
         #expect(before.count >= 4)
         // The checkpoint covers only the first two segments.
         let applied = LSN(before[2].firstLSN.rawValue - 1)
-        let shipper = Shipper(site: site, vaultPath: dir + "/vault", journal: journal, logger: Logger(label: "test")) { applied }
+        let shipper = Shipper(site: site, target: LocalVaultReplica(root: FilePath(dir + "/vault"), logger: Logger(label: "test")), journal: journal,
+                              logger: Logger(label: "test")) { applied }
+        defer { shipper.stop() }
         try shipper.shipOnce()
         let after = try JournalDirectory.segments(in: site.journalDirectory)
         #expect(after.map(\.firstLSN) == Array(before.dropFirst(2)).map(\.firstLSN), "exactly the checkpointed, shipped prefix went")
@@ -346,7 +351,9 @@ struct ShippingFixture {
         let before = try JournalDirectory.segments(in: site.journalDirectory)
         FaultInjection.arm(operation, under: dir + "/" + under, errno: errno, writtenBytes: 1000)
         defer { FaultInjection.disarm(under: dir + "/" + under) }
-        let shipper = Shipper(site: site, vaultPath: dir + "/vault", journal: journal, logger: Logger(label: "test")) { LSN(1 << 40) }
+        let shipper = Shipper(site: site, target: LocalVaultReplica(root: FilePath(dir + "/vault"), logger: Logger(label: "test")), journal: journal,
+                              logger: Logger(label: "test")) { LSN(1 << 40) }
+        defer { shipper.stop() }
         let error = #expect(throws: LifeboatError.self) { try shipper.shipOnce() }
         #expect(error?.errno == errno)
         #expect(try JournalDirectory.segments(in: site.journalDirectory).map(\.firstLSN) == before.map(\.firstLSN), "the source keeps every segment")
@@ -365,7 +372,9 @@ struct ShippingFixture {
         defer { f.remove() }
         let (dir, site, journal) = (f.dir, f.site, f.journal)
         try journal.sealIfOlder(than: .zero)
-        let shipper = Shipper(site: site, vaultPath: dir + "/vault", journal: journal, logger: Logger(label: "test")) { LSN(100) }
+        let shipper = Shipper(site: site, target: LocalVaultReplica(root: FilePath(dir + "/vault"), logger: Logger(label: "test")), journal: journal,
+                              logger: Logger(label: "test")) { LSN(100) }
+        defer { shipper.stop() }
         let error = #expect(throws: LifeboatError.self) { try shipper.shipOnce() }
         #expect(error?.message.contains("belongs to protection group ffffffffffffffffffffffffffffffff") == true)
         #expect(try Vault(root: FilePath(dir + "/vault")).disks().isEmpty, "nothing seeded into another group's vault")

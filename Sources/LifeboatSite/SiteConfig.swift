@@ -36,6 +36,6 @@ public struct SiteConfig: Codable, Equatable, Sendable {
         return (0..<16).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &rng)) }.joined()
     }
 
-    static let encoder = LifeboatJSON.encoder()
-    static let decoder = LifeboatJSON.decoder()
+    package static let encoder = LifeboatJSON.encoder()
+    package static let decoder = LifeboatJSON.decoder()
 }

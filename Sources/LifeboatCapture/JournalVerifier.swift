@@ -1,4 +1,5 @@
 import LifeboatCore
+import LifeboatSite
 import LifeboatJournal
 import LifeboatVault
 import SystemPackage

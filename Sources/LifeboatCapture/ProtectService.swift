@@ -1,6 +1,7 @@
 import Foundation
 import LifeboatCore
 import LifeboatFUSE
+import LifeboatSite
 import Logging
 
 #if canImport(Glibc)
@@ -9,22 +10,13 @@ import Glibc
 
 /// `lifeboat protect`: recover, mount, serve until asked to stop, drain, unmount.
 ///
-/// Signals: SIGINT, SIGTERM and SIGHUP are blocked in every thread (call `blockStopSignals`
+/// Signals: SIGINT, SIGTERM and SIGHUP are blocked in every thread (call `StopSignals.block()`
 /// first thing in `main`, before any thread exists) and taken here with sigtimedwait, so no
 /// handler runs on a libfuse worker. A stop signal unmounts without MNT_DETACH: while a loop
 /// device or an open file still uses a disk, the unmount fails with EBUSY and protection goes
 /// on (cutting a live disk off would turn into I/O errors in its user); the next signal tries
 /// again. `fusermount3 -u` from outside stops it the same way.
 public enum ProtectService {
-    static let stopSignals = [SIGINT, SIGTERM, SIGHUP]
-
-    public static func blockStopSignals() {
-        var set = sigset_t()
-        sigemptyset(&set)
-        for s in stopSignals { sigaddset(&set, s) }
-        pthread_sigmask(SIG_BLOCK, &set, nil)
-    }
-
     /// Checked before anything is opened, so that a non-root user is told why first.
     public static func requireRoot() throws {
         guard geteuid() == 0 else {
@@ -68,9 +60,9 @@ public enum ProtectService {
         logger.notice("unmounted; draining the journal")
         try group.close()
         var final = SiteStatus.live(group, mountpoint: mountpoint)
-        final.state = "stopped"
+        final.state = .stopped
         final.pid = nil
-        final.disks = final.disks.map { var d = $0; d.state = d.error == nil ? "stopped" : "error"; return d }
+        final.disks = final.disks.map { var d = $0; d.state = d.error == nil ? .stopped : .error; return d }
         try? final.save(in: site)
         logger.notice("stopped cleanly at LSN \(final.journal.appendedLSN)")
     }

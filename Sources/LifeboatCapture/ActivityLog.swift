@@ -1,5 +1,6 @@
 import CLinux
 import LifeboatCore
+import LifeboatSite
 
 /// Which regions of the disks may hold primary writes that the durable journal lacks — DRBD's
 /// activity log, kept in the journal itself (Docs/decisions/0003).

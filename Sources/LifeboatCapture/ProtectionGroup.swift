@@ -1,5 +1,7 @@
 import Foundation
 import LifeboatCore
+import LifeboatShipping
+import LifeboatSite
 import LifeboatJournal
 import Logging
 import Synchronization
@@ -19,7 +21,7 @@ public final class ProtectionGroup: @unchecked Sendable {
         public var sealInterval: Duration = .seconds(1)
         public var checkpointInterval: Duration = .seconds(5)
         /// A crash-consistent point is marked this often while there are writes.
-        public var pointInterval: Duration = .seconds(5)
+        public var pointInterval: Duration = .seconds(3)
         /// Ship to the site's vault (off for an offline recovery, `journal recover`).
         public var ships = true
         public init() {}
@@ -48,6 +50,8 @@ public final class ProtectionGroup: @unchecked Sendable {
     private let firstUnapplied = Mutex<LSN?>(nil)
     /// Ships sealed segments to the site's vault, when it has one.
     private(set) var shipper: Shipper?
+    /// Rung by the journal after each seal: wakes the shipper (which exists only later).
+    private let sealedSegments = Doorbell()
     let startedAt = Date()
 
     /// Takes the site lock, opens every disk, checks the whole journal, cuts a torn tail,
@@ -76,9 +80,12 @@ public final class ProtectionGroup: @unchecked Sendable {
         let byID = Dictionary(uniqueKeysWithValues: opened.map { ($0.id, $0) })
         var replayed = 0
         var writtenSinceCheckpoint: [DiskID: Set<Int>] = [:]
+        let ships = options.ships && site.config.vault != nil
+        let sealed = sealedSegments
         let (journal, report) = try Journal.open(
             directory: site.journalDirectory, groupID: site.config.groupIDBytes,
-            configuration: .init(segmentBytes: options.segmentBytes), durableThrough: saved.appliedLSN
+            configuration: .init(segmentBytes: options.segmentBytes, keepsSealedSegmentsCached: ships, sealed: { sealed.ring() }),
+            durableThrough: saved.appliedLSN
         ) { (scan, raw) throws in
             for record in scan.records where record.header.type == .write {
                 let payload = UnsafeRawBufferPointer(rebasing: raw[record.payloadOffset..<(record.payloadOffset + Int(record.header.length))])
@@ -111,11 +118,13 @@ public final class ProtectionGroup: @unchecked Sendable {
         try checkpoint(clean: false)
         markerState.withLock { $0.lsn = journal.stats.appendedLSN }
         markedRoots.withLock { $0 = (journal.stats.appendedLSN, rootsWhilePaused()) }  // no writer yet
-        if options.ships, let vault = site.config.vault {
-            shipper = Shipper(site: site, vaultPath: vault, journal: journal, logger: logger) { [weak self] in
-                self?.checkpointState.withLock { $0.lsn } ?? .zero
+        if ships, let vault = site.config.vault {
+            let shipper = Shipper(site: site, target: LocalVaultReplica(root: FilePath(vault), logger: logger), journal: journal, logger: logger) {
+                [weak self] in self?.checkpointState.withLock { $0.lsn } ?? .zero
             }
-            shipper?.start()
+            self.shipper = shipper
+            sealedSegments.answer { shipper.poke() }
+            shipper.start()
         }
     }
 
@@ -251,11 +260,10 @@ public final class ProtectionGroup: @unchecked Sendable {
         }
         markedRoots.withLock { $0 = (lsn, digests) }
         try journal.sync()
-        try journal.sealIfOlder(than: .zero)
+        try journal.sealIfOlder(than: .zero)  // rings the shipper
         // The seal took an LSN too: only writes after this count as "new" for the next point.
         let settled = journal.stats.appendedLSN
         markerState.withLock { $0 = (settled, .now) }
-        shipper?.poke()
         return (lsn, digests)
     }
 
@@ -295,4 +303,11 @@ public final class ProtectionGroup: @unchecked Sendable {
     private func rootsWhilePaused() -> [DiskID: Hash128] {
         Dictionary(uniqueKeysWithValues: disks.map { ($0.id, $0.digest.root()) })
     }
+}
+
+/// A wake-up handed to a component before its receiver exists.
+final class Doorbell: Sendable {
+    private let receiver = Mutex<(@Sendable () -> Void)?>(nil)
+    func answer(_ body: @escaping @Sendable () -> Void) { receiver.withLock { $0 = body } }
+    func ring() { receiver.withLock { $0 }?() }
 }

@@ -1,0 +1,58 @@
+import LifeboatCore
+import LifeboatVault
+import Logging
+import SystemPackage
+
+/// The vault as a directory on this machine. The segment goes in as it lies in the journal:
+/// the vault compresses each write once, into its layer (no zstd of the whole segment first, to
+/// be undone at once). Being the vault's only server here, it also runs the vault's upkeep.
+public final class LocalVaultReplica: ReplicaTarget, @unchecked Sendable {
+    public let address: String
+    private let root: FilePath
+    private let maintenance: VaultMaintenance
+    private let lock = ConditionLock()
+    private var opened: Vault?
+
+    public init(root: FilePath, logger: Logger) {
+        self.root = root
+        self.address = root.string
+        self.maintenance = VaultMaintenance(root: root, logger: logger)
+        maintenance.start()
+    }
+
+    /// The vault, opened on first use after a `reset()`: a vault that appears later (a disk
+    /// mounted late) is picked up by the next round.
+    private func vault() throws -> Vault {
+        try lock.withLock {
+            if let opened { return opened }
+            let v = try Vault(root: root)
+            v.removeStaleIncoming()
+            opened = v
+            return v
+        }
+    }
+
+    public func groupID() throws -> String? { try vault().groupID() }
+
+    public func diskIDs() throws -> Set<DiskID> { Set(try vault().disks().map(\.id)) }
+
+    public func addDisk(group: String, id: DiskID, name: String, sizeBytes: Int64, initialContent: FilePath,
+                        progress: (Int64) -> Void) throws {
+        try vault().addDisk(group: group, id: id, name: name, sizeBytes: sizeBytes, initialContent: initialContent, progress: progress)
+    }
+
+    public func heldThrough() throws -> LSN { try vault().lsnRange().last }
+
+    public func ship(segment: [UInt8], name: String) throws {
+        if case .ingested = try vault().ingest(segment: segment, name: name) { maintenance.dataArrived() }
+    }
+
+    public var maintenanceError: String? { maintenance.lastError }
+
+    public func reset() { lock.withLock { opened = nil } }
+
+    public func close() {
+        maintenance.stop()
+        reset()
+    }
+}

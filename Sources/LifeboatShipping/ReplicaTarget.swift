@@ -1,0 +1,41 @@
+import LifeboatCore
+import SystemPackage
+
+/// Where a site's sealed journal segments go, seen from the source side: the transport-neutral
+/// face of a vault. `LocalVaultReplica` is the vault as a directory on this machine; a network
+/// client implements the same calls. The `Shipper` decides what to send and when; a target only
+/// moves bytes and answers from the vault's catalog.
+///
+/// Every call may throw for an unreachable, full, read-only or damaged vault: the shipper then
+/// keeps the segments local, reports why, calls `reset()` and tries again later.
+public protocol ReplicaTarget: AnyObject, Sendable {
+    /// Where the vault is, for status and logs: a path or an address.
+    var address: String { get }
+
+    /// The protection group the vault holds, nil for a new vault.
+    func groupID() throws -> String?
+
+    /// The disks the vault holds (initial replication done).
+    func diskIDs() throws -> Set<DiskID>
+
+    /// Initial replication: the disk's content before any journaled write becomes its base in
+    /// the vault. `progress` is called with the bytes sent so far.
+    func addDisk(group: String, id: DiskID, name: String, sizeBytes: Int64, initialContent: FilePath,
+                 progress: (Int64) -> Void) throws
+
+    /// Everything up to this LSN is durably in the vault (read from its catalog).
+    func heldThrough() throws -> LSN
+
+    /// Sends one sealed segment, as it lies in the journal; returns once the vault holds it
+    /// durably. A segment the vault already holds is accepted again (a retry after a lost answer).
+    func ship(segment: [UInt8], name: String) throws
+
+    /// Why the vault's own upkeep (compaction, retention) is failing, if it is.
+    var maintenanceError: String? { get }
+
+    /// Forgets any open handle or connection after a failure.
+    func reset()
+
+    /// Releases everything (the vault's upkeep stops, if this target runs it).
+    func close()
+}

@@ -1,0 +1,165 @@
+import Foundation
+import LifeboatCore
+import LifeboatJournal
+import LifeboatSite
+import LifeboatVault
+import Logging
+import Synchronization
+import SystemPackage
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Ships sealed journal segments to the site's vault through a `ReplicaTarget`, in LSN order;
+/// the vault holds each durably before `ship` returns. A local segment is deleted only once the
+/// vault holds it *and* a checkpoint covers it (recovery replays the local journal after the
+/// checkpoint LSN, so those records must stay until the primaries are durable past them).
+///
+/// It runs when a segment is sealed (`poke`), and once a second otherwise, to notice a vault
+/// that came back. While the vault is missing, unreachable, read-only or full, or rejects a
+/// segment, segments stay local, `status` shows the lag and the reason, and shipping resumes by
+/// itself.
+public final class Shipper: @unchecked Sendable {
+    private let site: Site
+    private let journal: Journal
+    private let target: any ReplicaTarget
+    private let appliedLSN: @Sendable () -> LSN
+    private let logger: Logger
+    private let figures: Mutex<ShippingStatus>
+    private let loop = BackgroundLoop(name: "lifeboat-shipper", interval: .seconds(1))
+    private var lastError: String?
+
+    public init(site: Site, target: any ReplicaTarget, journal: Journal, logger: Logger, appliedLSN: @escaping @Sendable () -> LSN) {
+        self.site = site
+        self.journal = journal
+        self.target = target
+        self.logger = logger
+        self.appliedLSN = appliedLSN
+        self.figures = Mutex(ShippingStatus(vault: target.address))
+    }
+
+    public var current: ShippingStatus {
+        var f = figures.withLock { $0 }
+        f.maintenanceError = target.maintenanceError
+        return f
+    }
+
+    public func start() { loop.start { [self] _ in self.round() } }
+
+    /// Stops after the segment in flight: a stop must not wait for a backlog (the rest is
+    /// durable locally and ships at the next start).
+    public func stop() {
+        loop.stop()
+        target.close()
+    }
+
+    /// A segment was sealed or a point marked: ship now.
+    public func poke() { loop.poke() }
+
+    private func round() {
+        do {
+            try shipOnce()
+            if lastError != nil { logger.notice("shipping to \(target.address) resumed") }
+            lastError = nil
+        } catch {
+            let message = "\(error)"
+            if message != lastError { logger.error("shipping paused: \(message)") }
+            lastError = message
+            target.reset()
+            // Paused: what waits keeps growing, and status must say so (never "0 B").
+            let (segments, bytes) = waiting(after: LSN(figures.withLock { $0.shippedLSN }))
+            figures.withLock {
+                $0.error = message
+                $0.pendingSegments = segments
+                $0.pendingBytes = bytes
+            }
+        }
+    }
+
+    /// One round: seed what the vault lacks, ship every sealed segment it does not hold, delete
+    /// the local prefix that is both shipped and checkpointed.
+    func shipOnce() throws {
+        // The group first: another group's vault must not be compared by LSN, seeded or shipped to.
+        if let group = try target.groupID(), group != site.config.groupID {
+            throw Vault.belongsToAnotherGroup(group, not: site.config.groupID, root: FilePath(target.address))
+        }
+        try seedDisks()
+        let currentFirst = journal.stats.currentSegmentFirstLSN
+        let local = try JournalDirectory.segments(in: journal.directory)
+        let sealed = local.filter { $0.firstLSN < currentFirst }
+        var shipped = try target.heldThrough()
+        // Local segments are deleted as a prefix only, against one reading of the checkpoint:
+        // a checkpoint landing mid-loop must not let a newer segment go while an older one
+        // stays (that would leave an LSN gap, and recovery refuses a journal with a gap).
+        let applied = appliedLSN()
+        var deleting = true
+        for (i, segment) in sealed.enumerated() {
+            if loop.isStopping { break }
+            let next = i + 1 < local.count ? local[i + 1].firstLSN : currentFirst
+            let lastLSN = LSN(next.rawValue - 1)
+            if lastLSN > shipped {
+                // Read once, while the seal left it in the page cache; nobody reads it again.
+                let bytes = try SegmentReader.load(segment.path, thenDropCache: true)
+                try target.ship(segment: bytes, name: segment.path.string)
+                // Trust only the vault's catalog, read back, before anything local is deleted.
+                shipped = try target.heldThrough()
+                let now = shipped.rawValue
+                figures.withLock {
+                    $0.lastShippedAt = Date()
+                    $0.shippedLSN = now
+                }
+            }
+            deleting = deleting && lastLSN <= shipped && lastLSN <= applied
+            if deleting {
+                unlink(segment.path.string)
+                try? syncDirectory(journal.directory)
+            }
+        }
+        let (pendingSegments, pendingBytes) = waiting(after: shipped)
+        figures.withLock {
+            $0.shippedLSN = shipped.rawValue
+            $0.pendingSegments = pendingSegments
+            $0.pendingBytes = pendingBytes
+            $0.error = nil
+        }
+    }
+
+    /// What the vault does not hold yet: sealed segments past `shipped`, and the records of the
+    /// open segment (it ships once sealed).
+    private func waiting(after shipped: LSN) -> (segments: Int, bytes: Int64) {
+        let stats = journal.stats
+        let local = (try? JournalDirectory.segments(in: journal.directory)) ?? []
+        var segments = 0
+        var bytes: Int64 = 0
+        for (i, segment) in local.enumerated() where segment.firstLSN < stats.currentSegmentFirstLSN {
+            let next = i + 1 < local.count ? local[i + 1].firstLSN : stats.currentSegmentFirstLSN
+            if next.rawValue - 1 > shipped.rawValue {
+                segments += 1
+                bytes += fileSize(segment.path) ?? 0
+            }
+        }
+        if stats.appendedLSN >= stats.currentSegmentFirstLSN && stats.appendedLSN > shipped { bytes += stats.currentSegmentBytes }
+        return (segments, bytes)
+    }
+
+    /// Initial replication: each disk's initial content becomes its base in the vault.
+    private func seedDisks() throws {
+        let held = try target.diskIDs()
+        for disk in site.config.disks where !held.contains(disk.diskID) {
+            logger.notice("initial replication of \(disk.name) (\(disk.sizeBytes) bytes) to \(target.address)")
+            var reported: Int64 = -1
+            try target.addDisk(group: site.config.groupID, id: disk.diskID, name: disk.name, sizeBytes: disk.sizeBytes,
+                              initialContent: site.basePath(disk)) { done in
+                let percent = disk.sizeBytes == 0 ? 100 : done * 100 / disk.sizeBytes
+                if percent != reported {
+                    if percent / 10 != reported / 10 { logger.info("initial replication of \(disk.name): \(percent)%") }
+                    reported = percent
+                    figures.withLock { $0.initialReplication = "\(disk.name): \(percent)% of \(disk.sizeBytes >> 20) MiB" }
+                }
+            }
+            figures.withLock { $0.initialReplication = nil }
+        }
+    }
+}
+
