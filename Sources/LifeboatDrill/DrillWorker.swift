@@ -37,7 +37,7 @@ public enum DrillWorker {
             if spec.keep, cancellation.cancelledReason == nil {
                 // Kept for inspection: the results are final, the targets stay until a signal.
                 try? ws.save(result, to: ws.resultPath)
-                while cancellation.cancelledReason == nil { usleep(100_000) }
+                cancellation.waitUntilCancelled()
             }
         } catch {
             result.error = (error as? LifeboatError)?.description ?? "\(error)"

@@ -10,7 +10,7 @@ import Glibc
 /// Set when a drill must stop (a signal, the drill's deadline): the running command's process
 /// group is killed and every later step is refused.
 public final class Cancellation: @unchecked Sendable {
-    private let lock = NSLock()
+    private let lock = ConditionLock()
     private var reason: String?
     private var runningGroup: pid_t = 0
 
@@ -22,7 +22,13 @@ public final class Cancellation: @unchecked Sendable {
         lock.withLock {
             if reason == nil { reason = why }
             if runningGroup > 0 { kill(-runningGroup, SIGKILL) }
+            lock.broadcast()
         }
+    }
+
+    /// Blocks until `cancel` is called (a kept drill waits here for its stop signal).
+    public func waitUntilCancelled() {
+        lock.withLock { while reason == nil { lock.wait() } }
     }
 
     func check() throws {

@@ -68,6 +68,8 @@ public final class VaultMaintenance: @unchecked Sendable {
         do {
             try body()
             message = nil
+        } catch let e as LifeboatError where e.code == .notFound {
+            message = nil  // no vault there (yet): nothing to maintain; shipping reports it
         } catch {
             message = "\(task): \(error)"
         }
