@@ -54,6 +54,9 @@ public final class Journal: @unchecked Sendable {
     private var durableLSN: LSN
     private var syncing = false
     private var syncs = 0
+    /// `syncs` when the current segment started: how often it was synced decides how its
+    /// successor is prepared (`SegmentPreparer.zeroFills`).
+    private var syncsAtSegmentStart = 0
     /// Set after an fdatasync or seal fails: the page cache may have dropped our data
     /// (fsync errors are not retryable), so nothing more is acknowledged until a restart
     /// re-reads the journal from disk.
@@ -158,6 +161,7 @@ public final class Journal: @unchecked Sendable {
         RecordHeader(payloadCRC: payloadCRC, length: UInt32(payloadLength), type: type, lsn: lsn).store(into: header)
         do {
             try current.append(iov, total: JournalFormat.recordHeaderSize + payloadLength)
+            if let due = current.takeWritebackDue() { preparer.startWriteback(current, from: due.from, to: due.to) }
         } catch {
             let e = LifeboatError.wrapping(error, "journal append failed", path: current.path.string, offset: current.end)
             lastAppendError = e
@@ -207,7 +211,9 @@ public final class Journal: @unchecked Sendable {
         durableLSN = sealLSN
         preparer.retire(old, end: old.end)
         do {
-            if let spare = preparer.take(lastSegmentBytes: old.end) {
+            let syncedInSegment = syncs - syncsAtSegmentStart
+            syncsAtSegmentStart = syncs
+            if let spare = preparer.take(lastSegmentBytes: old.end, records: old.records, syncs: syncedInSegment) {
                 current = try OpenSegment.adopt(spare, in: directory, groupID: groupID, firstLSN: nextLSN)
                 needsDirectorySync = true
             } else {

@@ -103,12 +103,15 @@ final class OpenSegment: @unchecked Sendable {
         }
         end = start + Int64(total)
         records += 1
-        // Start writeback of every full 4 MiB behind the tail (RocksDB's wal_bytes_per_sync):
-        // a seal's fdatasync then waits for little, and writeback never arrives in one burst.
-        if end - writebackStart >= Self.writebackStride {
-            _ = clinux_start_writeback(fdRaw, writebackStart, end - writebackStart)
-            writebackStart = end
-        }
+    }
+
+    /// The range whose early writeback is due, if a full stride has been appended since the
+    /// last one (RocksDB's wal_bytes_per_sync): a seal's fdatasync then waits for little, and
+    /// writeback never arrives in one burst. The caller has it started off the write path.
+    func takeWritebackDue() -> (from: Int64, to: Int64)? {
+        guard end - writebackStart >= Self.writebackStride else { return nil }
+        defer { writebackStart = end }
+        return (writebackStart, end)
     }
 }
 

@@ -11,6 +11,23 @@ import Foundation
         #expect(CRC32C.of([UInt8](repeating: 0, count: 32)) == 0x8A91_36AA)  // RFC 3720 B.4: 32 zero bytes
     }
 
+    /// Long buffers take the three-chain path (blocks of 3 × 8 KiB, then 3 × 256 bytes); pieces
+    /// of 97 bytes never do: both must agree, at every alignment and around every boundary.
+    @Test func crc32cOfLongBuffersEqualsTheCRCTakenInSmallPieces() {
+        var g = SplitMix64(seed: 7)
+        let bytes = (0..<(200 << 10)).map { _ in UInt8(truncatingIfNeeded: g.next()) }
+        for (start, count) in [(0, 3 * 8192), (1, 3 * 8192 + 5), (3, 3 * 8192 * 2 + 3 * 256 + 7), (0, 3 * 256), (5, 3 * 256 - 1),
+                               (7, 100_000), (0, 200 << 10)] {
+            let slice = Array(bytes[start..<(start + count)])
+            let whole = slice.withUnsafeBytes { CRC32C.extend(0, $0) }
+            var pieces: UInt32 = 0
+            for at in stride(from: 0, to: count, by: 97) {
+                pieces = slice[at..<min(count, at + 97)].withUnsafeBytes { CRC32C.extend(pieces, $0) }
+            }
+            #expect(whole == pieces, "offset \(start), \(count) bytes")
+        }
+    }
+
     @Test func crc32cChainsAcrossPieces() {
         let bytes = (0..<1000).map { UInt8(truncatingIfNeeded: $0 * 7) }
         let whole = CRC32C.of(bytes)

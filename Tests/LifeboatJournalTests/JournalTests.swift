@@ -462,12 +462,13 @@ func mountTmpfs(_ dir: FilePath, bytes: Int) -> Bool {
     }
 }
 
-/// The segment preparer: spares are zero-filled, allocated, and sized from how much the last
-/// sealed segment held (never above the configured maximum).
+/// The segment preparer: spares are allocated zeros, sized from how much the last sealed
+/// segment held (never above the configured maximum), written zeros after a synced segment and
+/// only reserved (fallocate) after a streaming one.
 @Suite(.timeLimit(.minutes(1))) struct SegmentPreparerTests {
     private func next(_ p: SegmentPreparer, lastSegmentBytes: Int64) throws -> SegmentPreparer.Spare {
         for _ in 0..<2000 {
-            if let spare = p.take(lastSegmentBytes: lastSegmentBytes) { return spare }
+            if let spare = p.take(lastSegmentBytes: lastSegmentBytes, records: 1000, syncs: 0) { return spare }
             usleep(5000)
         }
         throw LifeboatError(.io, "no spare was prepared within 10 s")
@@ -497,5 +498,27 @@ func mountTmpfs(_ dir: FilePath, bytes: Int) -> Bool {
         let rule = { SegmentPreparer.spareSize(afterSegmentOf: $0, maximum: 64 << 20) }
         #expect(rule(0) == 1 << 20 && rule(100 << 10) == 1 << 20 && rule(700 << 10) == 2 << 20)
         #expect(rule(3 << 20) == 8 << 20 && rule(40 << 20) == 64 << 20 && rule(1 << 40) == 64 << 20)
+        // Zero-filled after small records or a segment synced at least every MiB; else reserved.
+        let zeros = { SegmentPreparer.zeroFills(afterSegmentOf: 64 << 20, records: $0, syncs: $1) }
+        #expect(zeros(16384, 0) && zeros(1024, 0), "4 KiB or 64 KiB writes")
+        #expect(zeros(64, 64) && zeros(64, 16000), "1 MiB writes synced every MiB or more often")
+        #expect(!zeros(64, 63) && !zeros(64, 0) && !zeros(1023, 0), "streaming: big writes, rare syncs")
+    }
+
+    /// Both kinds of spare read as zeros to their end and are allocated; only the zero-filled
+    /// one has its blocks written (no unwritten extents for an fdatasync to convert).
+    @Test func aReservedSpareReadsAsZerosAndIsAllocated() throws {
+        let dir = try temporaryDirectory()
+        for zeroFilled in [true, false] {
+            let spare = try SegmentPreparer.prepare(dir.appending("spare-\(zeroFilled)"), size: 2 << 20, zeroFilled: zeroFilled)
+            defer { try? spare.fd.close() }
+            var st = stat()
+            #expect(fstat(spare.fd.rawValue, &st) == 0)
+            #expect(Int64(st.st_size) == 2 << 20)
+            #expect(Int64(st.st_blocks) * 512 >= 2 << 20, "allocated, so appends allocate nothing")
+            var all = [UInt8](repeating: 1, count: 2 << 20)
+            _ = try all.withUnsafeMutableBytes { try spare.fd.read(fromAbsoluteOffset: 0, into: $0) }
+            #expect(all.allSatisfy { $0 == 0 })
+        }
     }
 }
