@@ -56,7 +56,7 @@ let package = Package(
                                                           .product(name: "Logging", package: "swift-log"), .product(name: "SystemPackage", package: "swift-system")]),
         .target(
             name: "LifeboatDrill",
-            dependencies: ["LifeboatCore", "LifeboatFUSE", "LifeboatVault", "LifeboatPointView", "CLinux", .product(name: "Yams", package: "Yams"),
+            dependencies: ["LifeboatCore", "LifeboatJournal", "LifeboatFUSE", "LifeboatVault", "LifeboatPointView", "CLinux", .product(name: "Yams", package: "Yams"),
                            .product(name: "GRDB", package: "GRDB.swift"), .product(name: "Logging", package: "swift-log"),
                            .product(name: "SystemPackage", package: "swift-system")]),
         .executableTarget(

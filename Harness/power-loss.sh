@@ -15,7 +15,8 @@
 # on any loss. Root; env: SECONDS_OF_LOAD (default 8), SEED (1), KEEP_FAILURES=DIR, FAIL_FAST=1
 # (stop at the first loss), POWER_LOSS_JOBS (checkers in parallel, default: the cores),
 # KEEP_RECORDING=1 (keep the work directory: the recorder site, to rerun the checker),
-# RECORD_ONLY=1 (stop after recording).
+# RECORD_ONLY=1 (stop after recording), SPARE_FILL=adaptive|zeros|reserved (how the inner site's
+# journal prepares its spare segments: `.ci/run` proves the default and `reserved`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source Harness/setup.sh
@@ -67,7 +68,7 @@ $lifeboat init --site "$fs/site" --vault "$fs/vault" >/dev/null
 $lifeboat disk create d1 --size 4M --site "$fs/site" >/dev/null
 $lifeboat disk create d2 --size 4M --site "$fs/site" >/dev/null
 $lifeboat protect "$smnt" --site "$fs/site" --segment-size 1M --seal-interval 0.5 --point-interval 1 --checkpoint-interval 0.3 \
-  2>"$work/site.log" & site_pid=$!
+  --spare-fill "${SPARE_FILL:-adaptive}" 2>"$work/site.log" & site_pid=$!
 wait_mounted "$smnt" "$work/site.log"
 sync -f "$fs"
 $powerloss workload --disk "$smnt/d1.img" --disk "$smnt/d2.img" --acks "$rmnt/acks.img" --writers 4 --sync-every 6 --seconds "$load_seconds" --seed "$seed" \

@@ -24,6 +24,8 @@ public final class ProtectionGroup: @unchecked Sendable {
         public var pointInterval: Duration = .seconds(3)
         /// Ship to the site's vault (off for an offline recovery, `journal recover`).
         public var ships = true
+        /// How the journal prepares its spare segments (`--spare-fill`, for the power-loss harness).
+        public var spareFill: SpareFill = .adaptive
         public init() {}
     }
 
@@ -84,7 +86,8 @@ public final class ProtectionGroup: @unchecked Sendable {
         let sealed = sealedSegments
         let (journal, report) = try Journal.open(
             directory: site.journalDirectory, groupID: site.config.groupIDBytes,
-            configuration: .init(segmentBytes: options.segmentBytes, keepsSealedSegmentsCached: ships, sealed: { sealed.ring() }),
+            configuration: .init(segmentBytes: options.segmentBytes, keepsSealedSegmentsCached: ships, sealed: { sealed.ring() },
+                                 spareFill: options.spareFill),
             durableThrough: saved.appliedLSN
         ) { (scan, raw) throws in
             for record in scan.records where record.header.type == .write {

@@ -1,5 +1,6 @@
 import Foundation
 import LifeboatCore
+import LifeboatJournal
 
 /// One check's outcome.
 public struct CheckResult: Codable, Sendable {
@@ -29,7 +30,7 @@ public struct DiskResult: Codable, Sendable {
 public struct DrilledPoint: Codable, Sendable {
     public var id: Int64?
     public var lsn: UInt64
-    public var kind: String?
+    public var kind: PointKind?
     public var time: Date?
     public var label: String?
 }

@@ -23,11 +23,16 @@ public final class Journal: @unchecked Sendable {
         public var keepsSealedSegmentsCached = false
         /// Called after each seal (with the journal's lock held: keep it to a wake-up).
         public var sealed: (@Sendable () -> Void)?
+        /// How spare segments are prepared (`SegmentPreparer`): by the last segment's writes, or
+        /// always one way (the power-loss harness proves each way on its own).
+        public var spareFill: SpareFill = .adaptive
 
-        public init(segmentBytes: Int64 = 64 << 20, keepsSealedSegmentsCached: Bool = false, sealed: (@Sendable () -> Void)? = nil) {
+        public init(segmentBytes: Int64 = 64 << 20, keepsSealedSegmentsCached: Bool = false, sealed: (@Sendable () -> Void)? = nil,
+                    spareFill: SpareFill = .adaptive) {
             self.segmentBytes = segmentBytes
             self.keepsSealedSegmentsCached = keepsSealedSegmentsCached
             self.sealed = sealed
+            self.spareFill = spareFill
         }
     }
 
@@ -104,7 +109,7 @@ public final class Journal: @unchecked Sendable {
         self.nextLSN = nextLSN
         self.durableLSN = LSN(nextLSN.rawValue - 1)
         self.preparer = SegmentPreparer(directory: directory, maximumBytes: configuration.segmentBytes,
-                                        dropsRetiredPages: !configuration.keepsSealedSegmentsCached)
+                                        dropsRetiredPages: !configuration.keepsSealedSegmentsCached, fill: configuration.spareFill)
         preparer.start()
     }
 

@@ -18,6 +18,15 @@ public struct Marker: Equatable, Sendable {
             }
         }
     }
+    /// The kind as a point carries it in the catalog, the CLI and JSON.
+    public var pointKind: PointKind {
+        switch kind {
+        case .crashConsistent: .crashConsistent
+        case .appConsistent: .appConsistent
+        case .label: .label
+        }
+    }
+
     /// The longest label a marker keeps; the CLI refuses longer ones.
     public static let maxLabelBytes = 1024
     public var kind: Kind
@@ -69,4 +78,14 @@ public struct Marker: Equatable, Sendable {
         guard r.remaining == 0 else { return nil }
         return Marker(kind: kind, timeNanos: time, label: text, digests: digests)
     }
+}
+
+/// A recovery point's kind, spelled as the catalog, the CLI and JSON spell it. A value the
+/// catalog holds that is none of these does not decode: vault damage.
+public enum PointKind: String, Codable, Sendable, CaseIterable, CustomStringConvertible {
+    case crashConsistent = "crash-consistent"
+    case appConsistent = "app-consistent"
+    case label
+
+    public var description: String { rawValue }
 }

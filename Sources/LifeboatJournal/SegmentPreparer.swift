@@ -23,6 +23,12 @@ import Glibc
 /// writes. And it retires sealed segments once they are durable: cuts the unused zero tail and, unless
 /// a reader comes for them at once (the shipper, which drops them after reading), drops their
 /// pages from the cache.
+/// How spare segments are prepared: zero-filled or only reserved, chosen per segment from the
+/// last one's writes (`adaptive`), or always one way.
+public enum SpareFill: String, Sendable, CaseIterable {
+    case adaptive, zeros, reserved
+}
+
 final class SegmentPreparer: @unchecked Sendable {
     struct Spare {
         let fd: FileDescriptor
@@ -42,12 +48,15 @@ final class SegmentPreparer: @unchecked Sendable {
     private var thread: JoinableThread?
     private var counter = 0
     private let dropsRetiredPages: Bool
+    private let fill: SpareFill
 
-    init(directory: FilePath, maximumBytes: Int64, dropsRetiredPages: Bool) {
+    init(directory: FilePath, maximumBytes: Int64, dropsRetiredPages: Bool, fill: SpareFill = .adaptive) {
         self.directory = directory
         self.maximumBytes = maximumBytes
         self.wantedBytes = min(maximumBytes, 8 << 20)
         self.dropsRetiredPages = dropsRetiredPages
+        self.fill = fill
+        self.wantsZeros = fill != .reserved
     }
 
     func start() {
@@ -60,7 +69,11 @@ final class SegmentPreparer: @unchecked Sendable {
     func take(lastSegmentBytes: Int64, records: Int, syncs: Int) -> Spare? {
         lock.withLock {
             wantedBytes = Self.spareSize(afterSegmentOf: lastSegmentBytes, maximum: maximumBytes)
-            wantsZeros = Self.zeroFills(afterSegmentOf: lastSegmentBytes, records: records, syncs: syncs)
+            switch fill {
+            case .adaptive: wantsZeros = Self.zeroFills(afterSegmentOf: lastSegmentBytes, records: records, syncs: syncs)
+            case .zeros: wantsZeros = true
+            case .reserved: wantsZeros = false
+            }
             let taken = spare
             spare = nil
             lock.broadcast()

@@ -1,6 +1,7 @@
 import Foundation
 import GRDB
 import LifeboatCore
+import LifeboatJournal
 
 #if canImport(Glibc)
 import Glibc
@@ -106,6 +107,10 @@ struct Catalog {
 
     /// SQLite result codes (https://sqlite.org/rescode.html) as Lifeboat error codes.
     static func error(_ error: any Error, _ what: String, path: String) -> LifeboatError {
+        if error is DecodingError || String(describing: type(of: error)).contains("RowDecodingError") {
+            // A row the records cannot decode (a point kind that is none of ours, say) is damage.
+            return LifeboatError(.corrupt, "\(what): a row does not decode", path: path, cause: error)
+        }
         guard let e = error as? DatabaseError else { return LifeboatError.wrapping(error, what, path: path) }
         let code: LifeboatError.Code
         switch e.resultCode {
@@ -163,8 +168,7 @@ public struct RecoveryPoint: Codable, FetchableRecord, MutablePersistableRecord,
     public static let databaseTableName = "point"
     public var id: Int64?
     public var lsn: Int64
-    /// crash-consistent | app-consistent | label
-    public var kind: String
+    public var kind: PointKind
     public var time: Date
     public var label: String
     /// JSON object: disk id → digest root (32 hex digits).
@@ -194,7 +198,4 @@ public struct RecoveryPoint: Codable, FetchableRecord, MutablePersistableRecord,
         }
         return out
     }
-
-    /// The kinds a point can have; anything else in the catalog is damage.
-    public static let kinds: Set<String> = ["crash-consistent", "app-consistent", "label"]
 }

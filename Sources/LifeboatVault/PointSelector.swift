@@ -14,7 +14,7 @@ public enum PointSelector {
         case "latest":
             return try pick(points.last, "the vault has no points yet")
         case "latest-app":
-            return try pick(points.last { $0.kind == "app-consistent" }, "the vault has no app-consistent point")
+            return try pick(points.last { $0.kind == .appConsistent }, "the vault has no app-consistent point")
         default:
             break
         }

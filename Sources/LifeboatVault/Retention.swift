@@ -35,7 +35,7 @@ public struct RetentionPolicy: Codable, Equatable, Sendable {
                 keep.insert(id)
             }
         }
-        if let app = points.filter({ $0.kind == "app-consistent" }).max(by: { $0.lsn < $1.lsn })?.id { keep.insert(app) }
+        if let app = points.filter({ $0.kind == .appConsistent }).max(by: { $0.lsn < $1.lsn })?.id { keep.insert(app) }
         if let newest = points.max(by: { $0.lsn < $1.lsn })?.id { keep.insert(newest) }
         return keep.union(pinned.intersection(Set(points.compactMap(\.id))))
     }

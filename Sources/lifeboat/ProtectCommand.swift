@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import LifeboatCore
 import LifeboatCapture
+import LifeboatJournal
 import LifeboatSite
 import SystemPackage
 
@@ -18,6 +19,8 @@ struct ProtectCommand: ParsableCommand {
     @Option(help: "Mark a crash-consistent point this often while there are writes (at least 0.2s).") var pointInterval = "3s"
     @Option(help: "Make the primaries durable and record how far this often while there are writes (at least 0.2s): bounds the replay after a crash.") var checkpointInterval = "5s"
 
+    @Option(help: .hidden) var spareFill: SpareFill = .adaptive
+
     func validate() throws {
         let segmentBytes = try parseSize(segmentSize)
         guard segmentBytes >= 1 << 20, segmentBytes <= 4 << 30 else { throw ValidationError("--segment-size must be between 1M and 4G") }
@@ -33,6 +36,10 @@ struct ProtectCommand: ParsableCommand {
         options.sealInterval = .milliseconds(Int64(try parseDuration(sealInterval) * 1000))
         options.pointInterval = .milliseconds(Int64(try parseDuration(pointInterval) * 1000))
         options.checkpointInterval = .milliseconds(Int64(try parseDuration(checkpointInterval) * 1000))
+        options.spareFill = spareFill
         try ProtectService.run(site: try site.open(), mountpoint: absolutePath(mountpoint), options: options, logger: makeLogger())
     }
 }
+
+/// `--spare-fill adaptive|zeros|reserved` (hidden): the power-loss harness proves each way.
+extension SpareFill: ExpressibleByArgument {}

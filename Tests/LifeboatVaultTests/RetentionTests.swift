@@ -34,7 +34,7 @@ import Testing
         // An old app-consistent point survives when it is the newest one.
         let old = points.filter { $0.label != "m1199" }
         let keptOld = Self.policy.retained(old, now: Self.now)
-        #expect(old.filter { keptOld.contains($0.id!) }.contains { $0.label == "m1099" && $0.kind == "app-consistent" })
+        #expect(old.filter { keptOld.contains($0.id!) }.contains { $0.label == "m1099" && $0.kind == .appConsistent })
         #expect(Self.policy.retained(points, now: Self.now.addingTimeInterval(10_000)).count == 1)  // only the newest app point
     }
 

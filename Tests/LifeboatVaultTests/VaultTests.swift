@@ -101,7 +101,7 @@ struct Fixture {
         // Markers became points, with their kinds and digests.
         let points = try vault.points()
         #expect(points.map { LSN(UInt64($0.lsn)) } == f.markers.filter { $0 <= last })
-        #expect(points.contains { $0.kind == "app-consistent" })
+        #expect(points.contains { $0.kind == .appConsistent })
         #expect(try points.first?.digestMap()[DiskID(0)] == Hash128(high: 1, low: 49))
         // Export streams the same bytes.
         let out = f.root.appending("export.raw")
@@ -216,7 +216,7 @@ struct Fixture {
         for s in try f.sealedSegments() { _ = try vault.ingest(segment: s.bytes, name: s.name) }
         let points = try vault.points()
         #expect(try PointSelector.resolve("latest", in: vault).lsn == LSN(UInt64(points.last!.lsn)))
-        #expect(try PointSelector.resolve("latest-app", in: vault).point?.kind == "app-consistent")
+        #expect(try PointSelector.resolve("latest-app", in: vault).point?.kind == .appConsistent)
         #expect(try PointSelector.resolve("\(points[1].id!)", in: vault).lsn == LSN(UInt64(points[1].lsn)))
         #expect(try PointSelector.resolve("lsn:7", in: vault).lsn == LSN(7))
         // @TIME: the newest point at or before; marker i has time 1_700_000_000 + i seconds.
