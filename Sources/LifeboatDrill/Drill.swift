@@ -97,7 +97,7 @@ public enum Drill {
         if report.error != nil { report.rtoSeconds = nil }
         do {
             try vault.record(drill: DrillRecord(pointID: point?.id, lsn: Int64(lsn.rawValue), startedAt: startedAt, finishedAt: finishedAt,
-                                                result: report.result.rawValue, plan: plan.path, report: String(decoding: try report.json(), as: UTF8.self)))
+                                                result: report.result, plan: plan.path, report: String(decoding: try report.json(), as: UTF8.self)))
         } catch {
             logger.error("cannot record the drill in the vault: \(error)")
             if report.result != .failed {

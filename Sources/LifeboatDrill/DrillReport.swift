@@ -1,6 +1,7 @@
 import Foundation
 import LifeboatCore
 import LifeboatJournal
+import LifeboatVault
 
 /// One check's outcome.
 public struct CheckResult: Codable, Sendable {
@@ -38,11 +39,7 @@ public struct DrilledPoint: Codable, Sendable {
 /// A drill's report: what `--json` writes, what the vault keeps, what the text and JUnit
 /// renderings are made from.
 public struct DrillReport: Codable, Sendable {
-    public enum Result: String, Codable, Sendable {
-        case passed, failed
-        /// The drill could not run to the end (infrastructure): no verdict on the point.
-        case error
-    }
+    public typealias Result = DrillResult
     public var plan: String
     public var vault: String
     public var point: DrilledPoint

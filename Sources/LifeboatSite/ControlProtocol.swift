@@ -11,13 +11,16 @@ import Glibc
 /// The running `protect`'s control socket (`SITE/state/control.sock`, root only): one JSON
 /// request line, one JSON answer line. `lifeboat checkpoint` uses it to write a marker.
 public struct ControlRequest: Codable, Sendable {
-    public var op: String          // "mark"
-    public var kind: String        // crash-consistent | app-consistent | label
+    /// "mark". On the wire the op and the kind are plain strings, so that an unknown one is
+    /// refused with its name (`ControlProtocol.answer`), not as undecodable JSON.
+    public var op: String
+    /// A `PointKind`'s name.
+    public var kind: String
     public var label: String
-    public init(op: String, kind: String, label: String) {
-        self.op = op
-        self.kind = kind
-        self.label = label
+
+    /// A request to mark a point.
+    public static func mark(_ kind: PointKind, label: String) -> ControlRequest {
+        ControlRequest(op: "mark", kind: kind.rawValue, label: label)
     }
 }
 
@@ -49,11 +52,12 @@ public enum ControlProtocol {
             }
             guard request.op == "mark" else { throw LifeboatError(.invalidArgument, "unknown op '\(request.op)' (known: mark)") }
             let kind: Marker.Kind
-            switch request.kind {
-            case "app-consistent": kind = .appConsistent
-            case "crash-consistent": kind = .crashConsistent
-            case "label": kind = .label
-            default: throw LifeboatError(.invalidArgument, "unknown point kind '\(request.kind)' (known: crash-consistent, app-consistent, label)")
+            switch PointKind(rawValue: request.kind) {
+            case .appConsistent: kind = .appConsistent
+            case .crashConsistent: kind = .crashConsistent
+            case .label: kind = .label
+            case nil:
+                throw LifeboatError(.invalidArgument, "unknown point kind '\(request.kind)' (known: \(PointKind.allCases.map(\.rawValue).joined(separator: ", ")))")
             }
             guard request.label.utf8.count <= Marker.maxLabelBytes else {
                 throw LifeboatError(.invalidArgument, "the label is \(request.label.utf8.count) bytes; at most \(Marker.maxLabelBytes)")

@@ -2,6 +2,15 @@ import Foundation
 import GRDB
 import LifeboatCore
 
+/// How a drill ended. A value the catalog holds that is none of these does not decode.
+public enum DrillResult: String, Codable, Sendable, CustomStringConvertible {
+    case passed, failed
+    /// The drill could not run to the end (infrastructure): no verdict on the point.
+    case error
+
+    public var description: String { rawValue }
+}
+
 /// One drill run, kept in the catalog with the point it tested (Docs/formats/vault.md, table
 /// `drill`). `report` is the drill's JSON report, as `lifeboat drill --json` writes it.
 public struct DrillRecord: Codable, FetchableRecord, MutablePersistableRecord, Sendable {
@@ -12,14 +21,13 @@ public struct DrillRecord: Codable, FetchableRecord, MutablePersistableRecord, S
     public var lsn: Int64
     public var startedAt: Date
     public var finishedAt: Date
-    /// passed | failed | error
-    public var result: String
+    public var result: DrillResult
     /// The plan file's path, as given.
     public var plan: String
     public var report: String
     public mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }
 
-    public init(pointID: Int64?, lsn: Int64, startedAt: Date, finishedAt: Date, result: String, plan: String, report: String) {
+    public init(pointID: Int64?, lsn: Int64, startedAt: Date, finishedAt: Date, result: DrillResult, plan: String, report: String) {
         self.pointID = pointID
         self.lsn = lsn
         self.startedAt = startedAt
@@ -45,7 +53,7 @@ extension Vault {
             try DrillRecord.filter(Column("pointID") != nil).order(Column("finishedAt"), Column("id")).fetchAll(db)
         }
         var out: [Int64: DrillRecord] = [:]
-        for r in rows where !verdictsOnly || r.result != "error" { if let p = r.pointID { out[p] = r } }
+        for r in rows where !verdictsOnly || r.result != .error { if let p = r.pointID { out[p] = r } }
         return out
     }
 
@@ -54,7 +62,7 @@ extension Vault {
     public func verifiedPoint() throws -> (point: RecoveryPoint, drill: DrillRecord)? {
         let latest = try latestDrills(verdictsOnly: true)
         for p in try points().reversed() {
-            if let id = p.id, let d = latest[id], d.result == "passed" { return (p, d) }
+            if let id = p.id, let d = latest[id], d.result == .passed { return (p, d) }
         }
         return nil
     }

@@ -33,7 +33,7 @@ struct CheckpointCommand: ParsableCommand {
 
     struct Result: Encodable {
         var lsn: UInt64
-        var kind: String
+        var kind: PointKind
         var label: String?
         var notAppConsistentBecause: String?
         var frozen: [String]
@@ -60,8 +60,8 @@ struct CheckpointCommand: ParsableCommand {
         guard try s.isProtectRunning() else {
             throw LifeboatError(.notFound, "no running `lifeboat protect` for this site", path: s.root.string)
         }
-        func mark(_ kind: String, within: Duration) throws -> ControlResponse {
-            let response = try sendControlRequest(site: s, ControlRequest(op: "mark", kind: kind, label: label), timeout: within)
+        func mark(_ kind: PointKind, within: Duration) throws -> ControlResponse {
+            let response = try sendControlRequest(site: s, .mark(kind, label: label), timeout: within)
             guard response.ok, response.lsn != nil else { throw LifeboatError(.io, response.error ?? "protect refused the marker") }
             return response
         }
@@ -73,9 +73,9 @@ struct CheckpointCommand: ParsableCommand {
                                    timeout: window)
             (outcome, response) = try Quiesce.run(plan, freezer: FSFreeze(), hookOutput: { _, text in
                 FileHandle.standardError.write(Data(text.utf8))
-            }) { ok, left in try mark(ok ? "app-consistent" : "crash-consistent", within: max(left, .seconds(1))) }
+            }) { ok, left in try mark(ok ? .appConsistent : .crashConsistent, within: max(left, .seconds(1))) }
         } else {
-            response = try mark("crash-consistent", within: window)
+            response = try mark(.crashConsistent, within: window)
         }
         let lsn = response.lsn ?? 0
         let (pointID, notInVault) = try waitForPoint(site: s, lsn: lsn, within: window)
@@ -83,7 +83,7 @@ struct CheckpointCommand: ParsableCommand {
             try Vault(root: FilePath(vaultPath)).annotate(point: pointID, note: "not app-consistent: \(reason)")
         }
         let names = Dictionary(uniqueKeysWithValues: s.config.disks.map { (String($0.id), $0.name) })
-        let kind = appConsistent && outcome.appConsistent ? "app-consistent" : "crash-consistent"
+        let kind: PointKind = appConsistent && outcome.appConsistent ? .appConsistent : .crashConsistent
         let result = Result(lsn: lsn, kind: kind, label: label.isEmpty ? nil : label, notAppConsistentBecause: outcome.reason,
                             frozen: outcome.frozen, frozenSeconds: outcome.frozenSeconds, pointID: pointID, notInVaultBecause: notInVault,
                             digests: Dictionary(uniqueKeysWithValues: (response.digests ?? [:]).map { (names[$0.key] ?? $0.key, $0.value) }),

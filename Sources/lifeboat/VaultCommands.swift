@@ -46,7 +46,7 @@ struct PointsCommand: ParsableCommand {
         let rows = try points.map { p -> [String] in
             let drill = p.id.flatMap { drills[$0] }
             return [String(p.id ?? 0), String(p.lsn), p.kind.rawValue, time.string(from: p.time), p.label.isEmpty ? "-" : p.label,
-                    drill.map { time.string(from: $0.finishedAt) } ?? "-", drill?.result ?? "-"]
+                    drill.map { time.string(from: $0.finishedAt) } ?? "-", drill?.result.rawValue ?? "-"]
                 + (try diskID.map { [try p.digestMap()[$0]?.description ?? "-"] } ?? [])
         }
         printTable(["ID", "LSN", "KIND", "TIME", "LABEL", "TESTED AT", "RESULT"] + (disk.map { ["DIGEST (\($0))"] } ?? []), rows)
@@ -59,7 +59,7 @@ struct PointsCommand: ParsableCommand {
 struct ListedPoint: Encodable {
     struct Drill: Encodable {
         var testedAt: Date
-        var result: String
+        var result: DrillResult
         var plan: String
     }
     var id: Int64?

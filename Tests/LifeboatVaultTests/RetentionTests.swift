@@ -42,18 +42,18 @@ import Testing
         let (_, vault) = try ingested(seed: 13)
         let dropped = Set(try vault.points().compactMap(\.id)).subtracting(Self.policy.retained(try vault.points(), now: Self.now))
         let proven = try #require(try vault.points().filter { dropped.contains($0.id!) }.last)
-        func drill(_ result: String) throws {
+        func drill(_ result: DrillResult) throws {
             try vault.record(drill: DrillRecord(pointID: proven.id, lsn: proven.lsn, startedAt: Self.now, finishedAt: Date(),
                                                 result: result, plan: "p.yaml", report: "{}"))
         }
-        try drill("passed")
-        try drill("error")  // an infrastructure error says nothing about the point
+        try drill(.passed)
+        try drill(.error)  // an infrastructure error says nothing about the point
         #expect(try vault.verifiedPoint()?.point.id == proven.id)
         _ = try vault.prune(now: Self.now, policy: Self.policy)
         #expect(try vault.points().contains { $0.id == proven.id }, "the verified point survives retention")
         #expect(try vault.flushLSNs(in: LSN(0)...LSN(UInt64.max >> 1)).allSatisfy { $0 > (try vault.lsnRange()).base })
         // A later failed drill takes the verification away, and then retention may drop it.
-        try drill("failed")
+        try drill(.failed)
         #expect(try vault.verifiedPoint() == nil)
         _ = try vault.prune(now: Self.now, policy: Self.policy)
         #expect(try !vault.points().contains { $0.id == proven.id })

@@ -193,7 +193,7 @@ struct Fixture {
         let vault = try Vault(root: root)
         let version = try vault.catalog.db.read { db in try String.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'formatVersion'") }
         #expect(version == "4")
-        try vault.record(drill: DrillRecord(pointID: nil, lsn: 0, startedAt: Date(), finishedAt: Date(), result: "passed", plan: "p", report: "{}"))
+        try vault.record(drill: DrillRecord(pointID: nil, lsn: 0, startedAt: Date(), finishedAt: Date(), result: .passed, plan: "p", report: "{}"))
         #expect(try vault.flushLSNs(in: LSN(0)...LSN(10)).isEmpty)
     }
 
