@@ -47,7 +47,7 @@ public final class PointViewFilesystem: FUSEFilesystem, @unchecked Sendable {
     private let workers: ViewWorkerPool
     private let modified: timespec
     /// Serializes overlay writes per filesystem (block read-modify-write); reads don't take it.
-    private let writeLock = NSLock()
+    private let writeLock = ConditionLock()
 
     /// `excluding`: write records to act as if they never happened (PointReader); `only`: the
     /// disks to serve (default: every disk of the vault).
@@ -214,7 +214,7 @@ final class ViewWorkerPool: @unchecked Sendable {
     private let lsn: LSN
     private let excluded: Set<LSN>
     private let only: Set<DiskID>?
-    private let lock = NSLock()
+    private let lock = ConditionLock()
     private var idle: [ViewWorker]
 
     init(vault: Vault, lsn: LSN, excluding excluded: Set<LSN>, only: Set<DiskID>?) throws {

@@ -103,7 +103,7 @@ struct Workload {
 
 /// A value behind a lock, for the few counters the writer threads share.
 final class LockedBox<Value>: @unchecked Sendable {
-    private let lock = NSLock()
+    private let lock = ConditionLock()
     private var stored: Value
     init(_ value: Value) { stored = value }
     var value: Value { lock.withLock { stored } }
