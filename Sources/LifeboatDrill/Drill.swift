@@ -96,7 +96,7 @@ public enum Drill {
         report.result = report.error != nil ? .error : report.failedChecks.isEmpty ? .passed : .failed
         if report.error != nil { report.rtoSeconds = nil }
         do {
-            try vault.record(drill: DrillRecord(pointID: point?.id, lsn: Int64(lsn.rawValue), startedAt: startedAt, finishedAt: finishedAt,
+            try vault.record(drill: DrillRecord(pointID: point?.id, lsn: lsn, startedAt: startedAt, finishedAt: finishedAt,
                                                 result: report.result, plan: plan.path, report: String(decoding: try report.json(), as: UTF8.self)))
         } catch {
             logger.error("cannot record the drill in the vault: \(error)")

@@ -167,7 +167,7 @@ struct LayerRow: Codable, FetchableRecord, MutablePersistableRecord {
 public struct RecoveryPoint: Codable, FetchableRecord, MutablePersistableRecord, Sendable {
     public static let databaseTableName = "point"
     public var id: Int64?
-    public var lsn: Int64
+    public var lsn: LSN
     public var kind: PointKind
     public var time: Date
     public var label: String
@@ -197,5 +197,13 @@ public struct RecoveryPoint: Codable, FetchableRecord, MutablePersistableRecord,
             out[DiskID(d)] = h
         }
         return out
+    }
+}
+
+/// An LSN in the catalog is an INTEGER column. A negative value is damage: it does not decode.
+extension LSN: DatabaseValueConvertible {
+    public var databaseValue: DatabaseValue { Int64(rawValue).databaseValue }
+    public static func fromDatabaseValue(_ value: DatabaseValue) -> LSN? {
+        Int64.fromDatabaseValue(value).flatMap { $0 >= 0 ? LSN(UInt64($0)) : nil }
     }
 }

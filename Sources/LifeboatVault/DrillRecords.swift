@@ -18,7 +18,7 @@ public struct DrillRecord: Codable, FetchableRecord, MutablePersistableRecord, S
     public var id: Int64?
     /// The cataloged point drilled; nil for a bare LSN (`lsn:N`, crash-point exploration).
     public var pointID: Int64?
-    public var lsn: Int64
+    public var lsn: LSN
     public var startedAt: Date
     public var finishedAt: Date
     public var result: DrillResult
@@ -27,7 +27,7 @@ public struct DrillRecord: Codable, FetchableRecord, MutablePersistableRecord, S
     public var report: String
     public mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }
 
-    public init(pointID: Int64?, lsn: Int64, startedAt: Date, finishedAt: Date, result: DrillResult, plan: String, report: String) {
+    public init(pointID: Int64?, lsn: LSN, startedAt: Date, finishedAt: Date, result: DrillResult, plan: String, report: String) {
         self.pointID = pointID
         self.lsn = lsn
         self.startedAt = startedAt

@@ -8,7 +8,7 @@ public enum PointSelector {
         let points = try vault.points()
         func pick(_ p: RecoveryPoint?, _ what: String) throws -> (LSN, RecoveryPoint?) {
             guard let p else { throw LifeboatError(.notFound, "no point matches '\(text)': \(what)", path: vault.root.string) }
-            return (LSN(UInt64(p.lsn)), p)
+            return (p.lsn, p)
         }
         switch text.lowercased() {
         case "latest":
@@ -26,7 +26,7 @@ public enum PointSelector {
             guard LSN(n) >= base, LSN(n) <= last else {
                 throw LifeboatError(.notFound, "LSN \(n) is outside what the vault holds (\(base)…\(last))", path: vault.root.string)
             }
-            return (LSN(n), points.last { $0.lsn == Int64(n) })
+            return (LSN(n), points.last { $0.lsn == LSN(n) })
         }
         if text.hasPrefix("@") {
             guard let time = parseTime(String(text.dropFirst())) else {

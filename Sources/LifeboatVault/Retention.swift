@@ -82,13 +82,13 @@ extension Vault {
             let points = try self.points()
             // Points being served (mounted, drilled) stay, and so does every layer they need.
             let pinnedLSNs = pinnedLSNs()
-            let pinnedIDs = Set(points.filter { pinnedLSNs.contains(LSN(UInt64($0.lsn))) }.compactMap(\.id))
+            let pinnedIDs = Set(points.filter { pinnedLSNs.contains($0.lsn) }.compactMap(\.id))
             // The newest point a drill proved stays: it is what the verified RPO stands on.
             let proven = try verifiedPoint().flatMap(\.point.id).map { Set([$0]) } ?? []
             let keep = policy.retained(points, now: now, pinned: pinned.union(pinnedIDs).union(proven))
             let removed = points.compactMap(\.id).filter { !keep.contains($0) }
             let (base, last) = try lsnRange()
-            let oldestKept = (points.filter { keep.contains($0.id ?? -1) }.map { LSN(UInt64($0.lsn)) } + pinnedLSNs).min() ?? last
+            let oldestKept = (points.filter { keep.contains($0.id ?? -1) }.map(\.lsn) + pinnedLSNs).min() ?? last
             let mergeable = try layerRows(upTo: last).filter { LSN(UInt64($0.lastLSN)) <= oldestKept }.sorted { $0.firstLSN < $1.firstLSN }
             let target = max(base, mergeable.last.map { LSN(UInt64($0.lastLSN)) } ?? base)
             var report = PruneReport(removedPoints: removed, baseLSN: target)

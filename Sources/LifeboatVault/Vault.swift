@@ -253,7 +253,7 @@ extension RecoveryPoint {
         let kind = marker.pointKind
         let digests = Dictionary(uniqueKeysWithValues: marker.digests.map { (String($0.key.rawValue), $0.value.description) })
         let json = String(decoding: (try? JSONEncoder().encode(digests)) ?? Data("{}".utf8), as: UTF8.self)
-        self.init(id: nil, lsn: Int64(lsn.rawValue), kind: kind, time: Date(timeIntervalSince1970: Double(marker.timeNanos) / 1e9),
+        self.init(id: nil, lsn: lsn, kind: kind, time: Date(timeIntervalSince1970: Double(marker.timeNanos) / 1e9),
                   label: marker.label, digests: json, note: nil)
     }
 }

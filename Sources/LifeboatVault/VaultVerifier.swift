@@ -76,7 +76,7 @@ public enum VaultVerifier {
         }
         for p in try vault.points() {
             report.points += 1
-            if LSN(UInt64(p.lsn)) < base || LSN(UInt64(p.lsn)) > last {
+            if p.lsn < base || p.lsn > last {
                 report.problems.append(Problem(error: LifeboatError(.corrupt, "point \(p.id ?? 0) at LSN \(p.lsn) is outside \(base)…\(last)", path: vault.root.string)))
             }
         }

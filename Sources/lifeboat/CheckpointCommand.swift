@@ -112,7 +112,7 @@ struct CheckpointCommand: ParsableCommand {
                 if let group = try vault.groupID(), group != s.config.groupID {
                     return (nil, Vault.belongsToAnotherGroup(group, not: s.config.groupID, root: FilePath(vaultPath)).description)
                 }
-                if let id = try vault.points().last(where: { $0.lsn == Int64(lsn) })?.id { return (id, nil) }
+                if let id = try vault.points().last(where: { $0.lsn == LSN(lsn) })?.id { return (id, nil) }
             } catch let e as LifeboatError where e.code == .notFound {
                 // No vault there (yet): shipping says why below.
             }

@@ -45,7 +45,7 @@ struct PointsCommand: ParsableCommand {
         let time = ISO8601DateFormatter()
         let rows = try points.map { p -> [String] in
             let drill = p.id.flatMap { drills[$0] }
-            return [String(p.id ?? 0), String(p.lsn), p.kind.rawValue, time.string(from: p.time), p.label.isEmpty ? "-" : p.label,
+            return [String(p.id ?? 0), p.lsn.description, p.kind.rawValue, time.string(from: p.time), p.label.isEmpty ? "-" : p.label,
                     drill.map { time.string(from: $0.finishedAt) } ?? "-", drill?.result.rawValue ?? "-"]
                 + (try diskID.map { [try p.digestMap()[$0]?.description ?? "-"] } ?? [])
         }
@@ -63,7 +63,7 @@ struct ListedPoint: Encodable {
         var plan: String
     }
     var id: Int64?
-    var lsn: Int64
+    var lsn: LSN
     var kind: PointKind
     var time: Date
     var label: String?

@@ -20,8 +20,8 @@ import Testing
 
     func checkEveryPoint(_ f: Fixture, _ vault: Vault) throws {
         for p in try vault.points() {
-            let reader = try PointReader(vault: vault, lsn: LSN(UInt64(p.lsn)))
-            for d in 0..<2 { #expect(try f.read(reader, disk: d) == f.state(disk: d, at: LSN(UInt64(p.lsn))), "point \(p.label) disk \(d)") }
+            let reader = try PointReader(vault: vault, lsn: p.lsn)
+            for d in 0..<2 { #expect(try f.read(reader, disk: d) == f.state(disk: d, at: p.lsn), "point \(p.label) disk \(d)") }
         }
     }
 
@@ -68,7 +68,7 @@ import Testing
         #expect(try vault.layerRows(upTo: try vault.lsnRange().last).count == layersBefore - report.mergedLayers)
         let (base, _) = try vault.lsnRange()
         #expect(base == report.baseLSN && base > .zero)
-        #expect(try vault.points().allSatisfy { LSN(UInt64($0.lsn)) >= base })
+        #expect(try vault.points().allSatisfy { $0.lsn >= base })
         try checkEveryPoint(f, vault)
         #expect(throws: LifeboatError.self) { _ = try PointReader(vault: vault, lsn: LSN(base.rawValue - 1)) }
         #expect(try VaultVerifier.verify(vault).problems.isEmpty)

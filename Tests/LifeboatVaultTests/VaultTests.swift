@@ -100,7 +100,7 @@ struct Fixture {
         }
         // Markers became points, with their kinds and digests.
         let points = try vault.points()
-        #expect(points.map { LSN(UInt64($0.lsn)) } == f.markers.filter { $0 <= last })
+        #expect(points.map { $0.lsn } == f.markers.filter { $0 <= last })
         #expect(points.contains { $0.kind == .appConsistent })
         #expect(try points.first?.digestMap()[DiskID(0)] == Hash128(high: 1, low: 49))
         // Export streams the same bytes.
@@ -193,7 +193,7 @@ struct Fixture {
         let vault = try Vault(root: root)
         let version = try vault.catalog.db.read { db in try String.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'formatVersion'") }
         #expect(version == "4")
-        try vault.record(drill: DrillRecord(pointID: nil, lsn: 0, startedAt: Date(), finishedAt: Date(), result: .passed, plan: "p", report: "{}"))
+        try vault.record(drill: DrillRecord(pointID: nil, lsn: .zero, startedAt: Date(), finishedAt: Date(), result: .passed, plan: "p", report: "{}"))
         #expect(try vault.flushLSNs(in: LSN(0)...LSN(10)).isEmpty)
     }
 
@@ -215,9 +215,9 @@ struct Fixture {
         #expect(throws: LifeboatError.self) { _ = try PointSelector.resolve("latest", in: vault) }
         for s in try f.sealedSegments() { _ = try vault.ingest(segment: s.bytes, name: s.name) }
         let points = try vault.points()
-        #expect(try PointSelector.resolve("latest", in: vault).lsn == LSN(UInt64(points.last!.lsn)))
+        #expect(try PointSelector.resolve("latest", in: vault).lsn == points.last!.lsn)
         #expect(try PointSelector.resolve("latest-app", in: vault).point?.kind == .appConsistent)
-        #expect(try PointSelector.resolve("\(points[1].id!)", in: vault).lsn == LSN(UInt64(points[1].lsn)))
+        #expect(try PointSelector.resolve("\(points[1].id!)", in: vault).lsn == points[1].lsn)
         #expect(try PointSelector.resolve("lsn:7", in: vault).lsn == LSN(7))
         // @TIME: the newest point at or before; marker i has time 1_700_000_000 + i seconds.
         #expect(try PointSelector.resolve("@2023-11-14T22:15:00Z", in: vault).point?.label == "m99")
