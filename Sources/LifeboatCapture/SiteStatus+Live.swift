@@ -14,14 +14,14 @@ extension SiteStatus {
         let marked = group.digestsAtLastMarker()  // computing live roots would pause every write
         let disks = group.disks.map { d in
             let error = d.primaryError.withLock { $0 }
-            return Disk(name: d.config.name, sizeBytes: d.sizeBytes, lastLSN: d.lastLSN.load(ordering: .relaxed),
+            return Disk(name: d.config.name, sizeBytes: d.sizeBytes, lastLSN: LSN(d.lastLSN.load(ordering: .relaxed)),
                         state: error == nil && stats.failure == nil ? .protected : .error, digest: marked.roots[d.id]?.description,
-                        digestAtLSN: marked.lsn.rawValue, error: error)
+                        digestAtLSN: marked.lsn, error: error)
         }
         let local = (try? JournalDirectory.segments(in: group.journal.directory)) ?? []
         return SiteStatus(
             state: .protecting, pid: getpid(), mountpoint: mountpoint, updatedAt: Date(),
-            journal: JournalFigures(appendedLSN: stats.appendedLSN.rawValue, durableLSN: stats.durableLSN.rawValue,
+            journal: JournalFigures(appendedLSN: stats.appendedLSN, durableLSN: stats.durableLSN,
                                     bytes: local.reduce(0) { $0 + (fileSize($1.path) ?? 0) },
                                     segments: local.count, error: stats.failure?.description),
             disks: disks, shipping: group.shipper?.current)

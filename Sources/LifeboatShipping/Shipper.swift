@@ -68,7 +68,7 @@ public final class Shipper: @unchecked Sendable {
             lastError = message
             target.reset()
             // Paused: what waits keeps growing, and status must say so (never "0 B").
-            let (segments, bytes) = waiting(after: LSN(figures.withLock { $0.shippedLSN }))
+            let (segments, bytes) = waiting(after: figures.withLock { $0.shippedLSN })
             figures.withLock {
                 $0.error = message
                 $0.pendingSegments = segments
@@ -104,7 +104,7 @@ public final class Shipper: @unchecked Sendable {
                 try target.ship(segment: bytes, name: segment.path.string)
                 // Trust only the vault's catalog, read back, before anything local is deleted.
                 shipped = try target.heldThrough()
-                let now = shipped.rawValue
+                let now = shipped
                 figures.withLock {
                     $0.lastShippedAt = Date()
                     $0.shippedLSN = now
@@ -118,7 +118,7 @@ public final class Shipper: @unchecked Sendable {
         }
         let (pendingSegments, pendingBytes) = waiting(after: shipped)
         figures.withLock {
-            $0.shippedLSN = shipped.rawValue
+            $0.shippedLSN = shipped
             $0.pendingSegments = pendingSegments
             $0.pendingBytes = pendingBytes
             $0.error = nil

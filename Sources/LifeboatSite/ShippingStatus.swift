@@ -1,4 +1,5 @@
 import Foundation
+import LifeboatCore
 
 /// Shipping's part of `status`: how far the vault holds the journal, what waits, and why
 /// shipping or the vault's upkeep is failing. The shipper keeps it; status.json carries it.
@@ -6,7 +7,7 @@ public struct ShippingStatus: Codable, Sendable {
     /// Where segments go: a vault directory (later, a vault server's address).
     public var vault: String
     /// Everything up to this LSN is in the vault.
-    public var shippedLSN: UInt64 = 0
+    public var shippedLSN: LSN = .zero
     public var pendingSegments = 0
     public var pendingBytes: Int64 = 0
     public var lastShippedAt: Date?

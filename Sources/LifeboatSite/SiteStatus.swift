@@ -20,15 +20,15 @@ public struct SiteStatus: Codable, Sendable {
         public var name: String
         public var sizeBytes: Int64
         /// LSN of the newest write to the disk (nil when unknown: protect not running yet).
-        public var lastLSN: UInt64?
+        public var lastLSN: LSN?
         public var state: DiskState
         /// The digest root: while protect runs, at the newest point (`digestAtLSN`); when
         /// stopped cleanly, of the disk as it is.
         public var digest: String?
-        public var digestAtLSN: UInt64?
+        public var digestAtLSN: LSN?
         public var error: String?
 
-        package init(name: String, sizeBytes: Int64, lastLSN: UInt64?, state: DiskState, digest: String?, digestAtLSN: UInt64? = nil, error: String?) {
+        package init(name: String, sizeBytes: Int64, lastLSN: LSN?, state: DiskState, digest: String?, digestAtLSN: LSN? = nil, error: String?) {
             self.name = name
             self.sizeBytes = sizeBytes
             self.lastLSN = lastLSN
@@ -40,13 +40,13 @@ public struct SiteStatus: Codable, Sendable {
     }
 
     public struct JournalFigures: Codable, Sendable {
-        public var appendedLSN: UInt64
-        public var durableLSN: UInt64
+        public var appendedLSN: LSN
+        public var durableLSN: LSN
         public var bytes: Int64
         public var segments: Int
         public var error: String?
 
-        package init(appendedLSN: UInt64, durableLSN: UInt64, bytes: Int64, segments: Int, error: String?) {
+        package init(appendedLSN: LSN, durableLSN: LSN, bytes: Int64, segments: Int, error: String?) {
             self.appendedLSN = appendedLSN
             self.durableLSN = durableLSN
             self.bytes = bytes
@@ -125,14 +125,14 @@ public struct SiteStatus: Codable, Sendable {
                         digest: checkpoint.cleanStop ? digest?.description : nil,
                         error: checkpoint.cleanStop ? nil : "not stopped cleanly: the digest is exact again after the next protect recovers")
         }
-        let last = checkpoint.appliedLSN.rawValue
-        let appended = max(last, saved?.journal.appendedLSN ?? 0)
+        let last = checkpoint.appliedLSN
+        let appended = max(last, saved?.journal.appendedLSN ?? .zero)
         // What waits to ship is what the local segments hold past the vault's LSN, now: the
         // saved figures are from the last running protect (a `journal recover` appends since).
         var shipping = saved?.shipping
         if var s = shipping {
             let pending = segments.indices.filter { i in
-                let lastInSegment = i + 1 < segments.count ? segments[i + 1].firstLSN.rawValue - 1 : appended
+                let lastInSegment = i + 1 < segments.count ? LSN(segments[i + 1].firstLSN.rawValue - 1) : appended
                 return lastInSegment > s.shippedLSN
             }
             s.pendingSegments = pending.count

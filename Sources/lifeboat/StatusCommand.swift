@@ -36,7 +36,7 @@ struct StatusCommand: ParsableCommand {
             print("vault \(vault): nothing shipped yet (protect ships to it)")
         }
         if let v = status.shipping {
-            let lag = j.appendedLSN > v.shippedLSN ? j.appendedLSN - v.shippedLSN : 0
+            let lag = j.appendedLSN > v.shippedLSN ? j.appendedLSN.rawValue - v.shippedLSN.rawValue : 0
             print("vault \(v.vault): shipped up to LSN \(v.shippedLSN); lag \(lag) LSNs, \(v.pendingSegments) segment(s), \(humanBytes(v.pendingBytes)) waiting")
             if let seeding = v.initialReplication { print("initial replication in progress: \(seeding)") }
             if let e = v.error { print("shipping paused: \(e)") }

@@ -74,7 +74,7 @@ import LifeboatSite
         try randomBytes(4096, seed: 2).withUnsafeBytes { try group.write(disk: 0, offset: 1 << 20, data: $0) }
         let status = SiteStatus.live(group, mountpoint: "/m")
         #expect(status.disks[0].digest == digests[DiskID(0)]?.description)
-        #expect(status.disks[0].digestAtLSN == lsn.rawValue)
+        #expect(status.disks[0].digestAtLSN == lsn)
         let primary = try FileDescriptor.open(site.primaryPath(site.config.disks[0]), .readOnly)
         defer { try? primary.close() }
         #expect(status.disks[0].digest != (try DiskDigest.root(ofImage: primary, sizeBytes: 16 << 20)).description,
