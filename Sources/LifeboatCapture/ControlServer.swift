@@ -32,8 +32,8 @@ final class ControlServer: @unchecked Sendable {
         }
     }
 
-    func start() {
-        thread = JoinableThread(name: "lifeboat-control") { [self] in self.serve() }
+    func start() throws {
+        thread = try JoinableThread(name: "lifeboat-control") { [self] in self.serve() }
     }
 
     /// shutdown wakes the thread blocked in accept (EINVAL); the descriptor is closed only

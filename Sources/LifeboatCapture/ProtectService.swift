@@ -43,7 +43,10 @@ public enum ProtectService {
         }
         session.start()
         let control = try? ControlServer(site: site, group: group, mountpoint: mountpoint, logger: logger)
-        control?.start()
+        do { try control?.start() } catch {
+            logger.warning("\(error)")
+            control?.stop()
+        }
         if control == nil { logger.warning("no control socket: `lifeboat checkpoint` cannot reach this protect") }
         logger.notice("protecting \(site.config.disks.count) disk(s) at \(mountpoint): \(site.config.disks.map { $0.name + ".img" }.joined(separator: ", "))")
         try? SiteStatus.live(group, mountpoint: mountpoint).save(in: site)

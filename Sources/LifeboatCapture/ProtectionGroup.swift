@@ -122,12 +122,15 @@ public final class ProtectionGroup: @unchecked Sendable {
         markerState.withLock { $0.lsn = journal.stats.appendedLSN }
         markedRoots.withLock { $0 = (journal.stats.appendedLSN, rootsWhilePaused()) }  // no writer yet
         if ships, let vault = site.config.vault {
-            let shipper = Shipper(site: site, target: LocalVaultReplica(root: FilePath(vault), logger: logger), journal: journal, logger: logger) {
+            let shipper = Shipper(site: site, target: try LocalVaultReplica(root: FilePath(vault), logger: logger), journal: journal, logger: logger) {
                 [weak self] in self?.checkpointState.withLock { $0.lsn } ?? .zero
             }
             self.shipper = shipper
             sealedSegments.answer { shipper.poke() }
-            shipper.start()
+            do { try shipper.start() } catch {
+                shipper.stop()  // its vault's upkeep thread, if that one started
+                throw error
+            }
         }
     }
 

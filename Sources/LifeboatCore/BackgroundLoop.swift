@@ -1,4 +1,5 @@
 internal import CLinux
+import SystemPackage
 
 #if canImport(Glibc)
 import Glibc
@@ -11,8 +12,10 @@ public final class JoinableThread: @unchecked Sendable {
     private let joined = ConditionLock()
     private var isJoined = false
 
-    /// Starts `body` on a new thread named `name` (its first 15 bytes show in `top -H`).
-    public init(name: String, _ body: @escaping @Sendable () -> Void) {
+    /// Starts `body` on a new thread named `name` (its first 15 bytes show in `top -H`); throws
+    /// when the system gives no thread (never runs the body on the caller's thread instead: a
+    /// loop there would never return).
+    public init(name: String, _ body: @escaping @Sendable () -> Void) throws {
         let box = Unmanaged.passRetained(Body(name: name, run: body)).toOpaque()
         var thread = pthread_t()
         let rc = pthread_create(&thread, nil, { raw in
@@ -21,13 +24,11 @@ public final class JoinableThread: @unchecked Sendable {
             body.run()
             return nil
         }, box)
-        if rc == 0 {
-            handle = thread
-        } else {
-            // No thread to be had (a process at its limit): run inline rather than lose the work.
+        guard rc == 0 else {
             Unmanaged<Body>.fromOpaque(box).release()
-            body()
+            throw LifeboatError.system(Errno(rawValue: rc), "cannot start the \(name) thread")
         }
+        handle = thread
     }
 
     /// Waits for the body to return. Safe to call more than once and from several threads.
@@ -67,8 +68,8 @@ public final class BackgroundLoop: @unchecked Sendable {
         self.interval = interval
     }
 
-    public func start(_ round: @escaping @Sendable (BackgroundLoop) -> Void) {
-        thread = JoinableThread(name: name) { [self] in
+    public func start(_ round: @escaping @Sendable (BackgroundLoop) -> Void) throws {
+        thread = try JoinableThread(name: name) { [self] in
             while let _ = nextRound() { round(self) }
         }
     }

@@ -97,11 +97,11 @@ public final class Journal: @unchecked Sendable {
             }
         }
         let segment = try OpenSegment.create(in: directory, groupID: groupID, firstLSN: nextLSN)
-        let journal = Journal(directory: directory, groupID: groupID, configuration: configuration, current: segment, nextLSN: nextLSN)
+        let journal = try Journal(directory: directory, groupID: groupID, configuration: configuration, current: segment, nextLSN: nextLSN)
         return (journal, report)
     }
 
-    private init(directory: FilePath, groupID: [UInt8], configuration: Configuration, current: OpenSegment, nextLSN: LSN) {
+    private init(directory: FilePath, groupID: [UInt8], configuration: Configuration, current: OpenSegment, nextLSN: LSN) throws {
         self.directory = directory
         self.groupID = groupID
         self.configuration = configuration
@@ -110,7 +110,7 @@ public final class Journal: @unchecked Sendable {
         self.durableLSN = LSN(nextLSN.rawValue - 1)
         self.preparer = SegmentPreparer(directory: directory, maximumBytes: configuration.segmentBytes,
                                         dropsRetiredPages: !configuration.keepsSealedSegmentsCached, fill: configuration.spareFill)
-        preparer.start()
+        try preparer.start()
     }
 
     // MARK: Appends

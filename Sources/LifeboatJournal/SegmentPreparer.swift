@@ -59,8 +59,8 @@ final class SegmentPreparer: @unchecked Sendable {
         self.wantsZeros = fill != .reserved
     }
 
-    func start() {
-        thread = JoinableThread(name: "lifeboat-segment-preparer") { [self] in self.loop() }
+    func start() throws {
+        thread = try JoinableThread(name: "lifeboat-segment-preparer") { [self] in self.loop() }
     }
 
     /// Takes the prepared spare, if one is ready, and asks for the next one sized from how

@@ -13,11 +13,11 @@ public final class LocalVaultReplica: ReplicaTarget, @unchecked Sendable {
     private let lock = ConditionLock()
     private var opened: Vault?
 
-    public init(root: FilePath, logger: Logger) {
+    public init(root: FilePath, logger: Logger) throws {
         self.root = root
         self.address = root.string
         self.maintenance = VaultMaintenance(root: root, logger: logger)
-        maintenance.start()
+        try maintenance.start()
     }
 
     /// The vault, opened on first use after a `reset()`: a vault that appears later (a disk

@@ -18,7 +18,7 @@ enum ChunkPipeline {
         let state = ConditionLock()
         nonisolated(unsafe) var producerError: Error?
         nonisolated(unsafe) var stop = false
-        let producer = JoinableThread(name: "lifeboat-reader") {
+        let producer = try JoinableThread(name: "lifeboat-reader") {
             for i in 0..<count {
                 free.wait()
                 if state.withLock({ stop }) { break }

@@ -28,7 +28,7 @@ public final class VaultMaintenance: @unchecked Sendable {
         self.loop = BackgroundLoop(name: "lifeboat-vault-upkeep", interval: pruneInterval)
     }
 
-    public func start() { loop.start { [self] _ in self.round() } }
+    public func start() throws { try loop.start { [self] _ in self.round() } }
 
     /// Stops after the step in flight (an unfinished merge is only a file in incoming/).
     public func stop() { loop.stop() }

@@ -6,12 +6,12 @@ import Testing
 /// The one background-loop primitive: a poke runs a round, stop waits for the round in flight
 /// and then nothing runs, the interval runs rounds unasked, and join really waits.
 @Suite(.timeLimit(.minutes(1))) struct BackgroundLoopTests {
-    @Test func aPokeRunsARoundAndStopWaitsForTheRoundInFlight() {
+    @Test func aPokeRunsARoundAndStopWaitsForTheRoundInFlight() throws {
         let loop = BackgroundLoop(name: "test-loop")
         let rounds = Atomic<Int>(0)
         let inRound = DispatchSemaphore(value: 0)
         let finished = Atomic<Bool>(false)
-        loop.start { _ in
+        try loop.start { _ in
             rounds.add(1, ordering: .sequentiallyConsistent)
             inRound.signal()
             usleep(200_000)  // a long round: stop must wait for it
@@ -29,27 +29,27 @@ import Testing
         loop.stop()  // idempotent
     }
 
-    @Test func withoutAPokeNothingRunsUntilTheInterval() {
+    @Test func withoutAPokeNothingRunsUntilTheInterval() throws {
         let idle = BackgroundLoop(name: "test-idle")
         let idleRounds = Atomic<Int>(0)
-        idle.start { _ in idleRounds.add(1, ordering: .sequentiallyConsistent) }
+        try idle.start { _ in idleRounds.add(1, ordering: .sequentiallyConsistent) }
         usleep(150_000)
         idle.stop()
         #expect(idleRounds.load(ordering: .sequentiallyConsistent) == 0, "no interval, no poke: no round (no polling)")
 
         let timed = BackgroundLoop(name: "test-timed", interval: .milliseconds(20))
         let timedRounds = Atomic<Int>(0)
-        timed.start { _ in timedRounds.add(1, ordering: .sequentiallyConsistent) }
+        try timed.start { _ in timedRounds.add(1, ordering: .sequentiallyConsistent) }
         usleep(300_000)
         timed.stop()
         #expect(timedRounds.load(ordering: .sequentiallyConsistent) >= 3, "the interval runs rounds unasked")
     }
 
-    @Test func aSleepInARoundEndsAtStop() {
+    @Test func aSleepInARoundEndsAtStop() throws {
         let loop = BackgroundLoop(name: "test-sleep")
         let stoppedEarly = Atomic<Bool>(false)
         let entered = DispatchSemaphore(value: 0)
-        loop.start { loop in
+        try loop.start { loop in
             entered.signal()
             stoppedEarly.store(loop.sleep(.seconds(30)), ordering: .sequentiallyConsistent)
         }
@@ -62,9 +62,9 @@ import Testing
         #expect(sleepSawTheStop)
     }
 
-    @Test func joinWaitsForTheThreadsBody() {
+    @Test func joinWaitsForTheThreadsBody() throws {
         let done = Atomic<Bool>(false)
-        let thread = JoinableThread(name: "test-join") {
+        let thread = try JoinableThread(name: "test-join") {
             usleep(100_000)
             done.store(true, ordering: .sequentiallyConsistent)
         }

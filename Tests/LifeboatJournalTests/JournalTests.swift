@@ -477,7 +477,7 @@ func mountTmpfs(_ dir: FilePath, bytes: Int) -> Bool {
     @Test func sparesAreAllocatedZerosSizedFromTheLastSegment() throws {
         let dir = try temporaryDirectory()
         let p = SegmentPreparer(directory: dir, maximumBytes: 4 << 20, dropsRetiredPages: true)
-        p.start()
+        try p.start()
         defer { p.stop() }
         // Whatever size each was asked for, every spare is the size it says, allocated, zeros.
         var sizes = Set<Int64>()

@@ -317,7 +317,7 @@ struct ShippingFixture {
         #expect(before.count >= 4)
         // The checkpoint covers only the first two segments.
         let applied = LSN(before[2].firstLSN.rawValue - 1)
-        let shipper = Shipper(site: site, target: LocalVaultReplica(root: FilePath(dir + "/vault"), logger: Logger(label: "test")), journal: journal,
+        let shipper = Shipper(site: site, target: try LocalVaultReplica(root: FilePath(dir + "/vault"), logger: Logger(label: "test")), journal: journal,
                               logger: Logger(label: "test")) { applied }
         defer { shipper.stop() }
         try shipper.shipOnce()
@@ -351,7 +351,7 @@ struct ShippingFixture {
         let before = try JournalDirectory.segments(in: site.journalDirectory)
         FaultInjection.arm(operation, under: dir + "/" + under, errno: errno, writtenBytes: 1000)
         defer { FaultInjection.disarm(under: dir + "/" + under) }
-        let shipper = Shipper(site: site, target: LocalVaultReplica(root: FilePath(dir + "/vault"), logger: Logger(label: "test")), journal: journal,
+        let shipper = Shipper(site: site, target: try LocalVaultReplica(root: FilePath(dir + "/vault"), logger: Logger(label: "test")), journal: journal,
                               logger: Logger(label: "test")) { LSN(1 << 40) }
         defer { shipper.stop() }
         let error = #expect(throws: LifeboatError.self) { try shipper.shipOnce() }
@@ -372,7 +372,7 @@ struct ShippingFixture {
         defer { f.remove() }
         let (dir, site, journal) = (f.dir, f.site, f.journal)
         try journal.sealIfOlder(than: .zero)
-        let shipper = Shipper(site: site, target: LocalVaultReplica(root: FilePath(dir + "/vault"), logger: Logger(label: "test")), journal: journal,
+        let shipper = Shipper(site: site, target: try LocalVaultReplica(root: FilePath(dir + "/vault"), logger: Logger(label: "test")), journal: journal,
                               logger: Logger(label: "test")) { LSN(100) }
         defer { shipper.stop() }
         let error = #expect(throws: LifeboatError.self) { try shipper.shipOnce() }
