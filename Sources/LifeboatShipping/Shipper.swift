@@ -16,8 +16,10 @@ import Glibc
 /// vault holds it *and* a checkpoint covers it (recovery replays the local journal after the
 /// checkpoint LSN, so those records must stay until the primaries are durable past them).
 ///
-/// It runs when a segment is sealed (`poke`), and once a second otherwise, to notice a vault
-/// that came back. While the vault is missing, unreachable, read-only or full, or rejects a
+/// It runs when a segment is sealed (`poke`); while something is left to do without a new seal
+/// (a failed round to retry, a shipped segment waiting for the checkpoint before it goes), once
+/// a second too. Idle, it does nothing: no listing of the journal, no query of the vault.
+/// While the vault is missing, unreachable, read-only or full, or rejects a
 /// segment, segments stay local, `status` shows the lag and the reason, and shipping resumes by
 /// itself.
 public final class Shipper: @unchecked Sendable {
@@ -29,6 +31,9 @@ public final class Shipper: @unchecked Sendable {
     private let figures: Mutex<ShippingStatus>
     private let loop = BackgroundLoop(name: "lifeboat-shipper", interval: .seconds(1))
     private var lastError: String?
+    private let poked = Atomic<Bool>(true)
+    /// The last round left nothing local to ship or delete: only a seal wakes the next one.
+    private var settled = false
 
     public init(site: Site, target: any ReplicaTarget, journal: Journal, logger: Logger, appliedLSN: @escaping @Sendable () -> LSN) {
         self.site = site
@@ -55,9 +60,13 @@ public final class Shipper: @unchecked Sendable {
     }
 
     /// A segment was sealed or a point marked: ship now.
-    public func poke() { loop.poke() }
+    public func poke() {
+        poked.store(true, ordering: .releasing)
+        loop.poke()
+    }
 
     private func round() {
+        if !poked.exchange(false, ordering: .acquiring) && settled && lastError == nil { return }
         do {
             try shipOnce()
             if lastError != nil { logger.notice("shipping to \(target.address) resumed") }
@@ -123,6 +132,7 @@ public final class Shipper: @unchecked Sendable {
             $0.pendingBytes = pendingBytes
             $0.error = nil
         }
+        settled = deleting && pendingSegments == 0  // every sealed segment shipped and gone
     }
 
     /// What the vault does not hold yet: sealed segments past `shipped`, and the records of the
