@@ -221,13 +221,20 @@ public final class ProtectionGroup: @unchecked Sendable {
                 guard start < disk.sizeBytes else { continue }
                 let end = min(disk.sizeBytes, start + Int64(ActivityLog.regionBlocks << BlockSize.shift))
                 do {
+                    // The holes' leaves are recomputed too: the digest sidecar is written back
+                    // on its own, so after a power loss it can hold the leaf of a write the
+                    // primary lost — and a lost write to a never-written block leaves a hole.
+                    var next = start
                     try SparseImage.forEachDataPiece(of: disk.primary, sizeBytes: end, from: start, buffer: buffer) { at, bytes in
+                        rehashAsZeros(disk, from: next, to: at)
                         let first = BlockIndex(UInt64(at >> BlockSize.shift))
                         let lsn = try journal.appendWrite(disk: disk.id, firstBlock: first, data: bytes)
                         disk.rehash(firstBlock: first, data: bytes)
                         disk.lastLSN.store(lsn.rawValue, ordering: .relaxed)
                         blocks += bytes.count >> BlockSize.shift
+                        next = at + Int64(bytes.count)
                     }
+                    rehashAsZeros(disk, from: next, to: end)
                 } catch {
                     throw LifeboatError.wrapping(error, "cannot re-journal a region of the primary", path: disk.primaryPath.string, offset: start)
                 }
@@ -237,6 +244,18 @@ public final class ProtectionGroup: @unchecked Sendable {
         rejournaledBlocks = blocks
         if blocks > 0 {
             logger.notice("re-journaled \(blocks) blocks of the primaries that may hold writes the journal lacked (activity log, \(regions.values.map(\.count).reduce(0, +)) regions)")
+        }
+    }
+
+    /// Sets the digest leaves of the blocks in `from..<to` (a hole of the primary) to those of
+    /// zero blocks.
+    private func rehashAsZeros(_ disk: ProtectedDisk, from: Int64, to: Int64) {
+        guard from < to else { return }
+        withUnsafeTemporaryAllocation(byteCount: BlockSize.bytes, alignment: BlockSize.bytes) { zero in
+            zero.initializeMemory(as: UInt8.self, repeating: 0)
+            for block in Int(from >> BlockSize.shift)..<Int(to >> BlockSize.shift) {
+                disk.digest.update(block, with: UnsafeRawBufferPointer(zero))
+            }
         }
     }
 
