@@ -61,16 +61,16 @@ public final class BackgroundLoop: @unchecked Sendable {
     private let name: String
     private let interval: Duration?
 
-    /// `round` runs on the loop's thread after each `poke()` and, with an `interval`, at least
-    /// that often. It may call `isStopping` to cut a long round short.
+    /// Rounds run on the loop's thread after each `poke()` and, with an `interval`, at least
+    /// that often; a long round may check `isStopping` to end early.
     public init(name: String, interval: Duration? = nil) {
         self.name = name
         self.interval = interval
     }
 
-    public func start(_ round: @escaping @Sendable (BackgroundLoop) -> Void) throws {
+    public func start(_ round: @escaping @Sendable () -> Void) throws {
         thread = try JoinableThread(name: name) { [self] in
-            while let _ = nextRound() { round(self) }
+            while let _ = nextRound() { round() }
         }
     }
 
@@ -83,15 +83,6 @@ public final class BackgroundLoop: @unchecked Sendable {
     }
 
     public var isStopping: Bool { state.withLock { stopping } }
-
-    /// Waits up to `duration` unless stopped first; true if stopped. For a round that must pause
-    /// (a retry) without missing a stop.
-    public func sleep(_ duration: Duration) -> Bool {
-        state.withLock {
-            if !stopping { state.wait(seconds: duration.inSeconds) }
-            return stopping
-        }
-    }
 
     /// Stops and joins: returns once the thread has exited. Idempotent.
     public func stop() {

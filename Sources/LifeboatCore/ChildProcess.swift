@@ -59,9 +59,6 @@ public enum ChildProcess {
         do { pid = try spawn(argv, environment: environment ?? ProcessInfo.processInfo.environment, outputFD: file) } catch {
             return Result(ending: .couldNotStart("\(error)"), seconds: 0, outputTail: "")
         }
-        let exitFD = clinux_pidfd_open(pid)
-        defer { if exitFD >= 0 { close(exitFD) } }
-
         var readOffset: off_t = 0
         var tail: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 65536)
@@ -76,26 +73,20 @@ public enum ChildProcess {
             }
         }
 
+        // Woken by the exit or every 50 ms, to pass on output as it comes.
         var status: Int32 = 0
         var timedOut = false
         while true {
-            let r = waitpid(pid, &status, WNOHANG)
-            if r == pid || (r < 0 && errno != EINTR) { break }
-            drain()
-            let left = ContinuousClock.now.duration(to: deadline)
-            if left <= .zero {
-                timedOut = true
-                kill(-pid, SIGKILL)
-                while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+            if let s = waitForExit(pid, until: min(deadline, .now + .milliseconds(50))) {
+                status = s
                 break
             }
-            // Woken by the exit (pidfd) or after at most 50 ms, to pass on output as it comes.
-            let ms = Int32(min(50, max(1, left.components.seconds * 1000 + left.components.attoseconds / 1_000_000_000_000_000)))
-            if exitFD >= 0 {
-                var p = pollfd(fd: exitFD, events: Int16(POLLIN), revents: 0)
-                _ = poll(&p, 1, ms)
-            } else {
-                usleep(useconds_t(ms) * 1000)
+            drain()
+            if ContinuousClock.now >= deadline {
+                timedOut = true
+                kill(-pid, SIGKILL)
+                status = waitForExit(pid, until: .now + .seconds(365 * 86400)) ?? 0
+                break
             }
         }
         drain()

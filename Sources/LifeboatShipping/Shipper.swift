@@ -50,7 +50,7 @@ public final class Shipper: @unchecked Sendable {
         return f
     }
 
-    public func start() throws { try loop.start { [self] _ in self.round() } }
+    public func start() throws { try loop.start { [self] in self.round() } }
 
     /// Stops after the segment in flight: a stop must not wait for a backlog (the rest is
     /// durable locally and ships at the next start).

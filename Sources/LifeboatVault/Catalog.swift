@@ -107,7 +107,7 @@ struct Catalog {
 
     /// SQLite result codes (https://sqlite.org/rescode.html) as Lifeboat error codes.
     static func error(_ error: any Error, _ what: String, path: String) -> LifeboatError {
-        if error is DecodingError || String(describing: type(of: error)).contains("RowDecodingError") {
+        if error is RowDecodingError || error is DecodingError {
             // A row the records cannot decode (a point kind that is none of ours, say) is damage.
             return LifeboatError(.corrupt, "\(what): a row does not decode", path: path, cause: error)
         }

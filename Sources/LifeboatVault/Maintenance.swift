@@ -7,8 +7,9 @@ import SystemPackage
 /// It belongs to whoever serves the vault — the local replica of a `protect` today, a vault
 /// server later — not to the shipper: shipping only tells it that data arrived.
 ///
-/// One thread, so a merge and a prune never compete for the writer lock with each other; both
-/// take it per step, so an ingest waits for at most one step, never a whole run. Damage met by
+/// One thread, so a merge and a prune never compete for the writer lock with each other.
+/// Compaction takes it only to commit each merge; a prune holds it throughout (an ingest waits
+/// for it). Damage met by
 /// either (a corrupt layer or catalog value) is the vault's problem, not shipping's: it is kept
 /// in `lastError` (shown in `status`) and logged once, while segments keep shipping.
 public final class VaultMaintenance: @unchecked Sendable {
@@ -28,7 +29,7 @@ public final class VaultMaintenance: @unchecked Sendable {
         self.loop = BackgroundLoop(name: "lifeboat-vault-upkeep", interval: pruneInterval)
     }
 
-    public func start() throws { try loop.start { [self] _ in self.round() } }
+    public func start() throws { try loop.start { [self] in self.round() } }
 
     /// Stops after the step in flight (an unfinished merge is only a file in incoming/).
     public func stop() { loop.stop() }

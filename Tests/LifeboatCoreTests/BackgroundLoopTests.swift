@@ -11,7 +11,7 @@ import Testing
         let rounds = Atomic<Int>(0)
         let inRound = DispatchSemaphore(value: 0)
         let finished = Atomic<Bool>(false)
-        try loop.start { _ in
+        try loop.start {
             rounds.add(1, ordering: .sequentiallyConsistent)
             inRound.signal()
             usleep(200_000)  // a long round: stop must wait for it
@@ -32,34 +32,37 @@ import Testing
     @Test func withoutAPokeNothingRunsUntilTheInterval() throws {
         let idle = BackgroundLoop(name: "test-idle")
         let idleRounds = Atomic<Int>(0)
-        try idle.start { _ in idleRounds.add(1, ordering: .sequentiallyConsistent) }
+        try idle.start { idleRounds.add(1, ordering: .sequentiallyConsistent) }
         usleep(150_000)
         idle.stop()
         #expect(idleRounds.load(ordering: .sequentiallyConsistent) == 0, "no interval, no poke: no round (no polling)")
 
         let timed = BackgroundLoop(name: "test-timed", interval: .milliseconds(20))
         let timedRounds = Atomic<Int>(0)
-        try timed.start { _ in timedRounds.add(1, ordering: .sequentiallyConsistent) }
+        try timed.start { timedRounds.add(1, ordering: .sequentiallyConsistent) }
         usleep(300_000)
         timed.stop()
         #expect(timedRounds.load(ordering: .sequentiallyConsistent) >= 3, "the interval runs rounds unasked")
     }
 
-    @Test func aSleepInARoundEndsAtStop() throws {
-        let loop = BackgroundLoop(name: "test-sleep")
-        let stoppedEarly = Atomic<Bool>(false)
+    /// A long round that watches `isStopping` (the shipper between segments) ends at `stop()`.
+    @Test func aLongRoundSeesTheStop() throws {
+        let loop = BackgroundLoop(name: "test-long")
+        let sawTheStop = Atomic<Bool>(false)
         let entered = DispatchSemaphore(value: 0)
-        try loop.start { loop in
+        try loop.start {
             entered.signal()
-            stoppedEarly.store(loop.sleep(.seconds(30)), ordering: .sequentiallyConsistent)
+            let until = ContinuousClock.now + .seconds(30)
+            while !loop.isStopping && ContinuousClock.now < until { usleep(1000) }
+            sawTheStop.store(loop.isStopping, ordering: .sequentiallyConsistent)
         }
         loop.poke()
         entered.wait()
         let started = ContinuousClock.now
         loop.stop()
-        #expect(started.duration(to: .now) < .seconds(5), "stop woke the sleeping round")
-        let sleepSawTheStop = stoppedEarly.load(ordering: .sequentiallyConsistent)
-        #expect(sleepSawTheStop)
+        #expect(started.duration(to: .now) < .seconds(5), "the round ended at the stop")
+        let ended = sawTheStop.load(ordering: .sequentiallyConsistent)
+        #expect(ended)
     }
 
     @Test func joinWaitsForTheThreadsBody() throws {
