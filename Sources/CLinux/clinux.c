@@ -53,3 +53,84 @@ void clinux_name_this_thread(const char *name) {
     cut[sizeof cut - 1] = 0;
     pthread_setname_np(pthread_self(), cut);
 }
+
+/* Whether /dev/kvm really runs a guest. A nested hypervisor without "unrestricted guest"
+ * emulates real and virtual-8086 mode in software and may fail there (qemu then stops with
+ * "KVM internal error ... emulation failure" in the boot loader). Two programs, each writing
+ * 'K' to I/O port 0x10: one in real mode returning through IRET (what SeaBIOS does on every
+ * interrupt), one in 32-bit protected mode entering virtual-8086 mode by IRET (what SYSLINUX's
+ * calls into the BIOS do). */
+#include <linux/kvm.h>
+#include <sys/mman.h>
+static int kvm_program_writes_k(int kvm, int protected_mode) {
+    int ok = 0, vm = -1, cpu = -1, run_size = 0;
+    unsigned char *mem = MAP_FAILED;
+    struct kvm_run *run = MAP_FAILED;
+    if ((vm = ioctl(kvm, KVM_CREATE_VM, 0)) < 0) goto out;
+    mem = mmap(NULL, 0x1000, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (mem == MAP_FAILED) goto out;
+    static const unsigned char real_mode[] = {
+        0x9c, 0x0e, 0x68, 0x06, 0x10,   /* pushf; push cs; push 0x1006 */
+        0xcf,                           /* iret (to the next instruction) */
+        0xb0, 0x4b, 0xe6, 0x10, 0xf4,   /* mov al,'K'; out 0x10,al; hlt */
+    };
+    static const unsigned char to_vm86[] = {
+        0x6a, 0x00, 0x6a, 0x00, 0x6a, 0x00, 0x6a, 0x00,  /* push 0 (gs, fs, ds, es) */
+        0x6a, 0x00,                                      /* push 0 (ss) */
+        0x68, 0xf0, 0x0f, 0x00, 0x00,                    /* push 0x0ff0 (sp) */
+        0x68, 0x02, 0x30, 0x02, 0x00,                    /* push eflags: VM, IOPL 3 */
+        0x68, 0x00, 0x01, 0x00, 0x00,                    /* push 0x0100 (cs: base 0x1000) */
+        0x68, 0x1f, 0x00, 0x00, 0x00,                    /* push 0x1f (ip: below) */
+        0xcf,                                            /* iret */
+        0xb0, 0x4b, 0xe6, 0x10, 0xf4,                    /* vm86: mov al,'K'; out 0x10,al; hlt */
+    };
+    if (protected_mode) memcpy(mem, to_vm86, sizeof to_vm86); else memcpy(mem, real_mode, sizeof real_mode);
+    /* A flat GDT at 0x1800: null, code (0x08), data (0x10). */
+    uint64_t gdt[3] = { 0, 0x00cf9b000000ffffULL, 0x00cf93000000ffffULL };
+    memcpy(mem + 0x800, gdt, sizeof gdt);
+    struct kvm_userspace_memory_region region = { .slot = 0, .guest_phys_addr = 0x1000, .memory_size = 0x1000, .userspace_addr = (uint64_t)(uintptr_t)mem };
+    if (ioctl(vm, KVM_SET_USER_MEMORY_REGION, &region) < 0) goto out;
+    if ((cpu = ioctl(vm, KVM_CREATE_VCPU, 0)) < 0) goto out;
+    if ((run_size = ioctl(kvm, KVM_GET_VCPU_MMAP_SIZE, 0)) <= 0) goto out;
+    run = mmap(NULL, (size_t)run_size, PROT_READ | PROT_WRITE, MAP_SHARED, cpu, 0);
+    if (run == MAP_FAILED) goto out;
+    struct kvm_sregs sregs;
+    if (ioctl(cpu, KVM_GET_SREGS, &sregs) < 0) goto out;
+    if (protected_mode) {
+        struct kvm_segment code = { .base = 0, .limit = 0xffffffff, .selector = 0x08, .type = 0xb, .present = 1, .dpl = 0, .db = 1, .s = 1, .g = 1 };
+        struct kvm_segment data = code;
+        data.selector = 0x10;
+        data.type = 0x3;
+        sregs.cs = code;
+        sregs.ds = sregs.es = sregs.fs = sregs.gs = sregs.ss = data;
+        sregs.gdt.base = 0x1800;
+        sregs.gdt.limit = sizeof gdt - 1;
+        sregs.cr0 |= 1;
+    } else {
+        sregs.cs.base = 0; sregs.cs.selector = 0;
+        sregs.ss.base = 0; sregs.ss.selector = 0;
+    }
+    if (ioctl(cpu, KVM_SET_SREGS, &sregs) < 0) goto out;
+    struct kvm_regs regs = { .rip = 0x1000, .rsp = 0x1f00, .rflags = 0x2 };
+    if (ioctl(cpu, KVM_SET_REGS, &regs) < 0) goto out;
+    for (int i = 0; i < 4; i++) {
+        if (ioctl(cpu, KVM_RUN, 0) < 0) break;
+        if (run->exit_reason == KVM_EXIT_IO && run->io.direction == KVM_EXIT_IO_OUT && run->io.port == 0x10
+            && ((unsigned char *)run)[run->io.data_offset] == 0x4b) { ok = 1; break; }
+        if (run->exit_reason != KVM_EXIT_IO) break;
+    }
+out:
+    if (run != MAP_FAILED) munmap(run, (size_t)run_size);
+    if (cpu >= 0) close(cpu);
+    if (mem != MAP_FAILED) munmap(mem, 0x1000);
+    if (vm >= 0) close(vm);
+    return ok;
+}
+
+int clinux_kvm_runs_guests(void) {
+    int kvm = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+    if (kvm < 0) return 0;
+    int ok = ioctl(kvm, KVM_GET_API_VERSION, 0) == 12 && kvm_program_writes_k(kvm, 0) && kvm_program_writes_k(kvm, 1);
+    close(kvm);
+    return ok;
+}

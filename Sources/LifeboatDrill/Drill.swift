@@ -39,6 +39,10 @@ public enum Drill {
                 throw LifeboatError(.invalidArgument, "line \(disk.line): field 'disks': the vault has no disk '\(disk.name)' (it has: \(names.joined(separator: ", ")))", path: plan.path)
             }
             for (k, check) in disk.checks.enumerated() {
+                if var boot = check.boot {
+                    try resolveBootFiles(&boot, plan: plan, line: check.line, field: "disks.\(disk.name).checks.boot")
+                    plan.disks[i].checks[k].boot = boot
+                }
                 guard let manifest = check.manifest else { continue }
                 let path = manifest.hasPrefix("/") ? manifest : plan.directory + "/" + manifest
                 guard FileManager.default.isReadableFile(atPath: path) else {
@@ -47,6 +51,25 @@ public enum Drill {
                 plan.disks[i].checks[k].manifest = path
             }
         }
+    }
+
+    /// The boot check's files (firmware, kernel, initrd) relative to the plan's directory, made
+    /// absolute and found readable; qemu found executable.
+    static func resolveBootFiles(_ boot: inout BootOptions, plan: DrillPlan, line: Int, field: String) throws {
+        guard access(BootCheck.qemu, X_OK) == 0 else {
+            throw LifeboatError(.unsupported, "line \(line): the boot check needs \(BootCheck.qemu) (Debian package qemu-system-x86)", path: plan.path)
+        }
+        func resolve(_ path: String?, _ key: String) throws -> String? {
+            guard let path else { return nil }
+            let absolute = path.hasPrefix("/") ? path : plan.directory + "/" + path
+            guard FileManager.default.isReadableFile(atPath: absolute) else {
+                throw LifeboatError(.invalidArgument, "line \(line): field '\(field).\(key)': cannot read \(absolute)", path: plan.path)
+            }
+            return absolute
+        }
+        boot.firmware = try resolve(boot.firmware, "firmware")
+        boot.kernel = try resolve(boot.kernel, "kernel")
+        boot.initrd = try resolve(boot.initrd, "initrd")
     }
 
     /// A plan that declares ext4 or XFS for a disk whose superblock at the point says the other

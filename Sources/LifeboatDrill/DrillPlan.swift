@@ -25,8 +25,8 @@ public struct DiskPlan: Codable, Sendable {
     /// Where the disk is named in the plan file (for errors found after parsing).
     public var line: Int
 
-    /// Whether the drill mounts this disk's filesystem (every check but `digest` wants it).
-    public var needsMount: Bool { filesystem != .none && checks.contains { $0.kind != .digest } }
+    /// Whether the drill mounts this disk's filesystem (every check but `digest` and `boot` wants it).
+    public var needsMount: Bool { filesystem != .none && checks.contains { $0.kind != .digest && $0.kind != .boot } }
 }
 
 public enum FilesystemKind: String, Codable, Sendable, CaseIterable {
@@ -47,7 +47,7 @@ extension FilesystemKind {
 }
 
 public enum CheckKind: String, Codable, Sendable, CaseIterable {
-    case digest, fsck, files, sqlite, script
+    case digest, fsck, files, sqlite, script, boot
 }
 
 public struct CheckPlan: Codable, Sendable {
@@ -61,12 +61,37 @@ public struct CheckPlan: Codable, Sendable {
     public var database: String?
     /// script: a shell command (`sh -c`), run in the plan's directory.
     public var run: String?
+    /// boot: how to start the machine and what it must print.
+    public var boot: BootOptions?
     public var line: Int
 
     public static func defaultTimeout(_ kind: CheckKind) -> TimeInterval {
         switch kind {
         case .digest, .fsck: 15 * 60
-        case .files, .sqlite, .script: 5 * 60
+        case .files, .sqlite, .script, .boot: 5 * 60
         }
     }
+}
+
+/// The `boot` check's machine: the disk boots in qemu (Docs/operations.md, "The boot check").
+public struct BootOptions: Codable, Sendable, Equatable {
+    public enum Accelerator: String, Codable, Sendable, CaseIterable {
+        /// KVM when /dev/kvm really runs guests (`clinux_kvm_runs_guests`), TCG otherwise.
+        case auto, kvm, tcg
+    }
+    /// The check passes when a console line contains this text.
+    public var expect: String
+    /// The check fails at once when a console line contains this text.
+    public var failOn: String?
+    public var memoryMiB: Int = 256
+    public var cpus: Int = 1
+    public var accelerator: Accelerator = .auto
+    /// A BIOS or UEFI firmware file (`-bios`); qemu's SeaBIOS when nil.
+    public var firmware: String?
+    /// Direct kernel boot instead of the disk's own boot loader: kernel, initrd, command line.
+    public var kernel: String?
+    public var initrd: String?
+    public var append: String?
+
+    public init(expect: String) { self.expect = expect }
 }

@@ -16,8 +16,20 @@ public struct CheckResult: Codable, Sendable {
     public var seconds: Double
     /// One line: why it failed, or what it found.
     public var message: String
-    /// The end of the check's output (at most 4 KiB).
+    /// The end of the check's output (at most 4 KiB); for `boot`, the console's.
     public var outputTail: String
+    /// boot: seconds from qemu's start to the expected console line.
+    public var bootSeconds: Double?
+
+    public init(name: String, kind: CheckKind, status: Status, seconds: Double, message: String, outputTail: String, bootSeconds: Double? = nil) {
+        self.name = name
+        self.kind = kind
+        self.status = status
+        self.seconds = seconds
+        self.message = message
+        self.outputTail = outputTail
+        self.bootSeconds = bootSeconds
+    }
 }
 
 public struct DiskResult: Codable, Sendable {
@@ -100,6 +112,7 @@ public struct DrillReport: Codable, Sendable {
             x += "    <properties><property name=\"point\" value=\"\(point.id.map(String.init) ?? "")\"/><property name=\"lsn\" value=\"\(point.lsn)\"/></properties>\n"
             for c in d.checks {
                 x += "    <testcase classname=\"lifeboat.drill.\(xml(d.name))\" name=\"\(xml(c.name))\" time=\"\(fmt(c.seconds))\">\n"
+                if let boot = c.bootSeconds { x += "      <properties><property name=\"boot-seconds\" value=\"\(fmt(boot))\"/></properties>\n" }
                 switch c.status {
                 case .failed: x += "      <failure message=\"\(xml(c.message))\" type=\"\(c.kind.rawValue)\">\(xml(c.outputTail))</failure>\n"
                 case .skipped: x += "      <skipped message=\"\(xml(c.message))\"/>\n"

@@ -60,6 +60,14 @@ final class DrillTarget {
                 }
                 return collected()
             }
+            // Boots first: the guest must see the disk as the point holds it, before a mount
+            // here replays its journal onto the overlay.
+            for (i, disk) in spec.plan.disks.enumerated() {
+                for (k, check) in disk.checks.enumerated() where check.kind == .boot {
+                    try cancellation.check()
+                    byIndex[i][k] = try boot(disk: disk.name, check: check)
+                }
+            }
             for (i, disk) in spec.plan.disks.enumerated() where disk.needsMount {
                 let fs = try filesystem(of: disk)
                 results[i].filesystem = fs?.rawValue
@@ -210,6 +218,15 @@ final class DrillTarget {
         return CheckResult(name: check.name, kind: .fsck, status: r.succeeded ? .passed : .failed, seconds: r.seconds, message: message, outputTail: r.outputTail)
     }
 
+    private func boot(disk: String, check: CheckPlan) throws -> CheckResult {
+        let boot = BootCheck(image: image(disk), options: check.boot!, timeout: check.timeout,
+                             scratchDirectory: ws.directory, log: ws.log("\(disk)-\(check.name)"))
+        let o = try boot.run(cancellation: cancellation)
+        try cancellation.check()
+        return CheckResult(name: check.name, kind: .boot, status: o.passed ? .passed : .failed, seconds: o.seconds,
+                           message: o.message, outputTail: o.consoleTail, bootSeconds: o.bootSeconds)
+    }
+
     private func run(_ check: CheckPlan, disk: DiskPlan) throws -> CheckResult {
         let dir = ws.mountDirectory(disk.name)
         let isMounted = mounted.contains(dir)
@@ -245,7 +262,7 @@ final class DrillTarget {
             let message = r.timedOut ? "timed out after \(describeDuration(check.timeout))"
                 : r.succeeded ? "exit 0" : "exit \(r.status): \(lastLine(r.outputTail))"
             return CheckResult(name: check.name, kind: .script, status: r.succeeded ? .passed : .failed, seconds: r.seconds, message: message, outputTail: r.outputTail)
-        case .digest, .fsck:
+        case .digest, .fsck, .boot:
             preconditionFailure("run earlier")
         }
     }

@@ -18,6 +18,7 @@ import Yams
 ///       - files: {manifest: app.sha256}
 ///       - sqlite: {database: var/app.db}
 ///       - script: {run: ./check.sh, name: app-starts, timeout: 1m}
+///       - boot: {expect: "LIFEBOAT-PROBE ok", fail-on: "FAILED", memory: 256M, timeout: 2m}
 /// ```
 public enum PlanParser {
     public static func load(path: String) throws -> DrillPlan {
@@ -103,7 +104,8 @@ public enum PlanParser {
         }
         let field = "disks.\(disk).checks.\(kind.rawValue)"
         if case .mapping(let m) = node, let value = m.values.first, !(value.scalar.map { $0.string.isEmpty } ?? false) {
-            let specific: [CheckKind: [String]] = [.files: ["manifest"], .sqlite: ["database"], .script: ["run"]]
+            let specific: [CheckKind: [String]] = [.files: ["manifest"], .sqlite: ["database"], .script: ["run"],
+                                                   .boot: ["expect", "fail-on", "memory", "cpus", "accelerator", "firmware", "kernel", "initrd", "append"]]
             options = try p.mapping(value, "check '\(kind.rawValue)'", known: ["timeout", "name"] + (specific[kind] ?? []))
         }
         var check = CheckPlan(kind: kind, name: kind.rawValue, timeout: CheckPlan.defaultTimeout(kind), line: kindNode.mark?.line ?? 0)
@@ -119,9 +121,57 @@ public enum PlanParser {
         case .files: check.manifest = try required("manifest")
         case .sqlite: check.database = try required("database")
         case .script: check.run = try required("run")
+        case .boot: check.boot = try boot(options, field: field, required: required, p)
         case .digest, .fsck: break
         }
         return check
+    }
+
+    private static func boot(_ options: [String: (key: Node, value: Node)], field: String,
+                             required: (String) throws -> String, _ p: Reader) throws -> BootOptions {
+        var boot = BootOptions(expect: try required("expect"))
+        func text(_ key: String) throws -> String? {
+            guard let v = options[key] else { return nil }
+            let t = try p.string(v.value, field + "." + key)
+            guard !t.isEmpty else { throw p.error(v.value, "field '\(field).\(key)' is empty") }
+            return t
+        }
+        boot.failOn = try text("fail-on")
+        if let v = options["memory"] {
+            let t = try p.string(v.value, field + ".memory")
+            guard let mib = parseMiB(t), (64...65536).contains(mib) else {
+                throw p.error(v.value, "field '\(field).memory': '\(t)' is not a memory size from 64M to 64G (e.g. 256M, 1G)")
+            }
+            boot.memoryMiB = mib
+        }
+        if let v = options["cpus"] {
+            let n = try p.int(v.value, field + ".cpus")
+            guard (1...64).contains(n) else { throw p.error(v.value, "field '\(field).cpus': \(n) is not from 1 to 64") }
+            boot.cpus = n
+        }
+        if let t = try text("accelerator") {
+            guard let a = BootOptions.Accelerator(rawValue: t) else {
+                throw p.error(options["accelerator"]!.value, "field '\(field).accelerator': unknown accelerator '\(t)' (use \(BootOptions.Accelerator.allCases.map(\.rawValue).joined(separator: ", ")))")
+            }
+            boot.accelerator = a
+        }
+        boot.firmware = try text("firmware")
+        boot.kernel = try text("kernel")
+        boot.initrd = try text("initrd")
+        boot.append = try text("append")
+        if boot.kernel == nil, let key = ["initrd", "append"].first(where: { options[$0] != nil }) {
+            throw p.error(options[key]!.key, "field '\(field).\(key)' needs 'kernel' (direct kernel boot)")
+        }
+        return boot
+    }
+
+    /// `256M`, `1G`, `512` (MiB): a size in MiB.
+    private static func parseMiB(_ text: String) -> Int? {
+        let t = text.uppercased().replacingOccurrences(of: "IB", with: "").replacingOccurrences(of: "B", with: "")
+        let factor = t.hasSuffix("G") ? 1024 : 1
+        let number = t.hasSuffix("G") || t.hasSuffix("M") ? String(t.dropLast()) : t
+        guard let n = Int(number), n > 0, n <= 1 << 20 else { return nil }
+        return n * factor
     }
 
     private static func yamlProblem(_ e: YamlError) -> String {

@@ -35,7 +35,8 @@ public final class Cancellation: @unchecked Sendable {
         if let reason = cancelledReason { throw LifeboatError(.io, "drill stopped: \(reason)") }
     }
 
-    fileprivate func running(_ group: pid_t) -> Bool {
+    /// Records the process group now running (0: none); false when the drill is already stopped.
+    func running(_ group: pid_t) -> Bool {
         lock.withLock {
             runningGroup = group
             return reason == nil

@@ -43,4 +43,7 @@ void clinux_name_this_thread(const char *name);
 static inline uint32_t clinux_load_u32(const uint32_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
 static inline void clinux_store_u32(uint32_t *p, uint32_t v) { __atomic_store_n(p, v, __ATOMIC_RELAXED); }
 
+// 1 when /dev/kvm runs a real-mode guest (a nested hypervisor may not: qemu then fails).
+int clinux_kvm_runs_guests(void);
+
 #endif
