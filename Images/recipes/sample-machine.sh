@@ -14,6 +14,9 @@
 #   LIFEBOAT-PROBE ok records=N ...        the application's invariant (lifeboat-guest probe)
 #   LIFEBOAT-WORKLOAD ...                  then the write load, fdatasync per 4 KiB record
 #
+# and, on a virtio-serial port named org.qemu.guest_agent.0 if the machine has one, a guest
+# agent answering the qemu guest agent's protocol for freeze and thaw (`lifeboat guest-agent`).
+#
 # all on the serial console (ttyS0). A failed probe powers the machine off. The ledger and its
 # invariant: Images/recipes/guest/lifeboat-guest.c.
 #
@@ -100,6 +103,7 @@ cat >"$root/sbin/init" <<'EOF'
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 /bin/lifeboat-guest probe /var/lib/ledger || { sync; poweroff -f; }
+/bin/lifeboat-guest agent &
 /bin/lifeboat-guest workload /var/lib/ledger
 sync
 poweroff -f

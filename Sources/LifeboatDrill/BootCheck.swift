@@ -99,13 +99,13 @@ struct BootCheck {
         var console = ConsoleLines()
         var buffer = [UInt8](repeating: 0, count: 64 << 10)
         func outcome(_ passed: Bool, _ message: String, bootSeconds: Double? = nil) -> Outcome {
-            Outcome(passed: passed, message: message + " (\(accelerator))", bootSeconds: bootSeconds,
+            Outcome(passed: passed, message: message, bootSeconds: bootSeconds,
                     seconds: (ContinuousClock.now - start).inSeconds, consoleTail: console.tail)
         }
         while true {
             let left = deadline - ContinuousClock.now
             if left <= .zero {
-                return outcome(false, "no console line containing '\(options.expect)' within \(describeDuration(timeout))")
+                return outcome(false, "no console line containing '\(options.expect)' within \(describeDuration(timeout)) under \(accelerator.uppercased())")
             }
             var pfd = pollfd(fd: readEnd, events: Int16(POLLIN), revents: 0)
             let ready = poll(&pfd, 1, Int32(min(left.inSeconds * 1000 + 1, 1000)))
@@ -127,7 +127,7 @@ struct BootCheck {
                 }
                 if line.contains(options.expect) {
                     let seconds = (ContinuousClock.now - start).inSeconds
-                    return outcome(true, "booted in \(describeDuration(seconds)): \(line)", bootSeconds: seconds)
+                    return outcome(true, "booted in \(describeDuration(seconds)) under \(accelerator.uppercased()): \(line)", bootSeconds: seconds)
                 }
             }
         }

@@ -15,16 +15,39 @@ public struct QuiescePlan: Sendable {
     public var post: [String] = []
     /// Mountpoints of the filesystems to freeze (those on the protected disks).
     public var filesystems: [String] = []
+    /// Guest agent sockets of the virtual machines running on the protected disks: their
+    /// filesystems are frozen from inside (`guest-fsfreeze-freeze`), first, and thawed last.
+    public var guestAgents: [String] = []
     /// How long each pre and post hook may take, and how long the filesystems may stay frozen
     /// in all: the freeze, every while-frozen hook and the marker share this window.
     public var timeout: Duration = .seconds(30)
 
-    public init(pre: [String] = [], whileFrozen: [String] = [], post: [String] = [], filesystems: [String] = [], timeout: Duration = .seconds(30)) {
+    public init(pre: [String] = [], whileFrozen: [String] = [], post: [String] = [], filesystems: [String] = [], guestAgents: [String] = [],
+                timeout: Duration = .seconds(30)) {
         self.pre = pre
         self.whileFrozen = whileFrozen
         self.post = post
         self.filesystems = filesystems
+        self.guestAgents = guestAgents
         self.timeout = timeout
+    }
+
+    /// What is frozen, in order: the guests, then this host's filesystems.
+    var targets: [FreezeTarget] { guestAgents.map { .guest(socket: $0) } + filesystems.map { .filesystem($0) } }
+}
+
+/// Something a quiesce freezes: a filesystem mounted on this host, or the filesystems of a
+/// virtual machine, through its guest agent.
+public enum FreezeTarget: Sendable, Hashable, CustomStringConvertible {
+    case filesystem(String)
+    case guest(socket: String)
+
+    /// The mountpoint, or `guest agent SOCKET`: how reports name it.
+    public var description: String {
+        switch self {
+        case .filesystem(let mountpoint): mountpoint
+        case .guest(let socket): "guest agent \(socket)"
+        }
     }
 }
 
@@ -33,7 +56,7 @@ public struct QuiescePlan: Sendable {
 public struct QuiesceOutcome: Sendable {
     public var appConsistent: Bool { reason == nil }
     public var reason: String?
-    /// The filesystems that were frozen (and thawed).
+    /// What was frozen (and thawed): mountpoints, and `guest agent SOCKET` for guests.
     public var frozen: [String] = []
     /// From the first freeze to the last thaw.
     public var frozenSeconds: Double?
@@ -43,16 +66,16 @@ public struct QuiesceOutcome: Sendable {
     public init() {}
 }
 
-/// Freezes and thaws filesystems. `FSFreeze` is the real one (fsfreeze(8)); tests drive the
-/// quiesce through an embedded one that records what happened and when.
+/// Freezes and thaws filesystems and guests. `SystemFreezer` is the real one (fsfreeze(8), the
+/// guest agent); tests drive the quiesce through an embedded one that records what happened and when.
 public protocol Freezer: Sendable {
-    /// Freezes the filesystem at `mountpoint`, giving up at `deadline`; nil on success, else why not.
-    func freeze(_ mountpoint: String, deadline: ContinuousClock.Instant) -> String?
+    /// Freezes `target`, giving up at `deadline`; nil on success, else why not.
+    func freeze(_ target: FreezeTarget, deadline: ContinuousClock.Instant) -> String?
     /// Thaws it; nil on success, else why not.
-    func thaw(_ mountpoint: String) -> String?
-    /// Arms a guard, outside this process, that thaws `mountpoints` at `deadline` even if this
+    func thaw(_ target: FreezeTarget) -> String?
+    /// Arms a guard, outside this process, that thaws `targets` at `deadline` even if this
     /// process is killed while they are frozen. Returns what disarms it.
-    func armThawGuard(_ mountpoints: [String], at deadline: ContinuousClock.Instant) -> @Sendable () -> Void
+    func armThawGuard(_ targets: [FreezeTarget], at deadline: ContinuousClock.Instant) -> @Sendable () -> Void
 }
 
 public enum Quiesce {
@@ -69,9 +92,9 @@ public enum Quiesce {
             let r = ChildProcess.run(["/bin/sh", "-c", hook], deadline: .now + plan.timeout) { hookOutput("pre", $0) }
             if let failure = r.failure { outcome.reason = "pre-hook '\(hook)' \(failure)" }
         }
-        if outcome.reason == nil && plan.filesystems.isEmpty && plan.pre.isEmpty && plan.whileFrozen.isEmpty {
-            outcome.reason = "nothing was quiesced: no filesystem on a protected disk is mounted on this host and no hooks were given "
-                + "(a virtual machine's disk needs a hook, e.g. the guest agent's guest-fsfreeze-freeze)"
+        if outcome.reason == nil && plan.targets.isEmpty && plan.pre.isEmpty && plan.whileFrozen.isEmpty {
+            outcome.reason = "nothing was quiesced: no filesystem on a protected disk is mounted on this host and no guest agent or hooks "
+                + "were given (a virtual machine's disk needs its guest agent: --guest-agent SOCKET)"
         }
         let result = try frozenSection(plan, freezer: freezer, outcome: &outcome, hookOutput: hookOutput, mark: mark)
         for hook in plan.post {
@@ -89,23 +112,27 @@ public enum Quiesce {
         guard outcome.reason == nil else { return try mark(false, plan.timeout) }
         holdStopSignals(true)
         defer { holdStopSignals(false) }
-        let disarm = plan.filesystems.isEmpty ? {} : freezer.armThawGuard(plan.filesystems, at: windowEnd + .seconds(1))
-        var frozen: [String] = []
+        let targets = plan.targets
+        let disarm = targets.isEmpty ? {} : freezer.armThawGuard(targets, at: windowEnd + .seconds(1))
+        var frozen: [FreezeTarget] = []
         var frozenAt: ContinuousClock.Instant?
         defer {
-            for mountpoint in frozen.reversed() {
-                if let failure = freezer.thaw(mountpoint) { outcome.warnings.append("thaw of \(mountpoint) \(failure)") }
+            for target in frozen.reversed() {
+                if let failure = freezer.thaw(target) { outcome.warnings.append("thaw of \(target) \(failure)") }
             }
             disarm()
-            outcome.frozen = frozen
+            outcome.frozen = frozen.map(\.description)
             if let frozenAt { outcome.frozenSeconds = frozenAt.duration(to: .now).inSeconds }
         }
-        for mountpoint in plan.filesystems where outcome.reason == nil {
+        for target in targets where outcome.reason == nil {
             if frozenAt == nil { frozenAt = .now }
-            if let failure = freezer.freeze(mountpoint, deadline: windowEnd) {
-                outcome.reason = "fsfreeze \(mountpoint) \(failure)"
+            if let failure = freezer.freeze(target, deadline: windowEnd) {
+                switch target {
+                case .filesystem(let mountpoint): outcome.reason = "fsfreeze \(mountpoint) \(failure)"
+                case .guest: outcome.reason = "the guest's freeze failed: \(failure)"
+                }
             } else {
-                frozen.append(mountpoint)
+                frozen.append(target)
             }
         }
         for hook in plan.whileFrozen where outcome.reason == nil {
@@ -131,29 +158,59 @@ public enum Quiesce {
 }
 
 
-/// The real freezer: fsfreeze(8) (FIFREEZE/FITHAW), and a detached `sh` that thaws at the
-/// window's end if this process dies before it could.
-public struct FSFreeze: Freezer {
+/// The real freezer: fsfreeze(8) (FIFREEZE/FITHAW) for this host's filesystems, the guest
+/// agent for guests, and a detached `sh` that thaws both at the window's end if this process
+/// dies before it could.
+public struct SystemFreezer: Freezer {
     /// The fsfreeze(8) to run (tests give a stand-in that records its calls).
     let program: String
+    /// The lifeboat binary, which the thaw guard runs as `lifeboat guest-agent thaw`.
+    let lifeboat: String
 
-    public init(program: String = "fsfreeze") { self.program = program }
-
-    public func freeze(_ mountpoint: String, deadline: ContinuousClock.Instant) -> String? {
-        ChildProcess.run([program, "--freeze", mountpoint], deadline: deadline).failure
+    public init(program: String = "fsfreeze", lifeboat: String = SystemFreezer.runningExecutable()) {
+        self.program = program
+        self.lifeboat = lifeboat
     }
 
-    public func thaw(_ mountpoint: String) -> String? {
-        ChildProcess.run([program, "--unfreeze", mountpoint], deadline: .now + .seconds(30)).failure
+    /// This process's executable (/proc/self/exe).
+    public static func runningExecutable() -> String {
+        (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
     }
 
-    public func armThawGuard(_ mountpoints: [String], at deadline: ContinuousClock.Instant) -> @Sendable () -> Void {
+    public func freeze(_ target: FreezeTarget, deadline: ContinuousClock.Instant) -> String? {
+        switch target {
+        case .filesystem(let mountpoint): ChildProcess.run([program, "--freeze", mountpoint], deadline: deadline).failure
+        case .guest(let socket): GuestAgent(socket: socket).freeze(deadline: deadline)
+        }
+    }
+
+    public func thaw(_ target: FreezeTarget) -> String? {
+        switch target {
+        case .filesystem(let mountpoint): ChildProcess.run([program, "--unfreeze", mountpoint], deadline: .now + .seconds(30)).failure
+        case .guest(let socket): GuestAgent(socket: socket).thaw(deadline: .now + .seconds(30))
+        }
+    }
+
+    public func armThawGuard(_ targets: [FreezeTarget], at deadline: ContinuousClock.Instant) -> @Sendable () -> Void {
         let wait = max(1, Int(ContinuousClock.now.duration(to: deadline).inSeconds.rounded(.up)))
         // Its own process group, not killed with ours: it must outlive a `kill -9` of lifeboat.
-        let script = "sleep \"$1\"; shift; program=\"$1\"; shift; for m in \"$@\"; do \"$program\" --unfreeze \"$m\" 2>/dev/null; done"
+        // Arguments: fs:MOUNTPOINT or guest:SOCKET.
+        let script = """
+            sleep "$1"; shift; program="$1"; lifeboat="$2"; shift 2
+            for t in "$@"; do case "$t" in
+              fs:*) "$program" --unfreeze "${t#fs:}" 2>/dev/null ;;
+              guest:*) "$lifeboat" guest-agent thaw --socket "${t#guest:}" 2>/dev/null ;;
+            esac; done
+            """
+        let arguments = targets.map { t -> String in
+            switch t {
+            case .filesystem(let mountpoint): "fs:" + mountpoint
+            case .guest(let socket): "guest:" + socket
+            }
+        }
         let devNull = open("/dev/null", O_WRONLY | O_CLOEXEC)
         defer { if devNull >= 0 { close(devNull) } }
-        guard let pid = try? ChildProcess.spawn(["/bin/sh", "-c", script, "lifeboat-thaw-guard", String(wait), program] + mountpoints,
+        guard let pid = try? ChildProcess.spawn(["/bin/sh", "-c", script, "lifeboat-thaw-guard", String(wait), program, lifeboat] + arguments,
                                                 outputFD: devNull >= 0 ? devNull : nil) else { return {} }
         return {
             kill(-pid, SIGKILL)

@@ -13,8 +13,9 @@ struct CheckpointCommand: ParsableCommand {
         commandName: "checkpoint",
         abstract: "Mark a recovery point now; with --app-consistent, quiesce first.",
         discussion: """
-            --app-consistent runs the --pre hooks, freezes (fsfreeze) every filesystem on a loop device backed by \
-            a protected disk, runs the --while-frozen hooks, marks the point, thaws, and runs the --post hooks. \
+            --app-consistent runs the --pre hooks, freezes the guests of the --guest-agent sockets \
+            (guest-fsfreeze-freeze) and every filesystem on a loop device backed by a protected disk \
+            (fsfreeze), runs the --while-frozen hooks, marks the point, thaws, and runs the --post hooks. \
             Each hook runs in its own process group, killed whole at --timeout; the filesystems stay frozen at \
             most --timeout in all (a guard process thaws them even if lifeboat is killed). If a hook or a freeze \
             fails, or nothing could be quiesced (no filesystem mounted here and no hooks), the point is marked \
@@ -28,6 +29,9 @@ struct CheckpointCommand: ParsableCommand {
     @Option(help: "A command run after the thaw (repeatable).") var post: [String] = []
     @Option(help: "A command run while the filesystems are frozen, before the marker (repeatable): to snapshot other storage at the same instant.")
     var whileFrozen: [String] = []
+    @Option(help: ArgumentHelp("The qemu guest agent socket of a virtual machine running on a protected disk (repeatable): its filesystems are frozen from inside.",
+                               valueName: "socket"))
+    var guestAgent: [String] = []
     @Option(help: "How long each hook may take, and the filesystems may stay frozen in all (e.g. 30s, 2m).") var timeout = "30s"
     @Flag(help: "Print JSON.") var json = false
 
@@ -49,8 +53,8 @@ struct CheckpointCommand: ParsableCommand {
         guard label.utf8.count <= Marker.maxLabelBytes else {
             throw ValidationError("the label is \(label.utf8.count) bytes; at most \(Marker.maxLabelBytes)")
         }
-        if !appConsistent && !(pre.isEmpty && post.isEmpty && whileFrozen.isEmpty) {
-            throw ValidationError("--pre, --while-frozen and --post run only with --app-consistent")
+        if !appConsistent && !(pre.isEmpty && post.isEmpty && whileFrozen.isEmpty && guestAgent.isEmpty) {
+            throw ValidationError("--pre, --while-frozen, --post and --guest-agent work only with --app-consistent")
         }
     }
 
@@ -70,8 +74,8 @@ struct CheckpointCommand: ParsableCommand {
         if appConsistent {
             let plan = QuiescePlan(pre: pre, whileFrozen: whileFrozen, post: post,
                                    filesystems: ProtectedFilesystems.find(mountpoint: try SiteStatus.read(s).mountpoint ?? "").map(\.mountpoint),
-                                   timeout: window)
-            (outcome, response) = try Quiesce.run(plan, freezer: FSFreeze(), hookOutput: { _, text in
+                                   guestAgents: guestAgent.map(absolutePath), timeout: window)
+            (outcome, response) = try Quiesce.run(plan, freezer: SystemFreezer(), hookOutput: { _, text in
                 FileHandle.standardError.write(Data(text.utf8))
             }) { ok, left in try mark(ok ? .appConsistent : .crashConsistent, within: max(left, .seconds(1))) }
         } else {

@@ -18,15 +18,15 @@ final class RecordingFreezer: Freezer {
 
     init(failFreeze: Set<String> = []) { self.failFreeze = failFreeze }
 
-    func freeze(_ mountpoint: String, deadline: ContinuousClock.Instant) -> String? {
-        events.withLock { $0.append((.freeze(mountpoint), .now)) }
-        return failFreeze.contains(mountpoint) ? "failed (exit 1): fsfreeze: \(mountpoint): Operation not supported" : nil
+    func freeze(_ target: FreezeTarget, deadline: ContinuousClock.Instant) -> String? {
+        events.withLock { $0.append((.freeze(target.description), .now)) }
+        return failFreeze.contains(target.description) ? "failed (exit 1): fsfreeze: \(target): Operation not supported" : nil
     }
-    func thaw(_ mountpoint: String) -> String? {
-        events.withLock { $0.append((.thaw(mountpoint), .now)) }
+    func thaw(_ target: FreezeTarget) -> String? {
+        events.withLock { $0.append((.thaw(target.description), .now)) }
         return nil
     }
-    func armThawGuard(_ mountpoints: [String], at deadline: ContinuousClock.Instant) -> @Sendable () -> Void {
+    func armThawGuard(_ targets: [FreezeTarget], at deadline: ContinuousClock.Instant) -> @Sendable () -> Void {
         events.withLock { $0.append((.guardArmed, .now)) }
         return { [self] in events.withLock { $0.append((.guardDisarmed, .now)) } }
     }
@@ -174,13 +174,15 @@ struct QuiesceTests {
         let dir = try testDirectory("guard")
         try "#!/bin/sh\necho \"$@\" >> \(dir)/calls\n".write(toFile: "\(dir)/fsfreeze", atomically: true, encoding: .utf8)
         chmod("\(dir)/fsfreeze", 0o755)
-        let freezer = FSFreeze(program: "\(dir)/fsfreeze")
-        let disarm = freezer.armThawGuard(["/x y"], at: ContinuousClock.now + .seconds(1))
-        let disarmed = freezer.armThawGuard(["/never"], at: ContinuousClock.now + .seconds(1))
+        try "#!/bin/sh\necho lifeboat \"$@\" >> \(dir)/calls\n".write(toFile: "\(dir)/lifeboat", atomically: true, encoding: .utf8)
+        chmod("\(dir)/lifeboat", 0o755)
+        let freezer = SystemFreezer(program: "\(dir)/fsfreeze", lifeboat: "\(dir)/lifeboat")
+        let disarm = freezer.armThawGuard([.guest(socket: "/run/vm 1.sock"), .filesystem("/x y")], at: ContinuousClock.now + .seconds(1))
+        let disarmed = freezer.armThawGuard([.filesystem("/never"), .guest(socket: "/never.sock")], at: ContinuousClock.now + .seconds(1))
         disarmed()
         sleep(3)
         disarm()
-        #expect((try? String(contentsOfFile: "\(dir)/calls", encoding: .utf8)) == "--unfreeze /x y\n")
+        #expect((try? String(contentsOfFile: "\(dir)/calls", encoding: .utf8)) == "lifeboat guest-agent thaw --socket /run/vm 1.sock\n--unfreeze /x y\n")
     }
 }
 
@@ -192,5 +194,84 @@ struct ChildProcessTests {
         if case .couldNotStart = ChildProcess.run(["/nonexistent/program"], deadline: .now + .seconds(5)).ending {} else {
             Issue.record("a missing program must be 'could not start'")
         }
+    }
+}
+
+/// The guest agent client against a stand-in agent on a unix socket, speaking QGA as the guest
+/// program does (Images/recipes/guest/lifeboat-guest.c): it leaves junk before the sync's
+/// delimiter, as an earlier client's unread answer would be.
+@Suite(.timeLimit(.minutes(1)))
+struct GuestAgentTests {
+    final class StandIn: @unchecked Sendable {
+        let path: String
+        let fd: Int32
+        let commands = Mutex<[String]>([])
+        let silent: Bool
+
+        init(_ path: String, silent: Bool = false) throws {
+            self.path = path
+            self.silent = silent
+            fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+            var address = sockaddr_un()
+            address.sun_family = sa_family_t(AF_UNIX)
+            withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: Array(path.utf8)) }
+            let ok = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) == 0 }
+            }
+            guard ok, listen(fd, 4) == 0 else { throw TestFailure("cannot listen on \(path)") }
+            Thread { [self] in serve() }.start()
+        }
+
+        func serve() {
+            while true {
+                let c = accept(fd, nil, nil)
+                guard c >= 0 else { return }
+                var text = ""
+                var byte: UInt8 = 0
+                while read(c, &byte, 1) == 1 {
+                    guard byte == UInt8(ascii: "\n") else { text.unicodeScalars.append(UnicodeScalar(byte)); continue }
+                    commands.withLock { $0.append(text) }
+                    if silent { continue }
+                    if text.contains("guest-sync-delimited"), let id = text.split(separator: ":").last?.filter(\.isNumber) {
+                        let answer = Array("{\"return\": 999}\n".utf8) + [0xFF] + Array("{\"return\": \(id)}\n".utf8)
+                        _ = answer.withUnsafeBytes { write(c, $0.baseAddress, $0.count) }
+                    } else if text.contains("guest-fsfreeze-freeze") {
+                        _ = "{\"error\": {\"class\": \"GenericError\", \"desc\": \"FIFREEZE /: Device or resource busy\"}}\n".withCString { write(c, $0, strlen($0)) }
+                    } else {
+                        _ = "{\"return\": \"thawed\"}\n".withCString { write(c, $0, strlen($0)) }
+                    }
+                    text = ""
+                }
+                close(c)
+            }
+        }
+    }
+
+    @Test func theClientSyncsPastJunkAndReportsTheGuestsError() throws {
+        let dir = try testDirectory("qga")
+        let agent = try StandIn(dir + "/qga.sock")
+        let client = GuestAgent(socket: agent.path)
+        #expect(try client.status(deadline: .now + .seconds(5)) == "thawed")
+        let failure = client.freeze(deadline: .now + .seconds(5))
+        #expect(failure?.contains("guest-fsfreeze-freeze failed in the guest: FIFREEZE /: Device or resource busy") == true, "\(failure ?? "nil")")
+        #expect(agent.commands.withLock { $0 }.filter { $0.contains("guest-sync-delimited") }.count == 2)
+    }
+
+    @Test func aSilentOrMissingAgentIsAFailureAtTheDeadlineNotAHang() throws {
+        let dir = try testDirectory("qga-silent")
+        let agent = try StandIn(dir + "/qga.sock", silent: true)
+        let start = ContinuousClock.now
+        let failure = GuestAgent(socket: agent.path).freeze(deadline: .now + .seconds(1))
+        #expect(failure?.contains("did not answer in time") == true, "\(failure ?? "nil")")
+        #expect(start.duration(to: .now) < .seconds(3))
+        let missing = GuestAgent(socket: dir + "/none.sock").freeze(deadline: .now + .seconds(1))
+        #expect(missing?.contains("cannot reach the guest agent") == true, "\(missing ?? "nil")")
+
+        // In a quiesce: the point is crash-consistent and says why.
+        let (outcome, marked) = try Quiesce.run(QuiescePlan(guestAgents: [dir + "/none.sock"], timeout: .seconds(2)), freezer: SystemFreezer(lifeboat: "/bin/true")) { ok, left in
+            Marked(appConsistent: ok, timeLeft: left)
+        }
+        #expect(!marked.appConsistent)
+        #expect(outcome.reason?.hasPrefix("the guest's freeze failed: ") == true, "\(outcome.reason ?? "nil")")
     }
 }

@@ -4,6 +4,7 @@
  *
  *   lifeboat-guest probe DIR      check the ledger's invariant; print one LIFEBOAT-PROBE line
  *   lifeboat-guest workload DIR   append to the ledger with an fdatasync per record, forever
+ *   lifeboat-guest agent          answer the qemu guest agent's freeze and thaw (see agent())
  *
  * The ledger (DIR/ledger) is a run of 4 KiB records. Record n (from 1) sits at (n-1)*4096 and
  * holds: "LBLEDGR1" (8 bytes), n (u64 LE), then bytes 16..4087 filled from n (see fill()),
@@ -24,6 +25,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -154,10 +158,126 @@ static int workload(const char *dir) {
     return 0;
 }
 
+/* The virtio-serial port named org.qemu.guest_agent.0 (no udev here to make the symlink). */
+static int open_agent_port(void) {
+    DIR *d = opendir("/sys/class/virtio-ports");
+    if (!d) return -1;
+    struct dirent *e;
+    int fd = -1;
+    while (fd < 0 && (e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.') continue;
+        char path[512], name[128] = {0};
+        snprintf(path, sizeof path, "/sys/class/virtio-ports/%s/name", e->d_name);
+        int n = open(path, O_RDONLY);
+        if (n < 0) continue;
+        ssize_t got = read(n, name, sizeof name - 1);
+        close(n);
+        if (got > 0 && strncmp(name, "org.qemu.guest_agent.0", 22) == 0) {
+            snprintf(path, sizeof path, "/dev/%s", e->d_name);
+            fd = open(path, O_RDWR | O_NOCTTY);
+        }
+    }
+    closedir(d);
+    return fd;
+}
+
+static void reply(int port, const char *text) {
+    size_t len = strlen(text);
+    while (len > 0) {
+        ssize_t n = write(port, text, len);
+        if (n <= 0) return;
+        text += n;
+        len -= (size_t)n;
+    }
+}
+
+/* The text value of "key": "value" in a JSON object (no escapes needed for our commands). */
+static int json_field(const char *obj, const char *key, char *out, size_t size, int numeric) {
+    char pattern[64];
+    snprintf(pattern, sizeof pattern, "\"%s\"", key);
+    const char *p = strstr(obj, pattern);
+    if (!p) return 0;
+    p += strlen(pattern);
+    while (*p == ' ' || *p == ':' || *p == '\t') p++;
+    size_t n = 0;
+    if (numeric) {
+        while ((*p == '-' || (*p >= '0' && *p <= '9')) && n + 1 < size) out[n++] = *p++;
+    } else {
+        if (*p++ != '"') return 0;
+        while (*p && *p != '"' && n + 1 < size) out[n++] = *p++;
+    }
+    out[n] = 0;
+    return n > 0;
+}
+
+/*
+ * A subset of the qemu guest agent's protocol (QGA, JSON objects over the virtio-serial port
+ * org.qemu.guest_agent.0), so that the host side is the same as for a real guest with
+ * qemu-guest-agent: guest-sync-delimited, guest-sync, guest-ping, guest-fsfreeze-freeze,
+ * guest-fsfreeze-thaw, guest-fsfreeze-status. Freezing is FIFREEZE on /, the one filesystem:
+ * ext4 then flushes its journal and marks itself clean, so a point taken while frozen needs
+ * no journal replay.
+ */
+static int agent(void) {
+    int port = open_agent_port();
+    if (port < 0) return 0; /* no agent channel: a machine started without one */
+    int frozen = 0;
+    char obj[4096];
+    size_t len = 0;
+    int depth = 0, in_string = 0, escaped = 0;
+    for (;;) {
+        char c;
+        ssize_t n = read(port, &c, 1);
+        if (n <= 0) { if (n < 0 && errno == EINTR) continue; usleep(100000); continue; } /* host not connected */
+        if (depth == 0 && c != '{') continue;
+        if (len + 1 < sizeof obj) obj[len++] = c;
+        if (in_string) {
+            if (escaped) escaped = 0; else if (c == '\\') escaped = 1; else if (c == '"') in_string = 0;
+            continue;
+        }
+        if (c == '"') in_string = 1;
+        else if (c == '{') depth++;
+        else if (c == '}' && --depth == 0) {
+            obj[len] = 0;
+            len = 0;
+            char cmd[64] = {0}, id[32] = {0}, out[256];
+            json_field(obj, "execute", cmd, sizeof cmd, 0);
+            if (strcmp(cmd, "guest-sync-delimited") == 0 || strcmp(cmd, "guest-sync") == 0) {
+                json_field(obj, "id", id, sizeof id, 1);
+                if (cmd[10] == '-') reply(port, "\xff");
+                snprintf(out, sizeof out, "{\"return\": %s}\n", id[0] ? id : "0");
+            } else if (strcmp(cmd, "guest-ping") == 0) {
+                snprintf(out, sizeof out, "{\"return\": {}}\n");
+            } else if (strcmp(cmd, "guest-fsfreeze-status") == 0) {
+                snprintf(out, sizeof out, "{\"return\": \"%s\"}\n", frozen ? "frozen" : "thawed");
+            } else if (strcmp(cmd, "guest-fsfreeze-freeze") == 0) {
+                int fd = open("/", O_RDONLY | O_DIRECTORY);
+                if (fd >= 0 && (frozen || ioctl(fd, FIFREEZE, 0) == 0)) {
+                    frozen = 1;
+                    snprintf(out, sizeof out, "{\"return\": 1}\n");
+                } else {
+                    snprintf(out, sizeof out, "{\"error\": {\"class\": \"GenericError\", \"desc\": \"FIFREEZE /: %s\"}}\n", strerror(errno));
+                }
+                if (fd >= 0) close(fd);
+            } else if (strcmp(cmd, "guest-fsfreeze-thaw") == 0) {
+                int fd = open("/", O_RDONLY | O_DIRECTORY);
+                int thawed = frozen && fd >= 0 && ioctl(fd, FITHAW, 0) == 0;
+                if (fd >= 0) close(fd);
+                frozen = 0;
+                snprintf(out, sizeof out, "{\"return\": %d}\n", thawed);
+            } else {
+                snprintf(out, sizeof out, "{\"error\": {\"class\": \"CommandNotFound\", \"desc\": \"The command %s has not been found\"}}\n", cmd);
+            }
+            reply(port, out);
+        }
+    }
+}
+
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (argc == 3 && strcmp(argv[1], "probe") == 0) return probe(argv[2]);
     if (argc == 3 && strcmp(argv[1], "workload") == 0) return workload(argv[2]);
-    fprintf(stderr, "usage: lifeboat-guest probe|workload DIR\n");
+    if (argc == 2 && strcmp(argv[1], "agent") == 0) return agent();
+    fprintf(stderr, "usage: lifeboat-guest probe|workload DIR, or lifeboat-guest agent\n");
     return 64;
 }
