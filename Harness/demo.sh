@@ -4,7 +4,8 @@
 # through a loop device, writes files, takes an app-consistent recovery point, exports it,
 # drills it (isolated target: digest, fsck, a script), shows what a prune would drop, that an
 # app-consistent checkpoint with nothing to quiesce says so (exit 3), that other users read
-# nothing, proves the journal and the vault, and cleans up.
+# nothing, runs a virtual machine on a protected disk (app-consistent through its guest agent)
+# and drills its point by booting it, proves the journal and the vault, and cleans up.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source Harness/setup.sh
@@ -13,9 +14,10 @@ swift build -c release --product lifeboat 2>&1 | tail -1
 lifeboat=$(swift build -c release --show-bin-path)/lifeboat
 
 work=$(mktemp -d /tmp/lifeboat-demo.XXXXXX)
-site=$work/site vault=$work/vault mnt=$work/mnt fs=$work/fs loopdev="" protect_pid=""
+site=$work/site vault=$work/vault mnt=$work/mnt fs=$work/fs loopdev="" protect_pid="" qemu_pid=""
 cleanup() {
   set +e
+  [ -n "$qemu_pid" ] && kill -KILL "$qemu_pid" 2>/dev/null && wait "$qemu_pid" 2>/dev/null
   mountpoint -q "$fs" && umount "$fs"
   [ -n "$loopdev" ] && losetup -d "$loopdev" 2>/dev/null
   if [ -n "$protect_pid" ] && kill -0 "$protect_pid" 2>/dev/null; then
@@ -76,6 +78,35 @@ $lifeboat checkpoint --app-consistent --label nothing-mounted && echo "unexpecte
 step "an unprivileged user: the site and vault are private (exit 77, nothing read)"
 setpriv --reuid=65534 --regid=65534 --clear-groups "$lifeboat" status && echo "unexpected: readable" || echo "(exit $?)"
 setpriv --reuid=65534 --regid=65534 --clear-groups head -c 16 "$site/disks/vm0.img" 2>&1 || true
+step "a virtual machine on a protected disk: the sample machine (Images/recipes/sample-machine.sh) under its own write load"
+bash Images/recipes/sample-machine.sh "$work/machine.img"
+kill -TERM "$protect_pid"; wait "$protect_pid" || true   # disks are added while protect is stopped
+$lifeboat disk create machine --from "$work/machine.img"
+step "lifeboat protect again, now with the machine's disk; qemu boots from $mnt/machine.img"
+$lifeboat protect "$mnt" & protect_pid=$!
+for _ in $(seq 100); do mountpoint -q "$mnt" && break; sleep 0.1; done
+qemu-system-x86_64 -machine q35 -accel tcg -m 256 -nodefaults -no-user-config -display none -monitor none -nic none \
+  -serial "file:$work/console.log" -drive "file=$mnt/machine.img,format=raw,if=virtio" \
+  -device virtio-serial -chardev "socket,path=$work/qga.sock,server=on,wait=off,id=qga0" \
+  -device virtserialport,chardev=qga0,name=org.qemu.guest_agent.0 & qemu_pid=$!
+for _ in $(seq 300); do grep -q "LIFEBOAT-WORKLOAD 256" "$work/console.log" 2>/dev/null && break; sleep 0.1; done
+grep -a LIFEBOAT "$work/console.log" | head -4
+step "lifeboat checkpoint --app-consistent --guest-agent (the guest freezes its own filesystem)"
+$lifeboat checkpoint --app-consistent --guest-agent "$work/qga.sock" --label vm
+step "a power cut of the machine: kill -9 of qemu in the middle of its writes"
+sleep 2; kill -KILL "$qemu_pid"; wait "$qemu_pid" 2>/dev/null || true; qemu_pid=""
+$lifeboat checkpoint --label after-power-cut
+step "lifeboat drill: boot each point in an isolated qemu (no network, throwaway snapshot) until the guest's probe passes"
+cat > "$work/boot.yaml" <<'PLAN'
+disks:
+  machine:
+    filesystem: none
+    checks:
+      - boot: {expect: "LIFEBOAT-PROBE ok", fail-on: "FAILED", timeout: 2m}
+PLAN
+cat "$work/boot.yaml"
+$lifeboat drill "$work/boot.yaml" --point latest-app
+$lifeboat drill "$work/boot.yaml" --point latest
 step "a crash: kill -9 of protect (its FUSE mount is left dead)"
 kill -KILL "$protect_pid"; wait "$protect_pid" 2>/dev/null || true; protect_pid=""
 umount -l "$mnt"

@@ -11,6 +11,7 @@ packages=(
   e2fsprogs xfsprogs util-linux mount   # mkfs/fsck, losetup, fsfreeze, unshare
   fio qemu-utils libvhdi-utils          # oracles in tests and benchmarks
   sqlite3 iproute2 coreutils            # drills: the sample app's database, network checks, sha256sum
+  qemu-system-x86 extlinux syslinux-common cpio libc6-dev   # boot drills: qemu; the sample machine's recipe
 )
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -1,13 +1,13 @@
 import Foundation
 
 /// The one JSON configuration of everything Lifeboat writes (CLI output, reports, site and
-/// status files): sorted keys, times in ISO 8601 UTC with milliseconds (RTOs are seconds long:
+/// status files): sorted keys, paths with their slashes as they are, times in ISO 8601 UTC with milliseconds (RTOs are seconds long:
 /// whole-second times would not add up). The decoder also takes times without fractions, as
 /// files written by older versions have them.
 public enum LifeboatJSON {
     public static func encoder() -> JSONEncoder {
         let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         encoder.dateEncodingStrategy = .custom { date, enc in
             var c = enc.singleValueContainer()
             try c.encode(formatter().string(from: date))
