@@ -5,7 +5,7 @@
 # Prints per run: RTO (drill start to the probe's line), qemu start to the line, the drill's
 # own part (namespaces, point view, cleanup), and the whole command; then one timestamped boot
 # of the same disk outside the drill (qemu alone, same arguments) for the phases: firmware
-# (SeaBIOS), boot loader (SYSLINUX), kernel + initramfs (LIFEBOAT-BOOT), init + probe.
+# (SeaBIOS, until SYSLINUX prints), boot loader + kernel + initramfs (LIFEBOAT-BOOT), init + probe.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source Harness/setup.sh
@@ -59,7 +59,7 @@ args = ["qemu-system-x86_64", "-machine", "q35", "-accel", "tcg", "-m", "256", "
         "-drive", f"file={sys.argv[1]},format=raw,if=virtio,snapshot=on"]
 start = time.monotonic()
 p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-marks = {"SeaBIOS": "firmware banner", "SYSLINUX": "boot loader", "LIFEBOAT-BOOT": "kernel + initramfs: root mounted", "LIFEBOAT-PROBE": "init + probe"}
+marks = {"SYSLINUX": "firmware done, boot loader running", "LIFEBOAT-BOOT": "kernel + initramfs: root mounted", "LIFEBOAT-PROBE": "init + probe"}
 seen = {}
 try:
     for raw in p.stdout:
