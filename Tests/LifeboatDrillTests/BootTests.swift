@@ -188,6 +188,23 @@ struct BootTests {
         #expect(f.status == 1, "\(f.stdout)\(f.stderr)")
         #expect(f.stdout.contains("the guest printed: LIFEBOAT-BOOT journal=clean"), "\(f.stdout)")
         Self.noQemuLeft("after a fail-on line")
+
+        // Direct kernel boot: the plan's kernel and initramfs (relative to the plan), no boot loader.
+        for file in ["vmlinuz", "initrd.img"] {
+            _ = try run(["debugfs", "-R", "dump /boot/\(file) \(t.root)/\(file)", t.root + "/machine.img"])
+            try #require(FileManager.default.fileExists(atPath: t.root + "/" + file))
+        }
+        let direct = try Self.plan(t.root, "      - boot: {expect: 'LIFEBOAT-PROBE ok', kernel: vmlinuz, initrd: initrd.img, append: 'console=ttyS0 quiet', timeout: 60s}\n")
+        let d = try run([lifeboatBinary, "drill", direct, "--vault", t.vault, "--report-json", json, "--work-dir", drills])
+        #expect(d.status == 0, "\(d.stdout)\(d.stderr)")
+        let tail = Self.checks(try Self.report(json)).first?["outputTail"] as? String ?? ""
+        #expect(tail.contains("LIFEBOAT-PROBE ok") && !tail.contains("SYSLINUX"), "\(tail)")
+        // A kernel the plan names but that is not there: a plan error before anything runs.
+        try "disks:\n  machine:\n    filesystem: none\n    checks:\n      - boot: {expect: x, kernel: nowhere/vmlinuz}\n"
+            .write(toFile: direct, atomically: true, encoding: .utf8)
+        let missing = try run([lifeboatBinary, "drill", direct, "--vault", t.vault, "--work-dir", drills])
+        #expect(missing.status == 64 && missing.stderr.contains("field 'disks.machine.checks.boot.kernel': cannot read \(t.root)/nowhere/vmlinuz"), "\(missing.stderr)")
+        Self.noQemuLeft("after a direct kernel boot")
     }
 
     @Test func aPointDamagedInTheVaultFailsTheBootWithTheConsoleTail() throws {
