@@ -50,12 +50,22 @@ public enum SegmentReader {
     /// Reads the whole file; segments are bounded in size (the writer's limit). `thenDropCache`:
     /// the caller is the file's last reader (the shipper), so its pages leave the cache.
     public static func load(_ path: FilePath, thenDropCache: Bool = false) throws -> [UInt8] {
+        try load(path, thenDropCache: thenDropCache, afterSizing: {})
+    }
+
+    /// `afterSizing` runs between the size and the read: where a test trims the file as the
+    /// preparer would.
+    static func load(_ path: FilePath, thenDropCache: Bool, afterSizing: () -> Void) throws -> [UInt8] {
         do {
             let fd = try FileDescriptor.open(path, .readOnly, options: [.closeOnExec])
             defer { try? fd.close() }
             let size = Int(try fd.fileSize())
+            afterSizing()
             var bytes = [UInt8](repeating: 0, count: size)
-            try bytes.withUnsafeMutableBytes { buf in try fd.readAll(at: 0, into: buf) }
+            // The preparer trims a sealed segment's preallocated tail (zeros after the seal) off
+            // the writer's path, and may do so while this reads it: bytes gone past the new end
+            // read as the zeros they were. A segment cut short of its records fails the scan.
+            try bytes.withUnsafeMutableBytes { buf in try fd.readAll(at: 0, into: buf, zeroFillPastEOF: true) }
             if thenDropCache { _ = posix_fadvise(fd.rawValue, 0, 0, POSIX_FADV_DONTNEED) }
             return bytes
         } catch let e as Errno {

@@ -267,6 +267,28 @@ func newestSegment(_ dir: FilePath) throws -> FilePath { try JournalDirectory.se
         #expect(error.offset == Int64(sealEnd))
     }
 
+    /// The shipper reads a sealed segment while the preparer trims its preallocated tail (found
+    /// by the demo: "cannot read journal segment (Input/output error)", shipping paused for a
+    /// round). The tail was zeros after the seal: the read sees the same segment. A segment cut
+    /// into its records is not sealed (the shipper refuses it).
+    @Test func aSealedSegmentTrimmedWhileItIsReadReadsWhole() throws {
+        let dir = try temporaryDirectory()
+        try journalWithWrites(dir, writes: 300, segmentBytes: 1 << 20)
+        let first = try JournalDirectory.segments(in: dir).first!.path
+        let sealEnd = try SegmentReader.scan(SegmentReader.load(first), path: first).validEnd
+        let padded = FilePath(first.string + ".padded")
+        var bytes = try SegmentReader.load(first)
+        bytes += [UInt8](repeating: 0, count: 1 << 20)  // the preallocated tail, not trimmed yet
+        try Data(bytes).write(to: URL(fileURLWithPath: padded.string))
+        let trimmed = try SegmentReader.load(padded, thenDropCache: false) { truncate(padded.string, off_t(sealEnd)) }
+        #expect(try SegmentReader.scan(trimmed, path: padded).end == .sealed)
+
+        try Data(bytes).write(to: URL(fileURLWithPath: padded.string))
+        let cut = try SegmentReader.load(padded, thenDropCache: false) { truncate(padded.string, off_t(sealEnd - 100)) }
+        let cutEnd = try SegmentReader.scan(cut, path: padded).end
+        #expect(cutEnd != .sealed, "a segment cut into its records is not taken as sealed")
+    }
+
     @Test func anInterruptedSegmentCreationIsSetAsideAndTheJournalEndsBeforeIt() throws {
         let dir = try temporaryDirectory()
         let records = try journalWithWrites(dir, writes: 3)
