@@ -285,7 +285,7 @@ struct TrustTests {
             (["protect", dir, "--site", dir + "/site", "--seal-interval", "1e300"], "'1e300' is not a seal interval"),
             (["protect", dir, "--site", dir + "/site", "--segment-size", "100T"], "--segment-size must be between 1M and 4G"),
             (["checkpoint", "--site", dir + "/site", "--timeout", "0s"], "the timeout must be greater than 0"),
-            (["checkpoint", "--site", dir + "/site", "--pre", "true"], "--pre, --while-frozen and --post run only with --app-consistent"),
+            (["checkpoint", "--site", dir + "/site", "--pre", "true"], "--pre, --while-frozen, --post and --guest-agent work only with --app-consistent"),
         ] {
             let r = try lifeboat(args)
             #expect(r.status == 64, "\(args): \(r.stderr)")
