@@ -37,7 +37,8 @@ seed() {  # seed DIR TARGET: the fixtures a target starts from
                      dd if=Tests/LifeboatJournalTests/Fixtures/journal-v1.seg of="$dir/marker" bs=1 skip=$((0x1098)) count=44 status=none ;;
     catalog-values)  printf '{"0":"c3f216acea42e8af1f18738d02e6f37e","1":"00000000000000010000000000000002"}' > "$dir/digests"
                      printf '{"window":86400,"keepAll":7200,"every":3600}' > "$dir/retention" ;;
-    control-message) printf '{"op":"mark","kind":"app-consistent","label":"nightly"}' > "$dir/mark" ;;
+    control-message) printf '{"op":"mark","kind":"app-consistent","label":"nightly"}' > "$dir/mark"
+                     printf '{"op":"point","lsn":42,"waitMilliseconds":3000,"note":"not app-consistent: x"}' > "$dir/point" ;;
     base-checksums)  printf '\004' > "$dir/sums"; head -c 16 /dev/zero >> "$dir/sums" ;;
   esac
 }

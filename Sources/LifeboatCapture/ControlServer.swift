@@ -67,11 +67,15 @@ final class ControlServer: @unchecked Sendable {
             if byte == 10 { complete = true; break }
             line.append(byte)
         }
-        var response = ControlProtocol.answer(line: line, complete: complete) { kind, label in
+        let handlers = ControlHandlers(mark: { [group, logger] kind, label in
             let (lsn, digests) = try group.mark(kind, label: label)
             logger.notice("\(kind.name) point marked at LSN \(lsn)\(label.isEmpty ? "" : " (\(label))")")
             return (lsn, digests)
-        }
+        }, point: { [group] lsn, note, within in
+            guard let shipper = group.shipper else { return (nil, nil) }
+            return shipper.point(at: lsn, note: note, within: within)
+        })
+        var response = ControlProtocol.answer(line: line, complete: complete, handlers: handlers)
         response.mountpoint = mountpoint
         var out = Array((try? JSONEncoder().encode(response)) ?? Data())
         out.append(10)

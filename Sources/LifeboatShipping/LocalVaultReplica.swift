@@ -47,6 +47,10 @@ public final class LocalVaultReplica: ReplicaTarget, @unchecked Sendable {
         if case .ingested = try vault().ingest(segment: segment, name: name) { maintenance.dataArrived() }
     }
 
+    public func point(at lsn: LSN) throws -> Int64? { try vault().points().last { $0.lsn == lsn }?.id }
+
+    public func annotate(point id: Int64, note: String) throws { try vault().annotate(point: id, note: note) }
+
     public var maintenanceError: String? { maintenance.lastError }
 
     public func reset() { lock.withLock { opened = nil } }

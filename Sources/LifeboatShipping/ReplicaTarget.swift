@@ -7,7 +7,8 @@ import SystemPackage
 /// moves bytes and answers from the vault's catalog.
 ///
 /// Every call may throw for an unreachable, full, read-only or damaged vault: the shipper then
-/// keeps the segments local, reports why, calls `reset()` and tries again later.
+/// keeps the segments local, reports why, calls `reset()` and tries again later. `point(at:)`
+/// and `annotate` are called from the control socket's thread while the shipper's runs.
 public protocol ReplicaTarget: AnyObject, Sendable {
     /// Where the vault is, for status and logs: a path or an address.
     var address: String { get }
@@ -29,6 +30,12 @@ public protocol ReplicaTarget: AnyObject, Sendable {
     /// Sends one sealed segment, as it lies in the journal; returns once the vault holds it
     /// durably. A segment the vault already holds is accepted again (a retry after a lost answer).
     func ship(segment: [UInt8], name: String) throws
+
+    /// The vault's point at `lsn` (a marker shipped there), nil while there is none.
+    func point(at lsn: LSN) throws -> Int64?
+
+    /// Keeps a note with a point (why it is crash-consistent though app-consistent was asked).
+    func annotate(point id: Int64, note: String) throws
 
     /// Why the vault's own upkeep (compaction, retention) is failing, if it is.
     var maintenanceError: String? { get }

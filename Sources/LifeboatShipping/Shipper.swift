@@ -32,6 +32,9 @@ public final class Shipper: @unchecked Sendable {
     private let loop = BackgroundLoop(name: "lifeboat-shipper", interval: .seconds(1))
     private var lastError: String?
     private let poked = Atomic<Bool>(true)
+    /// Rounds finished, counted and broadcast under `roundDone`, for `point(at:)`.
+    private let roundDone = ConditionLock()
+    private var rounds = 0
     /// The last round left nothing local to ship or delete: only a seal wakes the next one.
     private var settled = false
 
@@ -67,6 +70,12 @@ public final class Shipper: @unchecked Sendable {
 
     private func round() {
         if !poked.exchange(false, ordering: .acquiring) && settled && lastError == nil { return }
+        defer {
+            roundDone.withLock {
+                rounds += 1
+                roundDone.broadcast()
+            }
+        }
         do {
             try shipOnce()
             if lastError != nil { logger.notice("shipping to \(target.address) resumed") }
@@ -82,6 +91,38 @@ public final class Shipper: @unchecked Sendable {
                 $0.error = message
                 $0.pendingSegments = segments
                 $0.pendingBytes = bytes
+            }
+        }
+    }
+
+    /// The vault's id for the point marked at `lsn`, once shipping has brought it there (the
+    /// note, if any, kept with it); or why it is not there: shipping paused, or not within
+    /// `within`. `lifeboat checkpoint` asks this through the control socket, so that it never
+    /// needs to reach the vault itself.
+    public func point(at lsn: LSN, note: String?, within: Duration) -> (id: Int64?, notThere: String?) {
+        let deadline = ContinuousClock.now + within
+        let asked = roundDone.withLock { rounds }
+        poke()
+        while true {
+            let seen = roundDone.withLock { rounds }
+            let status = figures.withLock { $0 }
+            if status.shippedLSN >= lsn {
+                do {
+                    guard let id = try target.point(at: lsn) else { return (nil, "the vault holds LSN \(lsn) but has no point there") }
+                    if let note { try target.annotate(point: id, note: note) }
+                    return (id, nil)
+                } catch {
+                    return (nil, "\(error)")
+                }
+            }
+            // Paused by a round run since the question: an older error may be gone by now.
+            if let paused = status.error, seen > asked { return (nil, "shipping is paused: \(paused)") }
+            let left = ContinuousClock.now.duration(to: deadline)
+            if left <= .zero { return (nil, "shipping has not brought it there within \(describeDuration(within.inSeconds))") }
+            roundDone.withLock {
+                while rounds == seen && ContinuousClock.now < deadline {
+                    _ = roundDone.wait(seconds: ContinuousClock.now.duration(to: deadline).inSeconds)
+                }
             }
         }
     }

@@ -82,10 +82,11 @@ struct CheckpointCommand: ParsableCommand {
             response = try mark(.crashConsistent, within: window)
         }
         let lsn = response.lsn ?? 0
-        let (pointID, notInVault) = try waitForPoint(site: s, lsn: lsn, within: window)
-        if let pointID, let reason = outcome.reason, let vaultPath = s.config.vault {
-            try Vault(root: FilePath(vaultPath)).annotate(point: pointID, note: "not app-consistent: \(reason)")
-        }
+        // protect's shipper says when the point is in the vault, and keeps the note with it.
+        let note = outcome.reason.map { "not app-consistent: \($0)" }
+        let found = try sendControlRequest(site: s, .point(at: LSN(lsn), note: note, within: window), timeout: window + .seconds(10))
+        guard found.ok else { throw LifeboatError(.io, found.error ?? "protect did not answer where the point is") }
+        let (pointID, notInVault) = (found.pointID, found.notInVault)
         let names = Dictionary(uniqueKeysWithValues: s.config.disks.map { (String($0.id), $0.name) })
         let kind: PointKind = appConsistent && outcome.appConsistent ? .appConsistent : .crashConsistent
         let result = Result(lsn: lsn, kind: kind, label: label.isEmpty ? nil : label, notAppConsistentBecause: outcome.reason,
@@ -101,28 +102,6 @@ struct CheckpointCommand: ParsableCommand {
         }
         if let reason = outcome.reason {
             throw LifeboatError(.degraded, "the point is crash-consistent, not app-consistent: \(reason)")
-        }
-    }
-
-    /// The vault's id for the point at `lsn`, once shipping has brought it there; or why not.
-    /// Only a vault of this site's protection group is asked: another group's point at the
-    /// same LSN is not ours.
-    private func waitForPoint(site s: Site, lsn: UInt64, within window: Duration) throws -> (Int64?, String?) {
-        guard let vaultPath = s.config.vault else { return (nil, nil) }
-        let deadline = ContinuousClock.now + window
-        while true {
-            do {
-                let vault = try Vault(root: FilePath(vaultPath))
-                if let group = try vault.groupID(), group != s.config.groupID {
-                    return (nil, Vault.belongsToAnotherGroup(group, not: s.config.groupID, root: FilePath(vaultPath)).description)
-                }
-                if let id = try vault.points().last(where: { $0.lsn == LSN(lsn) })?.id { return (id, nil) }
-            } catch let e as LifeboatError where e.code == .notFound {
-                // No vault there (yet): shipping says why below.
-            }
-            if let paused = try SiteStatus.read(s).shipping?.error { return (nil, "shipping is paused: \(paused)") }
-            if ContinuousClock.now >= deadline { return (nil, "shipping has not brought it there within \(window)") }
-            usleep(100_000)
         }
     }
 }

@@ -98,7 +98,21 @@ struct ShippingTests {
         let during = try lifeboat("status", "--site", t.site)
         #expect(during.stdout.contains("shipping paused"), "\(during.stdout)")
         #expect(protect.process.isRunning)
+        // A checkpoint during the outage: the point is marked (in the journal), and protect's
+        // shipper says why it is not in the vault, at once rather than at the timeout.
+        let start = Date()
+        let paused = try lifeboat("checkpoint", "--site", t.site, "--label", "outage", "--json", "--timeout", "20s")
+        #expect(paused.status == 0, "\(paused.stderr)")
+        #expect(paused.stdout.contains("\"notInVaultBecause\" : \"shipping is paused: "), "\(paused.stdout)")
+        #expect(!paused.stdout.contains("\"pointID\""), "\(paused.stdout)")
+        #expect(Date().timeIntervalSince(start) < 10, "a paused shipper is said at once, not after the 20 s wait")
         try check(run(["mv", t.vault + ".away", t.vault]))
+        // Back: the next checkpoint gets the vault's id for its point, from protect.
+        let back = try lifeboat("checkpoint", "--site", t.site, "--label", "back", "--json", "--timeout", "60s")
+        let backJSON = try JSONSerialization.jsonObject(with: Data(back.stdout.utf8)) as? [String: Any] ?? [:]
+        let id = try #require(backJSON["pointID"] as? Int, "\(back.stdout)\(back.stderr)")
+        let listed = try JSONSerialization.jsonObject(with: Data(try lifeboat("points", "--vault", t.vault, "--json").stdout.utf8)) as? [[String: Any]] ?? []
+        #expect(listed.first { $0["id"] as? Int == id }?["label"] as? String == "back", "the id names the vault's point of that checkpoint")
         writer.stop()
         // Shipping catches up by itself: wait until the vault holds everything written.
         var shipped = 0, appended = -1

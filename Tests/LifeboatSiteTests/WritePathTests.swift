@@ -180,12 +180,32 @@ import LifeboatSite
 /// requests are refused with the reason and never reach the marker.
 @Suite struct ControlRequestTests {
     private func answer(_ text: String, complete: Bool = true) -> (ControlResponse, marked: Bool) {
+        let (response, marked, _) = answerRecordingPoint(text, complete: complete)
+        return (response, marked)
+    }
+
+    /// Also what the point handler was asked: LSN, note, wait.
+    private func answerRecordingPoint(_ text: String, complete: Bool = true) -> (ControlResponse, marked: Bool, asked: (LSN, String?, Duration)?) {
         var marked = false
-        let response = ControlProtocol.answer(line: Array(text.utf8), complete: complete) { _, _ in
+        var asked: (LSN, String?, Duration)?
+        let handlers = ControlHandlers(mark: { _, _ in
             marked = true
             return (LSN(7), [DiskID(0): Hash128(high: 1, low: 2)])
-        }
-        return (response, marked)
+        }, point: { lsn, note, wait in
+            asked = (lsn, note, wait)
+            return lsn == LSN(7) ? (42, nil) : (nil, "shipping is paused: the vault is full")
+        })
+        let response = ControlProtocol.answer(line: Array(text.utf8), complete: complete, handlers: handlers)
+        return (response, marked, asked)
+    }
+
+    @Test func aPointRequestIsAnsweredWithTheVaultsIdOrWhyNot() throws {
+        let request = String(decoding: try JSONEncoder().encode(ControlRequest.point(at: LSN(7), note: "not app-consistent: x", within: .seconds(30))), as: UTF8.self)
+        let (found, marked, asked) = answerRecordingPoint(request)
+        #expect(!marked && found.ok && found.pointID == 42 && found.notInVault == nil && found.lsn == 7)
+        #expect(asked?.0 == LSN(7) && asked?.1 == "not app-consistent: x" && asked?.2 == .seconds(30))
+        let (missing, _, _) = answerRecordingPoint(#"{"op":"point","lsn":9,"waitMilliseconds":0}"#)
+        #expect(missing.ok && missing.pointID == nil && missing.notInVault == "shipping is paused: the vault is full")
     }
 
     @Test func aWellFormedMarkIsAnsweredWithItsLSNAndDigests() {
@@ -196,13 +216,17 @@ import LifeboatSite
 
     @Test(arguments: [
         (#"{"op":"mark","kind":"app-consistent""#, "request is not valid"),
-        (#"{"op":"erase","kind":"label","label":""}"#, "unknown op 'erase'"),
+        (#"{"op":"erase","kind":"label","label":""}"#, "unknown op 'erase' (known: mark, point)"),
         (#"{"op":"mark","kind":"app-consistant","label":""}"#, "unknown point kind 'app-consistant'"),
-        (#"{"op":"mark","label":""}"#, "request is not valid"),
+        (#"{"op":"mark","label":""}"#, "field 'kind': a mark request needs the point's kind"),
+        (#"{"op":"point","waitMilliseconds":10}"#, "field 'lsn': a point request needs the marker's LSN"),
+        (#"{"op":"point","lsn":0}"#, "field 'lsn'"),
+        (#"{"op":"point","lsn":5,"waitMilliseconds":-1}"#, "field 'waitMilliseconds': -1 is not from 0 to 3600000"),
+        (#"{"op":"point","lsn":5,"waitMilliseconds":99999999999}"#, "field 'waitMilliseconds'"),
     ])
     func badRequestsAreRefusedWithTheReason(text: String, reason: String) {
-        let (r, marked) = answer(text)
-        #expect(!marked && !r.ok)
+        let (r, marked, asked) = answerRecordingPoint(text)
+        #expect(!marked && asked == nil && !r.ok)
         #expect(r.error?.contains(reason) == true, "\(r.error ?? "")")
     }
 

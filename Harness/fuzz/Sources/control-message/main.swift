@@ -8,7 +8,9 @@ public func fuzzControlMessage(_ data: UnsafePointer<UInt8>?, _ count: Int) -> C
     guard let data, count > 0 else { return 0 }
     let start = UnsafeRawPointer(data)
     let line = Array(UnsafeRawBufferPointer(start: start, count: count))
-    _ = ControlProtocol.answer(line: line, complete: true) { _, _ in (LSN(1), [DiskID(0): Hash128(high: 1, low: 2)]) }
+    _ = ControlProtocol.answer(line: line, complete: true, handlers: ControlHandlers(
+        mark: { _, _ in (LSN(1), [DiskID(0): Hash128(high: 1, low: 2)]) },
+        point: { _, _, _ in (1, nil) }))
     return 0
 }
 
