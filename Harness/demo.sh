@@ -85,6 +85,7 @@ $lifeboat disk create machine --from "$work/machine.img"
 step "lifeboat protect again, now with the machine's disk; qemu boots from $mnt/machine.img"
 $lifeboat protect "$mnt" & protect_pid=$!
 for _ in $(seq 100); do mountpoint -q "$mnt" && break; sleep 0.1; done
+# TCG runs everywhere (the boot check itself uses KVM where /dev/kvm really runs guests).
 qemu-system-x86_64 -machine q35 -accel tcg -m 256 -nodefaults -no-user-config -display none -monitor none -nic none \
   -serial "file:$work/console.log" -drive "file=$mnt/machine.img,format=raw,if=virtio" \
   -device virtio-serial -chardev "socket,path=$work/qga.sock,server=on,wait=off,id=qga0" \

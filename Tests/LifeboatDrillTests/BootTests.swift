@@ -4,6 +4,8 @@ import LifeboatCore
 import SystemPackage
 import Testing
 
+@testable import LifeboatDrill
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -22,7 +24,8 @@ struct BootTests {
         try check(run(["bash", repository + "/Images/recipes/sample-machine.sh", path]))
     }
 
-    /// A qemu process running a disk under TCG, its serial console in a file.
+    /// A qemu process running a disk (KVM where it really runs guests, else TCG, as the boot
+    /// check chooses), its serial console in a file.
     final class Guest {
         let process = Process()
         let console: String
@@ -32,7 +35,7 @@ struct BootTests {
             self.console = console
             _ = FileManager.default.createFile(atPath: console, contents: nil)
             process.executableURL = URL(fileURLWithPath: "/usr/bin/qemu-system-x86_64")
-            process.arguments = ["-machine", "q35", "-accel", "tcg", "-m", "256", "-nodefaults", "-no-user-config", "-display", "none",
+            process.arguments = ["-machine", "q35", "-accel", BootCheck.accelerator(.auto), "-m", "256", "-nodefaults", "-no-user-config", "-display", "none",
                                  "-monitor", "none", "-serial", "file:" + console, "-nic", "none", "-no-reboot",
                                  "-drive", "file=\(disk),format=raw,if=virtio"]
             if let agent {
@@ -205,6 +208,33 @@ struct BootTests {
         let missing = try run([lifeboatBinary, "drill", direct, "--vault", t.vault, "--work-dir", drills])
         #expect(missing.status == 64 && missing.stderr.contains("field 'disks.machine.checks.boot.kernel': cannot read \(t.root)/nowhere/vmlinuz"), "\(missing.stderr)")
         Self.noQemuLeft("after a direct kernel boot")
+    }
+
+    @Test func twoMachinesOfOnePlanBootInPlanOrder() throws {
+        let t = try TestSite(disks: [], withVault: true)
+        defer { t.cleanup() }
+        try Self.sampleMachine(t.root + "/machine.img")
+        for name in ["web", "db"] { try check(lifeboat("disk", "create", name, "--from", t.root + "/machine.img", "--site", t.site)) }
+        _ = try t.startProtect(["--point-interval", "1", "--seal-interval", "1"])
+        try check(lifeboat("checkpoint", "--site", t.site, "--label", "both"))
+        let plan = t.root + "/two.yaml"
+        try """
+            disks:
+              db:
+                filesystem: none
+                checks: [{boot: {expect: 'LIFEBOAT-PROBE ok', timeout: 60s}}]
+              web:
+                filesystem: none
+                checks: [{boot: {expect: 'LIFEBOAT-PROBE ok', timeout: 60s}}]
+            """.write(toFile: plan, atomically: true, encoding: .utf8)
+        let json = t.root + "/two.json"
+        let r = try run([lifeboatBinary, "drill", plan, "--vault", t.vault, "--report-json", json, "--work-dir", t.root + "/drills"])
+        #expect(r.status == 0, "\(r.stdout)\(r.stderr)")
+        let report = try Self.report(json)
+        let disks = (report["disks"] as? [[String: Any]]) ?? []
+        #expect(disks.map { $0["name"] as? String ?? "" } == ["db", "web"])
+        #expect(disks.allSatisfy { (($0["checks"] as? [[String: Any]])?.first?["status"] as? String) == "passed" }, "\(disks)")
+        Self.noQemuLeft("after two boots")
     }
 
     @Test func aPointDamagedInTheVaultFailsTheBootWithTheConsoleTail() throws {
