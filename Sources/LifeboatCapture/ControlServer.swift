@@ -9,7 +9,9 @@ import SystemPackage
 import Glibc
 #endif
 
-/// Serves the control socket of a running `protect` (see `ControlProtocol`).
+/// Serves the control socket of a running `protect` (see `ControlProtocol`), one client at a
+/// time: a `point` request holds the socket while it waits for shipping (a second checkpoint's
+/// marker waits that long), and ends at once when protect stops.
 final class ControlServer: @unchecked Sendable {
     private let path: String
     private let fd: Int32
@@ -39,6 +41,7 @@ final class ControlServer: @unchecked Sendable {
     /// shutdown wakes the thread blocked in accept (EINVAL); the descriptor is closed only
     /// after the join, so its number cannot be reused under a thread still calling accept.
     func stop() {
+        group.shipper?.abandonPointWaits()  // a `point` request being answered ends now
         shutdown(fd, Int32(SHUT_RDWR))
         thread?.join()
         close(fd)

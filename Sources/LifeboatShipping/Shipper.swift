@@ -32,9 +32,11 @@ public final class Shipper: @unchecked Sendable {
     private let loop = BackgroundLoop(name: "lifeboat-shipper", interval: .seconds(1))
     private var lastError: String?
     private let poked = Atomic<Bool>(true)
-    /// Rounds finished, counted and broadcast under `roundDone`, for `point(at:)`.
+    /// Rounds finished, counted and broadcast under `roundDone`, for `point(at:)`; and whether
+    /// those waits are given up (protect is stopping).
     private let roundDone = ConditionLock()
     private var rounds = 0
+    private var waitsAbandoned = false
     /// The last round left nothing local to ship or delete: only a seal wakes the next one.
     private var settled = false
 
@@ -119,11 +121,21 @@ public final class Shipper: @unchecked Sendable {
             if let paused = status.error, seen > asked { return (nil, "shipping is paused: \(paused)") }
             let left = ContinuousClock.now.duration(to: deadline)
             if left <= .zero { return (nil, "shipping has not brought it there within \(describeDuration(within.inSeconds))") }
+            if roundDone.withLock({ waitsAbandoned }) { return (nil, "protect is stopping: the point ships when it runs again") }
             roundDone.withLock {
-                while rounds == seen && ContinuousClock.now < deadline {
+                while rounds == seen && !waitsAbandoned && ContinuousClock.now < deadline {
                     _ = roundDone.wait(seconds: ContinuousClock.now.duration(to: deadline).inSeconds)
                 }
             }
+        }
+    }
+
+    /// Ends every `point(at:)` wait at once (protect is stopping: the control socket's thread
+    /// must not hold the stop for a whole wait).
+    public func abandonPointWaits() {
+        roundDone.withLock {
+            waitsAbandoned = true
+            roundDone.broadcast()
         }
     }
 
