@@ -82,6 +82,20 @@ public final class TestSite {
 
     public func image(_ name: String) -> String { mountpoint + "/" + name + ".img" }
 
+    /// `lifeboat checkpoint … --json` whose point must reach the vault before the test goes on
+    /// (a drill of `latest` next, say): it may wait 3 minutes (a loaded CI machine ships a new
+    /// disk's initial replication slowly), and a point that does not get there fails the test
+    /// with why and protect's log. Returns the point's id in the vault.
+    @discardableResult
+    public func checkpointInVault(_ extra: String...) throws -> Int {
+        let r = try lifeboat(["checkpoint", "--site", site, "--json", "--timeout", "180s"] + extra)
+        let json = (try? JSONSerialization.jsonObject(with: Data(r.stdout.utf8))) as? [String: Any] ?? [:]
+        guard r.status == 0, let id = json["pointID"] as? Int else {
+            throw TestFailure("checkpoint \(extra) did not reach the vault (exit \(r.status)): \(r.stdout)\(r.stderr)\nprotect's log:\n\(protect?.output ?? "")")
+        }
+        return id
+    }
+
     public func startProtect(_ extra: [String] = []) throws -> ProtectProcess {
         let p = try ProtectProcess(site: site, mountpoint: mountpoint, extra: extra)
         protect = p

@@ -69,6 +69,22 @@ struct BootTests {
         }
     }
 
+    /// A protected site whose disks are copies of the sample machine, with one point ("fresh")
+    /// in the vault.
+    static func machineSite(names: [String]) throws -> TestSite {
+        let t = try TestSite(disks: [], withVault: true)
+        do {
+            try sampleMachine(t.root + "/machine.img")
+            for name in names { try check(lifeboat("disk", "create", name, "--from", t.root + "/machine.img", "--site", t.site)) }
+            _ = try t.startProtect(["--point-interval", "1", "--seal-interval", "1"])
+            try t.checkpointInVault("--label", "fresh")
+            return t
+        } catch {
+            t.cleanup()
+            throw error
+        }
+    }
+
     static func plan(_ dir: String, _ checks: String) throws -> String {
         let path = dir + "/boot.yaml"
         try "disks:\n  machine:\n    filesystem: none\n    checks:\n\(checks)".write(toFile: path, atomically: true, encoding: .utf8)
@@ -125,7 +141,7 @@ struct BootTests {
         #expect(try lifeboat("guest-agent", "status", "--socket", agent).stdout == "thawed\n", "the guest is thawed after the point")
         usleep(2_000_000)
         second.powerCut()
-        try check(lifeboat("checkpoint", "--site", t.site, "--label", "after-power-cut"))
+        try t.checkpointInVault("--label", "after-power-cut")
         #expect(t.protect?.stop() == 0)
 
         let listed = try lifeboat("points", "--vault", t.vault, "--json")
@@ -162,12 +178,8 @@ struct BootTests {
     }
 
     @Test func aGuestThatNeverPrintsTheLineFailsAtTheTimeoutAndLeavesNothing() throws {
-        let t = try TestSite(disks: [], withVault: true)
+        let t = try Self.machineSite(names: ["machine"])
         defer { t.cleanup() }
-        try Self.sampleMachine(t.root + "/machine.img")
-        try check(lifeboat("disk", "create", "machine", "--from", t.root + "/machine.img", "--site", t.site))
-        _ = try t.startProtect(["--point-interval", "1", "--seal-interval", "1"])
-        try check(lifeboat("checkpoint", "--site", t.site, "--label", "fresh"))
         let plan = try Self.plan(t.root, "      - boot: {expect: 'A-LINE-NO-GUEST-PRINTS', timeout: 6s}\n")
         let junit = t.root + "/junit.xml"
         let json = t.root + "/report.json"
@@ -211,12 +223,8 @@ struct BootTests {
     }
 
     @Test func twoMachinesOfOnePlanBootInPlanOrder() throws {
-        let t = try TestSite(disks: [], withVault: true)
+        let t = try Self.machineSite(names: ["web", "db"])
         defer { t.cleanup() }
-        try Self.sampleMachine(t.root + "/machine.img")
-        for name in ["web", "db"] { try check(lifeboat("disk", "create", name, "--from", t.root + "/machine.img", "--site", t.site)) }
-        _ = try t.startProtect(["--point-interval", "1", "--seal-interval", "1"])
-        try check(lifeboat("checkpoint", "--site", t.site, "--label", "both"))
         let plan = t.root + "/two.yaml"
         try """
             disks:
@@ -238,12 +246,8 @@ struct BootTests {
     }
 
     @Test func aPointDamagedInTheVaultFailsTheBootWithTheConsoleTail() throws {
-        let t = try TestSite(disks: [], withVault: true)
+        let t = try Self.machineSite(names: ["machine"])
         defer { t.cleanup() }
-        try Self.sampleMachine(t.root + "/machine.img")
-        try check(lifeboat("disk", "create", "machine", "--from", t.root + "/machine.img", "--site", t.site))
-        _ = try t.startProtect(["--point-interval", "1", "--seal-interval", "1"])
-        try check(lifeboat("checkpoint", "--site", t.site, "--label", "fresh"))
         #expect(t.protect?.stop() == 0)
         let plan = try Self.plan(t.root, "      - boot: {expect: 'LIFEBOAT-PROBE ok', fail-on: 'FAILED', timeout: 20s}\n")
         let drills = t.root + "/drills"

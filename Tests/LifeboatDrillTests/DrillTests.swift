@@ -31,7 +31,7 @@ struct DrillTests {
             try check(run(["sh", "-c", "cd \(t.fsMount) && find tree -type f -exec sha256sum {} + > \(plans)/tree.sha256"]))
             try makeDatabase(t.fsMount + "/app.db")
             try check(run(["sync"]))
-            try check(lifeboat("checkpoint", "--site", t.site, "--app-consistent", "--label", "drill"))
+            try t.checkpointInVault("--app-consistent", "--label", "drill")
         }
 
         func cleanup() { t.cleanup() }
@@ -160,7 +160,7 @@ struct DrillTests {
         #expect(status.stdout.contains("verified RPO: ") && !status.stdout.contains("verified RPO: none"), "\(status.stdout)")
 
         // The write made during the drill is in a later point.
-        try check(lifeboat("checkpoint", "--site", s.t.site, "--label", "after-drill"))
+        try s.t.checkpointInVault("--label", "after-drill")
         let export = s.t.root + "/d1-after.raw"
         try check(lifeboat("export", "--vault", s.t.vault, "--point", "latest", "--disk", "d1", export))
         let exported = try Data(contentsOf: URL(fileURLWithPath: export))
@@ -186,7 +186,7 @@ struct DrillTests {
         try check(run(["cp", "-r", "/usr/share/doc/xfsprogs", t.fsMount + "/doc"]))
         try check(run(["sh", "-c", "cd \(t.fsMount) && find doc -type f -exec sha256sum {} + > \(t.root)/doc.sha256 && sync"]))
         // Crash-consistent with the filesystem mounted: the drill's mount must replay the log.
-        try check(lifeboat("checkpoint", "--site", t.site, "--label", "xfs"))
+        try t.checkpointInVault("--label", "xfs")
         let plan = t.root + "/xfs.yaml"
         try "disks:\n  x0:\n    checks: [digest, fsck, {files: {manifest: doc.sha256}}]\n".write(toFile: plan, atomically: true, encoding: .utf8)
         let json = t.root + "/xfs.json"
@@ -216,7 +216,7 @@ struct DrillTests {
         _ = try h.writeAll(toAbsoluteOffset: 0, data)
         fsync(h.rawValue)
         try h.close()
-        try check(lifeboat("checkpoint", "--site", t.site, "--label", "before-damage"))
+        try t.checkpointInVault("--label", "before-damage")
         let plan = t.root + "/digest.yaml"
         try "disks:\n  d0:\n    filesystem: none\n    checks: [digest]\n".write(toFile: plan, atomically: true, encoding: .utf8)
         let drills = t.root + "/drills"
@@ -361,10 +361,10 @@ struct DrillTests {
         let t = try TestSite(disks: [("d0", "16M")], withVault: true)
         do {
             _ = try t.startProtect(["--point-interval", "60", "--seal-interval", "1"])
-            try check(lifeboat("checkpoint", "--site", t.site, "--label", "from"))
+            try t.checkpointInVault("--label", "from")
             let h = try FileDescriptor.open(t.image("d0"), .readWrite)
             try h.closeAfter { try writes(h) }
-            try check(lifeboat("checkpoint", "--site", t.site, "--label", "to"))
+            try t.checkpointInVault("--label", "to")
             let points = try lifeboat("points", "--vault", t.vault, "--json")
             let ids = (try JSONSerialization.jsonObject(with: Data(points.stdout.utf8)) as? [[String: Any]] ?? []).compactMap { $0["id"] as? Int }
             guard ids.count == 2 else { throw TestFailure("expected the two points: \(points.stdout)") }
