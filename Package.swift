@@ -15,6 +15,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
+        .package(url: "https://github.com/apple/swift-certificates", from: "1.21.1"),
+        .package(url: "https://github.com/apple/swift-asn1", from: "1.7.4"),
     ],
     targets: [
         // C libraries from Debian, each imported by exactly one Swift module (CLinux, our own shim, by a few).
@@ -51,6 +54,11 @@ let package = Package(
         // The write path: the protected-disk filesystem, the protection group, recovery, `protect`.
         .target(name: "LifeboatCapture", dependencies: ["LifeboatCore", "LifeboatJournal", "LifeboatSite", "LifeboatShipping", "LifeboatFUSE", "LifeboatVault",
                                                         .product(name: "Logging", package: "swift-log"), .product(name: "SystemPackage", package: "swift-system")]),
+        // Who may talk to a vault: its certificate authority, site enrollment, site bundles.
+        .target(name: "LifeboatIdentity", dependencies: ["LifeboatCore", .product(name: "Crypto", package: "swift-crypto"),
+                                                         .product(name: "X509", package: "swift-certificates"),
+                                                         .product(name: "SwiftASN1", package: "swift-asn1"),
+                                                         .product(name: "SystemPackage", package: "swift-system")]),
         // A recovery point as disks: the point-view filesystem and `mount`.
         .target(name: "LifeboatPointView", dependencies: ["LifeboatCore", "LifeboatFUSE", "LifeboatVault", "LifeboatVHD",
                                                           .product(name: "Logging", package: "swift-log"), .product(name: "SystemPackage", package: "swift-system")]),
@@ -63,7 +71,7 @@ let package = Package(
             name: "lifeboat",
             dependencies: [
                 "LifeboatSite", "LifeboatCapture", "LifeboatPointView", "LifeboatFUSE", "LifeboatJournal", "LifeboatCore", "LifeboatVault", "LifeboatVHD",
-                "LifeboatDrill", "LifeboatQuiesce",
+                "LifeboatDrill", "LifeboatQuiesce", "LifeboatIdentity",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
@@ -94,6 +102,9 @@ let package = Package(
                            .product(name: "GRDB", package: "GRDB.swift")],
             exclude: ["Fixtures"]),
         .testTarget(name: "LifeboatQuiesceTests", dependencies: ["LifeboatQuiesce", "LifeboatCore", "LifeboatTestSupport"]),
+        .testTarget(name: "LifeboatIdentityTests", dependencies: ["LifeboatIdentity", "LifeboatCore", "LifeboatTestSupport", "lifeboat",
+                                                                  .product(name: "SystemPackage", package: "swift-system")],
+                    exclude: ["Fixtures"]),
         .testTarget(name: "LifeboatVHDTests", dependencies: ["LifeboatVHD", "LifeboatCore", .product(name: "SystemPackage", package: "swift-system")]),
         .testTarget(
             name: "LifeboatSiteTests",

@@ -153,7 +153,8 @@ struct ExportCommand: ParsableCommand {
 }
 
 struct VaultCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "vault", abstract: "Check and prune the vault.", subcommands: [Verify.self, Prune.self])
+    static let configuration = CommandConfiguration(commandName: "vault", abstract: "Check and prune the vault; enroll sites.",
+                                                    subcommands: [Verify.self, Prune.self, EnrollCommand.self])
 
     struct Prune: ParsableCommand {
         static let configuration = CommandConfiguration(
