@@ -9,8 +9,10 @@ swift test "$@"
 # Nothing may be left behind by the tests.
 leftover=$(grep -E ' fuse(\.[a-z0-9_-]+)? |lifeboat-' /proc/mounts || true)
 loops=$(losetup -a | grep lifeboat- || true)
-if [ -n "$leftover$loops" ]; then
-  echo "test.sh: the tests left mounts or loop devices behind:" >&2
-  echo "$leftover$loops" >&2
+namespaces=$(ip netns list 2>/dev/null | grep -E '^lb[rh]-' || true)
+qemus=$(pgrep -a qemu-system || true)
+if [ -n "$leftover$loops$namespaces$qemus" ]; then
+  echo "test.sh: the tests left mounts, loop devices, network namespaces or VMs behind:" >&2
+  echo "$leftover$loops$namespaces$qemus" >&2
   exit 1
 fi

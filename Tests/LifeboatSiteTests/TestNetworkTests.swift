@@ -1,0 +1,79 @@
+import Foundation
+import LifeboatTestSupport
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+let canMakeNetworks = geteuid() == 0 && access("/usr/sbin/ip", X_OK) == 0 && access("/usr/sbin/nft", X_OK) == 0
+
+/// The test hosts themselves: reachability, loss, rate and partition do what they say, and
+/// nothing is left behind.
+@Suite(.serialized, .exclusiveMachineUse, .timeLimit(.minutes(2)),
+       .enabled(if: canMakeNetworks, "needs root, iproute2 and nftables (Harness/setup.sh installs them); CI runs it"))
+struct TestNetworkTests {
+    /// Bytes per second of one TCP transfer of `bytes` from `from` to `to` (python3 on both ends).
+    static func transfer(_ net: TestNetwork, from: String, to: String, bytes: Int) throws -> Double {
+        let server = Process()
+        server.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
+        server.arguments = Array(net.command(in: to, ["python3", "-c", """
+            import socket
+            s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("0.0.0.0", 7777)); s.listen(1)
+            c, _ = s.accept(); n = 0
+            while True:
+                b = c.recv(1 << 20)
+                if not b: break
+                n += len(b)
+            print(n)
+            """]).dropFirst())
+        let out = Pipe()
+        server.standardOutput = out
+        try server.run()
+        defer { if server.isRunning { kill(server.processIdentifier, SIGKILL) } }
+        usleep(300_000)
+        let start = Date()
+        let r = try net.run(in: from, ["python3", "-c", "import socket; s = socket.create_connection(('\(net.address(to))', 7777), timeout=30); s.sendall(b'x' * \(bytes)); s.close()"])
+        server.waitUntilExit()
+        let seconds = Date().timeIntervalSince(start)
+        let received = Int(String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1
+        guard r.status == 0, received == bytes else { throw TestFailure("transfer failed: sent \(r.status) \(r.stderr), received \(received)") }
+        return Double(bytes) / seconds
+    }
+
+    @Test func hostsReachEachOtherAndShapingPartitionAndLossDoWhatTheySay() throws {
+        let net = try TestNetwork()
+        defer { net.cleanup() }
+        let vault = try net.addHost("vault")
+        try net.addHost("site")
+        #expect(try net.run(in: "site", ["ping", "-c", "1", "-W", "2", vault]).status == 0, "the site reaches the vault")
+        // Only their own addresses: the host's namespace has no route to this machine's network.
+        #expect(try net.run(in: "site", ["ip", "-4", "-o", "addr"]).stdout.contains("10.99."))
+
+        let fast = try Self.transfer(net, from: "site", to: "vault", bytes: 4 << 20)
+        try net.shape("site", rateMbit: 16)
+        let slow = try Self.transfer(net, from: "site", to: "vault", bytes: 4 << 20)
+        #expect(slow < 2.6e6 && slow > 1.0e6, "16 Mbit/s is 2 MB/s: measured \(slow) B/s (unshaped: \(fast))")
+        try net.shape("site")
+
+        try net.shape("site", lossPercent: 100)
+        #expect(try net.run(in: "site", ["ping", "-c", "1", "-W", "1", vault]).status != 0, "all packets lost")
+        try net.shape("site", lossPercent: 50)
+        // 50% each way: a ping and its answer both pass 1 time in 4.
+        let pings = try net.run(in: "site", ["ping", "-c", "60", "-i", "0.02", "-W", "1", vault]).stdout
+        let lost = pings.split(separator: "\n").first { $0.contains("packet loss") }.flatMap { line in
+            line.split(separator: ",").first { $0.contains("packet loss") }?.split(separator: "%").first.flatMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+        }
+        #expect(lost.map { (55...95).contains($0) } == true, "about 75% lost: \(pings)")
+        try net.shape("site", lossPercent: nil)
+        #expect(try net.run(in: "site", ["ping", "-c", "1", "-W", "2", vault]).status == 0)
+
+        try net.partition("site", true)
+        #expect(try net.run(in: "site", ["ping", "-c", "1", "-W", "1", vault]).status != 0, "partitioned")
+        try net.partition("site", false)
+        #expect(try net.run(in: "site", ["ping", "-c", "1", "-W", "2", vault]).status == 0, "joined again")
+
+        net.cleanup()
+        #expect(TestNetwork.leftovers().isEmpty, "namespaces left: \(TestNetwork.leftovers())")
+    }
+}
