@@ -7,7 +7,7 @@ let package = Package(
     products: [
         .executable(name: "lifeboat", targets: ["lifeboat"]),
         // The parsers of untrusted bytes, for the fuzz package (Harness/fuzz).
-        .library(name: "LifeboatParsers", targets: ["LifeboatJournal", "LifeboatVault", "LifeboatVHD", "LifeboatDrill", "LifeboatSite"]),
+        .library(name: "LifeboatParsers", targets: ["LifeboatJournal", "LifeboatVault", "LifeboatVHD", "LifeboatDrill", "LifeboatSite", "LifeboatWireFormat"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -18,6 +18,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
         .package(url: "https://github.com/apple/swift-certificates", from: "1.21.1"),
         .package(url: "https://github.com/apple/swift-asn1", from: "1.7.4"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
     ],
     targets: [
         // C libraries from Debian, each imported by exactly one Swift module (CLinux, our own shim, by a few).
@@ -53,12 +55,21 @@ let package = Package(
                                                          .product(name: "Logging", package: "swift-log"), .product(name: "SystemPackage", package: "swift-system")]),
         // The write path: the protected-disk filesystem, the protection group, recovery, `protect`.
         .target(name: "LifeboatCapture", dependencies: ["LifeboatCore", "LifeboatJournal", "LifeboatSite", "LifeboatShipping", "LifeboatFUSE", "LifeboatVault",
+                                                        "LifeboatWire", "LifeboatIdentity",
                                                         .product(name: "Logging", package: "swift-log"), .product(name: "SystemPackage", package: "swift-system")]),
         // Who may talk to a vault: its certificate authority, site enrollment, site bundles.
         .target(name: "LifeboatIdentity", dependencies: ["LifeboatCore", .product(name: "Crypto", package: "swift-crypto"),
                                                          .product(name: "X509", package: "swift-certificates"),
                                                          .product(name: "SwiftASN1", package: "swift-asn1"),
                                                          .product(name: "SystemPackage", package: "swift-system")]),
+        // The vault over the network: frames, the mutual-TLS server (`vault serve`) and the client
+        // (`RemoteVaultReplica`, the second ReplicaTarget).
+        // The wire's frames and messages alone (no NIO): what the fuzzer feeds.
+        .target(name: "LifeboatWireFormat", dependencies: ["LifeboatCore"]),
+        .target(name: "LifeboatWire", dependencies: ["LifeboatCore", "LifeboatJournal", "LifeboatVault", "LifeboatIdentity", "LifeboatShipping", "LifeboatWireFormat",
+                                                     .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+                                                     .product(name: "NIOSSL", package: "swift-nio-ssl"), .product(name: "X509", package: "swift-certificates"),
+                                                     .product(name: "Logging", package: "swift-log"), .product(name: "SystemPackage", package: "swift-system")]),
         // A recovery point as disks: the point-view filesystem and `mount`.
         .target(name: "LifeboatPointView", dependencies: ["LifeboatCore", "LifeboatFUSE", "LifeboatVault", "LifeboatVHD",
                                                           .product(name: "Logging", package: "swift-log"), .product(name: "SystemPackage", package: "swift-system")]),
@@ -71,7 +82,7 @@ let package = Package(
             name: "lifeboat",
             dependencies: [
                 "LifeboatSite", "LifeboatCapture", "LifeboatPointView", "LifeboatFUSE", "LifeboatJournal", "LifeboatCore", "LifeboatVault", "LifeboatVHD",
-                "LifeboatDrill", "LifeboatQuiesce", "LifeboatIdentity",
+                "LifeboatDrill", "LifeboatQuiesce", "LifeboatIdentity", "LifeboatWire",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]),

@@ -5,7 +5,8 @@
 # drills it (isolated target: digest, fsck, a script), shows what a prune would drop, that an
 # app-consistent checkpoint with nothing to quiesce says so (exit 3), that other users read
 # nothing, runs a virtual machine on a protected disk (app-consistent through its guest agent)
-# and drills its point by booting it, proves the journal and the vault, and cleans up.
+# and drills its point by booting it, serves a vault over mutual TLS to a second site, proves the
+# journal and the vault, and cleans up.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source Harness/setup.sh
@@ -14,9 +15,12 @@ swift build -c release --product lifeboat 2>&1 | tail -1
 lifeboat=$(swift build -c release --show-bin-path)/lifeboat
 
 work=$(mktemp -d /tmp/lifeboat-demo.XXXXXX)
-site=$work/site vault=$work/vault mnt=$work/mnt fs=$work/fs loopdev="" protect_pid="" qemu_pid=""
+site=$work/site vault=$work/vault mnt=$work/mnt fs=$work/fs loopdev="" protect_pid="" qemu_pid="" serve_pid="" branch_pid=""
 cleanup() {
   set +e
+  if [ -n "$branch_pid" ] && kill -0 "$branch_pid" 2>/dev/null; then kill -TERM "$branch_pid"; wait "$branch_pid"; fi
+  mountpoint -q "$work/bmnt" && umount -l "$work/bmnt"
+  [ -n "$serve_pid" ] && kill -TERM "$serve_pid" 2>/dev/null && wait "$serve_pid"
   [ -n "$qemu_pid" ] && kill -KILL "$qemu_pid" 2>/dev/null && wait "$qemu_pid" 2>/dev/null
   mountpoint -q "$fs" && umount "$fs"
   [ -n "$loopdev" ] && losetup -d "$loopdev" 2>/dev/null
@@ -108,6 +112,25 @@ PLAN
 cat "$work/boot.yaml"
 $lifeboat drill "$work/boot.yaml" --point latest-app
 $lifeboat drill "$work/boot.yaml" --point latest
+step "the vault on another machine: lifeboat vault serve (here on 127.0.0.1), mutual TLS 1.3 with the vault's own CA"
+$lifeboat vault enroll --vault "$work/remote-vault" --site-name branch > "$work/branch.bundle"
+ls -l "$work/branch.bundle"
+$lifeboat vault serve --vault "$work/remote-vault" --listen 127.0.0.1:0 > "$work/serve.out" 2> "$work/serve.log" & serve_pid=$!
+for _ in $(seq 100); do grep -q "listening on" "$work/serve.out" 2>/dev/null && break; sleep 0.1; done
+address=lifeboat://$(sed -n 's/^listening on //p' "$work/serve.out")
+step "a second site, branch, ships to it: init --vault $address --bundle branch.bundle"
+$lifeboat init --site "$work/branch" --vault "$address" --bundle "$work/branch.bundle"
+$lifeboat disk create b0 --size 64M --site "$work/branch"
+mkdir -p "$work/bmnt"
+$lifeboat protect "$work/bmnt" --site "$work/branch" 2>"$work/branch.log" & branch_pid=$!
+for _ in $(seq 100); do mountpoint -q "$work/bmnt" && break; sleep 0.1; done
+dd if=/dev/urandom of="$work/bmnt/b0.img" bs=1M count=8 conv=fsync status=none
+$lifeboat checkpoint --site "$work/branch" --label over-the-network
+step "on the vault's host: lifeboat points --vault remote-vault, and what the service logged"
+$lifeboat points --vault "$work/remote-vault"
+kill -TERM "$branch_pid"; wait "$branch_pid" || true; branch_pid=""
+kill -TERM "$serve_pid"; wait "$serve_pid" || true; serve_pid=""
+cat "$work/serve.log"
 step "a crash: kill -9 of protect (its FUSE mount is left dead)"
 kill -KILL "$protect_pid"; wait "$protect_pid" 2>/dev/null || true; protect_pid=""
 umount -l "$mnt"

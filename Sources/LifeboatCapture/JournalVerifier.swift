@@ -102,6 +102,10 @@ public enum JournalVerifier {
             guard let vaultPath = site.config.vault else {
                 throw LifeboatError(.corrupt, "the journal starts at LSN \(firstLocal) and the site has no vault to hold what came before", path: site.journalDirectory.string)
             }
+            guard !site.hasRemoteVault else {
+                throw LifeboatError(.unsupported, "the journal starts at LSN \(firstLocal); what came before is in the vault at \(vaultPath), "
+                                    + "which `journal verify` cannot read over the network yet (verify on the vault's host: `lifeboat vault verify`)")
+            }
             start = try PointReader(vault: try Vault(root: FilePath(vaultPath)), lsn: LSN(firstLocal.rawValue - 1))
         }
         var results: [DiskResult] = []

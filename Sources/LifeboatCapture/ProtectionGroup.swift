@@ -1,6 +1,8 @@
 import Foundation
 import LifeboatCore
 import LifeboatShipping
+import LifeboatWire
+import LifeboatIdentity
 import LifeboatSite
 import LifeboatJournal
 import Logging
@@ -122,7 +124,10 @@ public final class ProtectionGroup: @unchecked Sendable {
         markerState.withLock { $0.lsn = journal.stats.appendedLSN }
         markedRoots.withLock { $0 = (journal.stats.appendedLSN, rootsWhilePaused()) }  // no writer yet
         if ships, let vault = site.config.vault {
-            let shipper = Shipper(site: site, target: try LocalVaultReplica(root: FilePath(vault), logger: logger), journal: journal, logger: logger) {
+            // A directory, or the vault on another machine through the site's bundle.
+            let target: any ReplicaTarget = site.hasRemoteVault ? try RemoteVaultReplica(bundle: try SiteBundle.load(site.vaultBundlePath))
+                                                                : try LocalVaultReplica(root: FilePath(vault), logger: logger)
+            let shipper = Shipper(site: site, target: target, journal: journal, logger: logger) {
                 [weak self] in self?.checkpointState.withLock { $0.lsn } ?? .zero
             }
             self.shipper = shipper

@@ -27,7 +27,27 @@ public struct SiteBundle: Codable, Sendable, Equatable {
         self.key = key
     }
 
-    static func siteURI(_ site: String) -> String { "lifeboat:site:" + site }
+    public static func siteURI(_ site: String) -> String { "lifeboat:site:" + site }
+    public static let vaultURI = "lifeboat:vault"
+
+    /// The site a certificate names (its `lifeboat:site:NAME` URI), if it names one.
+    public static func siteNamed(by certificate: Certificate) -> String? {
+        guard let names = (try? certificate.extensions.subjectAlternativeNames) ?? nil else { return nil }
+        for case .uniformResourceIdentifier(let uri) in names where uri.hasPrefix("lifeboat:site:") {
+            return String(uri.dropFirst("lifeboat:site:".count))
+        }
+        return nil
+    }
+
+    /// Host and port of `vault` (`lifeboat://HOST:PORT`).
+    public var hostAndPort: (host: String, port: Int)? {
+        guard let vault, (try? Self.validateVaultAddress(vault)) != nil else { return nil }
+        let rest = vault.dropFirst("lifeboat://".count)
+        let colon = rest.lastIndex(of: ":")!
+        var host = String(rest[..<colon])
+        if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        return (host, Int(rest[rest.index(after: colon)...])!)
+    }
 
     /// Site names: 1 to 64 of letters, digits, `.`, `_`, `-`, not starting with `.` or `-`
     /// (they name files in the vault and appear in certificates).

@@ -13,7 +13,7 @@ import Glibc
 /// certificate per enrolled site, and the vault service will trust only certificates it signed.
 /// Kept in `VAULT/tls/`: `ca.pem` (the certificate), `ca.key` (its P-256 key, 0600), and
 /// `sites/NAME.pem` (each certificate issued, the record of who was enrolled).
-public struct VaultAuthority {
+public struct VaultAuthority: Sendable {
     public let directory: FilePath
     public let certificate: Certificate
     private let key: P256.Signing.PrivateKey
@@ -66,6 +66,41 @@ public struct VaultAuthority {
         try writePrivateFile(keyPath, key.pemRepresentation)
         try writePrivateFile(certPath, try certificate.serializeAsPEM().pemString)
         return VaultAuthority(directory: dir, certificate: certificate, key: key)
+    }
+
+    /// The vault service's own certificate and key (PEM), made at the first call: issued by this
+    /// CA for server authentication, with the URI `lifeboat:vault` that sites check. Kept in
+    /// `server.pem` and `server.key` (0600).
+    public func serverIdentity() throws -> (certificate: String, key: String) {
+        let certPath = directory.appending("server.pem"), keyPath = directory.appending("server.key")
+        if let cert = try? String(contentsOfFile: certPath.string, encoding: .utf8), let key = try? String(contentsOfFile: keyPath.string, encoding: .utf8) {
+            return (cert, key)
+        }
+        let serverKey = P256.Signing.PrivateKey()
+        let now = Date()
+        let certificate = try Certificate(
+            version: .v3, serialNumber: Certificate.SerialNumber(), publicKey: Certificate.PublicKey(serverKey.publicKey),
+            notValidBefore: now.addingTimeInterval(-300), notValidAfter: now.addingTimeInterval(Self.caValidity),
+            issuer: self.certificate.subject, subject: try DistinguishedName { CommonName("Lifeboat vault"); OrganizationName("Lifeboat") },
+            signatureAlgorithm: .ecdsaWithSHA256,
+            extensions: try Certificate.Extensions {
+                Critical(BasicConstraints.notCertificateAuthority)
+                Critical(KeyUsage(digitalSignature: true))
+                try ExtendedKeyUsage([.serverAuth])
+                SubjectAlternativeNames([.uniformResourceIdentifier(SiteBundle.vaultURI)])
+            },
+            issuerPrivateKey: Certificate.PrivateKey(key))
+        let pem = try certificate.serializeAsPEM().pemString
+        try writePrivateFile(keyPath, serverKey.pemRepresentation)
+        try writePrivateFile(certPath, pem)
+        return (pem, serverKey.pemRepresentation)
+    }
+
+    /// Whether `certificate` is the one on record for `site` (enrolled, not since removed).
+    public func isEnrolled(site: String, certificatePEM: String) -> Bool {
+        guard let onRecord = try? String(contentsOfFile: issued(site: site).string, encoding: .utf8),
+              let a = try? Certificate(pemEncoded: onRecord), let b = try? Certificate(pemEncoded: certificatePEM) else { return false }
+        return a == b
     }
 
     /// The certificate issued to `site`, if it was enrolled.

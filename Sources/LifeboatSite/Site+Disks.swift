@@ -125,6 +125,10 @@ extension Site {
                                 + (config.vault == nil ? "a site without a vault keeps its whole journal" : "they go once shipped and checkpointed"),
                                 path: journalDirectory.string)
         }
+        if hasRemoteVault {
+            throw LifeboatError(.busy, "the vault is on another machine (\(config.vault!)): removing a disk it may hold is refused until the network vault can answer which (decision 0010)",
+                                path: root.string)
+        }
         if let vaultPath = config.vault, let vault = try? Vault(root: FilePath(vaultPath)), try vault.disks().contains(where: { $0.id == disk.diskID }) {
             let holders = try vault.points().filter { try $0.digestMap()[disk.diskID] != nil }.compactMap(\.id)
             throw LifeboatError(.busy, "the vault holds disk '\(name)'" + (holders.isEmpty ? "" : " in point(s) \(holders.map(String.init).joined(separator: ", "))")

@@ -76,6 +76,12 @@ public struct Site: Sendable {
         return Site(root: root, config: config)
     }
 
+    /// Where the site keeps its vault bundle (`vault enroll`'s) when its vault is on the network.
+    public var vaultBundlePath: FilePath { stateDirectory.appending("vault.bundle") }
+
+    /// Whether the site's vault is on another machine (`lifeboat://HOST:PORT`), not a directory.
+    public var hasRemoteVault: Bool { config.vault?.hasPrefix("lifeboat://") == true }
+
     /// Points the site at a vault (an existing site protected before it had one ships its
     /// whole journal, from each disk's initial content, at the next protect).
     public mutating func setVault(_ path: String) throws {

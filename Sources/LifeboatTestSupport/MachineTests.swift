@@ -96,8 +96,9 @@ public final class TestSite {
         return id
     }
 
-    public func startProtect(_ extra: [String] = []) throws -> ProtectProcess {
-        let p = try ProtectProcess(site: site, mountpoint: mountpoint, extra: extra)
+    /// `launcher` runs it through another program (`nsenter --net=…` on a test host).
+    public func startProtect(_ extra: [String] = [], launcher: [String] = []) throws -> ProtectProcess {
+        let p = try ProtectProcess(site: site, mountpoint: mountpoint, extra: extra, launcher: launcher)
         protect = p
         return p
     }
@@ -139,12 +140,13 @@ public final class ProtectProcess {
     public let mountpoint: String
     public let log: String
 
-    public init(site: String, mountpoint: String, extra: [String]) throws {
+    public init(site: String, mountpoint: String, extra: [String], launcher: [String] = []) throws {
         self.mountpoint = mountpoint
         log = site + ".protect.log"
         _ = FileManager.default.createFile(atPath: log, contents: nil)
-        process.executableURL = URL(fileURLWithPath: lifeboatBinary)
-        process.arguments = ["protect", mountpoint, "--site", site] + extra
+        let argv = launcher + [lifeboatBinary, "protect", mountpoint, "--site", site] + extra
+        process.executableURL = URL(fileURLWithPath: argv[0])
+        process.arguments = Array(argv.dropFirst())
         let handle = FileHandle(forWritingAtPath: log)!
         handle.seekToEndOfFile()
         process.standardOutput = handle

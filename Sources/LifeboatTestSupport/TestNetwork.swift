@@ -85,14 +85,18 @@ public final class TestNetwork {
         if !cut { try netns(namespace(host), ["ip", "route", "replace", "default", "via", "10.99.\(try index(host)).1"]) }
     }
 
-    /// Runs a command in the host's namespace to completion.
+    /// Runs a command in the host's network namespace to completion.
     @discardableResult
     public func run(in host: String, _ argv: [String]) throws -> CommandResult {
-        try LifeboatTestSupport.run(["/usr/sbin/ip", "netns", "exec", namespace(host)] + argv)
+        try LifeboatTestSupport.run(command(in: host, argv))
     }
 
-    /// The argv that runs `argv` in the host's namespace (for a background process).
-    public func command(in host: String, _ argv: [String]) -> [String] { ["/usr/sbin/ip", "netns", "exec", namespace(host)] + argv }
+    /// The argv that runs `argv` in the host's network namespace (for a background process).
+    /// `nsenter --net`, not `ip netns exec`: the latter also makes a mount namespace of its own,
+    /// which would hide a FUSE mount made there (protect's) from the test.
+    public func command(in host: String, _ argv: [String]) -> [String] {
+        ["/usr/bin/nsenter", "--net=/run/netns/" + namespace(host), "--"] + argv
+    }
 
     /// Removes every namespace of this network (processes still inside are the caller's to stop).
     public func cleanup() {

@@ -41,7 +41,7 @@ struct EnrollCommand: ParsableCommand {
         if fstat(STDOUT_FILENO, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG, fchmod(STDOUT_FILENO, 0o600) != 0 {
             throw LifeboatError.system(Errno(rawValue: errno), "cannot make the bundle file private (mode 0600)")
         }
-        let authority = try VaultAuthority.open(vault: try vault.open().root, create: true)
+        let authority = try VaultAuthority.open(vault: try vault.openOrCreate().root, create: true)
         let bundle = try authority.enroll(site: siteName, vaultAddress: address, days: days)
         FileHandle.standardOutput.write(try bundle.json())
         FileHandle.standardOutput.write(Data("\n".utf8))

@@ -4,6 +4,8 @@ import LifeboatCore
 import LifeboatCapture
 import LifeboatSite
 import LifeboatVault
+import LifeboatIdentity
+import LifeboatWire
 import SystemPackage
 
 #if canImport(Glibc)
@@ -19,10 +21,19 @@ struct InitCommand: ParsableCommand {
             journal ships at the next protect. A failed init leaves nothing behind.
             """)
     @OptionGroup var site: SiteOption
-    @Option(help: "The vault directory (default: $LIFEBOAT_VAULT).") var vault: String?
+    @Option(help: "The vault: a directory, or lifeboat://HOST:PORT for a vault served on another machine (default: $LIFEBOAT_VAULT).") var vault: String?
+    @Option(help: ArgumentHelp("The site's bundle from `lifeboat vault enroll` (with a lifeboat:// vault).", valueName: "file")) var bundle: String?
+
+    func validate() throws {
+        let remote = vault?.hasPrefix("lifeboat://") == true
+        if remote, bundle == nil { throw ValidationError("a vault on the network (\(vault!)) needs --bundle FILE from `lifeboat vault enroll`") }
+        if !remote, bundle != nil { throw ValidationError("--bundle goes with --vault lifeboat://HOST:PORT") }
+        if remote { try SiteBundle.validateVaultAddress(vault!) }
+    }
 
     func run() throws {
         let root = FilePath(absolutePath(try site.path()))
+        if let vault, vault.hasPrefix("lifeboat://") { return try initRemote(root, address: vault, bundlePath: bundle!) }
         let vaultPath = (vault ?? ProcessInfo.processInfo.environment["LIFEBOAT_VAULT"].flatMap { $0.isEmpty ? nil : $0 }).map(absolutePath)
         var existing: Site?
         do { existing = try Site.open(root) } catch let e as LifeboatError where e.code == .notFound {}
@@ -49,6 +60,42 @@ struct InitCommand: ParsableCommand {
             throw error
         }
         print("created site \(root) (protection group \(group))" + (vaultPath.map { ", shipping to vault \($0)" } ?? ""))
+    }
+
+    /// A site whose vault is served on another machine: the bundle is checked, the vault is
+    /// reached with it (it must not hold another group), the bundle is kept in the site (0600).
+    private func initRemote(_ root: FilePath, address: String, bundlePath: String) throws {
+        var bundle = try SiteBundle.load(FilePath(absolutePath(bundlePath)))
+        if let named = bundle.vault, named != address {
+            throw LifeboatError(.invalidArgument, "the bundle is for the vault at \(named), not \(address)", path: bundlePath)
+        }
+        bundle.vault = address
+        var existing: Site?
+        do { existing = try Site.open(root) } catch let e as LifeboatError where e.code == .notFound {}
+        let group = existing?.config.groupID ?? SiteConfig.newGroupID()
+        let target = try RemoteVaultReplica(bundle: bundle)
+        defer { target.close() }
+        if let other = try target.groupID(), other != group {
+            throw LifeboatError(.alreadyExists, "the vault at \(address) holds protection group \(other); this site is group \(group) "
+                                + "(a vault serves one group until many sites per vault land: decision 0010)")
+        }
+        let undo = Leftovers(root)
+        do {
+            var site: Site
+            if var existing {
+                if let current = existing.config.vault { throw LifeboatError(.alreadyExists, "the site already ships to \(current)", path: root.string) }
+                try existing.setVault(address)
+                site = existing
+            } else {
+                site = try Site.initialize(at: root, vault: address, groupID: group)
+            }
+            try writeFileAtomically(site.vaultBundlePath, Array(try bundle.json()))
+            chmod(site.vaultBundlePath.string, 0o600)
+        } catch {
+            if existing == nil { undo.remove(["site.json", "site.json.tmp", "disks", "journal", "state", "lock"]) }
+            throw error
+        }
+        print("created site \(root) (protection group \(group)), shipping to vault \(address) as site \(bundle.site)")
     }
 
     /// Runs `body` once the vault at `path` is known to take `group`, then makes the vault

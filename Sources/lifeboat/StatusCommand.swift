@@ -15,7 +15,7 @@ struct StatusCommand: ParsableCommand {
         let s = try site.open()
         var status = try SiteStatus.read(s)
         var vaultError: String?
-        if let path = s.config.vault {
+        if let path = s.config.vault, !s.hasRemoteVault {
             do {
                 let vault = try Vault(root: FilePath(path))
                 if let (p, drill) = try vault.verifiedPoint(), let id = p.id {
@@ -44,6 +44,8 @@ struct StatusCommand: ParsableCommand {
         }
         if let v = status.verified {
             print("verified RPO: \(describeDuration(v.rpoSeconds)) (point \(v.pointID) passed a drill at \(ISO8601DateFormatter().string(from: v.drilledAt)))")
+        } else if s.hasRemoteVault {
+            print("verified RPO: not known here (drills run on the vault's host)")
         } else if s.config.vault != nil {
             print("verified RPO: none (no point has passed a drill\(vaultError.map { "; vault: \($0)" } ?? ""))")
         }

@@ -15,6 +15,13 @@ struct VaultOption: ParsableArguments {
     @Option(name: .long, help: "The vault directory (default: $LIFEBOAT_VAULT).")
     var vault: String?
 
+    /// The vault, made here if there is none yet (`vault enroll` and `vault serve` on a new host).
+    func openOrCreate() throws -> Vault {
+        let path = vault ?? ProcessInfo.processInfo.environment["LIFEBOAT_VAULT"].flatMap { $0.isEmpty ? nil : $0 }
+        guard let path else { throw ValidationError("no vault given: pass --vault DIR or set LIFEBOAT_VAULT") }
+        return try Vault(root: FilePath(absolutePath(path)), create: true)
+    }
+
     func open() throws -> Vault {
         let path = vault ?? ProcessInfo.processInfo.environment["LIFEBOAT_VAULT"].flatMap { $0.isEmpty ? nil : $0 }
         guard let path else { throw ValidationError("no vault given: pass --vault DIR or set LIFEBOAT_VAULT") }
@@ -153,8 +160,8 @@ struct ExportCommand: ParsableCommand {
 }
 
 struct VaultCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "vault", abstract: "Check and prune the vault; enroll sites.",
-                                                    subcommands: [Verify.self, Prune.self, EnrollCommand.self])
+    static let configuration = CommandConfiguration(commandName: "vault", abstract: "Check, prune and serve the vault; enroll sites.",
+                                                    subcommands: [Verify.self, Prune.self, EnrollCommand.self, ServeCommand.self])
 
     struct Prune: ParsableCommand {
         static let configuration = CommandConfiguration(

@@ -2,7 +2,8 @@ import LifeboatFUSE
 
 // `protect`, `mount` and the drill's two halves take their stop signals with sigtimedwait; they must be blocked before any thread
 // exists so that every thread inherits the mask (see ProtectService).
-if ["protect", "mount", "drill", "drill-worker"].contains(CommandLine.arguments.dropFirst().first ?? "") {
+if ["protect", "mount", "drill", "drill-worker"].contains(CommandLine.arguments.dropFirst().first ?? "")
+    || Array(CommandLine.arguments.dropFirst().prefix(2)) == ["vault", "serve"] {
     StopSignals.block()
 }
 // `export` and `disk create` remove their partial output on a stop signal (InterruptCleanup):

@@ -1,0 +1,223 @@
+import Foundation
+import LifeboatCore
+import LifeboatIdentity
+import LifeboatShipping
+import LifeboatWireFormat
+import Logging
+import NIOCore
+import NIOPosix
+import NIOSSL
+import SystemPackage
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The vault on another machine (`lifeboat://HOST:PORT`), as the shipper sees any vault: a
+/// `ReplicaTarget` over one mutual-TLS connection made with the site's bundle. Calls are
+/// synchronous (the shipper's thread, and the control socket's for `point(at:)`), one at a time,
+/// each with a deadline; a failure drops the connection and the next call makes a new one.
+/// Segments cross the wire zstd-compressed (level 1).
+public final class RemoteVaultReplica: ReplicaTarget, @unchecked Sendable {
+    public let address: String
+    private let bundle: SiteBundle
+    private let host: String
+    private let port: Int
+    private let context: NIOSSLContext
+    private let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+    private let lock = ConditionLock()
+    private var connection: Connection?
+    private var lastMaintenanceError: String?
+    /// How long a call may take: 10 s, and a second more per 4 MB it sends (a 64 MiB segment
+    /// gets 27 s). A partition without a reset is found by this, not by TCP's minutes.
+    static func timeout(sending bytes: Int) -> TimeAmount { .seconds(10) + .milliseconds(Int64(bytes / 4_000)) }
+
+    public init(bundle: SiteBundle) throws {
+        guard let vault = bundle.vault, let (host, port) = bundle.hostAndPort else {
+            throw LifeboatError(.invalidArgument, "the site's bundle names no vault address (enroll with --address lifeboat://HOST:PORT)")
+        }
+        self.bundle = bundle
+        self.address = vault
+        self.host = host
+        self.port = port
+        var tls = TLSConfiguration.makeClientConfiguration()
+        tls.minimumTLSVersion = .tlsv13
+        // The vault's own CA, and no other: a certificate of the system's roots is not the vault.
+        tls.trustRoots = .certificates([try NIOSSLCertificate(bytes: Array(bundle.ca.utf8), format: .pem)])
+        tls.certificateVerification = .noHostnameVerification
+        tls.certificateChain = [.certificate(try NIOSSLCertificate(bytes: Array(bundle.certificate.utf8), format: .pem))]
+        tls.privateKey = .privateKey(try NIOSSLPrivateKey(bytes: Array(bundle.key.utf8), format: .pem))
+        context = try NIOSSLContext(configuration: tls)
+    }
+
+    deinit { try? group.syncShutdownGracefully() }
+
+    // MARK: ReplicaTarget
+
+    public func groupID() throws -> String? { try state().group }
+
+    public func diskIDs() throws -> Set<DiskID> { Set((try state().disks ?? []).map { DiskID($0) }) }
+
+    public func heldThrough() throws -> LSN { LSN(try state().heldThrough ?? 0) }
+
+    public func addDisk(group: String, id: DiskID, name: String, sizeBytes: Int64, initialContent: FilePath, progress: (Int64) -> Void) throws {
+        var request = WireRequest(op: "addDiskBegin")
+        request.group = group
+        request.disk = id.rawValue
+        request.sizeBytes = sizeBytes
+        _ = try call(request)
+        let fd = try FileDescriptor.open(initialContent, .readOnly, options: [.closeOnExec])
+        defer { try? fd.close() }
+        var chunk = [UInt8](repeating: 0, count: 4 << 20)
+        var at: Int64 = 0
+        while at < sizeBytes {
+            let n = Int(min(Int64(chunk.count), sizeBytes - at))
+            try chunk.withUnsafeMutableBytes { try fd.readAll(at: at, into: UnsafeMutableRawBufferPointer(rebasing: $0[0..<n]), zeroFillPastEOF: true) }
+            // Holes stay holes: the vault's file is sparse, all-zero chunks are not sent.
+            if chunk[0..<n].contains(where: { $0 != 0 }) {
+                var piece = WireRequest(op: "addDiskChunk")
+                piece.group = group
+                piece.disk = id.rawValue
+                piece.offset = at
+                _ = try call(piece, body: try chunk[0..<n].withUnsafeBytes { try Zstd.compress($0, level: 1) })
+            }
+            at += Int64(n)
+            progress(at)
+        }
+        var end = WireRequest(op: "addDiskEnd")
+        end.group = group
+        end.disk = id.rawValue
+        end.name = name
+        end.sizeBytes = sizeBytes
+        _ = try call(end)
+    }
+
+    public func ship(segment: [UInt8], name: String) throws {
+        var request = WireRequest(op: "ship")
+        request.name = (name as NSString).lastPathComponent
+        _ = try call(request, body: try segment.withUnsafeBytes { try Zstd.compress($0, level: 1) })
+    }
+
+    public func point(at lsn: LSN) throws -> Int64? {
+        var request = WireRequest(op: "pointAt")
+        request.lsn = lsn.rawValue
+        return try call(request).pointID
+    }
+
+    public func annotate(point id: Int64, note: String) throws {
+        var request = WireRequest(op: "annotate")
+        request.point = id
+        request.note = note
+        _ = try call(request)
+    }
+
+    public var maintenanceError: String? { lock.withLock { lastMaintenanceError } }
+
+    public func reset() {
+        lock.withLock {
+            connection?.close()
+            connection = nil
+        }
+    }
+
+    public func close() { reset() }
+
+    // MARK: Calls
+
+    private func state() throws -> WireResponse {
+        let r = try call(WireRequest(op: "state"))
+        lock.withLock { lastMaintenanceError = r.maintenanceError }
+        return r
+    }
+
+    /// One request and its answer; the vault's refusal becomes a LifeboatError with its words.
+    @discardableResult
+    func call(_ request: WireRequest, body: [UInt8] = []) throws -> WireResponse {
+        try lock.withLock {
+            do {
+                let c = try connection ?? connect()
+                connection = c
+                let response = try c.send(WireFrame(header: WireJSON.encode(request), body: body), timeout: Self.timeout(sending: body.count))
+                let decoded = try WireJSON.decode(WireResponse.self, response.header)
+                guard decoded.ok else {
+                    throw LifeboatError(.io, "the vault at \(address) refused \(request.op): \(decoded.error ?? "no reason given")")
+                }
+                return decoded
+            } catch {
+                connection?.close()
+                connection = nil
+                if let e = error as? LifeboatError { throw e }
+                throw LifeboatError(.io, "the vault at \(address): \(error)")
+            }
+        }
+    }
+
+    private func connect() throws -> Connection {
+        let responses = ResponseHandler()
+        let context = self.context
+        let bootstrap = ClientBootstrap(group: group)
+            .connectTimeout(.seconds(10))
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(try NIOSSLClientHandler(context: context, serverHostname: nil))
+                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(WireFrameDecoder()))
+                    try channel.pipeline.syncOperations.addHandler(responses)
+                }
+            }
+        do {
+            return Connection(channel: try bootstrap.connect(host: host, port: port).wait(), responses: responses)
+        } catch {
+            throw LifeboatError(.io, "cannot reach the vault at \(address): \(error)")
+        }
+    }
+
+    final class Connection {
+        let channel: Channel
+        let responses: ResponseHandler
+
+        init(channel: Channel, responses: ResponseHandler) {
+            self.channel = channel
+            self.responses = responses
+        }
+
+        func send(_ frame: WireFrame, timeout: TimeAmount) throws -> WireFrame {
+            let promise = channel.eventLoop.makePromise(of: WireFrame.self)
+            responses.expect(promise, on: channel.eventLoop)
+            let bytes = frame.encoded()
+            channel.writeAndFlush(channel.allocator.buffer(bytes: bytes)).cascadeFailure(to: promise)
+            let timer = channel.eventLoop.scheduleTask(in: timeout) {
+                promise.fail(LifeboatError(.io, "no answer within \(timeout.nanoseconds / 1_000_000_000) s"))
+            }
+            defer { timer.cancel() }
+            return try promise.futureResult.wait()
+        }
+
+        func close() { channel.close(promise: nil) }
+    }
+
+    /// Hands each answer to the request waiting for it; a closed connection or a TLS error fails it.
+    final class ResponseHandler: ChannelInboundHandler, @unchecked Sendable {
+        typealias InboundIn = WireFrame
+        private var waiting: EventLoopPromise<WireFrame>?
+
+        func expect(_ promise: EventLoopPromise<WireFrame>, on loop: EventLoop) {
+            loop.execute { self.waiting = promise }
+        }
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            waiting?.succeed(unwrapInboundIn(data))
+            waiting = nil
+        }
+
+        func errorCaught(context: ChannelHandlerContext, error: Error) {
+            waiting?.fail(error)
+            waiting = nil
+            context.close(promise: nil)
+        }
+
+        func channelInactive(context: ChannelHandlerContext) {
+            waiting?.fail(LifeboatError(.io, "the vault closed the connection"))
+            waiting = nil
+        }
+    }
+}

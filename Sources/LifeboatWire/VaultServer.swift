@@ -1,0 +1,261 @@
+import Foundation
+import LifeboatCore
+import LifeboatIdentity
+import LifeboatVault
+import LifeboatWireFormat
+import Logging
+import NIOCore
+import NIOPosix
+import NIOSSL
+import SystemPackage
+import X509
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `lifeboat vault serve`: the vault on the network (decision 0010). Mutual TLS 1.3 only: a
+/// client must present a certificate of the vault's own CA that names an enrolled site (its
+/// certificate on record in `VAULT/tls/sites`), else the connection is refused and logged. Each
+/// request runs on a thread pool (the vault's calls block on files and SQLite); one connection's
+/// requests run in order. The vault's upkeep (`VaultMaintenance`) runs inside the service.
+public final class VaultServer: @unchecked Sendable {
+    private let vault: Vault
+    private let authority: VaultAuthority
+    private let logger: Logger
+    private let group: MultiThreadedEventLoopGroup
+    private let pool: NIOThreadPool
+    private let maintenance: VaultMaintenance
+    private var channel: Channel?
+
+    public init(vault: Vault, logger: Logger) throws {
+        self.vault = vault
+        self.logger = logger
+        authority = try VaultAuthority.open(vault: vault.root, create: true)
+        group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        pool = NIOThreadPool(numberOfThreads: 2)
+        maintenance = VaultMaintenance(root: vault.root, logger: logger)
+    }
+
+    /// Listens on `host:port` (port 0: any; `boundPort` says which).
+    public func start(host: String, port: Int) throws {
+        let (certificatePEM, keyPEM) = try authority.serverIdentity()
+        var tls = TLSConfiguration.makeServerConfigurationWithMTLS(
+            certificateChain: [.certificate(try NIOSSLCertificate(bytes: Array(certificatePEM.utf8), format: .pem))],
+            privateKey: .privateKey(try NIOSSLPrivateKey(bytes: Array(keyPEM.utf8), format: .pem)),
+            trustRoots: .certificates([try NIOSSLCertificate(bytes: Array(try authority.certificate.serializeAsPEM().pemString.utf8), format: .pem)]))
+        tls.minimumTLSVersion = .tlsv13
+        let context = try NIOSSLContext(configuration: tls)
+        pool.start()
+        try maintenance.start()
+        let service = VaultService(vault: vault, authority: authority, maintenance: maintenance, logger: logger)
+        let pool = self.pool, logger = self.logger
+        let bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 64)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: context))
+                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(WireFrameDecoder()))
+                    try channel.pipeline.syncOperations.addHandler(VaultConnectionHandler(service: service, pool: pool, logger: logger))
+                }
+            }
+        do { channel = try bootstrap.bind(host: host, port: port).wait() } catch {
+            throw LifeboatError(.io, "cannot listen on \(host):\(port): \(error)")
+        }
+        logger.notice("vault \(vault.root) serving on \(host):\(boundPort ?? port) (mutual TLS 1.3; sites of this vault's CA only)")
+    }
+
+    public var boundPort: Int? { channel?.localAddress?.port }
+
+    /// Stops taking connections, lets requests in flight finish, stops the upkeep.
+    public func stop() {
+        try? channel?.close().wait()
+        try? group.syncShutdownGracefully()
+        try? pool.syncShutdownGracefully()
+        maintenance.stop()
+    }
+}
+
+/// What a request does to the vault, for an identified site.
+final class VaultService: Sendable {
+    let vault: Vault
+    let authority: VaultAuthority
+    let maintenance: VaultMaintenance
+    let logger: Logger
+
+    init(vault: Vault, authority: VaultAuthority, maintenance: VaultMaintenance, logger: Logger) {
+        self.vault = vault
+        self.authority = authority
+        self.maintenance = maintenance
+        self.logger = logger
+    }
+
+    /// The site a verified peer certificate names, if it is enrolled; else why not.
+    func identify(_ peer: NIOSSLCertificate?) -> Result<String, LifeboatError> {
+        guard let peer, let der = try? peer.toDERBytes(), let certificate = try? Certificate(derEncoded: der) else {
+            return .failure(LifeboatError(.permission, "no client certificate"))
+        }
+        guard let site = SiteBundle.siteNamed(by: certificate) else {
+            return .failure(LifeboatError(.permission, "the client certificate names no site"))
+        }
+        guard let pem = try? certificate.serializeAsPEM().pemString, authority.isEnrolled(site: site, certificatePEM: pem) else {
+            return .failure(LifeboatError(.permission, "site '\(site)' is not enrolled here, or its certificate was revoked"))
+        }
+        return .success(site)
+    }
+
+    private var incoming: FilePath { vault.root.appending("incoming") }
+
+    private func partPath(_ group: String, _ disk: UInt32) -> FilePath { incoming.appending("remote-\(group)-\(disk).part") }
+
+    func handle(_ request: WireRequest, body: [UInt8], site: String) throws -> WireResponse {
+        var r = WireResponse(ok: true)
+        switch request.op {
+        case "state":
+            r.site = site
+            r.group = try vault.groupID()
+            r.disks = try vault.disks().map(\.id.rawValue)
+            r.heldThrough = try vault.lsnRange().last.rawValue
+            r.maintenanceError = maintenance.lastError
+        case "addDiskBegin":
+            let (group, disk, size) = try (required(request.group, "group"), required(request.disk, "disk"), required(request.sizeBytes, "sizeBytes"))
+            try checkGroup(group)
+            let fd = try FileDescriptor.open(partPath(group, disk), .writeOnly, options: [.create, .truncate, .closeOnExec], permissions: [.ownerReadWrite])
+            try fd.closeAfter { try fd.resize(to: size) }
+        case "addDiskChunk":
+            let (group, disk, offset) = try (required(request.group, "group"), required(request.disk, "disk"), required(request.offset, "offset"))
+            let raw = try body.withUnsafeBytes { try Zstd.decompress($0, maxSize: WireFrame.maxBytes) }
+            let fd = try FileDescriptor.open(partPath(group, disk), .writeOnly, options: [.closeOnExec])
+            try fd.closeAfter { _ = try fd.writeAll(toAbsoluteOffset: offset, raw) }
+        case "addDiskEnd":
+            let (group, disk, name, size) = try (required(request.group, "group"), required(request.disk, "disk"), required(request.name, "name"),
+                                                 required(request.sizeBytes, "sizeBytes"))
+            try checkGroup(group)
+            let part = partPath(group, disk)
+            defer { unlink(part.string) }
+            try vault.addDisk(group: group, id: DiskID(disk), name: name, sizeBytes: size, initialContent: part)
+            logger.notice("site \(site): disk \(name) (\(size) bytes) replicated")
+        case "ship":
+            let outcome = try vault.ingest(compressedSegment: body, name: "\(site):\(request.name ?? "segment")")
+            if case .ingested = outcome { maintenance.dataArrived() }
+            r.heldThrough = try vault.lsnRange().last.rawValue
+        case "pointAt":
+            let lsn = try required(request.lsn, "lsn")
+            r.pointID = try vault.points().last { $0.lsn == LSN(lsn) }?.id
+        case "annotate":
+            try vault.annotate(point: try required(request.point, "point"), note: try required(request.note, "note"))
+        default:
+            throw LifeboatError(.invalidArgument, "unknown op '\(request.op)' (known: state, addDiskBegin, addDiskChunk, addDiskEnd, ship, pointAt, annotate)")
+        }
+        return r
+    }
+
+    /// A vault holds one group until decision 0010's "many groups" lands: the first site's.
+    private func checkGroup(_ group: String) throws {
+        if let held = try vault.groupID(), held != group {
+            throw Vault.belongsToAnotherGroup(held, not: group, root: vault.root)
+        }
+    }
+
+    private func required<T>(_ value: T?, _ field: String) throws -> T {
+        guard let value else { throw LifeboatError(.invalidArgument, "field '\(field)' is missing") }
+        return value
+    }
+}
+
+/// One connection: identify the site once (after the handshake), then answer its frames in order.
+final class VaultConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = WireFrame
+    typealias OutboundOut = ByteBuffer
+
+    private let service: VaultService
+    private let pool: NIOThreadPool
+    private let logger: Logger
+    private var site: String?
+
+    init(service: VaultService, pool: NIOThreadPool, logger: Logger) {
+        self.service = service
+        self.pool = pool
+        self.logger = logger
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = unwrapInboundIn(data)
+        let peer = context.channel.remoteAddress.map { "\($0.ipAddress ?? "?"):\($0.port ?? 0)" } ?? "?"
+        // Every request, not only the first: a certificate taken off the record (revoked) stops
+        // an open connection at its next request.
+        let handler = try? context.pipeline.syncOperations.handler(type: NIOSSLServerHandler.self)
+        switch service.identify(handler?.peerCertificate) {
+        case .success(let name):
+            if site == nil { logger.info("site \(name) connected from \(peer)") }
+            site = name
+        case .failure(let why):
+            logger.warning("refused a connection from \(peer): \(why.message)")
+            reply(context, WireResponse.refusal(why))
+            context.close(promise: nil)
+            return
+        }
+        let site = self.site!
+        let request: WireRequest
+        do { request = try WireJSON.decode(WireRequest.self, frame.header) } catch {
+            reply(context, WireResponse.refusal(error as? LifeboatError ?? LifeboatError(.corrupt, "\(error)")))
+            context.close(promise: nil)
+            return
+        }
+        let service = self.service, logger = self.logger
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        pool.runIfActive(eventLoop: context.eventLoop) { () -> WireResponse in
+            do { return try service.handle(request, body: frame.body, site: site) } catch {
+                let e = error as? LifeboatError ?? LifeboatError(.io, "\(error)")
+                logger.warning("site \(site): \(request.op) refused: \(e)")
+                return WireResponse.refusal(e)
+            }
+        }.whenComplete { result in
+            let (handler, context) = loopBound.value
+            switch result {
+            case .success(let response): handler.reply(context, response)
+            case .failure(let error): handler.reply(context, WireResponse.refusal(LifeboatError(.io, "\(error)")))
+            }
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        let peer = context.channel.remoteAddress.map { "\($0.ipAddress ?? "?"):\($0.port ?? 0)" } ?? "?"
+        logger.warning("refused a connection from \(peer): \(Self.describe(error))")
+        context.close(promise: nil)
+    }
+
+    /// BoringSSL's reasons in words: what an operator reading the log needs to know.
+    static func describe(_ error: Error) -> String {
+        let text = "\(error)"
+        let reasons: [(String, String)] = [
+            ("PEER_DID_NOT_RETURN_A_CERTIFICATE", "no client certificate (a site connects with its bundle)"),
+            ("HTTP_REQUEST", "not TLS: a plain TCP or HTTP client"),
+            ("WRONG_VERSION_NUMBER", "not TLS: a plain TCP client"),
+            ("CERTIFICATE_VERIFY_FAILED", "a client certificate this vault's CA did not issue, or an expired one"),
+            ("TLSV1_ALERT_UNKNOWN_CA", "the client does not trust this vault's CA: a bundle from another vault"),
+            ("UNSUPPORTED_PROTOCOL", "TLS older than 1.3"),
+            ("DECRYPTION_FAILED", "a tampered or replayed TLS stream"),
+            ("BAD_RECORD_MAC", "a tampered or replayed TLS stream"),
+        ]
+        if let (_, words) = reasons.first(where: { text.contains($0.0) }) { return words }
+        if error is LifeboatError { return "\(error)" }
+        return "TLS or connection error: \(text)"
+    }
+
+    private func reply(_ context: ChannelHandlerContext, _ response: WireResponse) {
+        let bytes = WireFrame(header: WireJSON.encode(response)).encoded()
+        context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(bytes: bytes)), promise: nil)
+    }
+}
+
+extension WireResponse {
+    /// The answer that refuses a request, with the error's words and code.
+    static func refusal(_ e: LifeboatError) -> WireResponse {
+        var r = WireResponse(ok: false)
+        r.error = e.description
+        r.code = "\(e.code)"
+        return r
+    }
+}

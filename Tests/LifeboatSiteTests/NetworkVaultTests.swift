@@ -1,0 +1,160 @@
+import Foundation
+import LifeboatTestSupport
+import SystemPackage
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The vault on another host (issue 12, first part: sealed segments over mutual TLS): a vault
+/// host and a site host in network namespaces, `vault serve` on one, `protect` on the other.
+@Suite(.serialized, .exclusiveMachineUse, .timeLimit(.minutes(5)),
+       .enabled(if: canMount && canMakeNetworks, "needs root, /dev/fuse, iproute2 and nftables; CI runs it"))
+struct NetworkVaultTests {
+    /// `vault serve` in the vault host's namespace, its log kept.
+    final class Server {
+        let process = Process()
+        let log: String
+
+        init(net: TestNetwork, vault: String, log: String) throws {
+            self.log = log
+            _ = FileManager.default.createFile(atPath: log, contents: nil)
+            let argv = net.command(in: "vault", [lifeboatBinary, "vault", "serve", "--vault", vault, "--listen", net.address("vault") + ":9443"])
+            process.executableURL = URL(fileURLWithPath: argv[0])
+            process.arguments = Array(argv.dropFirst())
+            process.standardOutput = FileHandle(forWritingAtPath: log)
+            process.standardError = process.standardOutput
+            try process.run()
+            let deadline = Date().addingTimeInterval(20)
+            while !output.contains("listening on") {
+                guard process.isRunning, Date() < deadline else { throw TestFailure("vault serve did not start: \(output)") }
+                usleep(50_000)
+            }
+        }
+
+        var output: String { (try? String(contentsOfFile: log, encoding: .utf8)) ?? "" }
+
+        func stop() -> Int32 {
+            if process.isRunning { kill(process.processIdentifier, SIGTERM) }
+            process.waitUntilExit()
+            return process.terminationStatus
+        }
+    }
+
+    /// A vault host serving, a site host with a protected 64 MiB disk shipping to it.
+    final class Setup {
+        let net: TestNetwork
+        let t: TestSite
+        let vault: String
+        var server: Server?
+        var address: String { "lifeboat://\(net.address("vault")):9443" }
+
+        init() throws {
+            net = try TestNetwork()
+            t = try TestSite(disks: [("d0", "64M")])
+            vault = t.root + "/remote-vault"
+            do {
+                try net.addHost("vault")
+                try net.addHost("site")
+                server = try Server(net: net, vault: vault, log: t.root + "/serve.log")
+            } catch {
+                cleanup()
+                throw error
+            }
+        }
+
+        /// `vault enroll` for `site`, the bundle in a file.
+        func enroll(_ site: String, vault: String? = nil) throws -> String {
+            let bundle = t.root + "/\(site).bundle"
+            try check(run(["/bin/sh", "-c", "\"$0\" vault enroll --vault \"$1\" --site-name \"$2\" --address \"$3\" > \"$4\"",
+                           lifeboatBinary, vault ?? self.vault, site, address, bundle]))
+            return bundle
+        }
+
+        func cleanup() {
+            t.cleanup()
+            _ = server?.stop()
+            net.cleanup()
+        }
+    }
+
+    @Test func aSiteShipsToAVaultOnAnotherHostAndTheWrongClientsAreRefused() throws {
+        let s = try Setup()
+        defer { s.cleanup() }
+        let bundle = try s.enroll("branch")
+        let initialized = try s.net.run(in: "site", [lifeboatBinary, "init", "--site", s.t.site, "--vault", s.address, "--bundle", bundle])
+        #expect(initialized.status == 0, "\(initialized.stdout)\(initialized.stderr)")
+        let protect = try s.t.startProtect(["--point-interval", "1", "--seal-interval", "1"], launcher: s.net.command(in: "site", []))
+
+        // Writes through the protected disk; the point comes back with the vault's id, over the network.
+        let fd = try FileDescriptor.open(s.t.image("d0"), .writeOnly)
+        _ = try fd.writeAll(toAbsoluteOffset: 1 << 20, randomBytes(8 << 20, seed: 12))
+        fsync(fd.rawValue)
+        try fd.close()
+        let id = try s.t.checkpointInVault("--label", "over-the-network")
+        let points = try lifeboat("points", "--vault", s.vault, "--json")
+        #expect(points.stdout.contains("\"label\" : \"over-the-network\""), "\(points.stdout)")
+        let exported = s.t.root + "/exported.raw"
+        try check(lifeboat("export", "--vault", s.vault, "--point", String(id), "--disk", "d0", exported))
+        #expect(try run(["cmp", exported, s.t.site + "/disks/d0.img"]).status == 0, "the vault's point equals the primary")
+        #expect(s.server!.output.contains("site branch connected from 10.99.2.2"), "\(s.server!.output)")
+
+        // A plain TCP client and a client without a certificate: refused, and said so in the vault's log.
+        _ = try s.net.run(in: "site", ["python3", "-c", "import socket; s = socket.create_connection(('\(s.net.address("vault"))', 9443), timeout=5); s.sendall(b'GET / HTTP/1.0\\r\\n\\r\\n'); s.recv(100)"])
+        _ = try s.net.run(in: "site", ["/bin/sh", "-c", "echo | timeout 5 openssl s_client -connect \(s.net.address("vault")):9443 -tls1_3"])
+        usleep(300_000)
+        #expect(s.server!.output.contains("not TLS: a plain TCP or HTTP client"), "\(s.server!.output)")
+        #expect(s.server!.output.contains("no client certificate"), "\(s.server!.output)")
+
+        // A certificate from another vault's CA: the handshake fails, both sides say why.
+        let stranger = try s.enroll("stranger", vault: s.t.root + "/other-vault")
+        let other = try TestSite(disks: [])
+        defer { other.cleanup() }
+        let refused = try s.net.run(in: "site", [lifeboatBinary, "init", "--site", other.site + "2", "--vault", s.address, "--bundle", stranger])
+        #expect(refused.status != 0 && refused.stderr.contains("the vault at \(s.address)"), "\(refused.stderr)")
+        usleep(300_000)
+        #expect(s.server!.output.contains("the client does not trust this vault's CA: a bundle from another vault"), "\(s.server!.output)")
+
+        // Revoked (its certificate off the record): shipping pauses and says why; protect serves on.
+        try FileManager.default.moveItem(atPath: s.vault + "/tls/sites/branch.pem", toPath: s.t.root + "/branch.pem.revoked")
+        let paused = try lifeboat("checkpoint", "--site", s.t.site, "--json", "--timeout", "20s")
+        #expect(paused.status == 0 && paused.stdout.contains("not enrolled here, or its certificate was revoked"), "\(paused.stdout)\(paused.stderr)")
+        #expect(s.server!.output.contains("site 'branch' is not enrolled here, or its certificate was revoked"), "\(s.server!.output)")
+        #expect(protect.process.isRunning)
+        try FileManager.default.moveItem(atPath: s.t.root + "/branch.pem.revoked", toPath: s.vault + "/tls/sites/branch.pem")
+        try s.t.checkpointInVault("--label", "enrolled-again")
+        #expect(protect.stop() == 0)
+        #expect(s.server?.stop() == 0, "vault serve stops cleanly on SIGTERM")
+        s.server = nil
+        #expect(try lifeboat("vault", "verify", "--vault", s.vault).status == 0)
+    }
+
+    @Test func aPartitionInTheMiddleOfAWriteLoadLosesNothing() throws {
+        let s = try Setup()
+        defer { s.cleanup() }
+        let bundle = try s.enroll("branch")
+        try check(s.net.run(in: "site", [lifeboatBinary, "init", "--site", s.t.site, "--vault", s.address, "--bundle", bundle]))
+        _ = try s.t.startProtect(["--point-interval", "1", "--seal-interval", "1"], launcher: s.net.command(in: "site", []))
+        try s.t.checkpointInVault("--label", "before")
+        let writer = RandomWriter(image: s.t.image("d0"), seed: 5)
+        usleep(1_500_000)
+        try s.net.partition("site", true)
+        // No reset crosses a partition: the call in flight finds it at its deadline (10 s and more).
+        var during = ""
+        for _ in 0..<40 where !during.contains("shipping paused") {
+            usleep(1_000_000)
+            during = try lifeboat("status", "--site", s.t.site).stdout
+        }
+        #expect(during.contains("shipping paused"), "\(during)")
+        try s.net.partition("site", false)
+        writer.stop()
+        // Shipping catches up by itself; the last point equals the primary.
+        let id = try s.t.checkpointInVault("--label", "after")
+        #expect(s.t.protect?.stop() == 0)
+        let exported = s.t.root + "/last.raw"
+        try check(lifeboat("export", "--vault", s.vault, "--point", String(id), "--disk", "d0", exported))
+        #expect(try run(["cmp", exported, s.t.site + "/disks/d0.img"]).status == 0, "nothing lost across the partition")
+        #expect(try lifeboat("vault", "verify", "--vault", s.vault).status == 0)
+    }
+}
