@@ -120,7 +120,7 @@ let package = Package(
         .testTarget(
             name: "LifeboatSiteTests",
             dependencies: ["LifeboatSite", "LifeboatCapture", "LifeboatShipping", "LifeboatPointView", "LifeboatJournal", "LifeboatCore", "LifeboatVault",
-                           "LifeboatVHD", "LifeboatFUSE", "LifeboatTestSupport", "lifeboat"]),
+                           "LifeboatVHD", "LifeboatFUSE", "LifeboatTestSupport", "LifeboatWire", "LifeboatWireFormat", "LifeboatIdentity", "lifeboat"]),
         .testTarget(
             name: "LifeboatDrillTests",
             dependencies: ["LifeboatDrill", "LifeboatSite", "LifeboatVault", "LifeboatCore", "LifeboatTestSupport", "lifeboat"]),

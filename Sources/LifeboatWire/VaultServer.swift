@@ -96,7 +96,7 @@ final class VaultService: Sendable {
         guard let peer, let der = try? peer.toDERBytes(), let certificate = try? Certificate(derEncoded: der) else {
             return .failure(LifeboatError(.permission, "no client certificate"))
         }
-        guard let site = SiteBundle.siteNamed(by: certificate) else {
+        guard let site = SiteBundle.siteNamed(by: certificate), (try? SiteBundle.validateSiteName(site)) != nil else {
             return .failure(LifeboatError(.permission, "the client certificate names no site"))
         }
         guard let pem = try? certificate.serializeAsPEM().pemString, authority.isEnrolled(site: site, certificatePEM: pem) else {
@@ -125,6 +125,8 @@ final class VaultService: Sendable {
             try fd.closeAfter { try fd.resize(to: size) }
         case "addDiskChunk":
             let (group, disk, offset) = try (required(request.group, "group"), required(request.disk, "disk"), required(request.offset, "offset"))
+            try checkGroup(group)
+            guard offset >= 0 else { throw LifeboatError(.invalidArgument, "field 'offset': \(offset) is negative") }
             let raw = try body.withUnsafeBytes { try Zstd.decompress($0, maxSize: WireFrame.maxBytes) }
             let fd = try FileDescriptor.open(partPath(group, disk), .writeOnly, options: [.closeOnExec])
             try fd.closeAfter { _ = try fd.writeAll(toAbsoluteOffset: offset, raw) }
@@ -151,8 +153,12 @@ final class VaultService: Sendable {
         return r
     }
 
-    /// A vault holds one group until decision 0010's "many groups" lands: the first site's.
+    /// A vault holds one group until decision 0010's "many groups" lands: the first site's. The
+    /// group also names files here: 32 lowercase hex digits and nothing else.
     private func checkGroup(_ group: String) throws {
+        guard group.count == 32, group.allSatisfy({ ("0"..."9").contains($0) || ("a"..."f").contains($0) }) else {
+            throw LifeboatError(.invalidArgument, "field 'group': '\(group.prefix(40))' is not a protection group id (32 hex digits)")
+        }
         if let held = try vault.groupID(), held != group {
             throw Vault.belongsToAnotherGroup(held, not: group, root: vault.root)
         }
@@ -173,6 +179,8 @@ final class VaultConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
     private let pool: NIOThreadPool
     private let logger: Logger
     private var site: String?
+    /// A request is being answered: the protocol is one at a time, so a second one is refused.
+    private var busy = false
 
     init(service: VaultService, pool: NIOThreadPool, logger: Logger) {
         self.service = service
@@ -197,6 +205,12 @@ final class VaultConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
             return
         }
         let site = self.site!
+        guard !busy else {
+            logger.warning("site \(site) from \(peer): a request before the answer to the previous one; closing")
+            reply(context, WireResponse.refusal(LifeboatError(.invalidArgument, "one request at a time: wait for each answer")))
+            context.close(promise: nil)
+            return
+        }
         let request: WireRequest
         do { request = try WireJSON.decode(WireRequest.self, frame.header) } catch {
             reply(context, WireResponse.refusal(error as? LifeboatError ?? LifeboatError(.corrupt, "\(error)")))
@@ -204,6 +218,7 @@ final class VaultConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
             return
         }
         let service = self.service, logger = self.logger
+        busy = true
         let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         pool.runIfActive(eventLoop: context.eventLoop) { () -> WireResponse in
             do { return try service.handle(request, body: frame.body, site: site) } catch {
@@ -213,6 +228,7 @@ final class VaultConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
             }
         }.whenComplete { result in
             let (handler, context) = loopBound.value
+            handler.busy = false
             switch result {
             case .success(let response): handler.reply(context, response)
             case .failure(let error): handler.reply(context, WireResponse.refusal(LifeboatError(.io, "\(error)")))

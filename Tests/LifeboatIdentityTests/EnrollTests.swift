@@ -76,8 +76,12 @@ struct EnrollTests {
             let r = try lifeboat(["vault", "enroll", "--vault", dir + "/vault"] + args)
             #expect(r.status == 64 && r.stderr.contains(message), "\(args): \(r.stderr)")
         }
-        let noVault = try run(["/bin/sh", "-c", "\"$0\" vault enroll --vault \"$1\" --site-name x > /dev/null", lifeboatBinary, dir + "/none"])
-        #expect(noVault.status == 66, "\(noVault.stderr)")
+        // A new vault directory is made (enroll comes first on a new vault host); a file is not one.
+        let fresh = try run(["/bin/sh", "-c", "\"$0\" vault enroll --vault \"$1\" --site-name x > /dev/null", lifeboatBinary, dir + "/new-vault"])
+        #expect(fresh.status == 0 && FileManager.default.fileExists(atPath: dir + "/new-vault/tls/ca.pem"), "\(fresh.stderr)")
+        try "x".write(toFile: dir + "/a-file", atomically: true, encoding: .utf8)
+        let notVault = try run(["/bin/sh", "-c", "\"$0\" vault enroll --vault \"$1\" --site-name x > /dev/null", lifeboatBinary, dir + "/a-file"])
+        #expect(notVault.status != 0 && notVault.stderr.contains(dir + "/a-file"), "\(notVault.stderr)")
     }
 
     /// The committed fixture (Docs/formats/bundle.md's worked example) and its damaged variants:

@@ -16,8 +16,7 @@ struct TestNetworkTests {
     /// Bytes per second of one TCP transfer of `bytes` from `from` to `to` (python3 on both ends).
     static func transfer(_ net: TestNetwork, from: String, to: String, bytes: Int) throws -> Double {
         let server = Process()
-        server.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
-        server.arguments = Array(net.command(in: to, ["python3", "-c", """
+        let argv = net.command(in: to, ["python3", "-c", """
             import socket
             s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("0.0.0.0", 7777)); s.listen(1)
             c, _ = s.accept(); n = 0
@@ -26,16 +25,26 @@ struct TestNetworkTests {
                 if not b: break
                 n += len(b)
             print(n)
-            """]).dropFirst())
+            """])
+        server.executableURL = URL(fileURLWithPath: argv[0])
+        server.arguments = Array(argv.dropFirst())
         let out = Pipe()
         server.standardOutput = out
         try server.run()
         defer { if server.isRunning { kill(server.processIdentifier, SIGKILL) } }
-        usleep(300_000)
-        let start = Date()
-        let r = try net.run(in: from, ["python3", "-c", "import socket; s = socket.create_connection(('\(net.address(to))', 7777), timeout=30); s.sendall(b'x' * \(bytes)); s.close()"])
+        // The client retries until the server listens (a loaded machine starts python slowly);
+        // the clock starts at the connection.
+        let r = try net.run(in: from, ["python3", "-c", """
+            import socket, sys, time
+            for _ in range(200):
+                try:
+                    s = socket.create_connection(('\(net.address(to))', 7777), timeout=30); break
+                except ConnectionRefusedError:
+                    time.sleep(0.05)
+            start = time.monotonic(); s.sendall(b'x' * \(bytes)); s.shutdown(socket.SHUT_WR); s.recv(1); print(time.monotonic() - start)
+            """])
         server.waitUntilExit()
-        let seconds = Date().timeIntervalSince(start)
+        let seconds = Double(r.stdout.trimmingCharacters(in: .whitespacesAndNewlines)) ?? .infinity
         let received = Int(String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1
         guard r.status == 0, received == bytes else { throw TestFailure("transfer failed: sent \(r.status) \(r.stderr), received \(received)") }
         return Double(bytes) / seconds
