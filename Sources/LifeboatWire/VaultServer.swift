@@ -68,11 +68,12 @@ public final class VaultServer: @unchecked Sendable {
 
     public var boundPort: Int? { channel?.localAddress?.port }
 
-    /// Stops taking connections, lets requests in flight finish, stops the upkeep.
+    /// Stops taking connections, lets requests in flight finish (the pool first: their answers
+    /// are written by the event loop, which must still run), then the connections, then the upkeep.
     public func stop() {
         try? channel?.close().wait()
-        try? group.syncShutdownGracefully()
         try? pool.syncShutdownGracefully()
+        try? group.syncShutdownGracefully()
         maintenance.stop()
     }
 }
