@@ -70,8 +70,9 @@ struct TestNetworkTests {
         try net.shape("site", lossPercent: 50)
         // 50% each way: a ping and its answer both pass 1 time in 4.
         let pings = try net.run(in: "site", ["ping", "-c", "60", "-i", "0.02", "-W", "1", vault]).stdout
+        // "60 packets transmitted, 20 received, 66.6667% packet loss, …"
         let lost = pings.split(separator: "\n").first { $0.contains("packet loss") }.flatMap { line in
-            line.split(separator: ",").first { $0.contains("packet loss") }?.split(separator: "%").first.flatMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+            line.split(separator: ",").first { $0.contains("packet loss") }?.split(separator: "%").first.flatMap { Double($0.trimmingCharacters(in: .whitespaces)) }
         }
         #expect(lost.map { (55...95).contains($0) } == true, "about 75% lost: \(pings)")
         try net.shape("site", lossPercent: nil)
