@@ -42,8 +42,7 @@ public struct VaultAuthority: Sendable {
         guard FileManager.default.fileExists(atPath: vault.string) else {
             throw LifeboatError(.notFound, "no vault here", path: vault.string)
         }
-        try makePrivateDirectory(dir)
-        try makePrivateDirectory(dir.appending("sites"))
+        try PrivateFiles.makeDirectory(dir.appending("sites"))
         let key = P256.Signing.PrivateKey()
         // A name of its own per vault: a certificate names its issuer, and two vaults' CAs must
         // not look alike in logs and in openssl's output.
@@ -63,8 +62,8 @@ public struct VaultAuthority: Sendable {
             },
             issuerPrivateKey: Certificate.PrivateKey(key))
         // The key first: a crash between the two leaves no certificate without its key.
-        try writePrivateFile(keyPath, key.pemRepresentation)
-        try writePrivateFile(certPath, try certificate.serializeAsPEM().pemString)
+        try writeFileAtomically(keyPath, Array(key.pemRepresentation.utf8))
+        try writeFileAtomically(certPath, Array(try certificate.serializeAsPEM().pemString.utf8))
         return VaultAuthority(directory: dir, certificate: certificate, key: key)
     }
 
@@ -91,8 +90,8 @@ public struct VaultAuthority: Sendable {
             },
             issuerPrivateKey: Certificate.PrivateKey(key))
         let pem = try certificate.serializeAsPEM().pemString
-        try writePrivateFile(keyPath, serverKey.pemRepresentation)
-        try writePrivateFile(certPath, pem)
+        try writeFileAtomically(keyPath, Array(serverKey.pemRepresentation.utf8))
+        try writeFileAtomically(certPath, Array(pem.utf8))
         return (pem, serverKey.pemRepresentation)
     }
 
@@ -132,23 +131,16 @@ public struct VaultAuthority: Sendable {
             issuerPrivateKey: Certificate.PrivateKey(key))
         let certificatePEM = try certificate.serializeAsPEM().pemString
         // O_EXCL: two enrollments of one name at once cannot both win.
-        try writePrivateFile(record, certificatePEM, exclusive: true)
+        try createRecord(record, certificatePEM)
         return SiteBundle(site: site, vault: vaultAddress, ca: try self.certificate.serializeAsPEM().pemString,
                           certificate: certificatePEM, key: siteKey.pemRepresentation)
     }
 }
 
-func makePrivateDirectory(_ path: FilePath) throws {
-    if mkdir(path.string, 0o700) != 0 && errno != EEXIST {
-        throw LifeboatError.system(Errno(rawValue: errno), "cannot make the directory", path: path.string)
-    }
-}
-
-/// Writes a file readable by its owner only, synced, with its directory synced.
-func writePrivateFile(_ path: FilePath, _ text: String, exclusive: Bool = false) throws {
-    let options: FileDescriptor.OpenOptions = exclusive ? [.create, .exclusiveCreate, .closeOnExec] : [.create, .truncate, .closeOnExec]
+/// Creates `path` (0600) with `text`, synced; refused if it exists (O_EXCL).
+func createRecord(_ path: FilePath, _ text: String) throws {
     let fd: FileDescriptor
-    do { fd = try FileDescriptor.open(path, .writeOnly, options: options, permissions: [.ownerReadWrite]) } catch let e as Errno {
+    do { fd = try FileDescriptor.open(path, .writeOnly, options: [.create, .exclusiveCreate, .closeOnExec], permissions: PrivateFiles.fileMode) } catch let e as Errno {
         if e == .fileExists { throw LifeboatError(.alreadyExists, "already exists", path: path.string) }
         throw LifeboatError.system(e, "cannot create the file", path: path.string)
     }

@@ -89,8 +89,7 @@ struct InitCommand: ParsableCommand {
             } else {
                 site = try Site.initialize(at: root, vault: address, groupID: group)
             }
-            try writeFileAtomically(site.vaultBundlePath, Array(try bundle.json()))
-            chmod(site.vaultBundlePath.string, 0o600)
+            try writeFileAtomically(site.vaultBundlePath, Array(try bundle.json()))  // 0600, as every site file
         } catch {
             if existing == nil { undo.remove(["site.json", "site.json.tmp", "disks", "journal", "state", "lock"]) }
             throw error
