@@ -41,12 +41,8 @@ public struct SiteBundle: Codable, Sendable, Equatable {
 
     /// Host and port of `vault` (`lifeboat://HOST:PORT`).
     public var hostAndPort: (host: String, port: Int)? {
-        guard let vault, (try? Self.validateVaultAddress(vault)) != nil else { return nil }
-        let rest = vault.dropFirst("lifeboat://".count)
-        let colon = rest.lastIndex(of: ":")!
-        var host = String(rest[..<colon])
-        if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-        return (host, Int(rest[rest.index(after: colon)...])!)
+        guard let vault, vault.hasPrefix("lifeboat://") else { return nil }
+        return Self.splitHostPort(vault.dropFirst("lifeboat://".count))
     }
 
     /// Site names: 1 to 64 of letters, digits, `.`, `_`, `-`, not starting with `.` or `-`
@@ -58,18 +54,24 @@ public struct SiteBundle: Codable, Sendable, Equatable {
         }
     }
 
+    /// `HOST:PORT` split: HOST a name, an IPv4 address or a bracketed IPv6 address (returned
+    /// without its brackets), PORT a number from 0 to 65535; nil for anything else. One parser
+    /// for vault addresses and `vault serve --listen`.
+    public static func splitHostPort(_ text: Substring) -> (host: String, port: Int)? {
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (0...65535).contains(port) else { return nil }
+        var host = text[..<colon]
+        if host.hasPrefix("["), host.hasSuffix("]") { host = host.dropFirst().dropLast() }
+        guard !host.isEmpty, !host.contains("/"), !host.contains("@") else { return nil }
+        return (String(host), port)
+    }
+
     /// `lifeboat://HOST:PORT` with a port from 1 to 65535 (HOST a name, an IPv4 address or a
     /// bracketed IPv6 address); anything else is refused with the reason.
     public static func validateVaultAddress(_ address: String) throws {
         let prefix = "lifeboat://"
         guard address.hasPrefix(prefix) else { throw LifeboatError(.invalidArgument, "'\(address)' is not a vault address: use lifeboat://HOST:PORT") }
-        let rest = address.dropFirst(prefix.count)
-        guard let colon = rest.lastIndex(of: ":"), let port = Int(rest[rest.index(after: colon)...]), (1...65535).contains(port) else {
-            throw LifeboatError(.invalidArgument, "'\(address)': the vault address needs a port from 1 to 65535 (lifeboat://HOST:PORT)")
-        }
-        let host = rest[..<colon]
-        guard !host.isEmpty, !host.contains("/"), !host.contains("@") else {
-            throw LifeboatError(.invalidArgument, "'\(address)': the vault address needs a host (lifeboat://HOST:PORT)")
+        guard let (_, port) = splitHostPort(address.dropFirst(prefix.count)), port > 0 else {
+            throw LifeboatError(.invalidArgument, "'\(address)': the vault address needs a port from 1 to 65535 and a host (lifeboat://HOST:PORT)")
         }
     }
 

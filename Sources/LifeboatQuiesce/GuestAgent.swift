@@ -72,17 +72,11 @@ public struct GuestAgent: Sendable {
     private func connect() throws -> Int32 {
         let fd = Glibc.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw LifeboatError.system(Errno(rawValue: errno), "cannot make a socket", path: socket) }
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        let path = Array(socket.utf8)
-        guard path.count < MemoryLayout.size(ofValue: address.sun_path) else {
+        guard socket.utf8.count <= maxUnixSocketPath else {
             close(fd)
-            throw LifeboatError(.invalidArgument, "the socket path is too long for a unix socket", path: socket)
+            throw LifeboatError(.invalidArgument, "the socket path is longer than a unix socket's \(maxUnixSocketPath) bytes", path: socket)
         }
-        withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: path) }
-        let ok = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) == 0 }
-        }
+        let ok = connectUnix(fd, socket) == 0
         guard ok else {
             let e = Errno(rawValue: errno)
             close(fd)

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import LifeboatCore
 import LifeboatFUSE
+import LifeboatIdentity
 import LifeboatVault
 import LifeboatWire
 
@@ -27,12 +28,9 @@ struct ServeCommand: ParsableCommand {
     func validate() throws { _ = try Self.hostAndPort(listen) }
 
     static func hostAndPort(_ text: String) throws -> (String, Int) {
-        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (0...65535).contains(port) else {
-            throw ValidationError("--listen '\(text)': use ADDRESS:PORT with a port from 0 to 65535")
+        guard let (host, port) = SiteBundle.splitHostPort(Substring(text)) else {
+            throw ValidationError("--listen '\(text)': use ADDRESS:PORT with a port from 0 to 65535 (0.0.0.0 listens everywhere)")
         }
-        var host = String(text[..<colon])
-        if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-        guard !host.isEmpty else { throw ValidationError("--listen '\(text)': the address is missing (0.0.0.0 listens everywhere)") }
         return (host, port)
     }
 
