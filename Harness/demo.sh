@@ -126,8 +126,11 @@ $lifeboat protect "$work/bmnt" --site "$work/branch" 2>"$work/branch.log" & bran
 for _ in $(seq 100); do mountpoint -q "$work/bmnt" && break; sleep 0.1; done
 dd if=/dev/urandom of="$work/bmnt/b0.img" bs=1M count=8 conv=fsync status=none
 $lifeboat checkpoint --site "$work/branch" --label over-the-network
-step "on the vault's host: lifeboat points --vault remote-vault, and what the service logged"
-$lifeboat points --vault "$work/remote-vault"
+step "from the site's host, over the network: lifeboat points --site branch (its own group, and only its own)"
+$lifeboat points --site "$work/branch"
+step "on the vault's host: lifeboat points --vault remote-vault --site branch (one group per site), and what the service logged"
+ls "$work/remote-vault/sites"
+$lifeboat points --vault "$work/remote-vault" --site branch
 kill -TERM "$branch_pid"; wait "$branch_pid" || true; branch_pid=""
 kill -TERM "$serve_pid"; wait "$serve_pid" || true; serve_pid=""
 cat "$work/serve.log"

@@ -62,3 +62,14 @@ extension LSN: Codable {
         try c.encode(rawValue)
     }
 }
+
+/// A site's name (`vault enroll --site-name`): it names the site's certificate and its group's
+/// directory in a served vault (`sites/NAME/`), so nothing in it can leave that directory.
+public enum SiteName {
+    public static func validate(_ name: String) throws {
+        let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+        guard !name.isEmpty, name.count <= 64, name.allSatisfy(allowed.contains), !name.hasPrefix("."), !name.hasPrefix("-") else {
+            throw LifeboatError(.invalidArgument, "'\(name.prefix(80))' is not a site name: 1 to 64 letters, digits, '.', '_' or '-', not starting with '.' or '-'")
+        }
+    }
+}

@@ -47,12 +47,7 @@ public struct SiteBundle: Codable, Sendable, Equatable {
 
     /// Site names: 1 to 64 of letters, digits, `.`, `_`, `-`, not starting with `.` or `-`
     /// (they name files in the vault and appear in certificates).
-    public static func validateSiteName(_ name: String) throws {
-        let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
-        guard !name.isEmpty, name.count <= 64, name.allSatisfy(allowed.contains), !name.hasPrefix("."), !name.hasPrefix("-") else {
-            throw LifeboatError(.invalidArgument, "'\(name)' is not a site name: 1 to 64 letters, digits, '.', '_' or '-', not starting with '.' or '-'")
-        }
-    }
+    public static func validateSiteName(_ name: String) throws { try SiteName.validate(name) }
 
     /// `HOST:PORT` split: HOST a name, an IPv4 address or a bracketed IPv6 address (returned
     /// without its brackets), PORT a number from 0 to 65535; nil for anything else. One parser

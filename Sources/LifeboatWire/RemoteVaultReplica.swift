@@ -2,6 +2,7 @@ import Foundation
 import LifeboatCore
 import LifeboatIdentity
 import LifeboatShipping
+import LifeboatVault
 import LifeboatWireFormat
 import Logging
 import NIOCore
@@ -113,6 +114,12 @@ public final class RemoteVaultReplica: ReplicaTarget, @unchecked Sendable {
 
     public var maintenanceError: String? { lock.withLock { lastMaintenanceError } }
 
+    /// The site's points as the vault lists them (`points --site SITE` on the site host).
+    public func points() throws -> PointListing {
+        let (_, body) = try exchange(WireRequest(op: "points"))
+        return try WireJSON.decode(PointListing.self, body)
+    }
+
     public func reset() {
         lock.withLock {
             connection?.close()
@@ -132,7 +139,10 @@ public final class RemoteVaultReplica: ReplicaTarget, @unchecked Sendable {
 
     /// One request and its answer; the vault's refusal becomes a LifeboatError with its words.
     @discardableResult
-    func call(_ request: WireRequest, body: [UInt8] = []) throws -> WireResponse {
+    func call(_ request: WireRequest, body: [UInt8] = []) throws -> WireResponse { try exchange(request, body: body).0 }
+
+    /// One request, its answer and the answer's body.
+    func exchange(_ request: WireRequest, body: [UInt8] = []) throws -> (WireResponse, [UInt8]) {
         try lock.withLock {
             do {
                 let c = try connection ?? connect()
@@ -142,7 +152,7 @@ public final class RemoteVaultReplica: ReplicaTarget, @unchecked Sendable {
                 guard decoded.ok else {
                     throw LifeboatError(.io, "the vault at \(address) refused \(request.op): \(decoded.error ?? "no reason given")")
                 }
-                return decoded
+                return (decoded, response.body)
             } catch {
                 connection?.close()
                 connection = nil

@@ -7,6 +7,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import NIOSSL
+import Synchronization
 import SystemPackage
 import X509
 
@@ -16,25 +17,28 @@ import Glibc
 
 /// `lifeboat vault serve`: the vault on the network (decision 0010). Mutual TLS 1.3 only: a
 /// client must present a certificate of the vault's own CA that names an enrolled site (its
-/// certificate on record in `VAULT/tls/sites`), else the connection is refused and logged. Each
-/// request runs on a thread pool (the vault's calls block on files and SQLite); one connection's
-/// requests run in order. The vault's upkeep (`VaultMaintenance`) runs inside the service.
+/// certificate on record in `VAULT/tls/sites`), else the connection is refused and logged. A
+/// site reaches only its own group (`VAULT/sites/NAME/`, `VaultHome`). Each request runs on a
+/// thread pool (the vault's calls block on files and SQLite): one connection's requests in
+/// order, different sites' in parallel. Each group's upkeep (`VaultMaintenance`) runs inside the
+/// service.
 public final class VaultServer: @unchecked Sendable {
-    private let vault: Vault
+    private let home: VaultHome
     private let authority: VaultAuthority
     private let logger: Logger
     private let group: MultiThreadedEventLoopGroup
     private let pool: NIOThreadPool
-    private let maintenance: VaultMaintenance
+    private let service: VaultService
     private var channel: Channel?
 
-    public init(vault: Vault, logger: Logger) throws {
-        self.vault = vault
+    public init(home: VaultHome, logger: Logger) throws {
+        try home.checkServable()
+        self.home = home
         self.logger = logger
-        authority = try VaultAuthority.open(vault: vault.root, create: true)
+        authority = try VaultAuthority.open(vault: home.root, create: true)
         group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        pool = NIOThreadPool(numberOfThreads: 2)
-        maintenance = VaultMaintenance(root: vault.root, logger: logger)
+        pool = NIOThreadPool(numberOfThreads: max(2, System.coreCount))
+        service = VaultService(home: home, authority: authority, logger: logger)
     }
 
     /// Listens on `host:port` (port 0: any; `boundPort` says which).
@@ -47,9 +51,8 @@ public final class VaultServer: @unchecked Sendable {
         tls.minimumTLSVersion = .tlsv13
         let context = try NIOSSLContext(configuration: tls)
         pool.start()
-        try maintenance.start()
-        let service = VaultService(vault: vault, authority: authority, maintenance: maintenance, logger: logger)
-        let pool = self.pool, logger = self.logger
+        try service.startUpkeep()
+        let service = self.service, pool = self.pool, logger = self.logger
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 64)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -63,7 +66,7 @@ public final class VaultServer: @unchecked Sendable {
         do { channel = try bootstrap.bind(host: host, port: port).wait() } catch {
             throw LifeboatError(.io, "cannot listen on \(host):\(port): \(error)")
         }
-        logger.notice("vault \(vault.root) serving on \(host):\(boundPort ?? port) (mutual TLS 1.3; sites of this vault's CA only)")
+        logger.notice("vault \(home.root) serving on \(host):\(boundPort ?? port) (mutual TLS 1.3; sites of this vault's CA only)")
     }
 
     public var boundPort: Int? { channel?.localAddress?.port }
@@ -74,22 +77,51 @@ public final class VaultServer: @unchecked Sendable {
         try? channel?.close().wait()
         try? pool.syncShutdownGracefully()
         try? group.syncShutdownGracefully()
-        maintenance.stop()
+        service.stopUpkeep()
     }
 }
 
-/// What a request does to the vault, for an identified site.
-final class VaultService: Sendable {
-    let vault: Vault
+/// What a request does to the vault, for an identified site: always to that site's own group.
+final class VaultService: @unchecked Sendable {
+    let home: VaultHome
     let authority: VaultAuthority
-    let maintenance: VaultMaintenance
     let logger: Logger
+    /// Each site's group and its upkeep, opened at the site's first request.
+    private let groups = Mutex<[String: (vault: Vault, maintenance: VaultMaintenance)]>([:])
+    private var upkeepStarted = false
 
-    init(vault: Vault, authority: VaultAuthority, maintenance: VaultMaintenance, logger: Logger) {
-        self.vault = vault
+    init(home: VaultHome, authority: VaultAuthority, logger: Logger) {
+        self.home = home
         self.authority = authority
-        self.maintenance = maintenance
         self.logger = logger
+    }
+
+    /// Starts the upkeep of every group already in the vault (a group made later starts its own).
+    func startUpkeep() throws {
+        for name in try home.siteNames() { _ = try group(of: name) }
+        try groups.withLock { groups in
+            upkeepStarted = true
+            for g in groups.values { try g.maintenance.start() }
+        }
+    }
+
+    func stopUpkeep() {
+        for (_, g) in groups.withLock({ $0 }) { g.maintenance.stop() }
+    }
+
+    /// The site's group, made at its first request.
+    private func group(of site: String) throws -> (vault: Vault, maintenance: VaultMaintenance) {
+        try groups.withLock { groups in
+            if let g = groups[site] { return g }
+            let vault = try home.siteGroup(site, create: true)
+            vault.removeStaleIncoming()  // this service is the group's only writer
+            var siteLogger = logger
+            siteLogger[metadataKey: "site"] = "\(site)"
+            let g = (vault, VaultMaintenance(root: vault.root, logger: siteLogger))
+            if upkeepStarted { try g.1.start() }
+            groups[site] = g
+            return g
+        }
     }
 
     /// The site a verified peer certificate names, if it is enrolled; else why not.
@@ -106,12 +138,15 @@ final class VaultService: Sendable {
         return .success(site)
     }
 
-    private var incoming: FilePath { vault.root.appending("incoming") }
+    private func partPath(_ vault: Vault, _ group: String, _ disk: UInt32) -> FilePath {
+        vault.root.appending("incoming").appending("remote-\(group)-\(disk).part")
+    }
 
-    private func partPath(_ group: String, _ disk: UInt32) -> FilePath { incoming.appending("remote-\(group)-\(disk).part") }
-
-    func handle(_ request: WireRequest, body: [UInt8], site: String) throws -> WireResponse {
+    /// The answer to one request, and the answer's body (`points`: its listing as JSON).
+    func handle(_ request: WireRequest, body: [UInt8], site: String) throws -> (WireResponse, [UInt8]) {
+        let (vault, maintenance) = try group(of: site)
         var r = WireResponse(ok: true)
+        var answer: [UInt8] = []
         switch request.op {
         case "state":
             r.site = site
@@ -121,21 +156,21 @@ final class VaultService: Sendable {
             r.maintenanceError = maintenance.lastError
         case "addDiskBegin":
             let (group, disk, size) = try (required(request.group, "group"), required(request.disk, "disk"), required(request.sizeBytes, "sizeBytes"))
-            try checkGroup(group)
-            let fd = try FileDescriptor.open(partPath(group, disk), .writeOnly, options: [.create, .truncate, .closeOnExec], permissions: [.ownerReadWrite])
+            try checkGroup(group, vault)
+            let fd = try FileDescriptor.open(partPath(vault, group, disk), .writeOnly, options: [.create, .truncate, .closeOnExec], permissions: [.ownerReadWrite])
             try fd.closeAfter { try fd.resize(to: size) }
         case "addDiskChunk":
             let (group, disk, offset) = try (required(request.group, "group"), required(request.disk, "disk"), required(request.offset, "offset"))
-            try checkGroup(group)
+            try checkGroup(group, vault)
             guard offset >= 0 else { throw LifeboatError(.invalidArgument, "field 'offset': \(offset) is negative") }
             let raw = try body.withUnsafeBytes { try Zstd.decompress($0, maxSize: WireFrame.maxBytes) }
-            let fd = try FileDescriptor.open(partPath(group, disk), .writeOnly, options: [.closeOnExec])
+            let fd = try FileDescriptor.open(partPath(vault, group, disk), .writeOnly, options: [.closeOnExec])
             try fd.closeAfter { _ = try fd.writeAll(toAbsoluteOffset: offset, raw) }
         case "addDiskEnd":
             let (group, disk, name, size) = try (required(request.group, "group"), required(request.disk, "disk"), required(request.name, "name"),
                                                  required(request.sizeBytes, "sizeBytes"))
-            try checkGroup(group)
-            let part = partPath(group, disk)
+            try checkGroup(group, vault)
+            let part = partPath(vault, group, disk)
             defer { unlink(part.string) }
             try vault.addDisk(group: group, id: DiskID(disk), name: name, sizeBytes: size, initialContent: part)
             logger.notice("site \(site): disk \(name) (\(size) bytes) replicated")
@@ -148,15 +183,17 @@ final class VaultService: Sendable {
             r.pointID = try vault.points().last { $0.lsn == LSN(lsn) }?.id
         case "annotate":
             try vault.annotate(point: try required(request.point, "point"), note: try required(request.note, "note"))
+        case "points":
+            answer = WireJSON.encode(try PointListing(vault))
         default:
-            throw LifeboatError(.invalidArgument, "unknown op '\(request.op)' (known: state, addDiskBegin, addDiskChunk, addDiskEnd, ship, pointAt, annotate)")
+            throw LifeboatError(.invalidArgument, "unknown op '\(request.op)' (known: state, addDiskBegin, addDiskChunk, addDiskEnd, ship, pointAt, annotate, points)")
         }
-        return r
+        return (r, answer)
     }
 
-    /// A vault holds one group until decision 0010's "many groups" lands: the first site's. The
-    /// group also names files here: 32 lowercase hex digits and nothing else.
-    private func checkGroup(_ group: String) throws {
+    /// The site's group is the one it first shipped (a site re-made with the same name is another
+    /// group: refused). The id also names files here: 32 lowercase hex digits and nothing else.
+    private func checkGroup(_ group: String, _ vault: Vault) throws {
         guard group.count == 32, group.allSatisfy({ ("0"..."9").contains($0) || ("a"..."f").contains($0) }) else {
             throw LifeboatError(.invalidArgument, "field 'group': '\(group.prefix(40))' is not a protection group id (32 hex digits)")
         }
@@ -221,17 +258,17 @@ final class VaultConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
         let service = self.service, logger = self.logger
         busy = true
         let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-        pool.runIfActive(eventLoop: context.eventLoop) { () -> WireResponse in
+        pool.runIfActive(eventLoop: context.eventLoop) { () -> (WireResponse, [UInt8]) in
             do { return try service.handle(request, body: frame.body, site: site) } catch {
                 let e = error as? LifeboatError ?? LifeboatError(.io, "\(error)")
                 logger.warning("site \(site): \(request.op) refused: \(e)")
-                return WireResponse.refusal(e)
+                return (WireResponse.refusal(e), [])
             }
         }.whenComplete { result in
             let (handler, context) = loopBound.value
             handler.busy = false
             switch result {
-            case .success(let response): handler.reply(context, response)
+            case .success(let (response, body)): handler.reply(context, response, body: body)
             case .failure(let error): handler.reply(context, WireResponse.refusal(LifeboatError(.io, "\(error)")))
             }
         }
@@ -261,8 +298,8 @@ final class VaultConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
         return "TLS or connection error: \(text)"
     }
 
-    private func reply(_ context: ChannelHandlerContext, _ response: WireResponse) {
-        let bytes = WireFrame(header: WireJSON.encode(response)).encoded()
+    private func reply(_ context: ChannelHandlerContext, _ response: WireResponse, body: [UInt8] = []) {
+        let bytes = WireFrame(header: WireJSON.encode(response), body: body).encoded()
         context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(bytes: bytes)), promise: nil)
     }
 }

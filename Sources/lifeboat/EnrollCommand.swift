@@ -20,7 +20,7 @@ struct EnrollCommand: ParsableCommand {
             never written to a terminal. A name enrolled before is refused. Format: Docs/formats/bundle.md.
             """)
 
-    @OptionGroup var vault: VaultOption
+    @OptionGroup var vault: VaultDirectoryOption
     @Option(help: "The site's name: 1 to 64 letters, digits, '.', '_' or '-'.") var siteName: String
     @Option(help: ArgumentHelp("Where sites reach the vault: lifeboat://HOST:PORT.", valueName: "address")) var address: String?
     @Option(help: "How long the certificate is valid, in days.") var days = 365
@@ -41,7 +41,9 @@ struct EnrollCommand: ParsableCommand {
         if fstat(STDOUT_FILENO, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG, fchmod(STDOUT_FILENO, 0o600) != 0 {
             throw LifeboatError.system(Errno(rawValue: errno), "cannot make the bundle file private (mode 0600)")
         }
-        let authority = try VaultAuthority.open(vault: try vault.openOrCreate().root, create: true)
+        let home = try vault.openOrCreate()
+        try home.checkServable()
+        let authority = try VaultAuthority.open(vault: home.root, create: true)
         let bundle = try authority.enroll(site: siteName, vaultAddress: address, days: days)
         FileHandle.standardOutput.write(try bundle.json())
         FileHandle.standardOutput.write(Data("\n".utf8))

@@ -22,7 +22,7 @@ struct ServeCommand: ParsableCommand {
             vault's upkeep (compaction, retention) runs inside the service.
             """)
 
-    @OptionGroup var vault: VaultOption
+    @OptionGroup var vault: VaultDirectoryOption
     @Option(help: ArgumentHelp("Where to listen: ADDRESS:PORT (e.g. 0.0.0.0:9443, [::]:9443).", valueName: "address")) var listen: String
 
     func validate() throws { _ = try Self.hostAndPort(listen) }
@@ -37,7 +37,7 @@ struct ServeCommand: ParsableCommand {
     func run() throws {
         let (host, port) = try Self.hostAndPort(listen)
         let logger = makeLogger()
-        let server = try VaultServer(vault: try vault.openOrCreate(), logger: logger)
+        let server = try VaultServer(home: try vault.openOrCreate(), logger: logger)
         try server.start(host: host, port: port)
         // A test or a supervisor learns the port chosen for :0 from this line.
         FileHandle.standardOutput.write(Data("listening on \(host):\(server.boundPort ?? port)\n".utf8))

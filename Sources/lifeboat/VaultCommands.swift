@@ -4,28 +4,59 @@ import LifeboatCore
 import LifeboatJournal
 import LifeboatVault
 import LifeboatVHD
+import LifeboatIdentity
+import LifeboatSite
+import LifeboatWire
 import SystemPackage
 
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// `--vault`, defaulting from LIFEBOAT_VAULT.
-struct VaultOption: ParsableArguments {
+/// `--vault`, defaulting from LIFEBOAT_VAULT: the vault directory as a whole (`vault enroll`,
+/// `vault serve`).
+struct VaultDirectoryOption: ParsableArguments {
     @Option(name: .long, help: "The vault directory (default: $LIFEBOAT_VAULT).")
     var vault: String?
 
-    /// The vault, made here if there is none yet (`vault enroll` and `vault serve` on a new host).
-    func openOrCreate() throws -> Vault {
-        let path = vault ?? ProcessInfo.processInfo.environment["LIFEBOAT_VAULT"].flatMap { $0.isEmpty ? nil : $0 }
+    var path: String? { vault ?? ProcessInfo.processInfo.environment["LIFEBOAT_VAULT"].flatMap { $0.isEmpty ? nil : $0 } }
+
+    /// The vault directory, made here if there is none yet (a new vault host).
+    func openOrCreate() throws -> VaultHome {
         guard let path else { throw ValidationError("no vault given: pass --vault DIR or set LIFEBOAT_VAULT") }
-        return try Vault(root: FilePath(absolutePath(path)), create: true)
+        return try VaultHome(root: FilePath(absolutePath(path)), create: true)
+    }
+}
+
+/// Which group the readers (`points`, `export`, `mount`, `drill`, `vault verify`/`prune`) read:
+/// `--vault DIR` (or LIFEBOAT_VAULT) with `--site NAME` where the vault holds several sites'
+/// groups; or `--site DIR` alone, a site directory, whose vault is read.
+struct VaultOption: ParsableArguments {
+    @Option(name: .long, help: "The vault directory (default: $LIFEBOAT_VAULT).")
+    var vault: String?
+    @Option(name: .long, help: ArgumentHelp("With a vault: the site whose group to read, where the vault holds several. Without: a site directory, whose vault is read.",
+                                            valueName: "name-or-dir"))
+    var site: String?
+
+    var vaultPath: String? { vault ?? ProcessInfo.processInfo.environment["LIFEBOAT_VAULT"].flatMap { $0.isEmpty ? nil : $0 } }
+
+    /// A site directory whose vault is served on another machine, when that is what was named.
+    func remoteSite() throws -> Site? {
+        guard vaultPath == nil, let site else { return nil }
+        let s = try Site.open(FilePath(site))
+        return s.hasRemoteVault ? s : nil
     }
 
     func open() throws -> Vault {
-        let path = vault ?? ProcessInfo.processInfo.environment["LIFEBOAT_VAULT"].flatMap { $0.isEmpty ? nil : $0 }
-        guard let path else { throw ValidationError("no vault given: pass --vault DIR or set LIFEBOAT_VAULT") }
-        return try Vault(root: FilePath(path))
+        if let path = vaultPath { return try VaultHome(root: FilePath(path)).group(site: site) }
+        guard let site else { throw ValidationError("no vault given: pass --vault DIR (or --site DIR, a site) or set LIFEBOAT_VAULT") }
+        let s = try Site.open(FilePath(site))
+        guard let vault = s.config.vault else { throw LifeboatError(.notFound, "the site has no vault (lifeboat init --vault)", path: site) }
+        guard !s.hasRemoteVault else {
+            throw LifeboatError(.unsupported, "the site's vault is on another machine (\(vault)): `points --site` lists its points from here; "
+                                + "mount, export, drill and vault upkeep run on the vault host (--vault DIR --site NAME)", path: site)
+        }
+        return try Vault(root: FilePath(vault))
     }
 }
 
@@ -36,57 +67,27 @@ struct PointsCommand: ParsableCommand {
     @Flag(help: "Print JSON.") var json = false
 
     func run() throws {
-        let v = try vault.open()
-        let disks = try v.disks()
-        let diskID = try disk.map { try v.disk(named: $0).id }
-        let names = Dictionary(uniqueKeysWithValues: disks.map { ($0.id, $0.name) })
-        let points = try v.points()
-        let drills = try v.latestDrills()
-        if json {
-            return try printJSON(try points.map { p in
-                try ListedPoint(p, names: names, lastDrill: p.id.flatMap { drills[$0] })
-            })
+        if let site = try vault.remoteSite() {
+            return try show(try RemoteVaultReplica(bundle: try SiteBundle.load(site.vaultBundlePath)).points(), from: site.config.vault ?? "")
         }
-        let (base, last) = try v.lsnRange()
-        print("vault \(v.root): LSNs \(base)…\(last), \(points.count) point(s)")
+        let v = try vault.open()
+        try show(try PointListing(v), from: v.root.string)
+    }
+
+    private func show(_ listing: PointListing, from vault: String) throws {
+        if json { return try printJSON(listing.points) }
+        print("vault \(vault): LSNs \(listing.baseLSN)…\(listing.lastLSN), \(listing.points.count) point(s)")
+        if let disk, let p = listing.points.first, p.digests[disk] == nil {
+            throw LifeboatError(.notFound, "the vault has no disk '\(disk)' (it has: \(p.digests.keys.sorted().joined(separator: ", ")))")
+        }
         let time = ISO8601DateFormatter()
-        let rows = try points.map { p -> [String] in
-            let drill = p.id.flatMap { drills[$0] }
-            return [String(p.id ?? 0), p.lsn.description, p.kind.rawValue, time.string(from: p.time), p.label.isEmpty ? "-" : p.label,
-                    drill.map { time.string(from: $0.finishedAt) } ?? "-", drill?.result.rawValue ?? "-"]
-                + (try diskID.map { [try p.digestMap()[$0]?.description ?? "-"] } ?? [])
+        let rows = listing.points.map { p -> [String] in
+            [String(p.id ?? 0), p.lsn.description, p.kind.rawValue, time.string(from: p.time), p.label ?? "-",
+             p.lastDrill.map { time.string(from: $0.testedAt) } ?? "-", p.lastDrill?.result.rawValue ?? "-"]
+                + (disk.map { [p.digests[$0] ?? "-"] } ?? [])
         }
         printTable(["ID", "LSN", "KIND", "TIME", "LABEL", "TESTED AT", "RESULT"] + (disk.map { ["DIGEST (\($0))"] } ?? []), rows)
-        for p in points { if let note = p.note { print("  point \(p.id ?? 0): \(note)") } }
-    }
-}
-
-/// A point as `points --json` lists it: digests by disk name, no label as null, and its
-/// latest drill.
-struct ListedPoint: Encodable {
-    struct Drill: Encodable {
-        var testedAt: Date
-        var result: DrillResult
-        var plan: String
-    }
-    var id: Int64?
-    var lsn: LSN
-    var kind: PointKind
-    var time: Date
-    var label: String?
-    var note: String?
-    var digests: [String: String]
-    var lastDrill: Drill?
-
-    init(_ p: RecoveryPoint, names: [DiskID: String], lastDrill: DrillRecord?) throws {
-        id = p.id
-        lsn = p.lsn
-        kind = p.kind
-        time = p.time
-        label = p.label.isEmpty ? nil : p.label
-        note = p.note
-        digests = Dictionary(uniqueKeysWithValues: try p.digestMap().map { (names[$0.key] ?? "disk \($0.key.rawValue)", $0.value.description) })
-        self.lastDrill = lastDrill.map { Drill(testedAt: $0.finishedAt, result: $0.result, plan: $0.plan) }
+        for p in listing.points { if let note = p.note { print("  point \(p.id ?? 0): \(note)") } }
     }
 }
 

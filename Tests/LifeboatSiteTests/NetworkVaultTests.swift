@@ -100,6 +100,33 @@ struct NetworkVaultTests {
         #expect(try run(["cmp", exported, s.t.site + "/disks/d0.img"]).status == 0, "the vault's point equals the primary")
         #expect(s.server!.output.contains("site branch connected from 10.99.2.2"), "\(s.server!.output)")
 
+        // A second site host ships to the same vault: its own group, apart from the first's.
+        try s.net.addHost("site2")
+        let second = try TestSite(disks: [("e0", "32M")])
+        defer { second.cleanup() }
+        try check(s.net.run(in: "site2", [lifeboatBinary, "init", "--site", second.site, "--vault", s.address, "--bundle", try s.enroll("second")]))
+        _ = try second.startProtect(["--point-interval", "1", "--seal-interval", "1"], launcher: s.net.command(in: "site2", []))
+        let fd2 = try FileDescriptor.open(second.image("e0"), .writeOnly)
+        _ = try fd2.writeAll(toAbsoluteOffset: 0, randomBytes(4 << 20, seed: 13))
+        fsync(fd2.rawValue)
+        try fd2.close()
+        let secondID = try second.checkpointInVault("--label", "second-site")
+        // On the vault host, two groups: a reader names one.
+        let ambiguous = try lifeboat("points", "--vault", s.vault)
+        #expect(ambiguous.status == 64 && ambiguous.stderr.contains("2 sites (branch, second): name one with --site NAME"), "\(ambiguous.stderr)")
+        let secondExport = s.t.root + "/second.raw"
+        try check(lifeboat("export", "--vault", s.vault, "--site", "second", "--point", String(secondID), "--disk", "e0", secondExport))
+        #expect(try run(["cmp", secondExport, second.site + "/disks/e0.img"]).status == 0, "the second site's point equals its primary")
+        // On each site host, over the network: its own points, and only its own.
+        let fromBranch = try s.net.run(in: "site", [lifeboatBinary, "points", "--site", s.t.site, "--json"])
+        #expect(fromBranch.status == 0 && fromBranch.stdout.contains("over-the-network") && !fromBranch.stdout.contains("second-site"),
+                "\(fromBranch.stdout)\(fromBranch.stderr)")
+        let fromSecond = try s.net.run(in: "site2", [lifeboatBinary, "points", "--site", second.site])
+        #expect(fromSecond.status == 0 && fromSecond.stdout.contains("second-site") && !fromSecond.stdout.contains("over-the-network"),
+                "\(fromSecond.stdout)\(fromSecond.stderr)")
+        #expect(second.protect?.stop() == 0)
+        #expect(try lifeboat("vault", "verify", "--vault", s.vault, "--site", "second").status == 0)
+
         // A plain TCP client and a client without a certificate: refused, and said so in the vault's log.
         _ = try s.net.run(in: "site", ["python3", "-c", "import socket; s = socket.create_connection(('\(s.net.address("vault"))', 9443), timeout=5); s.sendall(b'GET / HTTP/1.0\\r\\n\\r\\n'); s.recv(100)"])
         _ = try s.net.run(in: "site", ["/bin/sh", "-c", "echo | timeout 5 openssl s_client -connect \(s.net.address("vault")):9443 -tls1_3"])
@@ -127,7 +154,7 @@ struct NetworkVaultTests {
         #expect(protect.stop() == 0)
         #expect(s.server?.stop() == 0, "vault serve stops cleanly on SIGTERM")
         s.server = nil
-        #expect(try lifeboat("vault", "verify", "--vault", s.vault).status == 0)
+        #expect(try lifeboat("vault", "verify", "--vault", s.vault, "--site", "branch").status == 0)
     }
 
     @Test func aPartitionInTheMiddleOfAWriteLoadLosesNothing() throws {
