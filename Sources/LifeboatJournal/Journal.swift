@@ -45,6 +45,10 @@ public final class Journal: @unchecked Sendable {
         public var currentSegmentFirstLSN: LSN
         /// Bytes of records in that segment (its file is preallocated: its size says nothing).
         public var currentSegmentBytes: Int64
+        /// The segment's file, and how many of its bytes (header included) are durable: a
+        /// record boundary, what streaming may send (never a record a crash could still take back).
+        public var currentSegmentPath: FilePath
+        public var currentSegmentDurableBytes: Int64
     }
 
     public let directory: FilePath
@@ -57,6 +61,8 @@ public final class Journal: @unchecked Sendable {
     private let preparer: SegmentPreparer
     private var nextLSN: LSN
     private var durableLSN: LSN
+    /// Bytes of `current` durable (a record boundary; the header alone at its start).
+    private var durableBytes: Int64 = Int64(JournalFormat.segmentHeaderSize)
     private var syncing = false
     private var syncs = 0
     /// `syncs` when the current segment started: how often it was synced decides how its
@@ -224,6 +230,7 @@ public final class Journal: @unchecked Sendable {
             } else {
                 current = try OpenSegment.create(in: directory, groupID: groupID, firstLSN: nextLSN)
             }
+            durableBytes = Int64(JournalFormat.segmentHeaderSize)
         } catch {
             let e = (error as? LifeboatError) ?? LifeboatError(.io, "\(error)", path: directory.string)
             failure = e
@@ -261,6 +268,7 @@ public final class Journal: @unchecked Sendable {
             let directorySync = needsDirectorySync
             needsDirectorySync = false
             let goal = LSN(nextLSN.rawValue - 1)
+            let goalBytes = segment.end
             lock.unlock()
             var syncError: (Errno, FilePath)?
             do {
@@ -278,6 +286,7 @@ public final class Journal: @unchecked Sendable {
                 failure = .system(errno, "journal fdatasync failed; nothing more is acknowledged until restart", path: path.string)
             } else if goal > durableLSN {
                 durableLSN = goal
+                if current === segment { durableBytes = max(durableBytes, goalBytes) }
             }
             lock.broadcast()
         }
@@ -292,7 +301,8 @@ public final class Journal: @unchecked Sendable {
     public var stats: Stats {
         lock.withLock {
             Stats(appendedLSN: LSN(nextLSN.rawValue - 1), durableLSN: durableLSN, syncs: syncs, failure: failure ?? lastAppendError,
-                  currentSegmentFirstLSN: current.firstLSN, currentSegmentBytes: current.end)
+                  currentSegmentFirstLSN: current.firstLSN, currentSegmentBytes: current.end,
+                  currentSegmentPath: current.path, currentSegmentDurableBytes: durableBytes)
         }
     }
 

@@ -47,6 +47,12 @@ public final class LocalVaultReplica: ReplicaTarget, @unchecked Sendable {
         if case .ingested = try vault().ingest(segment: segment, name: name) { maintenance.dataArrived() }
     }
 
+    public func append(records: [UInt8], firstLSN: LSN, name: String) throws -> LSN {
+        let v = try vault()
+        if case .ingested = try v.ingest(records: records, firstLSN: firstLSN, name: name) { maintenance.dataArrived() }
+        return try v.lsnRange().last
+    }
+
     public func point(at lsn: LSN) throws -> Int64? { try vault().points().last { $0.lsn == lsn }?.id }
 
     public func annotate(point id: Int64, note: String) throws { try vault().annotate(point: id, note: note) }

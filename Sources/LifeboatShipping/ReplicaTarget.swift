@@ -1,7 +1,7 @@
 import LifeboatCore
 import SystemPackage
 
-/// Where a site's sealed journal segments go, seen from the source side: the transport-neutral
+/// Where a site's journal goes (sealed segments, and the open one's records as streamed), seen from the source side: the transport-neutral
 /// face of a vault. `LocalVaultReplica` is the vault as a directory on this machine; a network
 /// client implements the same calls. The `Shipper` decides what to send and when; a target only
 /// moves bytes and answers from the vault's catalog.
@@ -30,6 +30,12 @@ public protocol ReplicaTarget: AnyObject, Sendable {
     /// Sends one sealed segment, as it lies in the journal; returns once the vault holds it
     /// durably. A segment the vault already holds is accepted again (a retry after a lost answer).
     func ship(segment: [UInt8], name: String) throws
+
+    /// Sends a run of records as they lie in a segment, from `firstLSN` (streaming: the open
+    /// segment's records as they become durable, or the rest of a segment partly sent); returns
+    /// the LSN the vault holds through once they are durable there. Records it holds already
+    /// are dropped by the vault, never ingested twice.
+    func append(records: [UInt8], firstLSN: LSN, name: String) throws -> LSN
 
     /// The vault's point at `lsn` (a marker shipped there), nil while there is none.
     func point(at lsn: LSN) throws -> Int64?

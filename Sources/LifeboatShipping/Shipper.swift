@@ -11,14 +11,18 @@ import SystemPackage
 import Glibc
 #endif
 
-/// Ships sealed journal segments to the site's vault through a `ReplicaTarget`, in LSN order;
-/// the vault holds each durably before `ship` returns. A local segment is deleted only once the
-/// vault holds it *and* a checkpoint covers it (recovery replays the local journal after the
-/// checkpoint LSN, so those records must stay until the primaries are durable past them).
+/// Ships the journal to the site's vault through a `ReplicaTarget`, in LSN order: sealed
+/// segments, and — streaming (decision 0010) — the open segment's records as they become
+/// durable, every `streamInterval`, so that the vault is a fraction of a second behind rather
+/// than a seal interval. The vault holds what it is sent durably before it answers. A local
+/// segment is deleted only once the vault holds it *and* a checkpoint covers it (recovery
+/// replays the local journal after the checkpoint LSN, so those records must stay until the
+/// primaries are durable past them).
 ///
-/// It runs when a segment is sealed (`poke`); while something is left to do without a new seal
-/// (a failed round to retry, a shipped segment waiting for the checkpoint before it goes), once
-/// a second too. Idle, it does nothing: no listing of the journal, no query of the vault.
+/// A full round (after a seal, a `poke`, or a failure) lists the journal, seeds disks, ships
+/// what the vault lacks and deletes what may go; between them, a streaming round only sends the
+/// open segment's new durable bytes (one call). Idle, it reads one in-memory figure of the
+/// journal per interval: no listing of the journal, no query of the vault.
 /// While the vault is missing, unreachable, read-only or full, or rejects a
 /// segment, segments stay local, `status` shows the lag and the reason, and shipping resumes by
 /// itself.
@@ -29,7 +33,14 @@ public final class Shipper: @unchecked Sendable {
     private let appliedLSN: @Sendable () -> LSN
     private let logger: Logger
     private let figures: Mutex<ShippingStatus>
-    private let loop = BackgroundLoop(name: "lifeboat-shipper", interval: .seconds(1))
+    private let loop = BackgroundLoop(name: "lifeboat-shipper", interval: Shipper.streamInterval)
+    /// How often the open segment's new durable records are sent: what streaming adds to the RPO.
+    public static let streamInterval: Duration = .milliseconds(100)
+    /// Streaming's place in the open segment: its first LSN, the offset of the next record to
+    /// send and that record's LSN. Nil until a full round finds it (again, after any failure).
+    private var stream: (segment: LSN, offset: Int64, next: LSN)?
+    /// Full rounds with nothing new are held to once a second (a retry, a checkpoint to wait for).
+    private var lastFullRound = ContinuousClock.now
     private var lastError: String?
     private let poked = Atomic<Bool>(true)
     /// Rounds finished, counted and broadcast under `roundDone`, for `point(at:)`; and whether
@@ -71,7 +82,12 @@ public final class Shipper: @unchecked Sendable {
     }
 
     private func round() {
-        if !poked.exchange(false, ordering: .acquiring) && settled && lastError == nil { return }
+        // A full round after a seal or a question (poke), and once a second while something is
+        // left (a failure to retry, a shipped segment waiting for its checkpoint); in between,
+        // streaming rounds while no failure is pending.
+        let wasPoked = poked.exchange(false, ordering: .acquiring)
+        let full = wasPoked || ((!settled || lastError != nil) && lastFullRound.duration(to: .now) >= .seconds(1))
+        if !full && (lastError != nil || !openSegmentMoved()) { return }
         defer {
             roundDone.withLock {
                 rounds += 1
@@ -79,13 +95,19 @@ public final class Shipper: @unchecked Sendable {
             }
         }
         do {
-            try shipOnce()
+            if full {
+                lastFullRound = .now
+                try shipOnce()
+            } else {
+                try streamOnce()
+            }
             if lastError != nil { logger.notice("shipping to \(target.address) resumed") }
             lastError = nil
         } catch {
             let message = "\(error)"
             if message != lastError { logger.error("shipping paused: \(message)") }
             lastError = message
+            stream = nil
             target.reset()
             // Paused: what waits keeps growing, and status must say so (never "0 B").
             let (segments, bytes) = waiting(after: figures.withLock { $0.shippedLSN })
@@ -163,9 +185,16 @@ public final class Shipper: @unchecked Sendable {
             if lastLSN > shipped {
                 // Read once, while the seal left it in the page cache; nobody reads it again.
                 let bytes = try SegmentReader.load(segment.path, thenDropCache: true)
-                try target.ship(segment: bytes, name: segment.path.string)
-                // Trust only the vault's catalog, read back, before anything local is deleted.
-                shipped = try target.heldThrough()
+                if shipped >= segment.firstLSN {
+                    // Partly in the vault (streamed while it was open): only the rest goes.
+                    if let run = try Self.records(after: shipped, in: bytes, path: segment.path) {
+                        shipped = try target.append(records: Array(bytes[run.offset..<run.end]), firstLSN: run.first, name: segment.path.string)
+                    }
+                } else {
+                    try target.ship(segment: bytes, name: segment.path.string)
+                    // Trust only the vault's catalog, read back, before anything local is deleted.
+                    shipped = try target.heldThrough()
+                }
                 let now = shipped
                 figures.withLock {
                     $0.lastShippedAt = Date()
@@ -178,9 +207,12 @@ public final class Shipper: @unchecked Sendable {
                 try? syncDirectory(journal.directory)
             }
         }
+        let before = shipped
+        figures.withLock { $0.shippedLSN = before }
+        try streamOnce(shipped: shipped)
+        shipped = figures.withLock { $0.shippedLSN }
         let (pendingSegments, pendingBytes) = waiting(after: shipped)
         figures.withLock {
-            $0.shippedLSN = shipped
             $0.pendingSegments = pendingSegments
             $0.pendingBytes = pendingBytes
             $0.error = nil
@@ -188,8 +220,80 @@ public final class Shipper: @unchecked Sendable {
         settled = deleting && pendingSegments == 0  // every sealed segment shipped and gone
     }
 
+    /// Whether the open segment has durable records streaming has not sent.
+    private func openSegmentMoved() -> Bool {
+        let stats = journal.stats
+        guard let stream, stream.segment == stats.currentSegmentFirstLSN else { return true }
+        return stats.currentSegmentDurableBytes > stream.offset
+    }
+
+    /// Sends the open segment's durable records the vault does not hold (decision 0010,
+    /// "Streaming"). Where it stands is kept between rounds; without it (a new segment, a
+    /// reconnect), the durable prefix is read and the records after `shipped` — the vault's
+    /// durable LSN — found in it: nothing lost, nothing sent twice.
+    private func streamOnce(shipped known: LSN? = nil) throws {
+        let stats = journal.stats
+        let end = stats.currentSegmentDurableBytes
+        let position: (offset: Int64, next: LSN)
+        if let stream, stream.segment == stats.currentSegmentFirstLSN {
+            position = (stream.offset, stream.next)
+        } else {
+            let shipped = try known ?? target.heldThrough()
+            // A segment sealed since the last full round goes first, whole or its rest: the next
+            // full round (its seal poked it) ships it; the open one's records would be a gap.
+            guard shipped.next >= stats.currentSegmentFirstLSN else {
+                poke()
+                return
+            }
+            let prefix = try Self.read(stats.currentSegmentPath, from: 0, to: end)
+            guard let run = try Self.records(after: shipped, in: prefix, path: stats.currentSegmentPath) else {
+                stream = (stats.currentSegmentFirstLSN, end, LSN(max(stats.durableLSN.rawValue, stats.currentSegmentFirstLSN.rawValue - 1) + 1))
+                figures.withLock { $0.shippedLSN = shipped }
+                return
+            }
+            position = (Int64(run.offset), run.first)
+        }
+        guard end > position.offset else { return }
+        let records = try Self.read(stats.currentSegmentPath, from: position.offset, to: end)
+        let held = try target.append(records: records, firstLSN: position.next, name: stats.currentSegmentPath.string)
+        // The stats' durable LSN is the last record of those bytes (both read under one lock).
+        guard held >= stats.durableLSN else {
+            stream = nil
+            throw LifeboatError(.io, "the vault holds through LSN \(held) after a run of records ending at \(stats.durableLSN)")
+        }
+        stream = (stats.currentSegmentFirstLSN, end, stats.durableLSN.next)
+        figures.withLock {
+            $0.lastShippedAt = Date()
+            $0.shippedLSN = held
+            if $0.pendingSegments == 0 { $0.pendingBytes = max(0, stats.currentSegmentBytes - end) }
+        }
+    }
+
+    /// The records of `bytes` (a segment, or its first bytes) after `held`: where they start,
+    /// the first one's LSN, and where the last one ends. Nil when there are none.
+    static func records(after held: LSN, in bytes: [UInt8], path: FilePath) throws -> (offset: Int, first: LSN, end: Int)? {
+        let scan = try SegmentReader.scan(bytes, path: path)
+        if case .tornTail(let offset, _, let reason, _) = scan.end {
+            throw LifeboatError(.corrupt, "\(reason) in a journal segment being shipped", path: path.string, offset: Int64(offset))
+        }
+        guard let first = scan.records.first(where: { $0.header.lsn > held }) else { return nil }
+        return (first.offset, first.header.lsn, scan.validEnd)
+    }
+
+    private static func read(_ path: FilePath, from: Int64, to: Int64) throws -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: Int(to - from))
+        do {
+            let fd = try FileDescriptor.open(path, .readOnly, options: [.closeOnExec])
+            defer { try? fd.close() }
+            try bytes.withUnsafeMutableBytes { try fd.readAll(at: from, into: $0, zeroFillPastEOF: false) }
+        } catch let e as Errno {
+            throw LifeboatError.system(e, "cannot read the open journal segment", path: path.string)
+        }
+        return bytes
+    }
+
     /// What the vault does not hold yet: sealed segments past `shipped`, and the records of the
-    /// open segment (it ships once sealed).
+    /// open segment past it.
     private func waiting(after shipped: LSN) -> (segments: Int, bytes: Int64) {
         let stats = journal.stats
         let local = (try? JournalDirectory.segments(in: journal.directory)) ?? []

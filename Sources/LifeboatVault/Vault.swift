@@ -177,11 +177,46 @@ public final class Vault: @unchecked Sendable {
         guard scan.header.groupID == Hex.bytes(group) else {
             throw LifeboatError(.invalidArgument, "segment belongs to another protection group", path: name, offset: 16)
         }
-        let (_, last) = try lsnRange()
-        if scan.lastLSN <= last { return .alreadyHeld }
-        guard scan.header.firstLSN == last.next else {
-            throw LifeboatError(.invalidArgument, "the vault holds LSNs up to \(last); this segment starts at \(scan.header.firstLSN)", path: name, offset: 32)
+        return try ingestLocked(scan: scan, raw: raw, name: name, what: "segment")
+    }
+
+    /// Ingests a run of journal records as they lie in a segment, from `firstLSN` on: what
+    /// streaming sends as records become durable at the site (decision 0010, "Streaming"). Whole
+    /// records with consecutive LSNs, each checked by its own checksums; it may end with the
+    /// segment's seal record. Records the vault holds already are dropped (a resend after a lost
+    /// answer), so nothing goes twice into a layer or a point; a gap is refused naming both LSNs.
+    /// Durable when this returns, like a segment's ingest.
+    public func ingest(records raw: [UInt8], firstLSN: LSN, name: String) throws -> IngestOutcome {
+        try withWriterLock {
+            guard let group = try groupID() else { throw LifeboatError(.invalidArgument, "the vault has no group yet (add its disks first)", path: root.string) }
+            // The run read as the segment it comes from would be: a header naming this group and
+            // its first LSN, then the records. Offsets in errors are the run's own.
+            let header = SegmentHeader(groupID: Hex.bytes(group), firstLSN: firstLSN, createdNanos: 0).encoded()
+            let segment = header + raw
+            let scan = try SegmentReader.scan(segment, path: FilePath(name))
+            let headerBytes = Int64(header.count)
+            if case .tornTail(let offset, _, let reason, _) = scan.end {
+                throw LifeboatError(.corrupt, "\(reason) in a streamed run of records from LSN \(firstLSN)", path: name, offset: Int64(offset) - headerBytes)
+            }
+            guard scan.validEnd == segment.count else {
+                throw LifeboatError(.corrupt, "a streamed run of records from LSN \(firstLSN) ends inside a record", path: name, offset: Int64(scan.validEnd) - headerBytes)
+            }
+            return try ingestLocked(scan: scan, raw: segment, name: name, what: "run of records")
         }
+    }
+
+    /// Writer lock held, `scan` checked: drops the records the vault holds, builds the layer of
+    /// the rest, commits it with its points.
+    private func ingestLocked(scan whole: SegmentScan, raw: [UInt8], name: String, what: String) throws -> IngestOutcome {
+        let (_, last) = try lsnRange()
+        if whole.lastLSN <= last { return .alreadyHeld }
+        guard whole.header.firstLSN <= last.next else {
+            throw LifeboatError(.invalidArgument, "the vault holds LSNs up to \(last); this \(what) starts at \(whole.header.firstLSN)",
+                                path: name, offset: what == "segment" ? 32 : nil)
+        }
+        var scan = whole
+        scan.records.removeAll { $0.header.lsn <= last }
+        scan.header.firstLSN = last.next
         let build = try raw.withUnsafeBytes { try LayerWriter.build(scan: scan, segment: $0, compressor: ZstdCompressor()) }
         let disks = Dictionary(uniqueKeysWithValues: try self.disks().map { ($0.id, $0) })
         for (disk, highest) in build.highestBlock {

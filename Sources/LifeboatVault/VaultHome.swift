@@ -36,6 +36,8 @@ public struct VaultHome: Sendable {
             try PrivateFiles.makeDirectory(root)
         } else if (st.st_mode & S_IFMT) != S_IFDIR {
             throw LifeboatError(.invalidArgument, "is not a directory: a vault is one", path: root.string)
+        } else if access(root.string, R_OK | X_OK) != 0 {
+            throw LifeboatError.system(Errno(rawValue: errno), "cannot open the vault", path: root.string)
         } else if !create && !isVault {
             throw LifeboatError(.notFound, "no vault here (no catalog.sqlite, sites/ or tls/)", path: root.string)
         }

@@ -99,6 +99,13 @@ public final class RemoteVaultReplica: ReplicaTarget, @unchecked Sendable {
         _ = try call(request, body: try segment.withUnsafeBytes { try Zstd.compress($0, level: 1) })
     }
 
+    public func append(records: [UInt8], firstLSN: LSN, name: String) throws -> LSN {
+        var request = WireRequest(op: "append")
+        request.name = (name as NSString).lastPathComponent
+        request.lsn = firstLSN.rawValue
+        return LSN(try call(request, body: try records.withUnsafeBytes { try Zstd.compress($0, level: 1) }).heldThrough ?? 0)
+    }
+
     public func point(at lsn: LSN) throws -> Int64? {
         var request = WireRequest(op: "pointAt")
         request.lsn = lsn.rawValue

@@ -178,6 +178,15 @@ final class VaultService: @unchecked Sendable {
             let outcome = try vault.ingest(compressedSegment: body, name: "\(site):\(request.name ?? "segment")")
             if case .ingested = outcome { maintenance.dataArrived() }
             r.heldThrough = try vault.lsnRange().last.rawValue
+        case "append":
+            let first = try required(request.lsn, "lsn")
+            let raw: [UInt8]
+            do { raw = try body.withUnsafeBytes { try Zstd.decompress($0, maxSize: 1 << 31) } } catch let e as LifeboatError {
+                throw LifeboatError(.corrupt, "the run of records from LSN \(first) does not decompress: \(e.message)")
+            }
+            let outcome = try vault.ingest(records: raw, firstLSN: LSN(first), name: "\(site):\(request.name ?? "stream")")
+            if case .ingested = outcome { maintenance.dataArrived() }
+            r.heldThrough = try vault.lsnRange().last.rawValue
         case "pointAt":
             let lsn = try required(request.lsn, "lsn")
             r.pointID = try vault.points().last { $0.lsn == LSN(lsn) }?.id
@@ -186,7 +195,7 @@ final class VaultService: @unchecked Sendable {
         case "points":
             answer = WireJSON.encode(try PointListing(vault))
         default:
-            throw LifeboatError(.invalidArgument, "unknown op '\(request.op)' (known: state, addDiskBegin, addDiskChunk, addDiskEnd, ship, pointAt, annotate, points)")
+            throw LifeboatError(.invalidArgument, "unknown op '\(request.op)' (known: state, addDiskBegin, addDiskChunk, addDiskEnd, ship, append, pointAt, annotate, points)")
         }
         return (r, answer)
     }

@@ -60,7 +60,7 @@ struct ShippingTests {
         let result = try JSONSerialization.jsonObject(with: Data(checkpoint.stdout.utf8)) as? [String: Any] ?? [:]
         #expect(result["kind"] as? String == "app-consistent")
         #expect((result["frozen"] as? [String]) == [t.fsMount])
-        #expect(result["pointID"] != nil, "the point reached the vault")
+        #expect(result["pointID"] != nil, "the point reached the vault: \(checkpoint.stdout)\nprotect's log:\n\(protect.output)")
 
         let exported = t.root + "/export.raw"
         try check(lifeboat("export", "--vault", t.vault, "--point", "latest-app", "--disk", "d0", "--format", "raw", exported))

@@ -150,6 +150,63 @@ struct Fixture {
         #expect(gap?.message.contains("holds LSNs up to") == true)
     }
 
+    /// Streaming: a segment arrives as runs of records cut anywhere between records, some sent
+    /// twice (a resend after a lost answer), its seal last; the vault reads back every LSN as the
+    /// model, holds each write once, and refuses a gap, a run cut inside a record and a damaged
+    /// record, changing nothing.
+    @Test func runsOfRecordsAreIngestedOnceEachAndBadRunsAreRefused() throws {
+        let f = try Fixture(records: 400, seed: 21)
+        let vault = try f.makeVault()
+        let segment = try f.sealedSegments()[0]
+        let scan = try SegmentReader.scan(segment.bytes, path: FilePath(segment.name))
+        let cuts = [0, 3, 40, 41, 90, scan.records.count - 1, scan.records.count]  // record indexes where runs start
+        func run(_ a: Int, _ b: Int) -> (bytes: [UInt8], first: LSN) {
+            let start = scan.records[a].offset
+            let end = b < scan.records.count ? scan.records[b].offset : scan.validEnd
+            return (Array(segment.bytes[start..<end]), scan.records[a].header.lsn)
+        }
+        // A gap: the second run before the first.
+        let early = run(cuts[1], cuts[2])
+        let gap = #expect(throws: LifeboatError.self) { _ = try vault.ingest(records: early.bytes, firstLSN: early.first, name: "s") }
+        #expect(gap?.message.contains("holds LSNs up to 0; this run of records starts at \(early.first)") == true)
+        for i in 0..<(cuts.count - 1) {
+            let r = run(cuts[i], cuts[i + 1])
+            #expect(try vault.ingest(records: r.bytes, firstLSN: r.first, name: "s") != .alreadyHeld)
+            if i == 2 {
+                // Resent, and overlapping: only the records after the vault's LSN count.
+                #expect(try vault.ingest(records: r.bytes, firstLSN: r.first, name: "s") == .alreadyHeld)
+                let overlap = run(cuts[1], cuts[3] + 5)
+                #expect(try vault.ingest(records: overlap.bytes, firstLSN: overlap.first, name: "s") != .alreadyHeld)
+                let held = try vault.lsnRange().last
+                #expect(held == scan.records[cuts[3] + 4].header.lsn)
+            }
+            if i == 3 {
+                // Cut inside a record; then a record damaged in transit.
+                var cut = run(cuts[4], cuts[5])
+                cut.bytes.removeLast(7)
+                let inside = #expect(throws: LifeboatError.self) { _ = try vault.ingest(records: cut.bytes, firstLSN: cut.first, name: "s") }
+                #expect(inside?.code == .corrupt && inside?.offset != nil)
+                var damaged = run(cuts[4], cuts[5])
+                damaged.bytes[24 + 16 + 100] ^= 0x01  // the first record's data
+                let bad = #expect(throws: LifeboatError.self) { _ = try vault.ingest(records: damaged.bytes, firstLSN: damaged.first, name: "s") }
+                #expect(bad?.code == .corrupt && bad?.offset == 0, "\(String(describing: bad))")
+                #expect(try vault.lsnRange().last == scan.records[cuts[4] - 1].header.lsn, "nothing changed")
+            }
+        }
+        let (_, last) = try vault.lsnRange()
+        #expect(last == scan.lastLSN, "through the seal record")
+        var g = SplitMix(state: 22)
+        for lsn in [last] + (0..<6).map({ _ in LSN(1 + g.next() % last.rawValue) }) {
+            let reader = try PointReader(vault: vault, lsn: lsn)
+            for d in 0..<2 { #expect(try f.read(reader, disk: d) == f.state(disk: d, at: lsn), "disk \(d) at LSN \(lsn)") }
+        }
+        #expect(try vault.points().map(\.lsn) == f.markers.filter { $0 <= last }, "each marker once")
+        // The next sealed segment, whole, follows the streamed one.
+        let next = try f.sealedSegments()[1]
+        #expect(try vault.ingest(segment: next.bytes, name: next.name) != .alreadyHeld)
+        #expect(try VaultVerifier.verify(vault).problems.isEmpty)
+    }
+
     @Test func aSegmentDamagedInTransitIsRejectedWithItsOffsetAndChangesNothing() throws {
         let f = try Fixture(records: 300, seed: 3)
         let vault = try f.makeVault()
