@@ -87,6 +87,9 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]),
 
+        // A fixed delay for test hosts' links (C: a TUN device and poll), where the kernel has no netem.
+        .executableTarget(name: "lifeboat-delayline", path: "Sources/lifeboat-delayline"),
+
         .executableTarget(
             name: "lifeboat-bench", dependencies: ["LifeboatVault", "LifeboatJournal", "LifeboatCore", .product(name: "SystemPackage", package: "swift-system")],
             path: "Sources/lifeboat-bench"),

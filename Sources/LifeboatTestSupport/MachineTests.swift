@@ -11,14 +11,17 @@ public let canMount = geteuid() == 0 && access("/dev/fuse", R_OK | W_OK) == 0
 public let mountSkipReason: Comment = "needs root and /dev/fuse (real FUSE mounts and loop devices); CI runs it"
 
 /// The `lifeboat` binary built next to this test bundle.
-public let lifeboatBinary: String = {
+public let lifeboatBinary = siblingBinary("lifeboat")
+
+/// A binary of this package built next to this test bundle.
+public func siblingBinary(_ name: String) -> String {
     let dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
     for candidate in [dir, dir.deletingLastPathComponent()] {
-        let path = candidate.appendingPathComponent("lifeboat").path
+        let path = candidate.appendingPathComponent(name).path
         if FileManager.default.isExecutableFile(atPath: path) { return path }
     }
-    return ".build/debug/lifeboat"
-}()
+    return ".build/debug/" + name
+}
 
 public struct CommandResult {
     public var status: Int32

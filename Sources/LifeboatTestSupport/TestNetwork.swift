@@ -16,14 +16,16 @@ import Glibc
 ///
 /// Found on this machine kind (kernel 6.18, no modules): `tc qdisc netem` does not exist
 /// ("Specified qdisc kind is unknown"), nor fq_codel or sfq; `tbf` and `htb` do. So: the rate with
-/// tbf, random loss with nftables (`numgen random`), a partition by taking the link down; a fixed
-/// delay needs a user-space delay line (not here yet). Namespaces are named with the network's
-/// tag and removed by `cleanup` (their veths go with them).
+/// tbf, random loss with nftables (`numgen random`), a partition by taking the link down, and a
+/// fixed delay with a user-space delay line on the router (`delay`, `lifeboat-delayline`).
+/// Namespaces are named with the network's tag and removed by `cleanup` (their veths go with
+/// them; the delay line is killed).
 public final class TestNetwork {
     public let tag: String
     public private(set) var hosts: [String: Int] = [:]
     private var loss: [String: Int] = [:]
     private var router: String { "lbr-\(tag)" }
+    private var delayLine: Process?
 
     public init() throws {
         tag = String(UInt32.random(in: 0...UInt32.max), radix: 36)
@@ -54,6 +56,7 @@ public final class TestNetwork {
         try netns(ns, ["ip", "route", "add", "default", "via", "10.99.\(n).1"])
         try netns(router, ["ip", "addr", "add", "10.99.\(n).1/24", "dev", "lb\(tag)r\(n)"])
         try netns(router, ["ip", "link", "set", "lb\(tag)r\(n)", "up"])
+        if delayLine != nil { try netns(router, ["ip", "rule", "add", "iif", "lb\(tag)r\(n)", "lookup", "100"]) }
         return address(name)
     }
 
@@ -79,6 +82,27 @@ public final class TestNetwork {
         }
     }
 
+    /// Delays every packet the router forwards by `milliseconds` (each way: the round trip
+    /// between two hosts gains twice that). What the hosts send is routed into a TUN device,
+    /// held there by `lifeboat-delayline`, and forwarded when it comes out. Once per network.
+    public func delay(milliseconds: Int) throws {
+        precondition(delayLine == nil, "one delay per network")
+        let tun = "lbdelay"
+        try netns(router, ["ip", "tuntap", "add", "dev", tun, "mode", "tun"])
+        try netns(router, ["ip", "link", "set", tun, "up"])
+        // Packets come back out of the TUN device with the hosts' source addresses.
+        for key in ["all", "default", tun] { try netns(router, ["sysctl", "-qw", "net.ipv4.conf.\(key).rp_filter=0"]) }
+        for (_, n) in hosts { try netns(router, ["ip", "rule", "add", "iif", "lb\(tag)r\(n)", "lookup", "100"]) }
+        try netns(router, ["ip", "route", "add", "default", "dev", tun, "table", "100"])
+        let line = Process()
+        let argv = ["/usr/bin/nsenter", "--net=/run/netns/" + router, "--", siblingBinary("lifeboat-delayline"), tun, String(milliseconds)]
+        line.executableURL = URL(fileURLWithPath: argv[0])
+        line.arguments = Array(argv.dropFirst())
+        line.standardOutput = FileHandle.nullDevice
+        try line.run()
+        delayLine = line
+    }
+
     /// Cuts the host off (its link down) or joins it again.
     public func partition(_ host: String, _ cut: Bool) throws {
         try netns(namespace(host), ["ip", "link", "set", "eth0", cut ? "down" : "up"])
@@ -100,6 +124,11 @@ public final class TestNetwork {
 
     /// Removes every namespace of this network (processes still inside are the caller's to stop).
     public func cleanup() {
+        if let line = delayLine {
+            line.terminate()
+            line.waitUntilExit()
+            delayLine = nil
+        }
         for host in hosts.keys { _ = try? ip(["netns", "del", namespace(host)]) }
         _ = try? ip(["netns", "del", router])
         hosts = [:]

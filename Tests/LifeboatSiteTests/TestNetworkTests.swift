@@ -86,4 +86,35 @@ struct TestNetworkTests {
         net.cleanup()
         #expect(TestNetwork.leftovers().isEmpty, "namespaces left: \(TestNetwork.leftovers())")
     }
+
+    /// The delay line: 10 ms each way is a 20 ms round trip, for a host added before it and one
+    /// added after; bulk TCP still flows through it; it is gone after cleanup.
+    @Test func theDelayLineAddsItsDelayEachWay() throws {
+        let net = try TestNetwork()
+        defer { net.cleanup() }
+        let vault = try net.addHost("vault")
+        try net.addHost("site")
+        let before = try Self.roundTrip(net, from: "site", to: vault)
+        try net.delay(milliseconds: 10)
+        try net.addHost("late")
+        let delayed = try Self.roundTrip(net, from: "site", to: vault)
+        let late = try Self.roundTrip(net, from: "late", to: vault)
+        #expect(before < 5 && (19...40).contains(delayed) && (19...40).contains(late), "RTT \(before) ms, then \(delayed) and \(late) ms")
+        let rate = try Self.transfer(net, from: "site", to: "vault", bytes: 8 << 20)
+        #expect(rate > 5e6, "TCP through the delay line: \(rate) B/s")
+        net.cleanup()
+        let left = try run(["pgrep", "-f", "lifeboat-delayline lbdelay"])
+        #expect(left.status != 0, "the delay line is gone: \(left.stdout)")
+    }
+
+    /// The average round trip of 10 pings, in milliseconds.
+    static func roundTrip(_ net: TestNetwork, from host: String, to address: String) throws -> Double {
+        let out = try net.run(in: host, ["ping", "-c", "10", "-i", "0.05", "-W", "2", address]).stdout
+        // "rtt min/avg/max/mdev = 20.1/20.4/21.0/0.2 ms"
+        guard let line = out.split(separator: "\n").first(where: { $0.hasPrefix("rtt") }),
+              let avg = line.split(separator: "=").last?.split(separator: "/").dropFirst().first.flatMap({ Double($0.trimmingCharacters(in: .whitespaces)) }) else {
+            throw TestFailure("no round trip in ping's output: \(out)")
+        }
+        return avg
+    }
 }
