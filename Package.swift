@@ -82,7 +82,7 @@ let package = Package(
             name: "lifeboat",
             dependencies: [
                 "LifeboatSite", "LifeboatCapture", "LifeboatPointView", "LifeboatFUSE", "LifeboatJournal", "LifeboatCore", "LifeboatVault", "LifeboatVHD",
-                "LifeboatDrill", "LifeboatQuiesce", "LifeboatIdentity", "LifeboatWire",
+                "LifeboatDrill", "LifeboatQuiesce", "LifeboatIdentity", "LifeboatWire", "LifeboatShipping",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]),

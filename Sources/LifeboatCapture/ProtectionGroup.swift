@@ -28,6 +28,8 @@ public final class ProtectionGroup: @unchecked Sendable {
         public var ships = true
         /// How the journal prepares its spare segments (`--spare-fill`, for the power-loss harness).
         public var spareFill: SpareFill = .adaptive
+        /// `--bandwidth`: the rate shipping may use towards a vault on another machine.
+        public var bandwidth: BandwidthSchedule?
         public init() {}
     }
 
@@ -125,9 +127,12 @@ public final class ProtectionGroup: @unchecked Sendable {
         markedRoots.withLock { $0 = (journal.stats.appendedLSN, rootsWhilePaused()) }  // no writer yet
         if ships, let vault = site.config.vault {
             // A directory, or the vault on another machine through the site's bundle.
-            let target: any ReplicaTarget = site.hasRemoteVault ? try RemoteVaultReplica(bundle: try SiteBundle.load(site.vaultBundlePath))
-                                                                : try LocalVaultReplica(root: FilePath(vault), logger: logger)
-            let shipper = Shipper(site: site, target: target, journal: journal, logger: logger) {
+            let remote = site.hasRemoteVault ? try RemoteVaultReplica(bundle: try SiteBundle.load(site.vaultBundlePath), bandwidth: options.bandwidth) : nil
+            guard remote != nil || options.bandwidth == nil else {
+                throw LifeboatError(.invalidArgument, "--bandwidth paces the wire to a vault on another machine; this site's vault is a directory (\(vault))")
+            }
+            let target: any ReplicaTarget = try remote ?? LocalVaultReplica(root: FilePath(vault), logger: logger)
+            let shipper = Shipper(site: site, target: target, journal: journal, logger: logger, pacer: remote?.pacer) {
                 [weak self] in self?.checkpointState.withLock { $0.lsn } ?? .zero
             }
             self.shipper = shipper

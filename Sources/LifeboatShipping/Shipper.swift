@@ -41,6 +41,9 @@ public final class Shipper: @unchecked Sendable {
     private var stream: (segment: LSN, offset: Int64, next: LSN)?
     /// Full rounds with nothing new are held to once a second (a retry, a checkpoint to wait for).
     private var lastFullRound = ContinuousClock.now
+    private let clock = Mutex(RecoveryPointClock())
+    /// `--bandwidth`, when the target paces its sends.
+    private let pacer: Pacer?
     private var lastError: String?
     private let poked = Atomic<Bool>(true)
     /// Rounds finished, counted and broadcast under `roundDone`, for `point(at:)`; and whether
@@ -51,7 +54,9 @@ public final class Shipper: @unchecked Sendable {
     /// The last round left nothing local to ship or delete: only a seal wakes the next one.
     private var settled = false
 
-    public init(site: Site, target: any ReplicaTarget, journal: Journal, logger: Logger, appliedLSN: @escaping @Sendable () -> LSN) {
+    public init(site: Site, target: any ReplicaTarget, journal: Journal, logger: Logger, pacer: Pacer? = nil,
+                appliedLSN: @escaping @Sendable () -> LSN) {
+        self.pacer = pacer
         self.site = site
         self.journal = journal
         self.target = target
@@ -63,6 +68,17 @@ public final class Shipper: @unchecked Sendable {
     public var current: ShippingStatus {
         var f = figures.withLock { $0 }
         f.maintenanceError = target.maintenanceError
+        let durable = journal.stats.durableLSN
+        let shipped = f.shippedLSN
+        f.rpoSeconds = clock.withLock {
+            $0.shipped(shipped)
+            return $0.rpo(durable: durable, shipped: shipped)
+        }.inSeconds
+        if let pacer {
+            f.bandwidth = pacer.schedule.text
+            f.bandwidthNow = pacer.currentRate
+            f.predictedRPOSeconds = pacer.currentRate.map { Double(f.pendingBytes) / $0 }
+        }
         return f
     }
 
@@ -85,6 +101,8 @@ public final class Shipper: @unchecked Sendable {
         // A full round after a seal or a question (poke), and once a second while something is
         // left (a failure to retry, a shipped segment waiting for its checkpoint); in between,
         // streaming rounds while no failure is pending.
+        let durable = journal.stats.durableLSN
+        clock.withLock { $0.sample(durable: durable) }
         let wasPoked = poked.exchange(false, ordering: .acquiring)
         let full = wasPoked || ((!settled || lastError != nil) && lastFullRound.duration(to: .now) >= .seconds(1))
         if !full && (lastError != nil || !openSegmentMoved()) { return }
@@ -103,6 +121,7 @@ public final class Shipper: @unchecked Sendable {
             }
             if lastError != nil { logger.notice("shipping to \(target.address) resumed") }
             lastError = nil
+            figures.withLock { $0.pausedSince = nil }
         } catch {
             let message = "\(error)"
             if message != lastError { logger.error("shipping paused: \(message)") }
@@ -113,6 +132,7 @@ public final class Shipper: @unchecked Sendable {
             let (segments, bytes) = waiting(after: figures.withLock { $0.shippedLSN })
             figures.withLock {
                 $0.error = message
+                if $0.pausedSince == nil { $0.pausedSince = Date() }
                 $0.pendingSegments = segments
                 $0.pendingBytes = bytes
             }

@@ -16,6 +16,17 @@ public struct ShippingStatus: Codable, Sendable {
     public var initialReplication: String?
     /// The last failure of retention or compaction (vault damage they met): shipping goes on.
     public var maintenanceError: String?
+    /// Since when shipping has been failing (the vault unreachable, refusing, full), if it is.
+    public var pausedSince: Date?
+    /// How far behind the vault is, in seconds: the oldest durable write it may lack became
+    /// durable at most this long ago (conservative; 0 when it holds all that is durable).
+    public var rpoSeconds: Double?
+    /// `--bandwidth` as given, and the rate it allows now in bytes per second (nil: unlimited).
+    public var bandwidth: String?
+    public var bandwidthNow: Double?
+    /// With a rate in force: the time to send what waits at that rate — the RPO a backlog will
+    /// reach before it is caught up (journal bytes: the wire's zstd makes it less).
+    public var predictedRPOSeconds: Double?
 
     public init(vault: String) { self.vault = vault }
 }

@@ -29,11 +29,18 @@ public final class RemoteVaultReplica: ReplicaTarget, @unchecked Sendable {
     private let lock = ConditionLock()
     private var connection: Connection?
     private var lastMaintenanceError: String?
+    /// `--bandwidth`: what sends may use of the link, paced in slices as they are written.
+    public let pacer: Pacer?
     /// How long a call may take: 10 s, and a second more per 4 MB it sends (a 64 MiB segment
-    /// gets 27 s). A partition without a reset is found by this, not by TCP's minutes.
-    static func timeout(sending bytes: Int) -> TimeAmount { .seconds(10) + .milliseconds(Int64(bytes / 4_000)) }
+    /// gets 27 s), and the time the pacer makes it take. A partition without a reset is found by
+    /// this, not by TCP's minutes.
+    func timeout(sending bytes: Int) -> TimeAmount {
+        let paced = pacer?.currentRate.map { Double(bytes) / $0 } ?? 0
+        return .seconds(10) + .milliseconds(Int64(bytes / 4_000) + Int64(paced * 1000))
+    }
 
-    public init(bundle: SiteBundle) throws {
+    public init(bundle: SiteBundle, bandwidth: BandwidthSchedule? = nil) throws {
+        pacer = bandwidth.map(Pacer.init)
         guard let vault = bundle.vault, let (host, port) = bundle.hostAndPort else {
             throw LifeboatError(.invalidArgument, "the site's bundle names no vault address (enroll with --address lifeboat://HOST:PORT)")
         }
@@ -154,7 +161,7 @@ public final class RemoteVaultReplica: ReplicaTarget, @unchecked Sendable {
             do {
                 let c = try connection ?? connect()
                 connection = c
-                let response = try c.send(WireFrame(header: WireJSON.encode(request), body: body), timeout: Self.timeout(sending: body.count))
+                let response = try c.send(WireFrame(header: WireJSON.encode(request), body: body), timeout: timeout(sending: body.count), pacer: pacer)
                 let decoded = try WireJSON.decode(WireResponse.self, response.header)
                 guard decoded.ok else {
                     throw LifeboatError(.io, "the vault at \(address) refused \(request.op): \(decoded.error ?? "no reason given")")
@@ -197,15 +204,26 @@ public final class RemoteVaultReplica: ReplicaTarget, @unchecked Sendable {
             self.responses = responses
         }
 
-        func send(_ frame: WireFrame, timeout: TimeAmount) throws -> WireFrame {
+        /// Writes the frame — paced in 256 KiB slices when there is a pacer, so that a throttled
+        /// link is never taken whole even by a large segment — and waits for the answer.
+        func send(_ frame: WireFrame, timeout: TimeAmount, pacer: Pacer?) throws -> WireFrame {
             let promise = channel.eventLoop.makePromise(of: WireFrame.self)
             responses.expect(promise, on: channel.eventLoop)
-            let bytes = frame.encoded()
-            channel.writeAndFlush(channel.allocator.buffer(bytes: bytes)).cascadeFailure(to: promise)
             let timer = channel.eventLoop.scheduleTask(in: timeout) {
                 promise.fail(LifeboatError(.io, "no answer within \(timeout.nanoseconds / 1_000_000_000) s"))
             }
             defer { timer.cancel() }
+            let bytes = frame.encoded()
+            if let pacer {
+                let slice = 256 << 10
+                for start in stride(from: 0, to: bytes.count, by: slice) {
+                    let end = min(bytes.count, start + slice)
+                    pacer.take(end - start)
+                    try channel.writeAndFlush(channel.allocator.buffer(bytes: bytes[start..<end])).wait()
+                }
+            } else {
+                channel.writeAndFlush(channel.allocator.buffer(bytes: bytes)).cascadeFailure(to: promise)
+            }
             return try promise.futureResult.wait()
         }
 

@@ -3,6 +3,7 @@ import Foundation
 import LifeboatCore
 import LifeboatCapture
 import LifeboatJournal
+import LifeboatShipping
 import LifeboatSite
 import SystemPackage
 
@@ -19,6 +20,9 @@ struct ProtectCommand: ParsableCommand {
     @Option(help: "Mark a crash-consistent point this often while there are writes (at least 0.2s).") var pointInterval = "3s"
     @Option(help: "Make the primaries durable and record how far this often while there are writes (at least 0.2s): bounds the replay after a crash.") var checkpointInterval = "5s"
 
+    @Option(help: ArgumentHelp("What shipping may use of the link to a vault on another machine: 20MB/s, or 20MB/s 08:00-18:00 (local time; unlimited otherwise), windows separated by commas.",
+                               valueName: "rate")) var bandwidth: String?
+
     @Option(help: .hidden) var spareFill: SpareFill = .adaptive
 
     func validate() throws {
@@ -27,6 +31,7 @@ struct ProtectCommand: ParsableCommand {
         _ = try parseDuration(sealInterval, what: "seal interval")
         guard try parseDuration(pointInterval, what: "point interval") >= 0.2 else { throw ValidationError("--point-interval must be at least 0.2s") }
         guard try parseDuration(checkpointInterval, what: "checkpoint interval") >= 0.2 else { throw ValidationError("--checkpoint-interval must be at least 0.2s") }
+        if let bandwidth { _ = try BandwidthSchedule(parsing: bandwidth) }
     }
 
     func run() throws {
@@ -37,6 +42,7 @@ struct ProtectCommand: ParsableCommand {
         options.pointInterval = .milliseconds(Int64(try parseDuration(pointInterval) * 1000))
         options.checkpointInterval = .milliseconds(Int64(try parseDuration(checkpointInterval) * 1000))
         options.spareFill = spareFill
+        options.bandwidth = try bandwidth.map(BandwidthSchedule.init(parsing:))
         try ProtectService.run(site: try site.open(), mountpoint: absolutePath(mountpoint), options: options, logger: makeLogger())
     }
 }

@@ -38,8 +38,17 @@ struct StatusCommand: ParsableCommand {
         if let v = status.shipping {
             let lag = j.appendedLSN > v.shippedLSN ? j.appendedLSN.rawValue - v.shippedLSN.rawValue : 0
             print("vault \(v.vault): shipped up to LSN \(v.shippedLSN); lag \(lag) LSNs, \(v.pendingSegments) segment(s), \(humanBytes(v.pendingBytes)) waiting")
+            if let rpo = v.rpoSeconds { print("RPO now: \(describeSeconds(rpo)) (the vault may lack writes made durable at most this long ago)") }
+            if let text = v.bandwidth {
+                let now = v.bandwidthNow.map { "\(humanBytes(Int64($0)))/s now" } ?? "unlimited now"
+                let predicted = v.predictedRPOSeconds.map { "; what waits takes \(describeSeconds($0)) at that rate" } ?? ""
+                print("bandwidth: \(now) (--bandwidth \(text))\(predicted)")
+            }
             if let seeding = v.initialReplication { print("initial replication in progress: \(seeding)") }
-            if let e = v.error { print("shipping paused: \(e)") }
+            if let e = v.error {
+                let since = v.pausedSince.map { " (since \(ISO8601DateFormatter().string(from: $0)))" } ?? ""
+                print("shipping paused\(since): \(e)")
+            }
             if let e = v.maintenanceError { print("vault maintenance failing (shipping goes on): \(e)") }
         }
         if let v = status.verified {
@@ -141,4 +150,9 @@ struct JournalCommand: ParsableCommand {
             if !r.ok { throw LifeboatError(.mismatch, "the journal does not reproduce the primary") }
         }
     }
+}
+
+/// Seconds for a person: 0.3 s, 12 s, 4m10s.
+func describeSeconds(_ seconds: Double) -> String {
+    seconds < 10 ? String(format: "%.1f s", seconds) : describeDuration(seconds.rounded())
 }

@@ -157,6 +157,46 @@ struct NetworkVaultTests {
         #expect(try lifeboat("vault", "verify", "--vault", s.vault, "--site", "branch").status == 0)
     }
 
+    /// Streaming across a 20 ms round trip: with no seal for ten minutes, the writes are in the
+    /// vault within seconds, at no more than `--bandwidth`, and the vault at its newest LSN equals
+    /// the primary; `status` says the RPO and the rate.
+    @Test func recordsStreamWithoutASealAtTheBandwidthGiven() throws {
+        let s = try Setup()
+        defer { s.cleanup() }
+        try s.net.delay(milliseconds: 10)
+        try check(s.net.run(in: "site", [lifeboatBinary, "init", "--site", s.t.site, "--vault", s.address, "--bundle", try s.enroll("branch")]))
+        _ = try s.t.startProtect(["--seal-interval", "600", "--point-interval", "600", "--checkpoint-interval", "0.5", "--bandwidth", "4MB/s"],
+                                 launcher: s.net.command(in: "site", []))
+        try s.t.checkpointInVault("--label", "seeded")
+        usleep(2_000_000)  // the sealed segment checkpointed and gone: from here only streaming sends
+        let fd = try FileDescriptor.open(s.t.image("d0"), .writeOnly)
+        _ = try fd.writeAll(toAbsoluteOffset: 4 << 20, randomBytes(8 << 20, seed: 31))
+        fsync(fd.rawValue)
+        try fd.close()
+        let wrote = Date()
+        // status.json is protect's, rewritten every second: only one written after the write counts.
+        let iso = ISO8601DateFormatter()
+        iso.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        var figures: (shipped: Int, durable: Int, at: Date) = (0, 1, wrote)
+        var text = ""
+        while !(figures.at > wrote && figures.shipped >= figures.durable) && Date().timeIntervalSince(wrote) < 60 {
+            usleep(200_000)
+            let json = (try? JSONSerialization.jsonObject(with: Data(try lifeboat("status", "--site", s.t.site, "--json").stdout.utf8))) as? [String: Any] ?? [:]
+            let journal = json["journal"] as? [String: Any], shipping = json["shipping"] as? [String: Any]
+            figures = (shipping?["shippedLSN"] as? Int ?? 0, journal?["durableLSN"] as? Int ?? 1,
+                       (json["updatedAt"] as? String).flatMap(iso.date(from:)) ?? wrote)
+            if text.isEmpty { text = try lifeboat("status", "--site", s.t.site).stdout }
+        }
+        let took = figures.at.timeIntervalSince(wrote)
+        #expect(figures.at > wrote && figures.shipped >= figures.durable, "streamed within 60 s, no seal: \(figures)")
+        #expect(took > 1.5, "8 MiB of random data at 4 MB/s takes 2 s: it took \(took) s")
+        #expect(text.contains("RPO now:") && text.contains("(--bandwidth 4MB/s)"), "\(text)")
+        let exported = s.t.root + "/streamed.raw"
+        try check(lifeboat("export", "--vault", s.vault, "--point", "lsn:\(figures.shipped)", "--disk", "d0", exported))
+        #expect(try run(["cmp", exported, s.t.site + "/disks/d0.img"]).status == 0, "the vault at its newest LSN equals the primary")
+        #expect(s.t.protect?.stop() == 0)
+    }
+
     @Test func aPartitionInTheMiddleOfAWriteLoadLosesNothing() throws {
         let s = try Setup()
         defer { s.cleanup() }
