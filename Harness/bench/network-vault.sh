@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# The vault on another host (issue 12): sites and a vault host in network namespaces joined
+# through a router whose links are delayed 10 ms each way (20 ms RTT; lifeboat-delayline, this
+# kernel has no netem), `vault serve` on one, `protect` on the others.
+#   bash Harness/bench/network-vault.sh [SECONDS] [RATE_MB_S] [BACKLOG_MIB] [PARTITION_S]
+# 1. RPO to a published point at RATE MB/s of fsync'd writes (Harness/bench/rpo.py), points every
+#    0.5 s, and the protect process's CPU per GB shipped;
+# 2. the same through a 100 Mbit/s link (tbf) with --bandwidth 10MB/s: RPO, and status's figures;
+# 3. ingest from two sites at once: each site journals BACKLOG_MIB of random writes while the
+#    vault is down, then the vault starts and both catch up: MB/s of journal taken in;
+# 4. a PARTITION_S partition under RATE MB/s: time from the link's return to RPO < 1 s.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+source Harness/setup.sh
+seconds=${1:-30} rate=${2:-50} backlog=${3:-512} partition=${4:-60}
+swift build -c release --product lifeboat 2>&1 | tail -1
+swift build -c release --product lifeboat-delayline 2>&1 | tail -1
+bin=$(swift build -c release --show-bin-path)
+lifeboat=$bin/lifeboat
+work=$(mktemp -d /var/tmp/lifeboat-netvault.XXXXXX)
+tag=nb$$ router=lbr-nb$$
+pids=()
+cleanup() {
+  set +e
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null; done
+  for m in "$work"/mnt-*; do mountpoint -q "$m" && umount -l "$m"; done
+  for ns in $(ip netns list | awk '{print $1}' | grep -E "^lb[hr]-$tag"); do ip netns del "$ns"; done
+  rm -rf "$work"
+}
+trap cleanup EXIT INT TERM
+
+in_ns() { local ns=$1; shift; nsenter --net=/run/netns/"$ns" -- "$@"; }
+# In the background, its pid the program's own (nsenter execs it): what a kill -TERM must reach.
+bg_ns() { local ns=$1; shift; nsenter --net=/run/netns/"$ns" -- "$@" & pids+=($!); }
+ip netns add "$router"
+in_ns "$router" sysctl -qw net.ipv4.ip_forward=1
+in_ns "$router" ip link set lo up
+n=0
+add_host() {
+  n=$((n + 1)); local ns=lbh-$tag-$1
+  ip netns add "$ns"
+  ip link add "lb${tag}h$n" netns "$ns" type veth peer name "lb${tag}r$n" netns "$router"
+  in_ns "$ns" ip link set lo up
+  in_ns "$ns" ip link set "lb${tag}h$n" name eth0
+  in_ns "$ns" ip addr add "10.99.$n.2/24" dev eth0
+  in_ns "$ns" ip link set eth0 up
+  in_ns "$ns" ip route add default via "10.99.$n.1"
+  in_ns "$router" ip addr add "10.99.$n.1/24" dev "lb${tag}r$n"
+  in_ns "$router" ip link set "lb${tag}r$n" up
+  in_ns "$router" ip rule add iif "lb${tag}r$n" lookup 100
+}
+add_host vault; add_host a; add_host b
+in_ns "$router" ip tuntap add dev lbdelay mode tun
+in_ns "$router" ip link set lbdelay up
+for k in all default lbdelay; do in_ns "$router" sysctl -qw "net.ipv4.conf.$k.rp_filter=0"; done
+in_ns "$router" ip route add default dev lbdelay table 100
+bg_ns "$router" "$bin/lifeboat-delayline" lbdelay 10 >/dev/null
+sleep 0.3
+echo "round trip site a → vault: $(in_ns lbh-$tag-a ping -c 5 -i 0.05 -q 10.99.1.2 | sed -n 's/^rtt.*= [^/]*\/\([^/]*\)\/.*/\1 ms/p')"
+
+serve() {
+  bg_ns "lbh-$tag-vault" "$lifeboat" vault serve --vault "$work/vault" --listen 10.99.1.2:9443 >"$work/serve.out" 2>>"$work/serve.log"
+  serve_pid=$!
+  for _ in $(seq 100); do grep -q "listening on" "$work/serve.out" 2>/dev/null && break; sleep 0.1; done
+}
+site() {  # NAME SIZE [protect options…]
+  local name=$1 size=$2; shift 2
+  "$lifeboat" vault enroll --vault "$work/vault" --site-name "$name" --address lifeboat://10.99.1.2:9443 >"$work/$name.bundle"
+  in_ns "lbh-$tag-$name" "$lifeboat" init --site "$work/site-$name" --vault lifeboat://10.99.1.2:9443 --bundle "$work/$name.bundle" >/dev/null
+  "$lifeboat" disk create disk --size "$size" --site "$work/site-$name" >/dev/null
+  mkdir -p "$work/mnt-$name"
+  bg_ns "lbh-$tag-$name" "$lifeboat" protect "$work/mnt-$name" --site "$work/site-$name" "$@" 2>"$work/protect-$name.log"
+  for _ in $(seq 100); do mountpoint -q "$work/mnt-$name" && break; sleep 0.1; done
+  "$lifeboat" checkpoint --site "$work/site-$name" --timeout 600s >/dev/null  # the initial replication done
+}
+cpu_seconds() { awk '{print ($14 + $15) / 100}' "/proc/$1/stat"; }
+shipped() { "$lifeboat" status --site "$work/site-$1" --json | python3 -c 'import json,sys; j=json.load(sys.stdin); print(j["shipping"]["shippedLSN"], j["journal"]["durableLSN"], j["shipping"].get("rpoSeconds") or 0)'; }
+
+echo
+echo "## 1. RPO at $rate MB/s of fsync'd 64 KiB writes, 20 ms RTT, points every 0.5 s"
+serve
+site a 4G --point-interval 0.5
+protect_a=${pids[-1]}
+cpu0=$(cpu_seconds "$protect_a")
+python3 Harness/bench/rpo.py "$lifeboat" "$work/mnt-a/disk.img" "$work/vault" "$seconds" "$rate"
+cpu1=$(cpu_seconds "$protect_a")
+python3 -c "print(f'protect (site side) CPU: {($cpu1 - $cpu0) / ($seconds * $rate / 1000):.1f} CPU-seconds per GB written and shipped')"
+
+echo
+echo "## 2. the same at 20 MB/s through a 100 Mbit/s link, --bandwidth 10MB/s"
+kill -TERM "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
+for dev in "lb${tag}r2"; do in_ns "$router" tc qdisc add dev "$dev" root tbf rate 100mbit burst 64kb latency 400ms; done
+in_ns "lbh-$tag-a" tc qdisc add dev eth0 root tbf rate 100mbit burst 64kb latency 400ms
+bg_ns "lbh-$tag-a" "$lifeboat" protect "$work/mnt-a" --site "$work/site-a" --point-interval 0.5 --bandwidth 10MB/s 2>>"$work/protect-a.log"
+for _ in $(seq 100); do mountpoint -q "$work/mnt-a" && break; sleep 0.1; done
+( sleep $((seconds / 2)); "$lifeboat" status --site "$work/site-a" | grep -E "RPO now|bandwidth|waiting" > "$work/status-throttled.txt" ) &
+python3 Harness/bench/rpo.py "$lifeboat" "$work/mnt-a/disk.img" "$work/vault" "$seconds" 20 || true
+echo "status halfway:"; cat "$work/status-throttled.txt"
+kill -TERM "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
+in_ns "$router" tc qdisc del dev "lb${tag}r2" root; in_ns "lbh-$tag-a" tc qdisc del dev eth0 root
+
+echo
+echo "## 3. ingest from two sites at once: $backlog MiB of journal each, taken in after an outage"
+site b 4G
+kill -TERM "$serve_pid"; wait "$serve_pid" 2>/dev/null || true
+bg_ns "lbh-$tag-a" "$lifeboat" protect "$work/mnt-a" --site "$work/site-a" 2>>"$work/protect-a.log"
+for _ in $(seq 100); do mountpoint -q "$work/mnt-a" && break; sleep 0.1; done
+head -c "$((backlog << 20))" /dev/urandom > "$work/random"
+writers=()
+for s in a b; do dd if="$work/random" of="$work/mnt-$s/disk.img" bs=1M seek=1024 conv=notrunc,fsync status=none & writers+=($!); done
+wait "${writers[@]}"
+sleep 2
+read -r a0 ad _ < <(shipped a); read -r b0 bd _ < <(shipped b)
+bytes=$(du -sb "$work/site-a/journal" "$work/site-b/journal" | awk '{s += $1} END {print s}')
+start=$(date +%s.%N)
+serve
+until read -r as ad2 _ < <(shipped a) && read -r bs bd2 _ < <(shipped b) && [ "$as" -ge "$ad" ] && [ "$bs" -ge "$bd" ]; do sleep 0.2; done
+end=$(date +%s.%N)
+python3 -c "print(f'two sites: {$bytes / 2**20:.0f} MiB of journal in {$end - $start:.1f} s (status refresh 1 s included): {$bytes / 1e6 / ($end - $start):.0f} MB/s')"
+
+echo
+echo "## 4. a ${partition} s partition of site a under $rate MB/s: catch-up"
+python3 - "$work/mnt-a/disk.img" "$rate" "$((partition + 90))" <<'PY' & pids+=($!)
+import os, sys, time
+fd = os.open(sys.argv[1], os.O_WRONLY); rate = float(sys.argv[2]); end = time.time() + float(sys.argv[3])
+block = os.urandom(65536); size = os.lseek(fd, 0, os.SEEK_END); n = 0; start = time.time()
+while time.time() < end:
+    os.pwrite(fd, block, (n * 65536) % (size - 65536)); os.fdatasync(fd); n += 1
+    d = start + n * 65536 / (rate * 1e6) - time.time()
+    if d > 0: time.sleep(d)
+PY
+writer=$!
+sleep 5
+in_ns "lbh-$tag-a" ip link set eth0 down
+sleep "$partition"
+in_ns "lbh-$tag-a" ip link set eth0 up; in_ns "lbh-$tag-a" ip route replace default via 10.99.2.1
+back=$(date +%s.%N)
+read -r _ _ rpo < <(shipped a); echo "RPO when the link came back: ${rpo} s"
+until read -r _ _ rpo < <(shipped a) && python3 -c "import sys; sys.exit(0 if $rpo < 1 else 1)"; do
+  sleep 0.5
+  python3 -c "import sys; sys.exit(0 if $(date +%s) - ${back%.*} < 300 else 1)" || { echo "not caught up in 300 s"; break; }
+done
+caught=$(date +%s.%N)
+python3 -c "print(f'caught up (status RPO < 1 s) {$caught - $back:.1f} s after the link came back')"
+kill "$writer" 2>/dev/null || true
