@@ -8,12 +8,14 @@ appears. A write is inside the first point whose marker time is at or after its 
 marker is appended after every write acknowledged before it), so its RPO is that point's
 publication time minus the write's return: an upper bound.
 
-usage: rpo.py LIFEBOAT IMAGE VAULT SECONDS RATE_MB_S
+usage: rpo.py LIFEBOAT IMAGE VAULT SECONDS RATE_MB_S [fresh]
+("fresh": new random bytes at every write, which no compression shrinks; else one block repeated.)
 """
 import json, os, subprocess, sys, threading, time
 from datetime import datetime
 
 lifeboat, image, vault, seconds, rate = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]), float(sys.argv[5])
+fresh = len(sys.argv) > 6 and sys.argv[6] == "fresh"
 acks, published, stop = [], {}, threading.Event()
 
 def writer():
@@ -24,6 +26,8 @@ def writer():
     start = time.time()
     n = 0
     while not stop.is_set():
+        if fresh:
+            block = os.urandom(65536)
         os.pwrite(fd, block, (n * 65536) % (size - 65536))
         os.fdatasync(fd)
         acks.append(time.time())

@@ -106,7 +106,9 @@ extension Site {
     /// Removes a disk that nothing needs any more. Refused while protect runs, while the local
     /// journal still holds writes to it (recovery replays them), and while the vault holds it
     /// (its points include the disk): each refusal says which.
-    public mutating func removeDisk(name: String) throws {
+    /// `remoteVaultDisks` asks a vault on another machine which disks it holds (the caller
+    /// links the wire); without it, such a site's disks are not removed.
+    public mutating func removeDisk(name: String, remoteVaultDisks: (() throws -> Set<DiskID>)? = nil) throws {
         let lockFD = try lock(for: "removing a disk")
         defer { try? lockFD.close() }
         guard let disk = config.disk(named: name) else {
@@ -126,8 +128,13 @@ extension Site {
                                 path: journalDirectory.string)
         }
         if hasRemoteVault {
-            throw LifeboatError(.busy, "the vault is on another machine (\(config.vault!)): removing a disk it may hold is refused until the network vault can answer which (decision 0010)",
-                                path: root.string)
+            guard let remoteVaultDisks else {
+                throw LifeboatError(.busy, "the vault is on another machine (\(config.vault!)) and was not asked which disks it holds", path: root.string)
+            }
+            if try remoteVaultDisks().contains(disk.diskID) {
+                throw LifeboatError(.busy, "the vault at \(config.vault!) holds disk '\(name)' (`lifeboat points --site` lists the points): "
+                                    + "a disk the vault has replicated cannot be removed", path: root.string)
+            }
         }
         if let vaultPath = config.vault, let vault = try? Vault(root: FilePath(vaultPath)), try vault.disks().contains(where: { $0.id == disk.diskID }) {
             let holders = try vault.points().filter { try $0.digestMap()[disk.diskID] != nil }.compactMap(\.id)

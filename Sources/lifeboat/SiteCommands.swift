@@ -181,7 +181,8 @@ struct DiskCommand: ParsableCommand {
 
         func run() throws {
             var s = try site.open()
-            try s.removeDisk(name: name)
+            let bundle = s.vaultBundlePath
+            try s.removeDisk(name: name) { try RemoteVaultReplica(bundle: try SiteBundle.load(bundle)).diskIDs() }
             print("removed disk \(name)")
         }
     }

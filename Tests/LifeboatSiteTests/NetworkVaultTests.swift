@@ -1,4 +1,5 @@
 import Foundation
+import LifeboatCore
 import LifeboatTestSupport
 import SystemPackage
 import Testing
@@ -152,6 +153,11 @@ struct NetworkVaultTests {
         try FileManager.default.moveItem(atPath: s.t.root + "/branch.pem.revoked", toPath: s.vault + "/tls/sites/branch.pem")
         try s.t.checkpointInVault("--label", "enrolled-again")
         #expect(protect.stop() == 0)
+        // disk remove asks the vault over the network: a disk it holds stays, one it lacks goes.
+        let held = try s.net.run(in: "site", [lifeboatBinary, "disk", "remove", "d0", "--site", s.t.site])
+        #expect(held.status == 75 && held.stderr.contains("holds disk 'd0'"), "\(held.stderr)")
+        try check(lifeboat("disk", "create", "spare", "--size", "4M", "--site", s.t.site))
+        try check(s.net.run(in: "site", [lifeboatBinary, "disk", "remove", "spare", "--site", s.t.site]))
         #expect(s.server?.stop() == 0, "vault serve stops cleanly on SIGTERM")
         s.server = nil
         #expect(try lifeboat("vault", "verify", "--vault", s.vault, "--site", "branch").status == 0)
@@ -195,6 +201,49 @@ struct NetworkVaultTests {
         try check(lifeboat("export", "--vault", s.vault, "--point", "lsn:\(figures.shipped)", "--disk", "d0", exported))
         #expect(try run(["cmp", exported, s.t.site + "/disks/d0.img"]).status == 0, "the vault at its newest LSN equals the primary")
         #expect(s.t.protect?.stop() == 0)
+    }
+
+    /// kill -9 of `vault serve` in the middle of the stream, and then of `protect`: each comes
+    /// back, shipping resumes from the vault's durable LSN, and the newest point equals the
+    /// primary, every point's digest its export's, and `vault verify` is clean.
+    @Test func killNineOfTheVaultAndOfProtectMidStreamLosesNothing() throws {
+        let s = try Setup()
+        defer { s.cleanup() }
+        try check(s.net.run(in: "site", [lifeboatBinary, "init", "--site", s.t.site, "--vault", s.address, "--bundle", try s.enroll("branch")]))
+        _ = try s.t.startProtect(["--point-interval", "0.5"], launcher: s.net.command(in: "site", []))
+        try s.t.checkpointInVault("--label", "before")
+        var writer = RandomWriter(image: s.t.image("d0"), seed: 41)
+        usleep(1_500_000)
+        kill(s.server!.process.processIdentifier, SIGKILL)
+        s.server!.process.waitUntilExit()
+        usleep(1_000_000)
+        s.server = try Server(net: s.net, vault: s.vault, log: s.t.root + "/serve2.log")
+        usleep(1_500_000)
+        writer.stop()
+        s.t.protect!.crash()
+        try check(run(["umount", "-l", s.t.mountpoint]))
+        _ = try s.t.startProtect(["--point-interval", "0.5"], launcher: s.net.command(in: "site", []))
+        writer = RandomWriter(image: s.t.image("d0"), seed: 42)
+        usleep(1_000_000)
+        writer.stop()
+        let last = try s.t.checkpointInVault("--label", "after")
+        #expect(s.t.protect?.stop() == 0)
+        let exported = s.t.root + "/last.raw"
+        try check(lifeboat("export", "--vault", s.vault, "--point", String(last), "--disk", "d0", exported))
+        #expect(try run(["cmp", exported, s.t.site + "/disks/d0.img"]).status == 0, "nothing lost across both kills")
+        // Every point the kills left is whole: its digest, taken on the write path, is its export's.
+        let points = (try JSONSerialization.jsonObject(with: Data(try lifeboat("points", "--vault", s.vault, "--json").stdout.utf8)) as? [[String: Any]]) ?? []
+        #expect(points.count >= 4, "\(points.count) points")
+        for p in points.shuffled().prefix(4) {
+            let id = p["id"] as? Int ?? 0
+            let out = s.t.root + "/p\(id).raw"
+            try check(lifeboat("export", "--vault", s.vault, "--point", String(id), "--disk", "d0", out))
+            let fd = try FileDescriptor.open(out, .readOnly)
+            let root = try fd.closeAfter { try DiskDigest.root(ofImage: fd, sizeBytes: 64 << 20) }
+            #expect((p["digests"] as? [String: String])?["d0"] == root.description, "point \(id)")
+            unlink(out)
+        }
+        #expect(try lifeboat("vault", "verify", "--vault", s.vault).status == 0)
     }
 
     @Test func aPartitionInTheMiddleOfAWriteLoadLosesNothing() throws {
