@@ -122,10 +122,13 @@ step "a second site, branch, ships to it: init --vault $address --bundle branch.
 $lifeboat init --site "$work/branch" --vault "$address" --bundle "$work/branch.bundle"
 $lifeboat disk create b0 --size 64M --site "$work/branch"
 mkdir -p "$work/bmnt"
-$lifeboat protect "$work/bmnt" --site "$work/branch" 2>"$work/branch.log" & branch_pid=$!
+$lifeboat protect "$work/bmnt" --site "$work/branch" --bandwidth 50MB/s 2>"$work/branch.log" & branch_pid=$!
 for _ in $(seq 100); do mountpoint -q "$work/bmnt" && break; sleep 0.1; done
 dd if=/dev/urandom of="$work/bmnt/b0.img" bs=1M count=8 conv=fsync status=none
 $lifeboat checkpoint --site "$work/branch" --label over-the-network
+step "records stream to the vault as they become durable (every 100 ms): status shows the RPO now and the rate"
+sleep 1.5
+$lifeboat status --site "$work/branch" | grep -E "^vault|RPO now|bandwidth"
 step "from the site's host, over the network: lifeboat points --site branch (its own group, and only its own)"
 $lifeboat points --site "$work/branch"
 step "on the vault's host: lifeboat points --vault remote-vault --site branch (one group per site), and what the service logged"
