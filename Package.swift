@@ -67,7 +67,7 @@ let package = Package(
         // The wire's frames and messages alone (no NIO): what the fuzzer feeds.
         .target(name: "LifeboatWireFormat", dependencies: ["LifeboatCore"]),
         .target(name: "LifeboatWire", dependencies: ["LifeboatCore", "LifeboatJournal", "LifeboatVault", "LifeboatIdentity", "LifeboatShipping", "LifeboatWireFormat",
-                                                     .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+                                                     .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOTLS", package: "swift-nio"),
                                                      .product(name: "NIOSSL", package: "swift-nio-ssl"), .product(name: "X509", package: "swift-certificates"),
                                                      .product(name: "Logging", package: "swift-log"), .product(name: "SystemPackage", package: "swift-system")]),
         // A recovery point as disks: the point-view filesystem and `mount`.
@@ -123,7 +123,8 @@ let package = Package(
         .testTarget(
             name: "LifeboatSiteTests",
             dependencies: ["LifeboatSite", "LifeboatCapture", "LifeboatShipping", "LifeboatPointView", "LifeboatJournal", "LifeboatCore", "LifeboatVault",
-                           "LifeboatVHD", "LifeboatFUSE", "LifeboatTestSupport", "LifeboatWire", "LifeboatWireFormat", "LifeboatIdentity", "lifeboat"]),
+                           "LifeboatVHD", "LifeboatFUSE", "LifeboatTestSupport", "LifeboatWire", "LifeboatWireFormat", "LifeboatIdentity", "lifeboat",
+                           .product(name: "X509", package: "swift-certificates"), .product(name: "Crypto", package: "swift-crypto")]),
         .testTarget(
             name: "LifeboatDrillTests",
             dependencies: ["LifeboatDrill", "LifeboatSite", "LifeboatVault", "LifeboatCore", "LifeboatTestSupport", "lifeboat"]),

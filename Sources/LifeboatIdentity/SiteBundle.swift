@@ -39,6 +39,14 @@ public struct SiteBundle: Codable, Sendable, Equatable {
         return nil
     }
 
+    /// Whether the certificate is a vault service's (URI `lifeboat:vault`), not a site's: every
+    /// certificate the vault's CA issues chains to it, so the chain alone cannot tell a site
+    /// posing as the vault from the vault.
+    public static func namesTheVault(_ certificate: Certificate) -> Bool {
+        guard let names = (try? certificate.extensions.subjectAlternativeNames) ?? nil else { return false }
+        return names.contains { if case .uniformResourceIdentifier(vaultURI) = $0 { true } else { false } }
+    }
+
     /// Host and port of `vault` (`lifeboat://HOST:PORT`).
     public var hostAndPort: (host: String, port: Int)? {
         guard let vault, vault.hasPrefix("lifeboat://") else { return nil }

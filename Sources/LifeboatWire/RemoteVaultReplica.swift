@@ -8,7 +8,9 @@ import Logging
 import NIOCore
 import NIOPosix
 import NIOSSL
+import NIOTLS
 import SystemPackage
+import X509
 
 #if canImport(Glibc)
 import Glibc
@@ -188,11 +190,23 @@ public final class RemoteVaultReplica: ReplicaTarget, @unchecked Sendable {
                     try channel.pipeline.syncOperations.addHandler(responses)
                 }
             }
+        let channel: Channel
         do {
-            return Connection(channel: try bootstrap.connect(host: host, port: port).wait(), responses: responses)
+            channel = try bootstrap.connect(host: host, port: port).wait()
+            try responses.handshake(on: channel.eventLoop).wait()
         } catch {
             throw LifeboatError(.io, "cannot reach the vault at \(address): \(error)")
         }
+        // The chain is the vault CA's; the certificate must also be the vault's own, not a
+        // site's of the same CA (an enrolled site must not be able to pose as the vault).
+        let peer = try? channel.eventLoop.submit {
+            try channel.pipeline.syncOperations.handler(type: NIOSSLClientHandler.self).peerCertificate?.toDERBytes()
+        }.wait()
+        guard let der = peer ?? nil, let certificate = try? Certificate(derEncoded: der), SiteBundle.namesTheVault(certificate) else {
+            channel.close(promise: nil)
+            throw LifeboatError(.permission, "the server at \(address) has a certificate of this vault's CA that is not the vault's (no URI \(SiteBundle.vaultURI)): refused")
+        }
+        return Connection(channel: channel, responses: responses)
     }
 
     final class Connection {
@@ -234,6 +248,27 @@ public final class RemoteVaultReplica: ReplicaTarget, @unchecked Sendable {
     final class ResponseHandler: ChannelInboundHandler, @unchecked Sendable {
         typealias InboundIn = WireFrame
         private var waiting: EventLoopPromise<WireFrame>?
+        private var handshakeDone: EventLoopPromise<Void>?
+        private var handshook = false
+
+        /// Succeeds once TLS's handshake is complete (the peer's certificate is known then).
+        func handshake(on loop: EventLoop) -> EventLoopFuture<Void> {
+            loop.submit {
+                if self.handshook { return loop.makeSucceededVoidFuture() }
+                let promise = loop.makePromise(of: Void.self)
+                self.handshakeDone = promise
+                return promise.futureResult
+            }.flatMap { $0 }
+        }
+
+        func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+            if case .handshakeCompleted = event as? TLSUserEvent {
+                handshook = true
+                handshakeDone?.succeed()
+                handshakeDone = nil
+            }
+            context.fireUserInboundEventTriggered(event)
+        }
 
         func expect(_ promise: EventLoopPromise<WireFrame>, on loop: EventLoop) {
             loop.execute { self.waiting = promise }
@@ -247,12 +282,16 @@ public final class RemoteVaultReplica: ReplicaTarget, @unchecked Sendable {
         func errorCaught(context: ChannelHandlerContext, error: Error) {
             waiting?.fail(error)
             waiting = nil
+            handshakeDone?.fail(error)
+            handshakeDone = nil
             context.close(promise: nil)
         }
 
         func channelInactive(context: ChannelHandlerContext) {
             waiting?.fail(LifeboatError(.io, "the vault closed the connection"))
             waiting = nil
+            handshakeDone?.fail(LifeboatError(.io, "the vault closed the connection during the TLS handshake"))
+            handshakeDone = nil
         }
     }
 }

@@ -76,8 +76,8 @@ struct InitCommand: ParsableCommand {
         let target = try RemoteVaultReplica(bundle: bundle)
         defer { target.close() }
         if let other = try target.groupID(), other != group {
-            throw LifeboatError(.alreadyExists, "the vault at \(address) holds protection group \(other); this site is group \(group) "
-                                + "(a vault serves one group until many sites per vault land: decision 0010)")
+            throw LifeboatError(.alreadyExists, "the vault at \(address) holds protection group \(other) for site '\(bundle.site)'; this site is group \(group) "
+                                + "(one enrolled name is one protection group: enroll this site under a name of its own)")
         }
         let undo = Leftovers(root)
         do {

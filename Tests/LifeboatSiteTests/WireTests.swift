@@ -7,6 +7,12 @@ import LifeboatWireFormat
 import Logging
 import SystemPackage
 import Testing
+import X509
+import Crypto
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 @testable import LifeboatWire
 
@@ -72,6 +78,67 @@ import Testing
         _ = try Vault(root: FilePath(dir + "/vault"), create: true)
         let e = #expect(throws: LifeboatError.self) { try VaultServer(home: try VaultHome(root: FilePath(dir + "/vault")), logger: Logger(label: "test")) }
         #expect(e?.message.contains("holds a site's own group at its root") == true)
+    }
+
+    /// Every certificate the vault's CA issued chains to it, a site's too: a server presenting a
+    /// site's certificate (an enrolled site posing as the vault) is refused by the client — by its
+    /// key usage (client authentication only) — and so is one of the CA for servers that is not
+    /// the vault's (no `lifeboat:vault` URI); the vault's own is not (openssl s_server plays the
+    /// server, on loopback).
+    @Test(.enabled(if: access("/usr/bin/openssl", X_OK) == 0, "needs openssl (Harness/setup.sh installs it)"), .timeLimit(.minutes(1)))
+    func aSiteCertificatePosingAsTheVaultIsRefused() throws {
+        let dir = try testDirectory("wire-impostor")
+        let home = try VaultHome(root: FilePath(dir + "/vault"), create: true)
+        let authority = try VaultAuthority.open(vault: home.root, create: true)
+        let impostor = try authority.enroll(site: "impostor", vaultAddress: nil, days: 1)
+        let (vaultCertificate, vaultKey) = try authority.serverIdentity()
+        // A server certificate of the vault's CA without the vault's URI, made with the CA's key.
+        let caKey = try P256.Signing.PrivateKey(pemRepresentation: try String(contentsOfFile: dir + "/vault/tls/ca.key", encoding: .utf8))
+        let otherKey = P256.Signing.PrivateKey()
+        let other = try Certificate(
+            version: .v3, serialNumber: Certificate.SerialNumber(), publicKey: Certificate.PublicKey(otherKey.publicKey),
+            notValidBefore: Date().addingTimeInterval(-60), notValidAfter: Date().addingTimeInterval(3600),
+            issuer: authority.certificate.subject, subject: try DistinguishedName { CommonName("not the vault") }, signatureAlgorithm: .ecdsaWithSHA256,
+            extensions: try Certificate.Extensions {
+                Critical(BasicConstraints.notCertificateAuthority)
+                try ExtendedKeyUsage([.serverAuth])
+                SubjectAlternativeNames([.uniformResourceIdentifier("lifeboat:site:impostor")])
+            },
+            issuerPrivateKey: Certificate.PrivateKey(caKey))
+        let cases: [(String, String, String, String?)] = [
+            ("site", impostor.certificate, impostor.key, "CERTIFICATE_VERIFY_FAILED"),
+            ("server-not-vault", try other.serializeAsPEM().pemString, otherKey.pemRepresentation, "that is not the vault's"),
+            ("vault", vaultCertificate, vaultKey, nil),
+        ]
+        for (name, certificate, key, refusal) in cases {
+            let port = Int.random(in: 20000...40000)
+            try certificate.write(toFile: dir + "/\(name).pem", atomically: true, encoding: .utf8)
+            try key.write(toFile: dir + "/\(name).key", atomically: true, encoding: .utf8)
+            try impostor.ca.write(toFile: dir + "/ca.pem", atomically: true, encoding: .utf8)
+            let server = Process()
+            server.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
+            server.arguments = ["s_server", "-accept", "127.0.0.1:\(port)", "-cert", dir + "/\(name).pem", "-key", dir + "/\(name).key",
+                                "-CAfile", dir + "/ca.pem", "-Verify", "1", "-tls1_3", "-quiet"]
+            server.standardOutput = FileHandle.nullDevice
+            server.standardError = FileHandle.nullDevice
+            try server.run()
+            defer {
+                kill(server.processIdentifier, SIGKILL)  // the runner's blocked signals are inherited: SIGTERM may not reach it
+                server.waitUntilExit()
+            }
+            let victim = try authority.enroll(site: "victim-\(name)", vaultAddress: "lifeboat://127.0.0.1:\(port)", days: 1)
+            var message = ""
+            for _ in 0..<50 {
+                do { _ = try RemoteVaultReplica(bundle: victim).groupID() } catch let e as LifeboatError { message = e.message }
+                if !message.contains("Connection refused") { break }
+                usleep(100_000)
+            }
+            if let refusal {
+                #expect(message.contains(refusal), "\(name): \(message)")
+            } else {
+                #expect(!message.contains("CERTIFICATE_VERIFY_FAILED") && !message.contains("that is not the vault's"), "\(name): \(message)")
+            }
+        }
     }
 
     private func makeService(_ path: String) throws -> VaultService {
