@@ -73,6 +73,15 @@ struct NetworkVaultTests {
             return bundle
         }
 
+        /// A last point marked now, protect stopped, and that point exported equal to the primary.
+        func expectALastPointEqualToThePrimary(_ why: Comment) throws {
+            let id = try t.checkpointInVault("--label", "after")
+            #expect(t.protect?.stop() == 0)
+            let exported = t.root + "/last.raw"
+            try check(lifeboat("export", "--vault", vault, "--point", String(id), "--disk", "d0", exported))
+            #expect(try run(["cmp", exported, t.site + "/disks/d0.img"]).status == 0, why)
+        }
+
         func cleanup() {
             t.cleanup()
             _ = server?.stop()
@@ -226,11 +235,7 @@ struct NetworkVaultTests {
         writer = RandomWriter(image: s.t.image("d0"), seed: 42)
         usleep(1_000_000)
         writer.stop()
-        let last = try s.t.checkpointInVault("--label", "after")
-        #expect(s.t.protect?.stop() == 0)
-        let exported = s.t.root + "/last.raw"
-        try check(lifeboat("export", "--vault", s.vault, "--point", String(last), "--disk", "d0", exported))
-        #expect(try run(["cmp", exported, s.t.site + "/disks/d0.img"]).status == 0, "nothing lost across both kills")
+        try s.expectALastPointEqualToThePrimary("nothing lost across both kills")
         // Every point the kills left is whole: its digest, taken on the write path, is its export's.
         let points = (try JSONSerialization.jsonObject(with: Data(try lifeboat("points", "--vault", s.vault, "--json").stdout.utf8)) as? [[String: Any]]) ?? []
         #expect(points.count >= 4, "\(points.count) points")
@@ -266,11 +271,7 @@ struct NetworkVaultTests {
         try s.net.partition("site", false)
         writer.stop()
         // Shipping catches up by itself; the last point equals the primary.
-        let id = try s.t.checkpointInVault("--label", "after")
-        #expect(s.t.protect?.stop() == 0)
-        let exported = s.t.root + "/last.raw"
-        try check(lifeboat("export", "--vault", s.vault, "--point", String(id), "--disk", "d0", exported))
-        #expect(try run(["cmp", exported, s.t.site + "/disks/d0.img"]).status == 0, "nothing lost across the partition")
+        try s.expectALastPointEqualToThePrimary("nothing lost across the partition")
         #expect(try lifeboat("vault", "verify", "--vault", s.vault).status == 0)
     }
 }
