@@ -29,11 +29,22 @@ public enum VaultVerifier {
     /// `progress` gets (bytes checked, bytes to check): layers, then bases.
     public static func verify(_ vault: Vault, progress: (Int64, Int64) -> Void = { _, _ in }) throws -> Report {
         var report = Report()
-        let (base, last) = try vault.lsnRange()
-        let total = try vault.layerRows(upTo: last).reduce(Int64(0)) { $0 + $1.bytes } + vault.disks().reduce(Int64(0)) { $0 + $1.sizeBytes }
+        // One consistent view, taken under the writer lock for an instant (a catalog read and an
+        // open of each layer): the range, the layers — mapped, so that a compaction that merges
+        // and deletes them meanwhile does not pull them from under the check — the points and
+        // a pending prune. `vault serve` goes on ingesting, compacting and pruning during the
+        // long part, reading every byte; what arrived after the view is not checked this time.
+        let (base, last, layers, points, prunePending, disks) = try vault.withWriterLock {
+            let (base, last) = try vault.lsnRange()
+            let layers = try vault.layerRows(upTo: last).reversed().map { row in
+                (row, Result { try LayerReader(path: vault.layerPath(row)) })
+            }
+            return (base, last, layers, try vault.points(), try vault.pendingPruneTarget(), try vault.disks())
+        }
+        let total = layers.reduce(Int64(0)) { $0 + $1.0.bytes } + disks.reduce(Int64(0)) { $0 + $1.sizeBytes }
         var done: Int64 = 0
         var expected = base.next
-        for row in try vault.layerRows(upTo: last).reversed() {
+        for (row, opened) in layers {
             report.layers += 1
             report.bytes += row.bytes
             let path = vault.layerPath(row)
@@ -42,7 +53,7 @@ public enum VaultVerifier {
             }
             expected = LSN(UInt64(row.lastLSN)).next
             do {
-                let layer = try LayerReader(path: path)
+                let layer = try opened.get()
                 if layer.header.firstLSN.rawValue != UInt64(row.firstLSN) || layer.header.lastLSN.rawValue != UInt64(row.lastLSN) {
                     throw LifeboatError(.corrupt, "layer header says LSNs \(layer.header.firstLSN)…\(layer.header.lastLSN), the catalog \(row.firstLSN)…\(row.lastLSN)", path: path.string, offset: 32)
                 }
@@ -53,11 +64,10 @@ public enum VaultVerifier {
             done += row.bytes
             progress(done, total)
         }
-        let prunePending = try vault.pendingPruneTarget()
         if let target = prunePending {
             report.problems.append(Problem(error: LifeboatError(.io, "a prune to LSN \(target) was interrupted and its bases are half merged (not scrubbed); `lifeboat vault prune` finishes it", path: vault.root.string)))
         }
-        for disk in try vault.disks() {
+        for disk in disks {
             let path = vault.basePath(disk.id)
             let size = (try? FileManager.default.attributesOfItem(atPath: path.string)[.size] as? Int64) ?? nil
             if size != disk.sizeBytes {
@@ -67,14 +77,18 @@ public enum VaultVerifier {
             guard prunePending == nil else { continue }
             report.bases += 1
             do {
-                if let damage = try vault.verifyBase(disk) { report.problems.append(Problem(error: damage)) }
+                // A prune may be merging into the base as it is read: a mismatch is damage only
+                // if it is still there with the writers held off.
+                if try vault.verifyBase(disk) != nil, let damage = try vault.withWriterLock({ try vault.verifyBase(disk) }) {
+                    report.problems.append(Problem(error: damage))
+                }
             } catch let e as LifeboatError {
                 try report.add(e)
             }
             done += disk.sizeBytes
             progress(done, total)
         }
-        for p in try vault.points() {
+        for p in points {
             report.points += 1
             if p.lsn < base || p.lsn > last {
                 report.problems.append(Problem(error: LifeboatError(.corrupt, "point \(p.id ?? 0) at LSN \(p.lsn) is outside \(base)…\(last)", path: vault.root.string)))

@@ -207,6 +207,38 @@ struct Fixture {
         #expect(try VaultVerifier.verify(vault).problems.isEmpty)
     }
 
+    /// `vault verify` on the vault host while `vault serve` streams runs in and compacts them
+    /// (many small layers merged and deleted, points arriving): never a false alarm.
+    @Test(.timeLimit(.minutes(2)))
+    func verifyWhileRunsArriveAndCompactionMergesFindsNoDamage() throws {
+        let f = try Fixture(records: 3000, seed: 23)
+        let vault = try f.makeVault()
+        let segments = try f.sealedSegments()
+        let done = StopFlag()
+        let writer = Thread {
+            defer { done.raise() }
+            for seg in segments {
+                guard let scan = try? SegmentReader.scan(seg.bytes, path: FilePath(seg.name)) else { return }
+                for start in stride(from: 0, to: scan.records.count, by: 7) {
+                    let end = min(start + 7, scan.records.count)
+                    let from = scan.records[start].offset
+                    let to = end < scan.records.count ? scan.records[end].offset : scan.validEnd
+                    _ = try? vault.ingest(records: Array(seg.bytes[from..<to]), firstLSN: scan.records[start].header.lsn, name: seg.name)
+                    _ = try? vault.compact()
+                }
+            }
+        }
+        writer.start()
+        var rounds = 0
+        while !done.isRaised || rounds == 0 {
+            let report = try VaultVerifier.verify(vault)
+            #expect(report.problems.isEmpty, "round \(rounds): \(report.problems)")
+            rounds += 1
+        }
+        #expect(try vault.lsnRange().last == (try SegmentReader.scan(segments.last!.bytes, path: FilePath("s")).lastLSN), "everything arrived")
+        #expect(try vault.layerCount(upTo: try vault.lsnRange().last) < 40, "compaction merged the runs' layers")
+    }
+
     @Test func aSegmentDamagedInTransitIsRejectedWithItsOffsetAndChangesNothing() throws {
         let f = try Fixture(records: 300, seed: 3)
         let vault = try f.makeVault()
