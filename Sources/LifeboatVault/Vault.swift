@@ -154,11 +154,18 @@ public final class Vault: @unchecked Sendable {
     /// segment is checked end to end before anything is written; the vault holds it durably
     /// when this returns (layer fsynced and renamed, catalog committed).
     public func ingest(compressedSegment: [UInt8], name: String) throws -> IngestOutcome {
-        let raw: [UInt8]
-        do { raw = try compressedSegment.withUnsafeBytes { try Zstd.decompress($0, maxSize: 1 << 31) } } catch let e as LifeboatError {
-            throw LifeboatError(.corrupt, "shipped segment does not decompress: \(e.message)", path: name)
+        try ingest(segment: try Self.decompress(compressedSegment, what: "shipped segment", name: name), name: name)
+    }
+
+    /// A run of records (`ingest(records:firstLSN:name:)`) as the wire carries it, zstd-compressed.
+    public func ingest(compressedRecords: [UInt8], firstLSN: LSN, name: String) throws -> IngestOutcome {
+        try ingest(records: try Self.decompress(compressedRecords, what: "the run of records from LSN \(firstLSN)", name: name), firstLSN: firstLSN, name: name)
+    }
+
+    private static func decompress(_ bytes: [UInt8], what: String, name: String) throws -> [UInt8] {
+        do { return try bytes.withUnsafeBytes { try Zstd.decompress($0, maxSize: 1 << 31) } } catch let e as LifeboatError {
+            throw LifeboatError(.corrupt, "\(what) does not decompress: \(e.message)", path: name)
         }
-        return try ingest(segment: raw, name: name)
     }
 
     public func ingest(segment raw: [UInt8], name: String) throws -> IngestOutcome {

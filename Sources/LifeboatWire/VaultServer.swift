@@ -179,12 +179,8 @@ final class VaultService: @unchecked Sendable {
             if case .ingested = outcome { maintenance.dataArrived() }
             r.heldThrough = try vault.lsnRange().last.rawValue
         case "append":
-            let first = try required(request.lsn, "lsn")
-            let raw: [UInt8]
-            do { raw = try body.withUnsafeBytes { try Zstd.decompress($0, maxSize: 1 << 31) } } catch let e as LifeboatError {
-                throw LifeboatError(.corrupt, "the run of records from LSN \(first) does not decompress: \(e.message)")
-            }
-            let outcome = try vault.ingest(records: raw, firstLSN: LSN(first), name: "\(site):\(request.name ?? "stream")")
+            let first = LSN(try required(request.lsn, "lsn"))
+            let outcome = try vault.ingest(compressedRecords: body, firstLSN: first, name: "\(site):\(request.name ?? "stream")")
             if case .ingested = outcome { maintenance.dataArrived() }
             r.heldThrough = try vault.lsnRange().last.rawValue
         case "pointAt":

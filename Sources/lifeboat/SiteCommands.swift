@@ -34,7 +34,7 @@ struct InitCommand: ParsableCommand {
     func run() throws {
         let root = FilePath(absolutePath(try site.path()))
         if let vault, vault.hasPrefix("lifeboat://") { return try initRemote(root, address: vault, bundlePath: bundle!) }
-        let vaultPath = (vault ?? ProcessInfo.processInfo.environment["LIFEBOAT_VAULT"].flatMap { $0.isEmpty ? nil : $0 }).map(absolutePath)
+        let vaultPath = (vault ?? vaultFromEnvironment()).map(absolutePath)
         var existing: Site?
         do { existing = try Site.open(root) } catch let e as LifeboatError where e.code == .notFound {}
         if var existing {

@@ -13,13 +13,18 @@ import SystemPackage
 import Glibc
 #endif
 
+/// LIFEBOAT_VAULT, where `--vault` is not given (empty: not set).
+func vaultFromEnvironment() -> String? {
+    ProcessInfo.processInfo.environment["LIFEBOAT_VAULT"].flatMap { $0.isEmpty ? nil : $0 }
+}
+
 /// `--vault`, defaulting from LIFEBOAT_VAULT: the vault directory as a whole (`vault enroll`,
 /// `vault serve`).
 struct VaultDirectoryOption: ParsableArguments {
     @Option(name: .long, help: "The vault directory (default: $LIFEBOAT_VAULT).")
     var vault: String?
 
-    var path: String? { vault ?? ProcessInfo.processInfo.environment["LIFEBOAT_VAULT"].flatMap { $0.isEmpty ? nil : $0 } }
+    var path: String? { vault ?? vaultFromEnvironment() }
 
     /// The vault directory, made here if there is none yet (a new vault host).
     func openOrCreate() throws -> VaultHome {
@@ -38,7 +43,7 @@ struct VaultOption: ParsableArguments {
                                             valueName: "name-or-dir"))
     var site: String?
 
-    var vaultPath: String? { vault ?? ProcessInfo.processInfo.environment["LIFEBOAT_VAULT"].flatMap { $0.isEmpty ? nil : $0 } }
+    var vaultPath: String? { vault ?? vaultFromEnvironment() }
 
     /// A site directory whose vault is served on another machine, when that is what was named.
     func remoteSite() throws -> Site? {

@@ -111,7 +111,7 @@ import Glibc
             ("vault", vaultCertificate, vaultKey, nil),
         ]
         for (name, certificate, key, refusal) in cases {
-            let port = Int.random(in: 20000...40000)
+            let port = try Self.freeLoopbackPort()
             try certificate.write(toFile: dir + "/\(name).pem", atomically: true, encoding: .utf8)
             try key.write(toFile: dir + "/\(name).key", atomically: true, encoding: .utf8)
             try impostor.ca.write(toFile: dir + "/ca.pem", atomically: true, encoding: .utf8)
@@ -139,6 +139,21 @@ import Glibc
                 #expect(!message.contains("CERTIFICATE_VERIFY_FAILED") && !message.contains("that is not the vault's"), "\(name): \(message)")
             }
         }
+    }
+
+    /// A port nothing listens on now (the kernel's choice for port 0), for a server started next.
+    static func freeLoopbackPort() throws -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
+        }
+        guard bound else { throw TestFailure("no free loopback port") }
+        return Int(UInt16(bigEndian: address.sin_port))
     }
 
     private func makeService(_ path: String) throws -> VaultService {
