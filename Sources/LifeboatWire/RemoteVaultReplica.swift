@@ -199,10 +199,21 @@ public final class RemoteVaultReplica: ReplicaTarget, @unchecked Sendable {
         }
         // The chain is the vault CA's; the certificate must also be the vault's own, not a
         // site's of the same CA (an enrolled site must not be able to pose as the vault).
-        let peer = try? channel.eventLoop.submit {
-            try channel.pipeline.syncOperations.handler(type: NIOSSLClientHandler.self).peerCertificate?.toDERBytes()
-        }.wait()
-        guard let der = peer ?? nil, let certificate = try? Certificate(derEncoded: der), SiteBundle.namesTheVault(certificate) else {
+        let peer: [UInt8]?
+        do {
+            peer = try channel.eventLoop.submit {
+                try channel.pipeline.syncOperations.handler(type: NIOSSLClientHandler.self).peerCertificate?.toDERBytes()
+            }.wait()
+        } catch {
+            // Closed by the server right after the handshake: nothing to judge, not a refusal.
+            channel.close(promise: nil)
+            throw LifeboatError(.io, "the vault at \(address) closed the connection after the TLS handshake: \(error)")
+        }
+        guard let der = peer else {
+            channel.close(promise: nil)
+            throw LifeboatError(.io, "the vault at \(address): no server certificate known after the TLS handshake")
+        }
+        guard let certificate = try? Certificate(derEncoded: der), SiteBundle.namesTheVault(certificate) else {
             channel.close(promise: nil)
             throw LifeboatError(.permission, "the server at \(address) has a certificate of this vault's CA that is not the vault's (no URI \(SiteBundle.vaultURI)): refused")
         }
