@@ -30,6 +30,9 @@ public final class ProtectionGroup: @unchecked Sendable {
         public var spareFill: SpareFill = .adaptive
         /// `--bandwidth`: the rate shipping may use towards a vault on another machine.
         public var bandwidth: BandwidthSchedule?
+        /// `--spool-limit`: unshipped journal kept at most before dropping to a resync (nil: half
+        /// the space free on the journal's file system at start; `Int64.max`: none).
+        public var spoolLimit: Int64?
         public init() {}
     }
 
@@ -58,6 +61,11 @@ public final class ProtectionGroup: @unchecked Sendable {
     private(set) var shipper: Shipper?
     /// Rung by the journal after each seal: wakes the shipper (which exists only later).
     private let sealedSegments = Doorbell()
+    /// The spool limit's drops and the resync of what they lost, when shipping.
+    private(set) var overflow: SpoolOverflow?
+    private let resyncLoop = BackgroundLoop(name: "lifeboat-resync", interval: .milliseconds(50))
+    /// Where the resync stands: the job's generation and how many of its regions are in the journal.
+    private var resyncCursor: (generation: UInt64, done: Int)?
     let startedAt = Date()
 
     /// Takes the site lock, opens every disk, checks the whole journal, cuts a torn tail,
@@ -125,23 +133,41 @@ public final class ProtectionGroup: @unchecked Sendable {
         try checkpoint(clean: false)
         markerState.withLock { $0.lsn = journal.stats.appendedLSN }
         markedRoots.withLock { $0 = (journal.stats.appendedLSN, rootsWhilePaused()) }  // no writer yet
+        guard options.spoolLimit == nil || !options.ships || site.config.vault != nil else {
+            throw LifeboatError(.invalidArgument, "--spool-limit bounds the journal kept for a vault; this site has none")
+        }
         if ships, let vault = site.config.vault {
             // A directory, or the vault on another machine through the site's bundle.
             let remote = site.hasRemoteVault ? try RemoteVaultReplica(bundle: try SiteBundle.load(site.vaultBundlePath), bandwidth: options.bandwidth) : nil
             guard remote != nil || options.bandwidth == nil else {
                 throw LifeboatError(.invalidArgument, "--bandwidth paces the wire to a vault on another machine; this site's vault is a directory (\(vault))")
             }
+            let overflow = try SpoolOverflow(site: site, limit: try Self.spoolLimit(options.spoolLimit, journal: site.journalDirectory))
+            self.overflow = overflow
             let target: any ReplicaTarget = try remote ?? LocalVaultReplica(root: FilePath(vault), logger: logger)
-            let shipper = Shipper(site: site, target: target, journal: journal, logger: logger, pacer: remote?.pacer) {
+            let shipper = Shipper(site: site, target: target, journal: journal, logger: logger, pacer: remote?.pacer, overflow: overflow) {
                 [weak self] in self?.checkpointState.withLock { $0.lsn } ?? .zero
             }
             self.shipper = shipper
             sealedSegments.answer { shipper.poke() }
-            do { try shipper.start() } catch {
+            do {
+                try shipper.start()
+                try resyncLoop.start { [weak self] in self?.resyncStep() }
+            } catch {
                 shipper.stop()  // its vault's upkeep thread, if that one started
                 throw error
             }
         }
+    }
+
+    /// The spool limit in bytes: as given, or half the space free on the journal's file system.
+    static func spoolLimit(_ given: Int64?, journal: FilePath) throws -> Int64? {
+        if let given { return given == .max ? nil : given }
+        var st = statvfs()
+        guard statvfs(journal.string, &st) == 0 else {
+            throw LifeboatError.system(Errno(rawValue: errno), "cannot read the free space of the journal's file system", path: journal.string)
+        }
+        return max(Int64(st.f_bavail) * Int64(st.f_frsize) / 2, 64 << 20)
     }
 
     deinit { try? siteLock.close() }
@@ -288,10 +314,15 @@ public final class ProtectionGroup: @unchecked Sendable {
     /// exactly the disks' content at the marker's LSN. The marker is made durable and its
     /// segment sealed, so it ships at once.
     public func mark(_ kind: Marker.Kind, label: String) throws -> (lsn: LSN, digests: [DiskID: Hash128]) {
+        if let why = overflow?.pointsPaused { throw LifeboatError(.busy, "no point now: \(why)") }
+        return try appendMarker(kind, label: label, endsResync: false)
+    }
+
+    private func appendMarker(_ kind: Marker.Kind, label: String, endsResync: Bool) throws -> (lsn: LSN, digests: [DiskID: Hash128]) {
         let (lsn, digests) = try applyLock.withExclusive { () throws -> (LSN, [DiskID: Hash128]) in
             let digests = rootsWhilePaused()
             let now = Int64(Date().timeIntervalSince1970 * 1e9)
-            return (try journal.appendMarker(Marker(kind: kind, timeNanos: now, label: label, digests: digests)), digests)
+            return (try journal.appendMarker(Marker(kind: kind, timeNanos: now, label: label, digests: digests, endsResync: endsResync)), digests)
         }
         markedRoots.withLock { $0 = (lsn, digests) }
         try journal.sync()
@@ -307,7 +338,7 @@ public final class ProtectionGroup: @unchecked Sendable {
     public func tick() {
         do {
             let (markedLSN, markedAt) = markerState.withLock { $0 }
-            if markedAt.duration(to: .now) >= options.pointInterval && journal.stats.appendedLSN > markedLSN {
+            if markedAt.duration(to: .now) >= options.pointInterval && journal.stats.appendedLSN > markedLSN && overflow?.pointsPaused == nil {
                 _ = try mark(.crashConsistent, label: "")
             }
             try journal.sealIfOlder(than: options.sealInterval)
@@ -323,10 +354,83 @@ public final class ProtectionGroup: @unchecked Sendable {
     /// Drains: seals the last segment, checkpoints as a clean stop, ships what is sealed
     /// (when the vault is reachable), releases the site.
     public func close() throws {
+        resyncLoop.stop()
         try journal.sealIfOlder(than: .zero)
         try checkpoint(clean: true)
         shipper?.stop()
         try journal.close()
+    }
+
+    // MARK: Resync
+
+    /// Unsent journal a resync lets build up before it waits for the shipper: it goes at the
+    /// vault's pace, and never grows the spool towards its limit.
+    static let resyncWindow: Int64 = 16 << 20
+
+    /// One pass of the resync (its own thread): appends dirty regions read from the primaries
+    /// while the shipper has room, and once all are in, the marker that ends the resync.
+    private func resyncStep() {
+        guard let overflow, let shipper, let job = overflow.resyncJob() else {
+            resyncCursor = nil
+            return
+        }
+        if resyncCursor?.generation != job.generation {
+            if resyncCursor != nil { logger.notice("the resync starts again: more journal was dropped meanwhile") }
+            resyncCursor = (job.generation, 0)
+        }
+        var done = resyncCursor!.done
+        var appended = false
+        do {
+            while done < job.regions.count {
+                guard !resyncLoop.isStopping, shipper.hasRoom(for: Self.resyncWindow) else { break }
+                let (disk, region) = job.regions[done]
+                try resync(disk: disk, region: region)
+                appended = true
+                done += 1
+                resyncCursor = (job.generation, done)
+                overflow.resynced(done, generation: job.generation)
+                if done % 8 == 0 { break }  // let the shipper's figures catch up
+            }
+            if appended { try journal.sync() }
+            guard done == job.regions.count, !resyncLoop.isStopping else { return }
+            let ended = try overflow.finish(generation: job.generation) {
+                let (lsn, _) = try appendMarker(.crashConsistent, label: "", endsResync: true)
+                logger.notice("resync done: \(job.regions.count) MiB read from the primaries; points resume at LSN \(lsn)")
+            }
+            if !ended { resyncCursor = nil }
+        } catch {
+            logger.error("resync: \(error)")
+        }
+    }
+
+    /// Appends region `region` of disk `disk` as it is in the primary now, in pieces small
+    /// enough not to hold every writer: each piece is read and appended under its blocks'
+    /// stripe locks, so no write to them falls between the read and the record. Holes are never
+    /// written (the vault's base holds them as the disk's initial content).
+    private func resync(disk id: DiskID, region: Int) throws {
+        guard let disk = disks.first(where: { $0.id == id }) else { return }
+        let piece = 32  // blocks: 128 KiB
+        let first = region << DirtyRegions.regionShift
+        let end = min(first + DirtyRegions.regionBlocks, disk.config.blockCount)
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: piece << BlockSize.shift, alignment: BlockSize.bytes)
+        defer { buffer.deallocate() }
+        var block = first
+        while block < end {
+            let count = min(piece, end - block)
+            let start = Int64(block) << BlockSize.shift
+            applyLock.lockShared()
+            defer { applyLock.unlock() }
+            try stripes.withBlocks(first: BlockIndex(UInt64(block)), count: count) { () throws in
+                do {
+                    try SparseImage.forEachDataPiece(of: disk.primary, sizeBytes: start + (Int64(count) << BlockSize.shift), from: start, buffer: buffer) { at, bytes in
+                        _ = try journal.appendWrite(disk: disk.id, firstBlock: BlockIndex(UInt64(at >> BlockSize.shift)), data: bytes)
+                    }
+                } catch {
+                    throw LifeboatError.wrapping(error, "cannot resync a region of the primary", path: disk.primaryPath.string, offset: start)
+                }
+            }
+            block += count
+        }
     }
 
     /// Every disk's digest root at the newest marker, and the marker's LSN (free: no pause).

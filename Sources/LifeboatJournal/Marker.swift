@@ -3,7 +3,7 @@ import LifeboatCore
 /// A recovery-point marker: the payload of a `marker` record.
 ///
 /// | off | size | field |
-/// | 0 | 1 | kind (1 crash-consistent, 2 app-consistent, 3 label) | 1 | 3 | reserved |
+/// | 0 | 1 | kind (1 crash-consistent, 2 app-consistent, 3 label) | 1 | 1 | flags (bit 0: ends a resync) | 2 | 2 | reserved |
 /// | 4 | 8 | time (Unix ns) | 12 | 2 | label length L | 14 | L | label (UTF-8) |
 /// | 14+L | 4 | disk count N | then N × (4 disk id, 16 digest root: high then low, LE) |
 public struct Marker: Equatable, Sendable {
@@ -33,18 +33,23 @@ public struct Marker: Equatable, Sendable {
     public var timeNanos: Int64
     public var label: String
     public var digests: [DiskID: Hash128]
+    /// The first consistent cut after a resync (decision 0010, "Spool limit"): the vault held
+    /// no point between the writes it missed and this marker, and this one closes that window.
+    public var endsResync: Bool
 
-    public init(kind: Kind, timeNanos: Int64, label: String, digests: [DiskID: Hash128]) {
+    public init(kind: Kind, timeNanos: Int64, label: String, digests: [DiskID: Hash128], endsResync: Bool = false) {
         self.kind = kind
         self.timeNanos = timeNanos
         self.label = label
         self.digests = digests
+        self.endsResync = endsResync
     }
 
     public func encoded() -> [UInt8] {
         var w = ByteWriter()
         w.put(kind.rawValue)
-        w.put(zeros: 3)
+        w.put(UInt8(endsResync ? 1 : 0))
+        w.put(zeros: 2)
         w.put(timeNanos)
         // Cut on a character boundary, so that what is written always decodes.
         var label = Array(self.label.utf8.prefix(Int(UInt16.max)))
@@ -62,7 +67,9 @@ public struct Marker: Equatable, Sendable {
 
     public static func decode(_ payload: UnsafeRawBufferPointer) -> Marker? {
         var r = ByteReader(payload)
-        guard let k = r.get(UInt8.self), let kind = Kind(rawValue: k), r.get(count: 3) == [0, 0, 0],
+        // A flag this build does not know is refused, never ignored: it may change what the
+        // marker means.
+        guard let k = r.get(UInt8.self), let kind = Kind(rawValue: k), let flags = r.get(UInt8.self), flags & ~1 == 0, r.get(count: 2) == [0, 0],
             let time = r.get(Int64.self), let len = r.get(UInt16.self), let label = r.get(count: Int(len)),
             let text = String(validating: label, as: UTF8.self), let n = r.get(UInt32.self)
         else { return nil }
@@ -76,7 +83,7 @@ public struct Marker: Equatable, Sendable {
             digests[DiskID(d)] = Hash128(high: high, low: low)
         }
         guard r.remaining == 0 else { return nil }
-        return Marker(kind: kind, timeNanos: time, label: text, digests: digests)
+        return Marker(kind: kind, timeNanos: time, label: text, digests: digests, endsResync: flags & 1 != 0)
     }
 }
 

@@ -53,6 +53,8 @@ public final class LocalVaultReplica: ReplicaTarget, @unchecked Sendable {
         return try v.lsnRange().last
     }
 
+    public func openResync(resumingAt: LSN) throws -> LSN { try vault().openResync(resumingAt: resumingAt) }
+
     public func point(at lsn: LSN) throws -> Int64? { try vault().points().last { $0.lsn == lsn }?.id }
 
     public func annotate(point id: Int64, note: String) throws { try vault().annotate(point: id, note: note) }

@@ -37,6 +37,12 @@ public protocol ReplicaTarget: AnyObject, Sendable {
     /// are dropped by the vault, never ingested twice.
     func append(records: [UInt8], firstLSN: LSN, name: String) throws -> LSN
 
+    /// The site dropped the records it had not shipped, up to `resumingAt` − 1 (its spool
+    /// limit), and sends from `resumingAt` on, then a resync of the regions they wrote: the
+    /// vault opens a resync window (no point until the marker that ends it) and returns the LSN
+    /// it holds through. A vault that holds those LSNs already opens none.
+    func openResync(resumingAt: LSN) throws -> LSN
+
     /// The vault's point at `lsn` (a marker shipped there), nil while there is none.
     func point(at lsn: LSN) throws -> Int64?
 

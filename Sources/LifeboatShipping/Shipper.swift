@@ -44,6 +44,10 @@ public final class Shipper: @unchecked Sendable {
     private let clock = Mutex(RecoveryPointClock())
     /// `--bandwidth`, when the target paces its sends.
     private let pacer: Pacer?
+    /// `--spool-limit`: drops what the vault lacks past it, and the gap's resync state.
+    private let overflow: SpoolOverflow?
+    /// The drop's last failure (logged once).
+    private var lastDropError: String?
     private var lastError: String?
     private let poked = Atomic<Bool>(true)
     /// Rounds finished, counted and broadcast under `roundDone`, for `point(at:)`; and whether
@@ -55,8 +59,9 @@ public final class Shipper: @unchecked Sendable {
     private var settled = false
 
     public init(site: Site, target: any ReplicaTarget, journal: Journal, logger: Logger, pacer: Pacer? = nil,
-                appliedLSN: @escaping @Sendable () -> LSN) {
+                overflow: SpoolOverflow? = nil, appliedLSN: @escaping @Sendable () -> LSN) {
         self.pacer = pacer
+        self.overflow = overflow
         self.site = site
         self.journal = journal
         self.target = target
@@ -78,6 +83,13 @@ public final class Shipper: @unchecked Sendable {
             f.bandwidth = pacer.schedule.text
             f.bandwidthNow = pacer.currentRate
             f.predictedRPOSeconds = pacer.currentRate.map { Double(f.pendingBytes) / $0 }
+        }
+        if let overflow {
+            f.spoolLimit = overflow.limit
+            let (resync, since, _) = overflow.figures
+            f.resyncPendingBytes = resync
+            f.droppingSince = since
+            f.pointsPaused = overflow.pointsPaused
         }
         return f
     }
@@ -115,6 +127,7 @@ public final class Shipper: @unchecked Sendable {
         do {
             if full {
                 lastFullRound = .now
+                defer { enforceSpoolLimit() }
                 try shipOnce()
             } else {
                 try streamOnce()
@@ -189,10 +202,16 @@ public final class Shipper: @unchecked Sendable {
             throw Vault.belongsToAnotherGroup(group, not: site.config.groupID, root: FilePath(target.address))
         }
         try seedDisks()
+        var shipped = try target.heldThrough()
+        if let resume = try overflow?.announcement(vaultHolds: shipped) {
+            // Records were dropped past the spool limit: the vault learns of the gap before the
+            // records after it (it refuses a gap otherwise), and makes no point until the resync ends.
+            shipped = try target.openResync(resumingAt: resume)
+            logger.warning("the vault lacks LSNs up to \(resume.rawValue - 1), dropped past the spool limit: resyncing their regions from the primaries")
+        }
         let currentFirst = journal.stats.currentSegmentFirstLSN
         let local = try JournalDirectory.segments(in: journal.directory)
         let sealed = local.filter { $0.firstLSN < currentFirst }
-        var shipped = try target.heldThrough()
         // Local segments are deleted as a prefix only, against one reading of the checkpoint:
         // a checkpoint landing mid-loop must not let a newer segment go while an older one
         // stays (that would leave an LSN gap, and recovery refuses a journal with a gap).
@@ -238,6 +257,50 @@ public final class Shipper: @unchecked Sendable {
             $0.error = nil
         }
         settled = deleting && pendingSegments == 0  // every sealed segment shipped and gone
+    }
+
+    /// Past the spool limit — or while records are already being dropped and the vault still
+    /// cannot take them — drops the checkpointed segments the vault lacks, keeping their regions
+    /// (`SpoolOverflow`). Never touches what a crash recovery needs (after the checkpoint).
+    private func enforceSpoolLimit() {
+        guard let overflow, let limit = overflow.limit, !loop.isStopping else { return }
+        let shipped = figures.withLock { $0.shippedLSN }
+        let (_, pending) = waiting(after: shipped)
+        guard pending > limit || (overflow.figures.dirtySince != nil && lastError != nil) else { return }
+        do {
+            let applied = appliedLSN()
+            let currentFirst = journal.stats.currentSegmentFirstLSN
+            let local = try JournalDirectory.segments(in: journal.directory)
+            var drop: [(path: FilePath, lastLSN: LSN)] = []
+            for (i, segment) in local.enumerated() where segment.firstLSN < currentFirst {
+                let next = i + 1 < local.count ? local[i + 1].firstLSN : currentFirst
+                let last = LSN(next.rawValue - 1)
+                guard last <= applied else { break }
+                drop.append((segment.path, last))
+            }
+            guard let last = drop.last?.lastLSN, last > shipped else { return }
+            if overflow.figures.dirtySince == nil {
+                logger.warning("the spool limit (\(limit >> 20) MiB) is reached with \(pending >> 20) MiB unshipped: dropping journal the vault lacks and tracking the regions it wrote; no point until they are resynced")
+            }
+            try overflow.drop(drop, shipped: shipped, journal: journal.directory)
+            stream = nil
+            let (segments, bytes) = waiting(after: shipped)
+            figures.withLock {
+                $0.pendingSegments = segments
+                $0.pendingBytes = bytes
+            }
+            lastDropError = nil
+        } catch {
+            let message = "cannot drop journal past the spool limit: \(error)"
+            if message != lastDropError { logger.error("\(message)") }
+            lastDropError = message
+        }
+    }
+
+    /// Whether a resync may append more: nothing sealed waits and the open segment's unsent
+    /// bytes are under `window` — the resync goes at the pace the vault takes it.
+    public func hasRoom(for window: Int64) -> Bool {
+        figures.withLock { $0.error == nil && $0.pendingSegments == 0 && $0.pendingBytes < window }
     }
 
     /// Whether the open segment has durable records streaming has not sent.

@@ -27,6 +27,14 @@ public struct ShippingStatus: Codable, Sendable {
     /// With a rate in force: the time to send what waits at that rate — the RPO a backlog will
     /// reach before it is caught up (journal bytes: the wire's zstd makes it less).
     public var predictedRPOSeconds: Double?
+    /// `--spool-limit`: the unshipped journal kept at most (nil: none); past it, journal the
+    /// vault lacks is dropped and the regions it wrote resynced (decision 0010).
+    public var spoolLimit: Int64?
+    /// Since when records have been dropped, and how much of the disks waits for a resync.
+    public var droppingSince: Date?
+    public var resyncPendingBytes: Int64?
+    /// Why no point is marked now (the vault lacks dropped writes), if so.
+    public var pointsPaused: String?
 
     public init(vault: String) { self.vault = vault }
 }

@@ -11,7 +11,7 @@ import Glibc
 /// Block data never goes in here — only one row per layer, point and disk (the per-block index
 /// lives in each layer's footer; Docs/formats/vault.md).
 struct Catalog {
-    static let formatVersion = 4
+    static let formatVersion = 5
     let db: DatabaseQueue
     let path: String
 
@@ -89,6 +89,18 @@ struct Catalog {
         migrator.registerMigration("v4") { db in
             try db.alter(table: "point") { t in t.add(column: "note", .text) }
             try db.execute(sql: "UPDATE meta SET value = '4' WHERE key = 'formatVersion'")
+        }
+        // v5: resync windows — LSNs whose writes the vault never got (a site past its spool
+        // limit dropped them and resyncs their regions), and where the resync ended.
+        migrator.registerMigration("v5") { db in
+            try db.create(table: "resync") { t in
+                t.autoIncrementedPrimaryKey("id")
+                t.column("gapAfter", .integer).notNull()
+                t.column("resumeAt", .integer).notNull()
+                t.column("endLSN", .integer)
+                t.column("openedAt", .datetime).notNull()
+            }
+            try db.execute(sql: "UPDATE meta SET value = '5' WHERE key = 'formatVersion'")
         }
         do { try migrator.migrate(db) } catch {
             throw Self.error(error, "cannot migrate the vault catalog", path: path)

@@ -26,6 +26,7 @@ public enum PointSelector {
             guard LSN(n) >= base, LSN(n) <= last else {
                 throw LifeboatError(.notFound, "LSN \(n) is outside what the vault holds (\(base)…\(last))", path: vault.root.string)
             }
+            try vault.requireConsistent(LSN(n))
             return (LSN(n), points.last { $0.lsn == LSN(n) })
         }
         if text.hasPrefix("@") {

@@ -242,16 +242,30 @@ public final class Vault: @unchecked Sendable {
             var layer = LayerRow(id: nil, firstLSN: Int64(scan.header.firstLSN.rawValue), lastLSN: Int64(scan.lastLSN.rawValue), file: file,
                                  bytes: Int64(build.bytes.count), entries: Int64(build.header.entryCount))
             try layer.insert(db)
-            for (lsn, marker) in build.markers {
-                var point = RecoveryPoint(marker: marker, lsn: lsn)
-                try point.insert(db)
-            }
+            try Self.publishPoints(build.markers, db)
             for lsn in build.flushes {
                 try db.execute(sql: "INSERT OR IGNORE INTO flush(lsn) VALUES (?)", arguments: [Int64(lsn.rawValue)])
             }
             try db.execute(sql: "UPDATE grp SET lastLSN = ?", arguments: [Int64(scan.lastLSN.rawValue)])
         }
         return .ingested(layerBytes: build.bytes.count, points: build.markers.count)
+    }
+
+    /// The markers of an ingested run become points — except inside an open resync window,
+    /// where the disks' state is not one they were ever in: those markers are not points. The
+    /// marker that ends the resync closes the window and is its first point.
+    private static func publishPoints(_ markers: [(lsn: LSN, marker: Marker)], _ db: Database) throws {
+        var open = try ResyncWindow.filter(Column("endLSN") == nil).fetchAll(db)
+        for (lsn, marker) in markers {
+            var point = RecoveryPoint(marker: marker, lsn: lsn)
+            if let first = open.first {
+                guard marker.endsResync else { continue }
+                try db.execute(sql: "UPDATE resync SET endLSN = ? WHERE endLSN IS NULL", arguments: [Int64(lsn.rawValue)])
+                point.note = "the first point after a resync: the vault missed the writes after LSN \(first.gapAfter) and got their regions again"
+                open = []
+            }
+            try point.insert(db)
+        }
     }
 
     // MARK: Points

@@ -34,13 +34,15 @@ public enum VaultVerifier {
         // and deletes them meanwhile does not pull them from under the check — the points and
         // a pending prune. `vault serve` goes on ingesting, compacting and pruning during the
         // long part, reading every byte; what arrived after the view is not checked this time.
-        let (base, last, layers, points, prunePending, disks) = try vault.withWriterLock {
+        let (base, last, layers, points, prunePending, disks, windows) = try vault.withWriterLock {
             let (base, last) = try vault.lsnRange()
             let layers = try vault.layerRows(upTo: last).reversed().map { row in
                 (row, Result { try LayerReader(path: vault.layerPath(row)) })
             }
-            return (base, last, layers, try vault.points(), try vault.pendingPruneTarget(), try vault.disks())
+            return (base, last, layers, try vault.points(), try vault.pendingPruneTarget(), try vault.disks(), try vault.resyncWindows())
         }
+        // The LSNs a site dropped (resync windows) are held without a layer: the chain jumps them.
+        let jumps = Dictionary(windows.map { ($0.gapAfter.next, $0.resumeAt) }, uniquingKeysWith: max)
         let total = layers.reduce(Int64(0)) { $0 + $1.0.bytes } + disks.reduce(Int64(0)) { $0 + $1.sizeBytes }
         var done: Int64 = 0
         var expected = base.next
@@ -48,6 +50,7 @@ public enum VaultVerifier {
             report.layers += 1
             report.bytes += row.bytes
             let path = vault.layerPath(row)
+            while let resume = jumps[expected], LSN(UInt64(row.firstLSN)) >= resume { expected = resume }
             if LSN(UInt64(row.firstLSN)) != expected {
                 report.problems.append(Problem(error: LifeboatError(.corrupt, "LSN gap: layer starts at \(row.firstLSN), \(expected) expected", path: path.string)))
             }
@@ -92,6 +95,8 @@ public enum VaultVerifier {
             report.points += 1
             if p.lsn < base || p.lsn > last {
                 report.problems.append(Problem(error: LifeboatError(.corrupt, "point \(p.id ?? 0) at LSN \(p.lsn) is outside \(base)…\(last)", path: vault.root.string)))
+            } else if let w = windows.first(where: { $0.contains(p.lsn) }) {
+                report.problems.append(Problem(error: LifeboatError(.corrupt, "point \(p.id ?? 0) at LSN \(p.lsn) is inside a resync window: \(w.description)", path: vault.root.string)))
             }
         }
         return report

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import LifeboatCore
 import LifeboatIdentity
 import LifeboatShipping
@@ -30,7 +31,9 @@ public final class RemoteVaultReplica: ReplicaTarget, @unchecked Sendable {
     private let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
     private let lock = ConditionLock()
     private var connection: Connection?
-    private var lastMaintenanceError: String?
+    /// Its own lock, not the connection's: `status` reads it while a call may hang until its
+    /// deadline (a partition), and must not wait for that.
+    private let lastMaintenanceError = Mutex<String?>(nil)
     /// `--bandwidth`: what sends may use of the link, paced in slices as they are written.
     public let pacer: Pacer?
     /// How long a call may take: 10 s, and a second more per 4 MB it sends (a 64 MiB segment
@@ -115,6 +118,12 @@ public final class RemoteVaultReplica: ReplicaTarget, @unchecked Sendable {
         return LSN(try call(request, body: try records.withUnsafeBytes { try Zstd.compress($0, level: 1) }).heldThrough ?? 0)
     }
 
+    public func openResync(resumingAt: LSN) throws -> LSN {
+        var request = WireRequest(op: "openResync")
+        request.lsn = resumingAt.rawValue
+        return LSN(try call(request).heldThrough ?? 0)
+    }
+
     public func point(at lsn: LSN) throws -> Int64? {
         var request = WireRequest(op: "pointAt")
         request.lsn = lsn.rawValue
@@ -128,7 +137,7 @@ public final class RemoteVaultReplica: ReplicaTarget, @unchecked Sendable {
         _ = try call(request)
     }
 
-    public var maintenanceError: String? { lock.withLock { lastMaintenanceError } }
+    public var maintenanceError: String? { lastMaintenanceError.withLock { $0 } }
 
     /// The site's points as the vault lists them (`points --site SITE` on the site host).
     public func points() throws -> PointListing {
@@ -149,7 +158,7 @@ public final class RemoteVaultReplica: ReplicaTarget, @unchecked Sendable {
 
     private func state() throws -> WireResponse {
         let r = try call(WireRequest(op: "state"))
-        lock.withLock { lastMaintenanceError = r.maintenanceError }
+        lastMaintenanceError.withLock { $0 = r.maintenanceError }
         return r
     }
 

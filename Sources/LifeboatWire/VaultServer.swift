@@ -183,6 +183,13 @@ final class VaultService: @unchecked Sendable {
             let outcome = try vault.ingest(compressedRecords: body, firstLSN: first, name: "\(site):\(request.name ?? "stream")")
             if case .ingested = outcome { maintenance.dataArrived() }
             r.heldThrough = try vault.lsnRange().last.rawValue
+        case "openResync":
+            let resume = LSN(try required(request.lsn, "lsn"))
+            let before = try vault.lsnRange().last
+            r.heldThrough = try vault.openResync(resumingAt: resume).rawValue
+            if before.next < resume {
+                logger.warning("site \(site): the site dropped LSNs \(before.next)…\(resume.rawValue - 1) past its spool limit; no point until its resync ends")
+            }
         case "pointAt":
             let lsn = try required(request.lsn, "lsn")
             r.pointID = try vault.points().last { $0.lsn == LSN(lsn) }?.id
@@ -191,7 +198,7 @@ final class VaultService: @unchecked Sendable {
         case "points":
             answer = WireJSON.encode(try PointListing(vault))
         default:
-            throw LifeboatError(.invalidArgument, "unknown op '\(request.op)' (known: state, addDiskBegin, addDiskChunk, addDiskEnd, ship, append, pointAt, annotate, points)")
+            throw LifeboatError(.invalidArgument, "unknown op '\(request.op)' (known: state, addDiskBegin, addDiskChunk, addDiskEnd, ship, append, openResync, pointAt, annotate, points)")
         }
         return (r, answer)
     }

@@ -23,6 +23,9 @@ struct ProtectCommand: ParsableCommand {
     @Option(help: ArgumentHelp("What shipping may use of the link to a vault on another machine: 20MB/s, or 20MB/s 08:00-18:00 (local time; unlimited otherwise), windows separated by commas.",
                                valueName: "rate")) var bandwidth: String?
 
+    @Option(help: ArgumentHelp("Unshipped journal kept while the vault cannot take it (bytes or K/M/G/T, or 'unlimited'); past it, journal is dropped, the regions it wrote tracked and resynced when the vault is back (default: half the space free on the journal's file system).",
+                               valueName: "size")) var spoolLimit: String?
+
     @Option(help: .hidden) var spareFill: SpareFill = .adaptive
 
     func validate() throws {
@@ -32,6 +35,14 @@ struct ProtectCommand: ParsableCommand {
         guard try parseDuration(pointInterval, what: "point interval") >= 0.2 else { throw ValidationError("--point-interval must be at least 0.2s") }
         guard try parseDuration(checkpointInterval, what: "checkpoint interval") >= 0.2 else { throw ValidationError("--checkpoint-interval must be at least 0.2s") }
         if let bandwidth { _ = try BandwidthSchedule(parsing: bandwidth) }
+        if let limit = try parsedSpoolLimit(), limit != .max {
+            guard limit >= 2 * (try parseSize(segmentSize)) else { throw ValidationError("--spool-limit must be at least two segments (--segment-size \(segmentSize))") }
+        }
+    }
+
+    private func parsedSpoolLimit() throws -> Int64? {
+        guard let spoolLimit else { return nil }
+        return spoolLimit.lowercased() == "unlimited" ? .max : try parseSize(spoolLimit)
     }
 
     func run() throws {
@@ -43,6 +54,7 @@ struct ProtectCommand: ParsableCommand {
         options.checkpointInterval = .milliseconds(Int64(try parseDuration(checkpointInterval) * 1000))
         options.spareFill = spareFill
         options.bandwidth = try bandwidth.map(BandwidthSchedule.init(parsing:))
+        options.spoolLimit = try parsedSpoolLimit()
         try ProtectService.run(site: try site.open(), mountpoint: absolutePath(mountpoint), options: options, logger: makeLogger())
     }
 }

@@ -49,6 +49,13 @@ struct StatusCommand: ParsableCommand {
                 let since = v.pausedSince.map { " (since \(ISO8601DateFormatter().string(from: $0)))" } ?? ""
                 print("shipping paused\(since): \(e)")
             }
+            if let limit = v.spoolLimit {
+                print("spool: \(humanBytes(v.pendingBytes)) unshipped of a \(humanBytes(limit)) limit (--spool-limit)")
+            }
+            if let since = v.droppingSince {
+                print("resync: \(humanBytes(v.resyncPendingBytes ?? 0)) of dirty regions pending (journal dropped past the spool limit since \(ISO8601DateFormatter().string(from: since)))")
+            }
+            if let why = v.pointsPaused { print("points paused: \(why)") }
             if let e = v.maintenanceError { print("vault maintenance failing (shipping goes on): \(e)") }
         }
         if let v = status.verified {

@@ -294,4 +294,82 @@ struct NetworkVaultTests {
         let verify = try lifeboat("vault", "verify", "--vault", s.vault)
         #expect(verify.status == 0, "\(verify.stdout)\(verify.stderr)")
     }
+    /// Past `--spool-limit` while the vault is cut off: writes never fail, the journal stays
+    /// bounded, no point is marked (a checkpoint says why); kill -9 of protect while it drops
+    /// loses no dirty region (the map is written before a segment goes). When the link is back,
+    /// only the dirty regions are resynced, the first point after equals the primary, no point
+    /// lies in between, `lsn:N` inside the window is refused and `vault verify` is clean.
+    @Test func pastTheSpoolLimitWritesGoOnAndTheVaultIsResyncedWhenBack() throws {
+        let s = try Setup()
+        defer { s.cleanup() }
+        try check(s.net.run(in: "site", [lifeboatBinary, "init", "--site", s.t.site, "--vault", s.address, "--bundle", try s.enroll("branch")]))
+        let options = ["--segment-size", "1M", "--spool-limit", "4M", "--seal-interval", "0.3", "--checkpoint-interval", "0.3", "--point-interval", "0.5"]
+        _ = try s.t.startProtect(options, launcher: s.net.command(in: "site", []))
+        let before = try s.t.checkpointInVault("--label", "before")
+        let journal = s.t.site + "/journal"
+        func journalBytes() -> Int64 {
+            ((try? FileManager.default.contentsOfDirectory(atPath: journal)) ?? []).reduce(0) { $0 + (fileSize(FilePath(journal + "/" + $1)) ?? 0) }
+        }
+        /// `mib` MiB of 64 KiB writes within the first `regions` MiB of the disk: each must succeed.
+        func write(mib: Int, regions: Int, seed: UInt64) throws {
+            let fd = try FileDescriptor.open(s.t.image("d0"), .writeOnly)
+            defer { try? fd.close() }
+            var g = SplitMix(state: seed)
+            for i in 0..<(mib * 16) {
+                _ = try fd.writeAll(toAbsoluteOffset: Int64(g.next() % UInt64(regions * 16)) * 65536, randomBytes(65536, seed: g.next()))
+                if i % 8 == 7 { #expect(fsync(fd.rawValue) == 0) }
+            }
+        }
+        /// Waits until the journal is back within the limit and a few segments.
+        func expectTheJournalBounded(_ why: Comment) {
+            var bytes = journalBytes()
+            for _ in 0..<60 where bytes > 10 << 20 {
+                usleep(500_000)
+                bytes = journalBytes()
+            }
+            #expect(bytes <= 10 << 20, "\(bytes >> 20) MiB of journal: \(why)")
+        }
+
+        try s.net.partition("site", true)
+        try write(mib: 24, regions: 8, seed: 61)
+        expectTheJournalBounded("past the spool limit during the partition")
+        #expect(FileManager.default.fileExists(atPath: s.t.site + "/state/dirty-regions"))
+        var paused = ""
+        for _ in 0..<20 where !paused.contains("points paused") {
+            usleep(500_000)  // status.json is rewritten every second
+            paused = try lifeboat("status", "--site", s.t.site).stdout
+        }
+        #expect(paused.contains("points paused") && paused.contains("resync:") && paused.contains("spool:"), "\(paused)\n\(s.t.protect!.output)")
+        let refused = try lifeboat("checkpoint", "--site", s.t.site)
+        #expect(refused.status != 0 && refused.stderr.contains("no point now"), "\(refused.stdout)\(refused.stderr)")
+
+        // kill -9 while it drops: the restarted protect keeps the map and drops on.
+        s.t.protect!.crash()
+        try check(run(["umount", "-l", s.t.mountpoint]))
+        _ = try s.t.startProtect(options, launcher: s.net.command(in: "site", []))
+        try write(mib: 24, regions: 12, seed: 62)
+        expectTheJournalBounded("after a kill -9 and more writes")
+
+        try s.net.partition("site", false)
+        var status = ""
+        for _ in 0..<240 {
+            status = try lifeboat("status", "--site", s.t.site).stdout
+            if !status.contains("points paused") { break }
+            usleep(500_000)
+        }
+        #expect(!status.contains("points paused"), "the resync ended: \(status)\n\(s.t.protect!.output)")
+        let done = s.t.protect!.output.split(separator: "\n").first { $0.contains("resync done") }.map(String.init) ?? ""
+        let resynced = Int(done.split(separator: " ").first { Int($0) != nil } ?? "") ?? 0
+        #expect(resynced > 0 && resynced <= 12, "only the dirty regions (12 MiB at most) are resynced: \(done)")
+        try s.expectALastPointEqualToThePrimary("nothing lost past the spool limit")
+
+        let points = (try JSONSerialization.jsonObject(with: Data(try lifeboat("points", "--vault", s.vault, "--json").stdout.utf8)) as? [[String: Any]]) ?? []
+        let after = points.drop { ($0["id"] as? Int) != before }.dropFirst()
+        #expect((after.first?["note"] as? String)?.contains("first point after a resync") == true, "\(after.first ?? [:])")
+        let beforeLSN = points.first { ($0["id"] as? Int) == before }?["lsn"] as? Int ?? 0
+        let inside = try lifeboat("export", "--vault", s.vault, "--point", "lsn:\(beforeLSN + 2)", "--disk", "d0", s.t.root + "/inside.raw")
+        #expect(inside.status != 0 && inside.stderr.contains("not a consistent state"), "\(inside.stderr)")
+        let verify = try lifeboat("vault", "verify", "--vault", s.vault)
+        #expect(verify.status == 0, "\(verify.stdout)\(verify.stderr)")
+    }
 }

@@ -22,7 +22,8 @@ struct Fixture {
 
     var journal: FilePath { root.appending("journal") }
 
-    init(records: Int, seed: UInt64) throws {
+    /// `endsResyncAt`: the marker at that record index carries the flag that ends a resync.
+    init(records: Int, seed: UInt64, endsResyncAt: Int? = nil) throws {
         root = try temporaryDirectory()
         try FileManager.default.createDirectory(atPath: root.appending("journal").string, withIntermediateDirectories: true)
         let (j, _) = try Journal.open(directory: root.appending("journal"), groupID: Self.group, configuration: .init(segmentBytes: 1 << 20))
@@ -30,7 +31,8 @@ struct Fixture {
         for i in 0..<records {
             if i % 50 == 49 {
                 let kind: Marker.Kind = i % 100 == 99 ? .appConsistent : .crashConsistent
-                markers.append(try j.appendMarker(Marker(kind: kind, timeNanos: 1_700_000_000_000_000_000 + Int64(i) * 1_000_000_000, label: "m\(i)", digests: [DiskID(0): Hash128(high: 1, low: UInt64(i))])))
+                markers.append(try j.appendMarker(Marker(kind: kind, timeNanos: 1_700_000_000_000_000_000 + Int64(i) * 1_000_000_000, label: "m\(i)",
+                                                         digests: [DiskID(0): Hash128(high: 1, low: UInt64(i))], endsResync: i == endsResyncAt)))
                 continue
             }
             let disk = Int(g.next() % 2)
@@ -205,6 +207,57 @@ struct Fixture {
         let next = try f.sealedSegments()[1]
         #expect(try vault.ingest(segment: next.bytes, name: next.name) != .alreadyHeld)
         #expect(try VaultVerifier.verify(vault).problems.isEmpty)
+    }
+
+    /// A site past its spool limit drops records and says so (`openResync`): the vault holds
+    /// through the gap without a layer, makes no point of the markers that follow until the one
+    /// that ends the resync (its note says why it is the first), refuses `lsn:N` inside the
+    /// window, and `vault verify` takes the jump in the LSN chain as no damage.
+    @Test func aResyncWindowHoldsNoPointUntilTheMarkerThatEndsIt() throws {
+        let f = try Fixture(records: 400, seed: 23, endsResyncAt: 249)
+        let vault = try f.makeVault()
+        var records: [LSN: (bytes: [UInt8], seal: Bool)] = [:]
+        for segment in try f.sealedSegments() {
+            let scan = try SegmentReader.scan(segment.bytes, path: FilePath(segment.name))
+            for (i, r) in scan.records.enumerated() {
+                let end = i + 1 < scan.records.count ? scan.records[i + 1].offset : scan.validEnd
+                records[r.header.lsn] = (Array(segment.bytes[r.offset..<end]), r.header.type == .seal)
+            }
+        }
+        /// The records from `a` through `b`, in runs that end at each seal (as a site sends them).
+        func send(_ a: UInt64, _ b: UInt64) throws {
+            var run: [UInt8] = [], first = a
+            for lsn in a...b {
+                let r = try #require(records[LSN(lsn)])
+                run += r.bytes
+                if r.seal || lsn == b {
+                    _ = try vault.ingest(records: run, firstLSN: LSN(first), name: "s")
+                    run = []
+                    first = lsn + 1
+                }
+            }
+        }
+        let m = f.markers.map(\.rawValue)
+        let held = m[0] + 10
+        try send(1, held)  // marker 0 is a point
+        // The site drops the records after it up to past marker 1, and resumes there.
+        let resume = LSN(m[1] + 6)
+        #expect(try vault.openResync(resumingAt: resume) == LSN(resume.rawValue - 1))
+        #expect(try vault.openResync(resumingAt: resume) == LSN(resume.rawValue - 1), "told twice: one window")
+        #expect(try vault.resyncWindows().count == 1)
+        try send(resume.rawValue, m[5] + 3)
+        let points = try vault.points()
+        #expect(points.map(\.lsn.rawValue) == [m[0], m[4], m[5]], "markers 2 and 3 are inside the window: no point")
+        #expect(points[1].note?.contains("first point after a resync") == true && points[1].note?.contains("after LSN \(held)") == true, "\(points[1])")
+        let window = try #require(try vault.resyncWindows().first)
+        #expect(window.gapAfter == LSN(held) && window.resumeAt == resume && window.endLSN == LSN(m[4]))
+        let inside = #expect(throws: LifeboatError.self) { _ = try PointSelector.resolve("lsn:\(resume.rawValue + 3)", in: vault) }
+        #expect(inside?.message.contains("not a consistent state") == true, "\(String(describing: inside))")
+        #expect(try PointSelector.resolve("lsn:\(m[4] + 2)", in: vault).lsn == LSN(m[4] + 2), "after the window")
+        #expect(try VaultVerifier.verify(vault).problems.isEmpty, "the jump over the dropped LSNs is no damage")
+        // A vault that holds the LSNs already opens no window.
+        #expect(try vault.openResync(resumingAt: LSN(m[3])) == LSN(m[5] + 3))
+        #expect(try vault.resyncWindows().count == 1)
     }
 
     /// `vault verify` on the vault host while `vault serve` streams runs in and compacts them
