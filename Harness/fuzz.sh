@@ -10,7 +10,7 @@
 # as a regression test. Prints the executions reached per target.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-targets=(journal-segment layer base-checksums catalog-values vhd drill-plan control-message marker wire-frame)
+targets=(journal-segment layer base-checksums catalog-values vhd drill-plan control-message marker wire-frame dirty-regions)
 
 if [ "${1:-}" = "--list" ]; then printf '%s\n' "${targets[@]}"; exit 0; fi
 [ $# -eq 2 ] || { echo "usage: bash Harness/fuzz.sh --list | TARGET SECONDS | all SECONDS" >&2; exit 64; }
@@ -43,6 +43,7 @@ seed() {  # seed DIR TARGET: the fixtures a target starts from
     wire-frame)      # a `pointAt` request (4 + 36-byte header), a `ship` with a 4-byte body (Docs/formats/wire.md)
                      printf '\000\000\000\050\000\000\000\044{"op":"pointAt","lsn":42,"note":"x"}' > "$dir/point"
                      printf '\000\000\000\025\000\000\000\015{"op":"ship"}zstd' > "$dir/ship" ;;
+    dirty-regions)   cp Tests/LifeboatSiteTests/Fixtures/dirty-regions-v1 "$dir/" ;;
   esac
 }
 

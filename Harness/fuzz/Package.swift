@@ -10,7 +10,7 @@ import PackageDescription
 // (`main`, a CI clone): take it from where this manifest is.
 let lifeboat = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../..").standardized.lastPathComponent
 
-let targets = ["journal-segment", "layer", "base-checksums", "catalog-values", "vhd", "drill-plan", "control-message", "marker", "wire-frame"]
+let targets = ["journal-segment", "layer", "base-checksums", "catalog-values", "vhd", "drill-plan", "control-message", "marker", "wire-frame", "dirty-regions"]
 
 let package = Package(
     name: "LifeboatFuzz",

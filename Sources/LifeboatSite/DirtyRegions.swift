@@ -120,7 +120,10 @@ public struct DirtyRegions: Equatable, Sendable {
                 guard let id = r.get(UInt32.self), let regions = r.get(UInt32.self), let map = r.get(count: (Int(regions) + 7) / 8) else {
                     throw damaged("disk entry cut short", at)
                 }
-                guard maps[DiskID(id)] == nil else { throw damaged("disk \(id) twice", at) }
+                guard disks.last.map({ id > $0.id.rawValue }) ?? true else { throw damaged("disk \(id) out of order (ascending ids, each once)", at) }
+                if regions % 8 != 0, let last = map.last, last >> (regions % 8) != 0 {
+                    throw damaged("disk \(id) marks regions past its \(regions)", at + 8 + map.count - 1)
+                }
                 disks.append((DiskID(id), Int(regions) << regionShift))
                 maps[DiskID(id)] = map
             }
