@@ -66,6 +66,8 @@ public final class ProtectionGroup: @unchecked Sendable {
     private let resyncLoop = BackgroundLoop(name: "lifeboat-resync", interval: .milliseconds(50))
     /// Where the resync stands: the job's generation and how many of its regions are in the journal.
     private var resyncCursor: (generation: UInt64, done: Int)?
+    /// The resync's records the vault may not hold yet: the last LSN and the bytes of each region.
+    private var resyncInFlight: [(lsn: LSN, bytes: Int64)] = []
     let startedAt = Date()
 
     /// Takes the site lock, opens every disk, checks the whole journal, cuts a torn tail,
@@ -364,8 +366,8 @@ public final class ProtectionGroup: @unchecked Sendable {
     // MARK: Resync
 
     /// Unsent journal a resync lets build up before it waits for the shipper: it goes at the
-    /// vault's pace, and never grows the spool towards its limit.
-    static let resyncWindow: Int64 = 16 << 20
+    /// vault's pace, and never grows the spool towards its limit (a quarter of it at most).
+    static func resyncWindow(spoolLimit: Int64?) -> Int64 { min(16 << 20, (spoolLimit ?? .max) / 4) }
 
     /// One pass of the resync (its own thread): appends dirty regions read from the primaries
     /// while the shipper has room, and once all are in, the marker that ends the resync.
@@ -382,9 +384,12 @@ public final class ProtectionGroup: @unchecked Sendable {
         var appended = false
         do {
             while done < job.regions.count {
-                guard !resyncLoop.isStopping, shipper.hasRoom(for: Self.resyncWindow) else { break }
+                let shipped = shipper.shippedLSN
+                resyncInFlight.removeAll { $0.lsn <= shipped }
+                let inFlight = resyncInFlight.reduce(0) { $0 + $1.bytes }
+                guard !resyncLoop.isStopping, inFlight < Self.resyncWindow(spoolLimit: overflow.limit) else { break }
                 let (disk, region) = job.regions[done]
-                try resync(disk: disk, region: region)
+                if let bytes = try resync(disk: disk, region: region) { resyncInFlight.append(bytes) }
                 appended = true
                 done += 1
                 resyncCursor = (job.generation, done)
@@ -407,8 +412,10 @@ public final class ProtectionGroup: @unchecked Sendable {
     /// enough not to hold every writer: each piece is read and appended under its blocks'
     /// stripe locks, so no write to them falls between the read and the record. Holes are never
     /// written (the vault's base holds them as the disk's initial content).
-    private func resync(disk id: DiskID, region: Int) throws {
-        guard let disk = disks.first(where: { $0.id == id }) else { return }
+    /// Returns the last record's LSN and the bytes appended, nil when the region is all holes.
+    private func resync(disk id: DiskID, region: Int) throws -> (lsn: LSN, bytes: Int64)? {
+        guard let disk = disks.first(where: { $0.id == id }) else { return nil }
+        var last: (lsn: LSN, bytes: Int64)?
         let piece = 32  // blocks: 128 KiB
         let first = region << DirtyRegions.regionShift
         let end = min(first + DirtyRegions.regionBlocks, disk.config.blockCount)
@@ -423,7 +430,8 @@ public final class ProtectionGroup: @unchecked Sendable {
             try stripes.withBlocks(first: BlockIndex(UInt64(block)), count: count) { () throws in
                 do {
                     try SparseImage.forEachDataPiece(of: disk.primary, sizeBytes: start + (Int64(count) << BlockSize.shift), from: start, buffer: buffer) { at, bytes in
-                        _ = try journal.appendWrite(disk: disk.id, firstBlock: BlockIndex(UInt64(at >> BlockSize.shift)), data: bytes)
+                        let lsn = try journal.appendWrite(disk: disk.id, firstBlock: BlockIndex(UInt64(at >> BlockSize.shift)), data: bytes)
+                        last = (lsn, (last?.bytes ?? 0) + Int64(bytes.count))
                     }
                 } catch {
                     throw LifeboatError.wrapping(error, "cannot resync a region of the primary", path: disk.primaryPath.string, offset: start)
@@ -431,6 +439,7 @@ public final class ProtectionGroup: @unchecked Sendable {
             }
             block += count
         }
+        return last
     }
 
     /// Every disk's digest root at the newest marker, and the marker's LSN (free: no pause).

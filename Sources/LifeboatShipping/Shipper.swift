@@ -297,11 +297,8 @@ public final class Shipper: @unchecked Sendable {
         }
     }
 
-    /// Whether a resync may append more: nothing sealed waits and the open segment's unsent
-    /// bytes are under `window` — the resync goes at the pace the vault takes it.
-    public func hasRoom(for window: Int64) -> Bool {
-        figures.withLock { $0.error == nil && $0.pendingSegments == 0 && $0.pendingBytes < window }
-    }
+    /// Everything up to this LSN is in the vault (as last answered).
+    public var shippedLSN: LSN { figures.withLock { $0.shippedLSN } }
 
     /// Whether the open segment has durable records streaming has not sent.
     private func openSegmentMoved() -> Bool {

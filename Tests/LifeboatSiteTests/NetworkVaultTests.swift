@@ -343,14 +343,28 @@ struct NetworkVaultTests {
         let refused = try lifeboat("checkpoint", "--site", s.t.site)
         #expect(refused.status != 0 && refused.stderr.contains("no point now"), "\(refused.stdout)\(refused.stderr)")
 
-        // kill -9 while it drops: the restarted protect keeps the map and drops on.
+        // kill -9 while it drops: the restarted protect keeps the map and drops on. It ships
+        // at 1 MB/s, so that the resync, at the vault's pace, is still running a few seconds
+        // after the link is back: kill -9 then, and the next protect resyncs again.
         s.t.protect!.crash()
         try check(run(["umount", "-l", s.t.mountpoint]))
-        _ = try s.t.startProtect(options, launcher: s.net.command(in: "site", []))
+        _ = try s.t.startProtect(options + ["--bandwidth", "1MB/s"], launcher: s.net.command(in: "site", []))
         try write(mib: 24, regions: 12, seed: 62)
         expectTheJournalBounded("after a kill -9 and more writes")
-
         try s.net.partition("site", false)
+        var resyncing = ""
+        for _ in 0..<60 where !resyncing.contains("points resume when the resync") {
+            usleep(500_000)
+            resyncing = try lifeboat("status", "--site", s.t.site).stdout
+        }
+        #expect(resyncing.contains("points resume when the resync"), "\(resyncing)")
+        usleep(2_000_000)
+        s.t.protect!.crash()
+        #expect(!s.t.protect!.output.contains("resync done"), "killed in the middle of the resync: \(s.t.protect!.output)")
+        try check(run(["umount", "-l", s.t.mountpoint]))
+        #expect(FileManager.default.fileExists(atPath: s.t.site + "/state/dirty-regions"))
+        _ = try s.t.startProtect(options, launcher: s.net.command(in: "site", []))
+
         var status = ""
         for _ in 0..<240 {
             status = try lifeboat("status", "--site", s.t.site).stdout
