@@ -44,6 +44,8 @@ public struct ControlResponse: Codable, Sendable {
     /// point: the vault's id, or why the point is not in the vault (nil both: no vault).
     public var pointID: Int64?
     public var notInVault: String?
+    /// With `error`: LifeboatError's code, so that the CLI exits as it would itself (absent: io).
+    public var code: String?
     public init(ok: Bool) { self.ok = ok }
 }
 
@@ -119,6 +121,7 @@ public enum ControlProtocol {
             response.digests = Dictionary(uniqueKeysWithValues: digests.map { (String($0.key.rawValue), $0.value.description) })
         } catch {
             response.error = "\(error)"
+            response.code = (error as? LifeboatError)?.code.rawValue
         }
         return response
     }

@@ -66,7 +66,9 @@ struct CheckpointCommand: ParsableCommand {
         }
         func mark(_ kind: PointKind, within: Duration) throws -> ControlResponse {
             let response = try sendControlRequest(site: s, .mark(kind, label: label), timeout: within)
-            guard response.ok, response.lsn != nil else { throw LifeboatError(.io, response.error ?? "protect refused the marker") }
+            guard response.ok, response.lsn != nil else {
+                throw LifeboatError(response.code.flatMap(LifeboatError.Code.init(rawValue:)) ?? .io, response.error ?? "protect refused the marker")
+            }
             return response
         }
         var outcome = QuiesceOutcome()

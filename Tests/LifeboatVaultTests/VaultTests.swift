@@ -329,12 +329,13 @@ struct Fixture {
         let root = try temporaryDirectory()
         _ = try Vault(root: root, create: true)
         try Catalog(path: root.appending("catalog.sqlite").string).db.write { db in
-            try db.execute(sql: "DROP TABLE drill; DROP TABLE flush; ALTER TABLE point DROP COLUMN note; DELETE FROM grdb_migrations WHERE identifier IN ('v2', 'v3', 'v4')")
+            try db.execute(sql: "DROP TABLE drill; DROP TABLE flush; DROP TABLE resync; ALTER TABLE point DROP COLUMN note; DELETE FROM grdb_migrations WHERE identifier IN ('v2', 'v3', 'v4', 'v5')")
             try db.execute(sql: "UPDATE meta SET value = '1' WHERE key = 'formatVersion'")
         }
         let vault = try Vault(root: root)
         let version = try vault.catalog.db.read { db in try String.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'formatVersion'") }
-        #expect(version == "4")
+        #expect(version == "5")
+        #expect(try vault.resyncWindows().isEmpty)
         try vault.record(drill: DrillRecord(pointID: nil, lsn: .zero, startedAt: Date(), finishedAt: Date(), result: .passed, plan: "p", report: "{}"))
         #expect(try vault.flushLSNs(in: LSN(0)...LSN(10)).isEmpty)
     }
@@ -343,11 +344,11 @@ struct Fixture {
         let root = try temporaryDirectory()
         _ = try Vault(root: root, create: true)
         try Catalog(path: root.appending("catalog.sqlite").string).db.write { db in
-            try db.execute(sql: "UPDATE meta SET value = '5' WHERE key = 'formatVersion'")
+            try db.execute(sql: "UPDATE meta SET value = '6' WHERE key = 'formatVersion'")
         }
         let error = #expect(throws: LifeboatError.self) { _ = try Vault(root: root) }
         #expect(error?.code == .unsupported)
-        #expect(error?.message == "vault format version 5 is newer than this lifeboat's (4)")
+        #expect(error?.message == "vault format version 6 is newer than this lifeboat's (5)")
         #expect(throws: LifeboatError.self) { _ = try Vault(root: try temporaryDirectory()) }
     }
 
