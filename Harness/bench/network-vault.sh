@@ -2,19 +2,21 @@
 # The vault on another host (issue 12): sites and a vault host in network namespaces joined
 # through a router whose links are delayed 10 ms each way (20 ms RTT; lifeboat-delayline, this
 # kernel has no netem), `vault serve` on one, `protect` on the others.
-#   bash Harness/bench/network-vault.sh [SECONDS] [RATE_MB_S] [BACKLOG_MIB] [PARTITION_S]
+#   bash Harness/bench/network-vault.sh [SECONDS] [RATE_MB_S] [BACKLOG_MIB] [PARTITION_S]   (ONLY=12345: which parts)
 # 1. RPO to a published point at RATE MB/s of fsync'd writes (Harness/bench/rpo.py), points every
 #    0.5 s, and the protect process's CPU per GB shipped;
 # 2. 10 MB/s of incompressible writes through a 100 Mbit/s link (tbf) with --bandwidth 11MB/s:
 #    RPO, and status's figures (its RPO and its prediction);
 # 3. ingest from two sites at once: each site journals BACKLOG_MIB of random writes while the
 #    vault is down, then the vault starts and both catch up: MB/s of journal taken in;
-# 4. a PARTITION_S partition under RATE MB/s: time from the link's return to RPO < 1 s.
+# 4. a PARTITION_S partition under RATE MB/s: time from the link's return to RPO < 1 s;
+# 5. the same past --spool-limit 256M, writes cycling through 512 MiB: the journal stays bounded,
+#    only the dirty regions are resynced; time until RPO < 1 s and points resumed.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source Harness/setup.sh
 seconds=${1:-30} rate=${2:-50} backlog=${3:-512} partition=${4:-60}
-only=${ONLY:-1234}  # which parts to run (site a is set up either way)
+only=${ONLY:-12345}  # which parts to run (site a is set up either way)
 swift build -c release --product lifeboat 2>&1 | tail -1
 swift build -c release --product lifeboat-delayline 2>&1 | tail -1
 bin=$(swift build -c release --show-bin-path)
@@ -127,30 +129,57 @@ end=$(date +%s.%N)
 python3 -c "print(f'two sites: {$bytes / 2**20:.0f} MiB of journal in {$end - $start:.1f} s (status refresh 1 s included): {$bytes / 1e6 / ($end - $start):.0f} MB/s')"
 fi
 
-if [[ $only == *4* ]]; then
-echo
-echo "## 4. a ${partition} s partition of site a under $rate MB/s: catch-up"
-python3 - "$work/mnt-a/disk.img" "$rate" "$((partition + 90))" <<'PY' & pids+=($!)
+# A PARTITION_S partition of site a under RATE MB/s of 64 KiB fdatasync'd writes cycling through
+# the first SPAN_MIB of its disk: the RPO when the link comes back, the journal's peak size, and
+# the time until status's RPO is under 1 s (and no point is paused).
+partition_run() {
+  local span=$1
+  python3 - "$work/mnt-a/disk.img" "$rate" "$((partition + 120))" "$span" <<'PY' & pids+=($!)
 import os, sys, time
 fd = os.open(sys.argv[1], os.O_WRONLY); rate = float(sys.argv[2]); end = time.time() + float(sys.argv[3])
-block = os.urandom(65536); size = os.lseek(fd, 0, os.SEEK_END); n = 0; start = time.time()
+span = min(int(sys.argv[4]) << 20, os.lseek(fd, 0, os.SEEK_END))
+block = os.urandom(65536); n = 0; start = time.time()
 while time.time() < end:
-    os.pwrite(fd, block, (n * 65536) % (size - 65536)); os.fdatasync(fd); n += 1
+    os.pwrite(fd, block, (n * 65536) % (span - 65536)); os.fdatasync(fd); n += 1
     d = start + n * 65536 / (rate * 1e6) - time.time()
     if d > 0: time.sleep(d)
 PY
-writer=$!
-sleep 5
-in_ns "lbh-$tag-a" ip link set eth0 down
-sleep "$partition"
-in_ns "lbh-$tag-a" ip link set eth0 up; in_ns "lbh-$tag-a" ip route replace default via 10.99.2.1
-back=$(date +%s.%N)
-read -r _ _ rpo < <(shipped a); echo "RPO when the link came back: ${rpo} s"
-until read -r _ _ rpo < <(shipped a) && python3 -c "import sys; sys.exit(0 if $rpo < 1 else 1)"; do
-  sleep 0.5
-  python3 -c "import sys; sys.exit(0 if $(date +%s) - ${back%.*} < 300 else 1)" || { echo "not caught up in 300 s"; break; }
-done
-caught=$(date +%s.%N)
-python3 -c "print(f'caught up (status RPO < 1 s) {$caught - $back:.1f} s after the link came back')"
-kill "$writer" 2>/dev/null || true
+  local writer=$! peak=0 size
+  sleep 5
+  in_ns "lbh-$tag-a" ip link set eth0 down
+  for _ in $(seq "$partition"); do
+    sleep 1
+    size=$(du -sm "$work/site-a/journal" | cut -f1); [ "$size" -gt "$peak" ] && peak=$size
+  done
+  in_ns "lbh-$tag-a" ip link set eth0 up; in_ns "lbh-$tag-a" ip route replace default via 10.99.2.1
+  local back; back=$(date +%s.%N)
+  echo "journal at most ${peak} MiB during the partition ($((partition * rate)) MB written)"
+  read -r _ _ rpo < <(shipped a); echo "RPO when the link came back: ${rpo} s"
+  until read -r _ _ rpo < <(shipped a) && python3 -c "import sys; sys.exit(0 if $rpo < 1 else 1)" \
+        && ! "$lifeboat" status --site "$work/site-a" | grep -q "points paused"; do
+    sleep 0.5
+    python3 -c "import sys; sys.exit(0 if $(date +%s) - ${back%.*} < 400 else 1)" || { echo "not caught up in 400 s"; break; }
+  done
+  local caught; caught=$(date +%s.%N)
+  python3 -c "print(f'caught up (status RPO < 1 s, points resumed) {$caught - $back:.1f} s after the link came back')"
+  grep -o "resync done: .*" "$work/protect-a.log" | tail -1 || true
+  kill "$writer" 2>/dev/null || true
+}
+
+if [[ $only == *4* ]]; then
+echo
+echo "## 4. a ${partition} s partition of site a under $rate MB/s: catch-up"
+partition_run 4096
+fi
+
+if [[ $only == *5* ]]; then
+echo
+echo "## 5. the same partition past --spool-limit 256M, writes cycling through 512 MiB: resync"
+pkill -TERM -f "protect $work/mnt-a" || true  # whichever protect of site a runs (part 2 restarts it)
+while pgrep -f "protect $work/mnt-a" >/dev/null; do sleep 0.2; done
+bg_ns "lbh-$tag-a" "$lifeboat" protect "$work/mnt-a" --site "$work/site-a" --point-interval 0.5 --spool-limit 256M 2>>"$work/protect-a.log"
+protect_a=${pids[-1]}
+for _ in $(seq 600); do mountpoint -q "$work/mnt-a" && break; sleep 0.1; done
+mountpoint -q "$work/mnt-a" || { echo "protect of site a did not mount"; exit 1; }
+partition_run 512
 fi

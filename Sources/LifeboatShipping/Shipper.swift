@@ -46,7 +46,10 @@ public final class Shipper: @unchecked Sendable {
     private let pacer: Pacer?
     /// `--spool-limit`: drops what the vault lacks past it, and the gap's resync state.
     private let overflow: SpoolOverflow?
-    /// The drop's last failure (logged once).
+    /// Enforces the spool limit on a thread of its own: a call to the vault that hangs until its
+    /// deadline (a partition) must not let the journal grow past the limit meanwhile.
+    private let spoolLoop = BackgroundLoop(name: "lifeboat-spool", interval: .seconds(1))
+    /// The drop's last failure (logged once; the spool thread's own).
     private var lastDropError: String?
     private var lastError: String?
     private let poked = Atomic<Bool>(true)
@@ -94,11 +97,20 @@ public final class Shipper: @unchecked Sendable {
         return f
     }
 
-    public func start() throws { try loop.start { [self] in self.round() } }
+    public func start() throws {
+        try loop.start { [self] in self.round() }
+        if overflow?.limit != nil {
+            do { try spoolLoop.start { [self] in self.enforceSpoolLimit() } } catch {
+                loop.stop()
+                throw error
+            }
+        }
+    }
 
     /// Stops after the segment in flight: a stop must not wait for a backlog (the rest is
     /// durable locally and ships at the next start).
     public func stop() {
+        spoolLoop.stop()
         loop.stop()
         target.close()
     }
@@ -127,7 +139,6 @@ public final class Shipper: @unchecked Sendable {
         do {
             if full {
                 lastFullRound = .now
-                defer { enforceSpoolLimit() }
                 try shipOnce()
             } else {
                 try streamOnce()
@@ -223,7 +234,10 @@ public final class Shipper: @unchecked Sendable {
             let lastLSN = LSN(next.rawValue - 1)
             if lastLSN > shipped {
                 // Read once, while the seal left it in the page cache; nobody reads it again.
-                let bytes = try SegmentReader.load(segment.path, thenDropCache: true)
+                let bytes: [UInt8]
+                do { bytes = try SegmentReader.load(segment.path, thenDropCache: true) } catch where !FileManager.default.fileExists(atPath: segment.path.string) {
+                    break  // dropped past the spool limit meanwhile: the next round lists again
+                }
                 if shipped >= segment.firstLSN {
                     // Partly in the vault (streamed while it was open): only the rest goes.
                     if let run = try Self.records(after: shipped, in: bytes, path: segment.path) {
@@ -262,11 +276,16 @@ public final class Shipper: @unchecked Sendable {
     /// Past the spool limit — or while records are already being dropped and the vault still
     /// cannot take them — drops the checkpointed segments the vault lacks, keeping their regions
     /// (`SpoolOverflow`). Never touches what a crash recovery needs (after the checkpoint).
+    ///
+    /// It runs beside the shipper's rounds, and either may act on a segment the other is at: a
+    /// segment dropped while being shipped still reaches the vault (its regions are resynced
+    /// needlessly, or — the vault holding everything dropped — the map is discarded unannounced);
+    /// one shipped and deleted is no longer listed here. The open segment is never dropped.
     private func enforceSpoolLimit() {
-        guard let overflow, let limit = overflow.limit, !loop.isStopping else { return }
-        let shipped = figures.withLock { $0.shippedLSN }
+        guard let overflow, let limit = overflow.limit, !spoolLoop.isStopping else { return }
+        let (shipped, failing) = figures.withLock { ($0.shippedLSN, $0.error != nil) }
         let (_, pending) = waiting(after: shipped)
-        guard pending > limit || (overflow.figures.dirtySince != nil && lastError != nil) else { return }
+        guard pending > limit || (overflow.figures.dirtySince != nil && failing) else { return }
         do {
             let applied = appliedLSN()
             let currentFirst = journal.stats.currentSegmentFirstLSN
@@ -283,7 +302,6 @@ public final class Shipper: @unchecked Sendable {
                 logger.warning("the spool limit (\(limit >> 20) MiB) is reached with \(pending >> 20) MiB unshipped: dropping journal the vault lacks and tracking the regions it wrote; no point until they are resynced")
             }
             try overflow.drop(drop, shipped: shipped, journal: journal.directory)
-            stream = nil
             let (segments, bytes) = waiting(after: shipped)
             figures.withLock {
                 $0.pendingSegments = segments
