@@ -9,12 +9,16 @@ public struct PointListing: Codable, Sendable {
     public var baseLSN: LSN
     public var lastLSN: LSN
     public var points: [ListedPoint]
+    /// Where the vault has no consistent state (a site's drop past its spool limit and the resync
+    /// after it): no point inside. Absent from older vaults' answers.
+    public var resyncWindows: [ResyncWindow]?
 
     public init(_ vault: Vault) throws {
         let names = Dictionary(uniqueKeysWithValues: try vault.disks().map { ($0.id, $0.name) })
         let drills = try vault.latestDrills()
         (baseLSN, lastLSN) = try vault.lsnRange()
         points = try vault.points().map { p in try ListedPoint(p, names: names, lastDrill: p.id.flatMap { drills[$0] }) }
+        resyncWindows = try vault.resyncWindows()
     }
 }
 

@@ -93,6 +93,9 @@ struct PointsCommand: ParsableCommand {
         }
         printTable(["ID", "LSN", "KIND", "TIME", "LABEL", "TESTED AT", "RESULT"] + (disk.map { ["DIGEST (\($0))"] } ?? []), rows)
         for p in listing.points { if let note = p.note { print("  point \(p.id ?? 0): \(note)") } }
+        for w in listing.resyncWindows ?? [] where w.endLSN.map({ $0 > listing.baseLSN }) ?? true {
+            print("  no point after LSN \(w.gapAfter)\(w.endLSN.map { " until LSN \($0)" } ?? ""): \(w.description)")
+        }
     }
 }
 

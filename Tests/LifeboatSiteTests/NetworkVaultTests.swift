@@ -381,6 +381,8 @@ struct NetworkVaultTests {
         let after = points.drop { ($0["id"] as? Int) != before }.dropFirst()
         #expect((after.first?["note"] as? String)?.contains("first point after a resync") == true, "\(after.first ?? [:])")
         let beforeLSN = points.first { ($0["id"] as? Int) == before }?["lsn"] as? Int ?? 0
+        let listed = try lifeboat("points", "--vault", s.vault).stdout
+        #expect(listed.contains("no point after LSN") && listed.contains("dropped at the site and resynced until LSN"), "\(listed)")
         let inside = try lifeboat("export", "--vault", s.vault, "--point", "lsn:\(beforeLSN + 2)", "--disk", "d0", s.t.root + "/inside.raw")
         #expect(inside.status != 0 && inside.stderr.contains("not a consistent state"), "\(inside.stderr)")
         let verify = try lifeboat("vault", "verify", "--vault", s.vault)
