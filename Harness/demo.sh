@@ -122,7 +122,7 @@ step "a second site, branch, ships to it: init --vault $address --bundle branch.
 $lifeboat init --site "$work/branch" --vault "$address" --bundle "$work/branch.bundle"
 $lifeboat disk create b0 --size 64M --site "$work/branch"
 mkdir -p "$work/bmnt"
-$lifeboat protect "$work/bmnt" --site "$work/branch" --bandwidth 50MB/s 2>"$work/branch.log" & branch_pid=$!
+$lifeboat protect "$work/bmnt" --site "$work/branch" --bandwidth 50MB/s --spool-limit 16M --segment-size 4M --checkpoint-interval 1s 2>"$work/branch.log" & branch_pid=$!
 for _ in $(seq 100); do mountpoint -q "$work/bmnt" && break; sleep 0.1; done
 dd if=/dev/urandom of="$work/bmnt/b0.img" bs=1M count=8 conv=fsync status=none
 $lifeboat checkpoint --site "$work/branch" --label over-the-network
@@ -130,6 +130,19 @@ step "records stream to the vault as they become durable (every 100 ms): status 
 sleep 1.5
 $lifeboat status --site "$work/branch" | grep -E "^vault|RPO now|bandwidth"
 step "from the site's host, over the network: lifeboat points --site branch (its own group, and only its own)"
+$lifeboat points --site "$work/branch"
+step "the vault goes away (vault serve stopped): the branch's writes go on; past --spool-limit 16M it drops journal the vault lacks and keeps which 1 MiB regions it wrote"
+kill -TERM "$serve_pid"; wait "$serve_pid" || true; serve_pid=""
+listen=$(sed -n 's/^listening on //p' "$work/serve.out")
+for i in 1 2 3; do dd if=/dev/urandom of="$work/bmnt/b0.img" bs=1M count=16 seek=$((i * 8)) conv=fsync,notrunc status=none; done
+for _ in $(seq 60); do $lifeboat status --site "$work/branch" | grep -q "points paused" && break; sleep 0.5; done
+$lifeboat status --site "$work/branch" | grep -E "^journal|paused|spool|resync"
+$lifeboat checkpoint --site "$work/branch" || echo "(exit $?: no point while the vault lacks writes)"
+step "the vault is back: it is told of the gap, only the dirty regions are read from the primary and sent, then points resume"
+$lifeboat vault serve --vault "$work/remote-vault" --listen "$listen" > "$work/serve.out" 2>> "$work/serve.log" & serve_pid=$!
+for _ in $(seq 120); do $lifeboat status --site "$work/branch" | grep -q "points paused" || break; sleep 0.5; done
+grep -o "resync done.*" "$work/branch.log"
+$lifeboat checkpoint --site "$work/branch" --label after-the-outage
 $lifeboat points --site "$work/branch"
 step "on the vault's host: lifeboat points --vault remote-vault --site branch (one group per site), and what the service logged"
 ls "$work/remote-vault/sites"

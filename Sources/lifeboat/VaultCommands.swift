@@ -43,7 +43,13 @@ struct VaultOption: ParsableArguments {
                                             valueName: "name-or-dir"))
     var site: String?
 
-    var vaultPath: String? { vault ?? vaultFromEnvironment() }
+    /// `--vault`, else LIFEBOAT_VAULT — unless `--site` names a site directory: a site's own
+    /// vault is what `--site DIR` reads, whatever the environment says.
+    var vaultPath: String? {
+        if let vault { return vault }
+        if let site, FileManager.default.fileExists(atPath: site + "/site.json") { return nil }
+        return vaultFromEnvironment()
+    }
 
     /// A site directory whose vault is served on another machine, when that is what was named.
     func remoteSite() throws -> Site? {

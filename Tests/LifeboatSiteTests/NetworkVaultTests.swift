@@ -131,7 +131,10 @@ struct NetworkVaultTests {
         let fromBranch = try s.net.run(in: "site", [lifeboatBinary, "points", "--site", s.t.site, "--json"])
         #expect(fromBranch.status == 0 && fromBranch.stdout.contains("over-the-network") && !fromBranch.stdout.contains("second-site"),
                 "\(fromBranch.stdout)\(fromBranch.stderr)")
-        let fromSecond = try s.net.run(in: "site2", [lifeboatBinary, "points", "--site", second.site])
+        // A site directory names its own vault, whatever LIFEBOAT_VAULT says (the demo exports one).
+        var env = ProcessInfo.processInfo.environment
+        env["LIFEBOAT_VAULT"] = s.vault
+        let fromSecond = try run(s.net.command(in: "site2", [lifeboatBinary, "points", "--site", second.site]), environment: env)
         #expect(fromSecond.status == 0 && fromSecond.stdout.contains("second-site") && !fromSecond.stdout.contains("over-the-network"),
                 "\(fromSecond.stdout)\(fromSecond.stderr)")
         #expect(second.protect?.stop() == 0)
