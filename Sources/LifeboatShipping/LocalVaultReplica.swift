@@ -43,8 +43,13 @@ public final class LocalVaultReplica: ReplicaTarget, @unchecked Sendable {
 
     public func heldThrough() throws -> LSN { try vault().lsnRange().last }
 
-    public func ship(segment: [UInt8], name: String) throws {
-        if case .ingested = try vault().ingest(segment: segment, name: name) { maintenance.dataArrived() }
+    /// As it lies: the vault compresses each write once, into its layer.
+    public func prepare(segment: [UInt8]) throws -> PreparedSegment { PreparedSegment(bytes: segment) }
+
+    public func ship(_ segment: PreparedSegment, name: String) throws -> LSN {
+        let v = try vault()
+        if case .ingested = try v.ingest(segment: segment.bytes, name: name) { maintenance.dataArrived() }
+        return try v.lsnRange().last
     }
 
     public func append(records: [UInt8], firstLSN: LSN, name: String) throws -> LSN {

@@ -9,6 +9,12 @@ import SystemPackage
 /// Every call may throw for an unreachable, full, read-only or damaged vault: the shipper then
 /// keeps the segments local, reports why, calls `reset()` and tries again later. `point(at:)`
 /// and `annotate` are called from the control socket's thread while the shipper's runs.
+/// A sealed segment as a `ReplicaTarget` sends it (what that is, is the target's business).
+public struct PreparedSegment: Sendable {
+    public let bytes: [UInt8]
+    public init(bytes: [UInt8]) { self.bytes = bytes }
+}
+
 public protocol ReplicaTarget: AnyObject, Sendable {
     /// Where the vault is, for status and logs: a path or an address.
     var address: String { get }
@@ -27,9 +33,15 @@ public protocol ReplicaTarget: AnyObject, Sendable {
     /// Everything up to this LSN is durably in the vault (read from its catalog).
     func heldThrough() throws -> LSN
 
-    /// Sends one sealed segment, as it lies in the journal; returns once the vault holds it
-    /// durably. A segment the vault already holds is accepted again (a retry after a lost answer).
-    func ship(segment: [UInt8], name: String) throws
+    /// One sealed segment, as it lies in the journal, made ready for `ship` (the wire's zstd for
+    /// a vault on another machine): the shipper prepares the next segment on another thread
+    /// while the vault takes the one before.
+    func prepare(segment: [UInt8]) throws -> PreparedSegment
+
+    /// Sends one prepared segment; returns, once the vault holds it durably, the LSN it holds
+    /// through (read from its catalog). A segment the vault already holds is accepted again (a
+    /// retry after a lost answer).
+    func ship(_ segment: PreparedSegment, name: String) throws -> LSN
 
     /// Sends a run of records as they lie in a segment, from `firstLSN` (streaming: the open
     /// segment's records as they become durable, or the rest of a segment partly sent); returns

@@ -228,25 +228,27 @@ public final class Shipper: @unchecked Sendable {
         // stays (that would leave an LSN gap, and recovery refuses a journal with a gap).
         let applied = appliedLSN()
         var deleting = true
+        // The next segment to go whole, read and prepared while the vault takes this one.
+        var prefetched: SegmentPrefetch?
+        defer { _ = try? prefetched?.get() }  // never leave its thread reading behind
         for (i, segment) in sealed.enumerated() {
             if loop.isStopping { break }
             let next = i + 1 < local.count ? local[i + 1].firstLSN : currentFirst
             let lastLSN = LSN(next.rawValue - 1)
             if lastLSN > shipped {
-                // Read once, while the seal left it in the page cache; nobody reads it again.
-                let bytes: [UInt8]
-                do { bytes = try SegmentReader.load(segment.path, thenDropCache: true) } catch where !FileManager.default.fileExists(atPath: segment.path.string) {
-                    break  // dropped past the spool limit meanwhile: the next round lists again
-                }
                 if shipped >= segment.firstLSN {
                     // Partly in the vault (streamed while it was open): only the rest goes.
+                    guard let bytes = try Self.load(segment.path) else { break }
                     if let run = try Self.records(after: shipped, in: bytes, path: segment.path) {
                         shipped = try target.append(records: Array(bytes[run.offset..<run.end]), firstLSN: run.first, name: segment.path.string)
                     }
                 } else {
-                    try target.ship(segment: bytes, name: segment.path.string)
-                    // Trust only the vault's catalog, read back, before anything local is deleted.
-                    shipped = try target.heldThrough()
+                    let ready = prefetched?.path == segment.path ? prefetched! : SegmentPrefetch(segment.path, target: target)
+                    prefetched = i + 1 < sealed.count ? SegmentPrefetch(sealed[i + 1].path, target: target) : nil
+                    guard let prepared = try ready.get() else { break }
+                    // The vault answers from its catalog, read back after the ingest: only that
+                    // is trusted before anything local is deleted.
+                    shipped = try target.ship(prepared, name: segment.path.string)
                 }
                 let now = shipped
                 figures.withLock {
@@ -317,6 +319,15 @@ public final class Shipper: @unchecked Sendable {
 
     /// Everything up to this LSN is in the vault (as last answered).
     public var shippedLSN: LSN { figures.withLock { $0.shippedLSN } }
+
+    /// A sealed segment's bytes, read once while the seal left it in the page cache (nobody
+    /// reads it again); nil when it is gone — dropped past the spool limit meanwhile (the next
+    /// round lists the journal again).
+    static func load(_ path: FilePath) throws -> [UInt8]? {
+        do { return try SegmentReader.load(path, thenDropCache: true) } catch where !FileManager.default.fileExists(atPath: path.string) {
+            return nil
+        }
+    }
 
     /// Whether the open segment has durable records streaming has not sent.
     private func openSegmentMoved() -> Bool {
@@ -428,3 +439,25 @@ public final class Shipper: @unchecked Sendable {
     }
 }
 
+/// One sealed segment read and prepared for the wire on a thread of its own, so that the site's
+/// reading and compressing overlap the vault's ingest of the segment before (one request is in
+/// flight at a time; the work around it need not wait).
+final class SegmentPrefetch: @unchecked Sendable {
+    let path: FilePath
+    private var result: Result<PreparedSegment?, any Error> = .success(nil)
+    private let done = DispatchSemaphore(value: 0)
+
+    init(_ path: FilePath, target: any ReplicaTarget) {
+        self.path = path
+        DispatchQueue.global(qos: .utility).async { [self] in
+            result = Result { try Shipper.load(path).map { try target.prepare(segment: $0) } }
+            done.signal()  // publishes `result` to the waiter
+        }
+    }
+
+    /// The prepared segment (nil: gone), once ready. Called once.
+    func get() throws -> PreparedSegment? {
+        done.wait()
+        return try result.get()
+    }
+}

@@ -105,10 +105,17 @@ public final class RemoteVaultReplica: ReplicaTarget, @unchecked Sendable {
         _ = try call(end)
     }
 
-    public func ship(segment: [UInt8], name: String) throws {
+    public func prepare(segment: [UInt8]) throws -> PreparedSegment {
+        PreparedSegment(bytes: try segment.withUnsafeBytes { try Zstd.compress($0, level: 1) })
+    }
+
+    public func ship(_ segment: PreparedSegment, name: String) throws -> LSN {
         var request = WireRequest(op: "ship")
         request.name = (name as NSString).lastPathComponent
-        _ = try call(request, body: try segment.withUnsafeBytes { try Zstd.compress($0, level: 1) })
+        guard let held = try call(request, body: segment.bytes).heldThrough else {
+            throw LifeboatError(.io, "the vault at \(address) answered ship without the LSN it holds through")
+        }
+        return LSN(held)
     }
 
     public func append(records: [UInt8], firstLSN: LSN, name: String) throws -> LSN {
@@ -200,24 +207,15 @@ public final class RemoteVaultReplica: ReplicaTarget, @unchecked Sendable {
                 }
             }
         let channel: Channel
+        let peer: [UInt8]?
         do {
             channel = try bootstrap.connect(host: host, port: port).wait()
-            try responses.handshake(on: channel.eventLoop).wait()
+            peer = try responses.handshake(on: channel.eventLoop).wait()
         } catch {
             throw LifeboatError(.io, "cannot reach the vault at \(address): \(error)")
         }
         // The chain is the vault CA's; the certificate must also be the vault's own, not a
         // site's of the same CA (an enrolled site must not be able to pose as the vault).
-        let peer: [UInt8]?
-        do {
-            peer = try channel.eventLoop.submit {
-                try channel.pipeline.syncOperations.handler(type: NIOSSLClientHandler.self).peerCertificate?.toDERBytes()
-            }.wait()
-        } catch {
-            // Closed by the server right after the handshake: nothing to judge, not a refusal.
-            channel.close(promise: nil)
-            throw LifeboatError(.io, "the vault at \(address) closed the connection after the TLS handshake: \(error)")
-        }
         guard let der = peer else {
             channel.close(promise: nil)
             throw LifeboatError(.io, "the vault at \(address): no server certificate known after the TLS handshake")
@@ -268,14 +266,17 @@ public final class RemoteVaultReplica: ReplicaTarget, @unchecked Sendable {
     final class ResponseHandler: ChannelInboundHandler, @unchecked Sendable {
         typealias InboundIn = WireFrame
         private var waiting: EventLoopPromise<WireFrame>?
-        private var handshakeDone: EventLoopPromise<Void>?
+        private var handshakeDone: EventLoopPromise<[UInt8]?>?
+        /// The server's certificate (DER), taken when the handshake completes — not asked of
+        /// the TLS handler later, which a server closing at once has already taken away.
         private var handshook = false
+        private var peer: [UInt8]?
 
-        /// Succeeds once TLS's handshake is complete (the peer's certificate is known then).
-        func handshake(on loop: EventLoop) -> EventLoopFuture<Void> {
+        /// Succeeds once TLS's handshake is complete, with the server's certificate.
+        func handshake(on loop: EventLoop) -> EventLoopFuture<[UInt8]?> {
             loop.submit {
-                if self.handshook { return loop.makeSucceededVoidFuture() }
-                let promise = loop.makePromise(of: Void.self)
+                if self.handshook { return loop.makeSucceededFuture(self.peer) }
+                let promise = loop.makePromise(of: [UInt8]?.self)
                 self.handshakeDone = promise
                 return promise.futureResult
             }.flatMap { $0 }
@@ -283,8 +284,9 @@ public final class RemoteVaultReplica: ReplicaTarget, @unchecked Sendable {
 
         func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
             if case .handshakeCompleted = event as? TLSUserEvent {
+                peer = (try? context.pipeline.syncOperations.handler(type: NIOSSLClientHandler.self).peerCertificate?.toDERBytes()) ?? nil
                 handshook = true
-                handshakeDone?.succeed()
+                handshakeDone?.succeed(peer)
                 handshakeDone = nil
             }
             context.fireUserInboundEventTriggered(event)
