@@ -124,7 +124,8 @@ let package = Package(
             name: "LifeboatSiteTests",
             dependencies: ["LifeboatSite", "LifeboatCapture", "LifeboatShipping", "LifeboatPointView", "LifeboatJournal", "LifeboatCore", "LifeboatVault",
                            "LifeboatVHD", "LifeboatFUSE", "LifeboatTestSupport", "LifeboatWire", "LifeboatWireFormat", "LifeboatIdentity", "lifeboat",
-                           .product(name: "X509", package: "swift-certificates"), .product(name: "Crypto", package: "swift-crypto")],
+                           .product(name: "X509", package: "swift-certificates"), .product(name: "Crypto", package: "swift-crypto"),
+                           .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOEmbedded", package: "swift-nio")],
             exclude: ["Fixtures"]),
         .testTarget(
             name: "LifeboatDrillTests",

@@ -41,10 +41,16 @@ public struct WireFrame: Sendable, Equatable {
     public static func decode(rest: [UInt8]) throws -> WireFrame {
         guard rest.count >= 4 else { throw LifeboatError(.corrupt, "a wire frame has no header length") }
         let headerCount = Int(readBigEndian(rest, at: 0))
-        guard headerCount <= maxHeaderBytes, headerCount <= rest.count - 4 else {
-            throw LifeboatError(.corrupt, "a wire frame's header length \(headerCount) does not fit (frame \(rest.count) bytes, header at most \(maxHeaderBytes))")
-        }
+        try checkHeaderLength(headerCount, rest: rest.count)
         return WireFrame(header: Array(rest[4..<(4 + headerCount)]), body: Array(rest[(4 + headerCount)...]))
+    }
+
+    /// Refuses a header length that does not fit in the `rest` bytes after the first length.
+    public static func checkHeaderLength(_ headerCount: Int, rest: Int) throws {
+        guard rest >= 4 else { throw LifeboatError(.corrupt, "a wire frame has no header length") }
+        guard headerCount <= maxHeaderBytes, headerCount <= rest - 4 else {
+            throw LifeboatError(.corrupt, "a wire frame's header length \(headerCount) does not fit (frame \(rest) bytes, header at most \(maxHeaderBytes))")
+        }
     }
 
     private static func readBigEndian(_ b: [UInt8], at i: Int) -> UInt32 {

@@ -5,6 +5,8 @@ import LifeboatTestSupport
 import LifeboatVault
 import LifeboatWireFormat
 import Logging
+import NIOCore
+import NIOEmbedded
 import SystemPackage
 import Testing
 import X509
@@ -28,6 +30,25 @@ import Glibc
         lying[7] = 200  // a header longer than the frame
         let e = #expect(throws: LifeboatError.self) { try WireFrame.decode(lying) }
         #expect(e?.message.contains("header length 200 does not fit") == true)
+    }
+
+    /// The connection's decoder: frames cut from a stream that arrives in pieces, header and
+    /// body apart; a header longer than its frame ends the connection with the reason.
+    @Test func theDecoderCutsFramesFromPiecesAndRefusesALyingHeader() throws {
+        let channel = EmbeddedChannel(handler: ByteToMessageHandler(WireFrameDecoder()))
+        let first = WireFrame(header: Array(#"{"op":"ship"}"#.utf8), body: Array(repeating: 7, count: 100_000))
+        let second = WireFrame(header: Array(#"{"op":"state"}"#.utf8))
+        let stream = first.encoded() + second.encoded()
+        for piece in stride(from: 0, to: stream.count, by: 4093) {
+            try channel.writeInbound(channel.allocator.buffer(bytes: stream[piece..<min(stream.count, piece + 4093)]))
+        }
+        #expect(try channel.readInbound(as: WireFrame.self) == first)
+        #expect(try channel.readInbound(as: WireFrame.self) == second)
+        var lying = second.encoded()
+        lying[7] = 200
+        let e = #expect(throws: LifeboatError.self) { try channel.writeInbound(channel.allocator.buffer(bytes: lying)) }
+        #expect(e?.message.contains("header length 200 does not fit") == true)
+        _ = try? channel.finish()
     }
 
     @Test func theServiceRefusesUnknownOpsAndGroupsThatAreNotIds() throws {
