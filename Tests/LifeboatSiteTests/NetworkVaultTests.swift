@@ -82,6 +82,18 @@ struct NetworkVaultTests {
             #expect(try run(["cmp", exported, t.site + "/disks/d0.img"]).status == 0, why)
         }
 
+        /// `status` of the site once it says what `until` wants (status.json is rewritten every
+        /// second), or as it is after `seconds`.
+        func status(within seconds: Double, until: (String) -> Bool) throws -> String {
+            let deadline = Date().addingTimeInterval(seconds)
+            var text = try lifeboat("status", "--site", t.site).stdout
+            while !until(text) && Date() < deadline {
+                usleep(500_000)
+                text = try lifeboat("status", "--site", t.site).stdout
+            }
+            return text
+        }
+
         func cleanup() {
             t.cleanup()
             _ = server?.stop()
@@ -277,11 +289,7 @@ struct NetworkVaultTests {
         usleep(1_500_000)
         try s.net.partition("site", true)
         // No reset crosses a partition: the call in flight finds it at its deadline (10 s and more).
-        var during = ""
-        for _ in 0..<40 where !during.contains("shipping paused") {
-            usleep(1_000_000)
-            during = try lifeboat("status", "--site", s.t.site).stdout
-        }
+        let during = try s.status(within: 40) { $0.contains("shipping paused") }
         #expect(during.contains("shipping paused"), "\(during)")
         try s.net.partition("site", false)
         fio.waitUntilExit()
@@ -337,11 +345,7 @@ struct NetworkVaultTests {
         try write(mib: 24, regions: 8, seed: 61)
         expectTheJournalBounded("past the spool limit during the partition")
         #expect(FileManager.default.fileExists(atPath: s.t.site + "/state/dirty-regions"))
-        var paused = ""
-        for _ in 0..<20 where !paused.contains("points paused") {
-            usleep(500_000)  // status.json is rewritten every second
-            paused = try lifeboat("status", "--site", s.t.site).stdout
-        }
+        let paused = try s.status(within: 10) { $0.contains("points paused") }
         #expect(paused.contains("points paused") && paused.contains("resync:") && paused.contains("spool:"), "\(paused)\n\(s.t.protect!.output)")
         let refused = try lifeboat("checkpoint", "--site", s.t.site)
         #expect(refused.status == 75 && refused.stderr.contains("no point now"), "\(refused.status) \(refused.stdout)\(refused.stderr)")
@@ -355,11 +359,7 @@ struct NetworkVaultTests {
         try write(mib: 24, regions: 12, seed: 62)
         expectTheJournalBounded("after a kill -9 and more writes")
         try s.net.partition("site", false)
-        var resyncing = ""
-        for _ in 0..<60 where !resyncing.contains("points resume when the resync") {
-            usleep(500_000)
-            resyncing = try lifeboat("status", "--site", s.t.site).stdout
-        }
+        let resyncing = try s.status(within: 30) { $0.contains("points resume when the resync") }
         #expect(resyncing.contains("points resume when the resync"), "\(resyncing)")
         usleep(2_000_000)
         s.t.protect!.crash()
@@ -368,12 +368,7 @@ struct NetworkVaultTests {
         #expect(FileManager.default.fileExists(atPath: s.t.site + "/state/dirty-regions"))
         _ = try s.t.startProtect(options, launcher: s.net.command(in: "site", []))
 
-        var status = ""
-        for _ in 0..<240 {
-            status = try lifeboat("status", "--site", s.t.site).stdout
-            if !status.contains("points paused") { break }
-            usleep(500_000)
-        }
+        let status = try s.status(within: 120) { !$0.contains("points paused") }
         #expect(!status.contains("points paused"), "the resync ended: \(status)\n\(s.t.protect!.output)")
         let done = s.t.protect!.output.split(separator: "\n").first { $0.contains("resync done") }.map(String.init) ?? ""
         let resynced = Int(done.split(separator: " ").first { Int($0) != nil } ?? "") ?? 0
