@@ -68,6 +68,8 @@ public final class ProtectionGroup: @unchecked Sendable {
     private var resyncCursor: (generation: UInt64, done: Int)?
     /// The resync's records the vault may not hold yet: the last LSN and the bytes of each region.
     private var resyncInFlight: [(lsn: LSN, bytes: Int64)] = []
+    /// The resync's last failure, logged once (it is retried every pass).
+    private var resyncError: String?
     let startedAt = Date()
 
     /// Takes the site lock, opens every disk, checks the whole journal, cuts a torn tail,
@@ -403,8 +405,11 @@ public final class ProtectionGroup: @unchecked Sendable {
                 logger.notice("resync done: \(job.regions.count) MiB read from the primaries; points resume at LSN \(lsn)")
             }
             if !ended { resyncCursor = nil }
+            resyncError = nil
         } catch {
-            logger.error("resync: \(error)")
+            let message = "resync: \(error)"
+            if message != resyncError { logger.error("\(message)") }
+            resyncError = message
         }
     }
 

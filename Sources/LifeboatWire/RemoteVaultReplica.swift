@@ -210,7 +210,7 @@ public final class RemoteVaultReplica: ReplicaTarget, @unchecked Sendable {
         let peer: [UInt8]?
         do {
             channel = try bootstrap.connect(host: host, port: port).wait()
-            peer = try responses.handshake(on: channel.eventLoop).wait()
+            peer = try responses.handshake(on: channel.eventLoop, timeout: .seconds(10)).wait()
         } catch {
             throw LifeboatError(.io, "cannot reach the vault at \(address): \(error)")
         }
@@ -271,13 +271,23 @@ public final class RemoteVaultReplica: ReplicaTarget, @unchecked Sendable {
         /// the TLS handler later, which a server closing at once has already taken away.
         private var handshook = false
         private var peer: [UInt8]?
+        /// Why the connection ended before anyone asked for the handshake, if it did: the
+        /// asking comes after `connect` returns, and a refusal may come first.
+        private var ended: (any Error)?
 
-        /// Succeeds once TLS's handshake is complete, with the server's certificate.
-        func handshake(on loop: EventLoop) -> EventLoopFuture<[UInt8]?> {
+        /// Succeeds once TLS's handshake is complete, with the server's certificate; fails with
+        /// what ended the connection, or after `timeout` (a server that takes the connection and
+        /// never finishes the handshake must not hold the shipper).
+        func handshake(on loop: EventLoop, timeout: TimeAmount) -> EventLoopFuture<[UInt8]?> {
             loop.submit {
                 if self.handshook { return loop.makeSucceededFuture(self.peer) }
+                if let ended = self.ended { return loop.makeFailedFuture(ended) }
                 let promise = loop.makePromise(of: [UInt8]?.self)
                 self.handshakeDone = promise
+                let timer = loop.scheduleTask(in: timeout) {
+                    promise.fail(LifeboatError(.io, "no TLS handshake within \(timeout.nanoseconds / 1_000_000_000) s"))
+                }
+                promise.futureResult.whenComplete { _ in timer.cancel() }
                 return promise.futureResult
             }.flatMap { $0 }
         }
@@ -304,6 +314,7 @@ public final class RemoteVaultReplica: ReplicaTarget, @unchecked Sendable {
         func errorCaught(context: ChannelHandlerContext, error: Error) {
             waiting?.fail(error)
             waiting = nil
+            if ended == nil { ended = error }
             handshakeDone?.fail(error)
             handshakeDone = nil
             context.close(promise: nil)
@@ -312,7 +323,9 @@ public final class RemoteVaultReplica: ReplicaTarget, @unchecked Sendable {
         func channelInactive(context: ChannelHandlerContext) {
             waiting?.fail(LifeboatError(.io, "the vault closed the connection"))
             waiting = nil
-            handshakeDone?.fail(LifeboatError(.io, "the vault closed the connection during the TLS handshake"))
+            let closed = LifeboatError(.io, "the vault closed the connection during the TLS handshake")
+            if ended == nil { ended = closed }
+            handshakeDone?.fail(closed)
             handshakeDone = nil
         }
     }
