@@ -103,6 +103,11 @@ public enum Explorer {
         guard fromLSN < toLSN else {
             throw LifeboatError(.invalidArgument, "--from (LSN \(fromLSN)) must come before --to (LSN \(toLSN))")
         }
+        // The states inside a resync window were never the disks' (regions come back in region
+        // order): exploring across one would report failures of states that never existed.
+        if let w = try vault.resyncWindows().first(where: { $0.gapAfter >= fromLSN && $0.gapAfter < toLSN || $0.contains(fromLSN) }) {
+            throw LifeboatError(.invalidArgument, "LSNs \(fromLSN)…\(toLSN) cross a resync window (\(w.description)): explore between points on one side of it")
+        }
         try Drill.checkPrerequisites()
         var boundaries = try vault.flushLSNs(in: fromLSN.next...toLSN)
         if boundaries.last != toLSN { boundaries.append(toLSN) }

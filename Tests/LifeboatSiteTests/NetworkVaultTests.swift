@@ -383,6 +383,11 @@ struct NetworkVaultTests {
         #expect(listed.contains("no point after LSN") && listed.contains("dropped at the site and resynced until LSN"), "\(listed)")
         let inside = try lifeboat("export", "--vault", s.vault, "--point", "lsn:\(beforeLSN + 2)", "--disk", "d0", s.t.root + "/inside.raw")
         #expect(inside.status != 0 && inside.stderr.contains("not a consistent state"), "\(inside.stderr)")
+        // Crash-point exploration across the window would check states that never existed.
+        let plan = s.t.root + "/plan.yaml"
+        try "disks:\n  d0:\n    filesystem: none\n    checks: [digest]\n".write(toFile: plan, atomically: true, encoding: .utf8)
+        let explore = try lifeboat("drill", "explore", plan, "--vault", s.vault, "--from", String(before), "--to", "latest")
+        #expect(explore.status == 64 && explore.stderr.contains("cross a resync window"), "\(explore.status) \(explore.stdout)\(explore.stderr)")
         let verify = try lifeboat("vault", "verify", "--vault", s.vault)
         #expect(verify.status == 0, "\(verify.stdout)\(verify.stderr)")
     }
