@@ -4,10 +4,13 @@ import CZstd
 public enum Zstd {
     public static func compress(_ input: UnsafeRawBufferPointer, level: Int32 = 3) throws(LifeboatError) -> [UInt8] {
         let bound = ZSTD_compressBound(input.count)
-        var out = [UInt8](repeating: 0, count: bound)
-        let n = out.withUnsafeMutableBytes { ZSTD_compress($0.baseAddress, bound, input.baseAddress, input.count, level) }
+        var n = 0
+        // Uninitialized: zstd writes what is kept (a zero fill first would be one more pass).
+        let out = [UInt8](unsafeUninitializedCapacity: bound) { buffer, count in
+            n = ZSTD_compress(buffer.baseAddress, bound, input.baseAddress, input.count, level)
+            count = czstd_is_error(n) != 0 ? 0 : n
+        }
         if czstd_is_error(n) != 0 { throw LifeboatError(.io, "zstd compress: " + String(cString: ZSTD_getErrorName(n))) }
-        out.removeSubrange(n...)
         return out
     }
 
@@ -18,8 +21,12 @@ public enum Zstd {
         guard size < UInt64.max - 1, size <= UInt64(maxSize) else {
             throw LifeboatError(.corrupt, "zstd frame has no valid content size (or exceeds \(maxSize) bytes)")
         }
-        var out = [UInt8](repeating: 0, count: Int(size))
-        let n = out.withUnsafeMutableBytes { ZSTD_decompress($0.baseAddress, Int(size), input.baseAddress, input.count) }
+        var n = 0
+        // Uninitialized, and kept only when zstd filled it whole.
+        let out = [UInt8](unsafeUninitializedCapacity: Int(size)) { buffer, count in
+            n = ZSTD_decompress(buffer.baseAddress, Int(size), input.baseAddress, input.count)
+            count = czstd_is_error(n) == 0 && n == Int(size) ? n : 0
+        }
         if czstd_is_error(n) != 0 { throw LifeboatError(.corrupt, "zstd decompress: " + String(cString: ZSTD_getErrorName(n))) }
         guard n == Int(size) else { throw LifeboatError(.corrupt, "zstd frame decoded to \(n) bytes, header says \(size)") }
         return out

@@ -16,6 +16,9 @@ public struct LayerBuild {
 public enum LayerWriter {
     public static func build(scan: SegmentScan, segment raw: UnsafeRawBufferPointer, compressor: ZstdCompressor) throws -> LayerBuild {
         var bytes = [UInt8](repeating: 0, count: LayerFormat.headerSize)
+        // Room for the frames at worst as large as the data (random data does not shrink) and
+        // the index: the array never regrows, copying tens of MiB each time, as the layer is built.
+        bytes.reserveCapacity(LayerFormat.headerSize + raw.count + raw.count / 64 + (raw.count >> BlockSize.shift) * LayerFormat.entrySize + 4096)
         var entries: [LayerEntry] = []
         var markers: [(LSN, Marker)] = []
         var flushes: [LSN] = []
