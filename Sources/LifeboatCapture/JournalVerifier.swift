@@ -81,7 +81,7 @@ public enum JournalVerifier {
             let segment = Int32(paths.count)
             paths.append(scan.path)
             for record in scan.records where record.header.type == .write {
-                let payload = UnsafeRawBufferPointer(rebasing: raw[record.payloadOffset..<(record.payloadOffset + Int(record.header.length))])
+                let payload = record.payload(in: raw)
                 let w = WritePayloadHeader.decode(payload)!
                 let data = Int64(record.payloadOffset + JournalFormat.writePayloadHeaderSize)
                 for k in 0..<Int(w.blockCount) {

@@ -107,7 +107,7 @@ public final class ProtectionGroup: @unchecked Sendable {
             durableThrough: saved.appliedLSN
         ) { (scan, raw) throws in
             for record in scan.records where record.header.type == .write {
-                let payload = UnsafeRawBufferPointer(rebasing: raw[record.payloadOffset..<(record.payloadOffset + Int(record.header.length))])
+                let payload = record.payload(in: raw)
                 let write = WritePayloadHeader.decode(payload)!  // the scan validated it
                 guard let disk = byID[write.disk] else {
                     throw LifeboatError(.corrupt, "write record for disk id \(write.disk), which the site does not have", path: scan.path.string, offset: Int64(record.offset))
@@ -376,6 +376,7 @@ public final class ProtectionGroup: @unchecked Sendable {
     private func resyncStep() {
         guard let overflow, let shipper, let job = overflow.resyncJob() else {
             resyncCursor = nil
+            resyncInFlight = []
             return
         }
         if resyncCursor?.generation != job.generation {

@@ -10,6 +10,11 @@ public struct ScannedRecord: Sendable {
     public var offset: Int
     public var header: RecordHeader
     public var payloadOffset: Int { offset + JournalFormat.recordHeaderSize }
+
+    /// The record's payload in `segment`, the bytes the scan read.
+    public func payload(in segment: UnsafeRawBufferPointer) -> UnsafeRawBufferPointer {
+        UnsafeRawBufferPointer(rebasing: segment[payloadOffset..<(payloadOffset + Int(header.length))])
+    }
 }
 
 /// How a segment's valid records end.

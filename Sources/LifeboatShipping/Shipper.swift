@@ -89,9 +89,7 @@ public final class Shipper: @unchecked Sendable {
         }
         if let overflow {
             f.spoolLimit = overflow.limit
-            let (resync, since, _) = overflow.figures
-            f.resyncPendingBytes = resync
-            f.droppingSince = since
+            (f.resyncPendingBytes, f.droppingSince) = overflow.figures
             f.pointsPaused = overflow.pointsPaused
         }
         return f
@@ -287,7 +285,7 @@ public final class Shipper: @unchecked Sendable {
         guard let overflow, let limit = overflow.limit, !spoolLoop.isStopping else { return }
         let (shipped, failing) = figures.withLock { ($0.shippedLSN, $0.error != nil) }
         let (_, pending) = waiting(after: shipped)
-        guard pending > limit || (overflow.figures.dirtySince != nil && failing) else { return }
+        guard pending > limit || (overflow.isDropping && failing) else { return }
         do {
             let applied = appliedLSN()
             let currentFirst = journal.stats.currentSegmentFirstLSN
@@ -300,7 +298,7 @@ public final class Shipper: @unchecked Sendable {
                 drop.append((segment.path, last))
             }
             guard let last = drop.last?.lastLSN, last > shipped else { return }
-            if overflow.figures.dirtySince == nil {
+            if !overflow.isDropping {
                 logger.warning("the spool limit (\(limit >> 20) MiB) is reached with \(pending >> 20) MiB unshipped: dropping journal the vault lacks and tracking the regions it wrote; no point until they are resynced")
             }
             try overflow.drop(drop, shipped: shipped, journal: journal.directory)

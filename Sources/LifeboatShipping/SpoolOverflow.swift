@@ -48,13 +48,16 @@ public final class SpoolOverflow: @unchecked Sendable {
         }
     }
 
-    /// What `status` shows: regions left to resync (MiB), since when writes are being dropped.
-    public var figures: (resyncPendingBytes: Int64, dirtySince: Date?, droppedThrough: LSN?) {
+    /// What `status` shows: bytes of regions left to resync, since when journal is being dropped.
+    public var figures: (resyncPendingBytes: Int64, droppingSince: Date?) {
         current.withLock { c in
-            guard let m = c.map else { return (0, nil, nil) }
-            return (Int64(max(0, m.regionCount - c.resynced)) * DirtyRegions.regionBytes, c.since, m.droppedThrough)
+            guard let m = c.map else { return (0, nil) }
+            return (Int64(max(0, m.regionCount - c.resynced)) * DirtyRegions.regionBytes, c.since)
         }
     }
+
+    /// Whether journal has been dropped (a map exists) and not yet resynced.
+    public var isDropping: Bool { current.withLock { $0.map != nil } }
 
     /// The LSN the vault must be told the journal resumes at, when it holds less than what was
     /// dropped; the map is first marked announced, durably (so a crash after the vault heard it
@@ -93,7 +96,7 @@ public final class SpoolOverflow: @unchecked Sendable {
                 let scan = try SegmentReader.scan(bytes, path: segment.path)
                 try bytes.withUnsafeBytes { raw in
                     for record in scan.records where record.header.type == .write && record.header.lsn > shipped {
-                        let payload = UnsafeRawBufferPointer(rebasing: raw[record.payloadOffset..<(record.payloadOffset + Int(record.header.length))])
+                        let payload = record.payload(in: raw)
                         guard let write = WritePayloadHeader.decode(payload), map.mark(disk: write.disk, first: write.firstBlock, count: Int(write.blockCount)) else {
                             throw LifeboatError(.corrupt, "a write record the dirty-region map cannot take (disk or block unknown)", path: segment.path.string, offset: Int64(record.offset))
                         }

@@ -118,7 +118,7 @@ extension Site {
         var writes = 0
         _ = try JournalDirectory.scanAll(journalDirectory, groupID: config.groupIDBytes, repairTornTail: false) { scan, raw in
             for record in scan.records where record.header.type == .write {
-                let payload = UnsafeRawBufferPointer(rebasing: raw[record.payloadOffset..<(record.payloadOffset + Int(record.header.length))])
+                let payload = record.payload(in: raw)
                 if WritePayloadHeader.decode(payload)?.disk == disk.diskID { writes += 1 }
             }
         }

@@ -24,7 +24,7 @@ public enum LayerWriter {
         var flushes: [LSN] = []
         var highest: [DiskID: BlockIndex] = [:]
         for record in scan.records {
-            let payload = UnsafeRawBufferPointer(rebasing: raw[record.payloadOffset..<(record.payloadOffset + Int(record.header.length))])
+            let payload = record.payload(in: raw)
             switch record.header.type {
             case .write:
                 let w = WritePayloadHeader.decode(payload)!

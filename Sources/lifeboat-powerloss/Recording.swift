@@ -50,7 +50,7 @@ struct Recording {
                 case .flush:
                     flushes.append(record.header.lsn)
                 case .write:
-                    let payload = UnsafeRawBufferPointer(rebasing: raw[record.payloadOffset..<(record.payloadOffset + Int(record.header.length))])
+                    let payload = record.payload(in: raw)
                     let w = WritePayloadHeader.decode(payload)!  // the scan validated it
                     let dataOffset = record.payloadOffset + JournalFormat.writePayloadHeaderSize
                     if w.disk == image.diskID {
