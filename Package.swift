@@ -41,7 +41,7 @@ let package = Package(
         .target(name: "LifeboatJournal", dependencies: ["LifeboatCore", "CLinux"]),
         .target(
             name: "LifeboatVault",
-            dependencies: ["LifeboatCore", "LifeboatJournal", .product(name: "GRDB", package: "GRDB.swift"),
+            dependencies: ["LifeboatCore", "LifeboatJournal", .product(name: "GRDB", package: "GRDB.swift"), .product(name: "Crypto", package: "swift-crypto"),
                            .product(name: "SystemPackage", package: "swift-system"), .product(name: "Logging", package: "swift-log")]),
         .target(name: "LifeboatVHD", dependencies: ["LifeboatCore", .product(name: "SystemPackage", package: "swift-system")]),
         .target(name: "LifeboatFUSE", dependencies: ["CFuse3", "LifeboatCore", .product(name: "SystemPackage", package: "swift-system"),

@@ -54,6 +54,19 @@ public enum Hex {
         return bytes
     }
 
+    /// The bytes of `text` when it is wholly hex digits, in pairs; else nil.
+    public static func bytesIfValid(_ text: String) -> [UInt8]? {
+        guard text.utf8.count % 2 == 0, text.utf8.allSatisfy({ (0x30...0x39).contains($0) || (0x41...0x46).contains($0) || (0x61...0x66).contains($0) }) else {
+            return nil
+        }
+        return bytes(text)
+    }
+
+    /// Lowercase hex digits, two per byte.
+    public static func string(_ bytes: [UInt8]) -> String {
+        bytes.map { $0 < 16 ? "0" + String($0, radix: 16) : String($0, radix: 16) }.joined()
+    }
+
     /// 16 lowercase hex digits, zero-padded: LSNs in file names sort as numbers.
     public static func padded(_ value: UInt64) -> String {
         let h = String(value, radix: 16)

@@ -106,7 +106,7 @@ public enum Drill {
         let drilled = DrilledPoint(id: point?.id, lsn: lsn.rawValue, kind: point?.kind, time: point?.time, label: point?.label)
         let disks = Dictionary(uniqueKeysWithValues: try vault.disks().map { ($0.id, $0.name) })
         let digests = Dictionary(uniqueKeysWithValues: (try point?.digestMap() ?? [:]).compactMap { k, v in disks[k].map { ($0, v.description) } })
-        let spec = WorkerSpec(vault: vault.root.string, point: drilled, plan: plan, digests: digests, keep: options.keep)
+        let spec = WorkerSpec(vault: vault.root.string, vaultKey: vault.atRest.keyPath?.string, point: drilled, plan: plan, digests: digests, keep: options.keep)
 
         let startedAt = Date()
         logger.notice("drill \(plan.path) on \(point.map { "point \($0.id ?? 0) (\($0.kind))" } ?? "LSN \(lsn)") at LSN \(lsn)")

@@ -42,7 +42,7 @@ final class DrillTarget {
             for i in results.indices { results[i].checks = byIndex[i].sorted { $0.key < $1.key }.map(\.value) }
             return results
         }
-        let vault = try Vault(root: FilePath(spec.vault))
+        let vault = try Vault(root: FilePath(spec.vault), key: try spec.vaultKey.map { try VaultKey.load(FilePath($0)) })
         for (i, disk) in spec.plan.disks.enumerated() {
             for (k, check) in disk.checks.enumerated() where check.kind == .digest {
                 try cancellation.check()

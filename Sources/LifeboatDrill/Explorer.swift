@@ -126,7 +126,7 @@ public enum Explorer {
             let start = Date()
             let without = dropped.map { " without " + Report.list($0.map(\.rawValue)) } ?? ""
             logger.notice("checking LSN \(lsn)\(without)")
-            let spec = WorkerSpec(vault: vault.root.string, point: DrilledPoint(id: nil, lsn: lsn.rawValue), plan: plan, digests: [:], keep: false,
+            let spec = WorkerSpec(vault: vault.root.string, vaultKey: vault.atRest.keyPath?.string, point: DrilledPoint(id: nil, lsn: lsn.rawValue), plan: plan, digests: [:], keep: false,
                                   dropped: dropped?.map(\.rawValue) ?? [])
             let (result, failure) = Drill.runWorker(spec: spec, vault: vault, lsn: lsn, options: options, timeout: plan.timeout, logger: logger)
             var step = Step(lsn: lsn.rawValue, result: .passed, findings: [], seconds: Date().timeIntervalSince(start), dropped: dropped?.map(\.rawValue))

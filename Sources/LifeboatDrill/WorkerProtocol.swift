@@ -3,6 +3,8 @@ import Foundation
 /// What the drill supervisor asks of its worker (`spec.json` in the workspace).
 struct WorkerSpec: Codable {
     var vault: String
+    /// The vault's key file, when its data is encrypted at rest.
+    var vaultKey: String? = nil
     var point: DrilledPoint
     var plan: DrillPlan
     /// The source digest recorded in the point's marker, by disk name.

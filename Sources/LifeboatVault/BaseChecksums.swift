@@ -124,10 +124,12 @@ extension Vault {
         }
     }
 
-    /// Scrubs every block of the base of `disk` that holds data against its checksum: the first
-    /// bad block, named with its byte offset in the base file, or nil.
+    /// Scrubs every block of the base of `disk` that holds data against its checksum (and, in
+    /// an encrypted vault, opens it with its seal): the first bad block, named with its byte
+    /// offset in the base file, or nil.
     func verifyBase(_ disk: VaultDisk) throws -> LifeboatError? {
         let sums = try BaseChecksums(path: baseChecksumsPath(disk.id), blocks: disk.blockCount, writable: false)
+        let seals = try baseSeals(disk, writable: false)
         let path = basePath(disk.id)
         let base: FileDescriptor
         do { base = try FileDescriptor.open(path, .readOnly, options: [.closeOnExec]) } catch {
@@ -140,13 +142,26 @@ extension Vault {
         // entry there means the base lost a block that was written).
         var bad: Int?
         var next = 0
+        var unsealed: LifeboatError?
+        func holes(_ range: Range<Int>) -> Int? { sums.firstNonZero(in: range) ?? seals?.firstSealed(in: range) }
         try SparseImage.forEachDataPiece(of: base, sizeBytes: disk.sizeBytes, buffer: buffer) { at, bytes in
             let first = Int(at >> Int64(BlockSize.shift))
-            if bad == nil { bad = sums.firstNonZero(in: next..<first) ?? sums.firstMismatch(in: bytes, firstBlock: first) }
+            if bad == nil { bad = holes(next..<first) ?? sums.firstMismatch(in: bytes, firstBlock: first) }
+            if bad == nil, unsealed == nil, let seals {
+                // `bytes` lies in `buffer`, ours: blocks are opened where they were read.
+                let data = UnsafeMutableRawBufferPointer(mutating: bytes)
+                for k in 0..<(bytes.count >> BlockSize.shift) {
+                    do {
+                        try seals.open(block: first + k, UnsafeMutableRawBufferPointer(rebasing: data[(k << BlockSize.shift)..<((k + 1) << BlockSize.shift)])) {
+                            BaseSeals.failure(diskName: disk.name, block: $0, path: path)
+                        }
+                    } catch let e as LifeboatError { unsealed = e; break }
+                }
+            }
             next = first + bytes.count >> BlockSize.shift
         }
-        if bad == nil { bad = sums.firstNonZero(in: next..<disk.blockCount) }
-        guard let bad else { return nil }
+        if bad == nil { bad = holes(next..<disk.blockCount) }
+        guard let bad else { return unsealed }
         return BaseChecksums.mismatch(diskName: disk.name, block: bad, path: path)
     }
 }

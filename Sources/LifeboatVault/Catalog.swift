@@ -11,7 +11,7 @@ import Glibc
 /// Block data never goes in here — only one row per layer, point and disk (the per-block index
 /// lives in each layer's footer; Docs/formats/vault.md).
 struct Catalog {
-    static let formatVersion = 5
+    static let formatVersion = 6
     let db: DatabaseQueue
     let path: String
 
@@ -101,6 +101,12 @@ struct Catalog {
                 t.column("openedAt", .datetime).notNull()
             }
             try db.execute(sql: "UPDATE meta SET value = '5' WHERE key = 'formatVersion'")
+        }
+        // v6: encryption at rest — meta `keyID` names the key a group's data is sealed with
+        // (layers of version 2, bases/DISKID.seal). The version alone changes: an older lifeboat
+        // would read an encrypted base as if it were the disk.
+        migrator.registerMigration("v6") { db in
+            try db.execute(sql: "UPDATE meta SET value = '6' WHERE key = 'formatVersion'")
         }
         do { try migrator.migrate(db) } catch {
             throw Self.error(error, "cannot migrate the vault catalog", path: path)

@@ -57,7 +57,7 @@ extension Vault {
     /// transaction, and deletes the inputs. A crash before the commit leaves the inputs in force.
     /// Returns false when the run changed under it (the output is discarded).
     private func merge(_ run: [LayerRow], beforeCommit: () throws -> Void) throws -> Bool {
-        let readers = try run.map { try LayerReader(path: layerPath($0)) }
+        let readers = try run.map { try openLayer($0) }
         var bytes = [UInt8](repeating: 0, count: LayerFormat.headerSize)
         var entries: [LayerEntry] = []
         for reader in readers {
@@ -77,7 +77,8 @@ extension Vault {
         }
         entries.sort { LayerEntry.precedes(($0.disk, $0.block, $0.lsn), ($1.disk, $1.block, $1.lsn)) }
         let first = LSN(UInt64(run.first!.firstLSN)), last = LSN(UInt64(run.last!.lastLSN))
-        let header = LayerHeader(groupID: readers[0].header.groupID, firstLSN: first, lastLSN: last, entryCount: entries.count, indexOffset: bytes.count)
+        let header = LayerHeader(groupID: readers[0].header.groupID, firstLSN: first, lastLSN: last, entryCount: entries.count, indexOffset: bytes.count,
+                                 sealed: readers[0].header.sealed)
         LayerWriter.finish(&bytes, header: header, entries: entries)
         let file = "\(hex16(first))-\(hex16(last)).layer"
         let tmp = incomingDirectory.appending("compacting-" + file)

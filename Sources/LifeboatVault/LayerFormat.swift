@@ -14,7 +14,9 @@ import LifeboatCore
 public enum LayerFormat {
     public static let magic: [UInt8] = Array("LBLAYER1".utf8)
     public static let endMagic: [UInt8] = Array("LBLAYEND".utf8)
+    /// Version 1: plain zstd frames; version 2: each frame sealed (FrameSealer), the rest alike.
     public static let version: UInt32 = 1
+    public static let sealedVersion: UInt32 = 2
     public static let headerSize = 64
     public static let entrySize = 40
     public static let footerSize = 24
@@ -26,11 +28,13 @@ public struct LayerHeader: Equatable, Sendable {
     public var lastLSN: LSN
     public var entryCount: Int
     public var indexOffset: Int
+    /// Whether the frames are sealed (an encrypted vault's layer, version 2).
+    public var sealed = false
 
     func encoded() -> [UInt8] {
         var w = ByteWriter()
         w.put(LayerFormat.magic)
-        w.put(LayerFormat.version)
+        w.put(sealed ? LayerFormat.sealedVersion : LayerFormat.version)
         w.put(UInt32(LayerFormat.headerSize))
         w.put(groupID)
         w.put(firstLSN.rawValue)

@@ -15,9 +15,15 @@ public final class LayerReader: @unchecked Sendable {
     private let bloomRange: Range<Int>
     private let base: UnsafeRawPointer
     private let size: Int
+    /// Opens the frames of a sealed layer (nil for a plain vault's).
+    private let sealer: FrameSealer?
 
-    public init(path: FilePath) throws {
+    /// Opens the layer at `path` of a vault whose frames `sealer` seals (nil: a plain vault). A
+    /// sealed layer without a sealer, or a plain one with one, is refused: a plain layer in an
+    /// encrypted vault was not written by it.
+    public init(path: FilePath, sealer: FrameSealer?) throws {
         self.path = path
+        self.sealer = sealer
         let fd: FileDescriptor
         do { fd = try FileDescriptor.open(path, .readOnly, options: [.closeOnExec]) } catch {
             throw LifeboatError.wrapping(error, "cannot open layer", path: path.string)
@@ -35,6 +41,12 @@ public final class LayerReader: @unchecked Sendable {
         let raw = UnsafeRawBufferPointer(start: base, count: size)
         do {
             (self.header, self.bloomRange) = try Self.validate(raw, path: path.string)
+            if header.sealed && sealer == nil {
+                throw LifeboatError(.permission, "the layer is encrypted and no vault key was given", path: path.string)
+            }
+            if !header.sealed && sealer != nil {
+                throw LifeboatError(.corrupt, "the layer is not encrypted, in an encrypted vault (it was not written by this vault)", path: path.string, offset: 8)
+            }
         } catch {
             munmap(map, size)
             throw error
@@ -54,8 +66,9 @@ public final class LayerReader: @unchecked Sendable {
         func corrupt(_ what: String, at offset: Int) -> LifeboatError { LifeboatError(.corrupt, what, path: path, offset: Int64(offset)) }
         guard Array(raw[0..<8]) == LayerFormat.magic else { throw corrupt("not a Lifeboat layer (bad magic)", at: 0) }
         let version = raw.loadLE(UInt32.self, at: 8)
-        guard version == LayerFormat.version else {
-            throw LifeboatError(.unsupported, "layer format version \(version); this lifeboat reads version \(LayerFormat.version)", path: path, offset: 8)
+        guard version == LayerFormat.version || version == LayerFormat.sealedVersion else {
+            throw LifeboatError(.unsupported, "layer format version \(version); this lifeboat reads versions \(LayerFormat.version) and \(LayerFormat.sealedVersion)",
+                                path: path, offset: 8)
         }
         let headerSize = raw.loadLE(UInt32.self, at: 12)
         guard headerSize == UInt32(LayerFormat.headerSize) else { throw corrupt("header size is \(headerSize), not \(LayerFormat.headerSize)", at: 12) }
@@ -72,7 +85,7 @@ public final class LayerReader: @unchecked Sendable {
         guard rawWords >= 1, rawWords <= UInt64(footer) / 8 else { throw corrupt("Bloom filter of \(rawWords) words cannot fit the file", at: footer) }
         let header = LayerHeader(
             groupID: Array(raw[16..<32]), firstLSN: LSN(raw.loadLE(UInt64.self, at: 32)), lastLSN: LSN(raw.loadLE(UInt64.self, at: 40)),
-            entryCount: Int(rawCount), indexOffset: Int(rawIndex))
+            entryCount: Int(rawCount), indexOffset: Int(rawIndex), sealed: version == LayerFormat.sealedVersion)
         let bloomBytes = Int(rawWords) * 8
         let bloomStart = header.indexOffset + header.entryCount * LayerFormat.entrySize  // both bounded by the file size above
         guard bloomStart + bloomBytes == footer else {
@@ -122,7 +135,16 @@ public final class LayerReader: @unchecked Sendable {
         guard entry.frameOffset >= LayerFormat.headerSize, entry.frameOffset <= header.indexOffset, entry.frameLength <= header.indexOffset - entry.frameOffset else {
             throw LifeboatError(.corrupt, "index entry points outside the layer's frames", path: path.string, offset: Int64(entry.frameOffset))
         }
-        let frame = UnsafeRawBufferPointer(rebasing: raw[entry.frameOffset..<(entry.frameOffset + entry.frameLength)])
+        let stored = UnsafeRawBufferPointer(rebasing: raw[entry.frameOffset..<(entry.frameOffset + entry.frameLength)])
+        guard let sealer else { return try decompress(stored, of: entry, into: &scratch, decompressor: decompressor) }
+        guard let opened = sealer.open(stored, disk: entry.disk, firstBlock: entry.block.rawValue &- UInt64(entry.blockInFrame), lsn: entry.lsn) else {
+            throw LifeboatError(.corrupt, "frame of block \(entry.block) of disk \(entry.disk) at LSN \(entry.lsn) fails authentication (damaged, moved, or not this vault's)",
+                                path: path.string, offset: Int64(entry.frameOffset))
+        }
+        try opened.withUnsafeBytes { try decompress(UnsafeRawBufferPointer($0), of: entry, into: &scratch, decompressor: decompressor) }
+    }
+
+    private func decompress(_ frame: UnsafeRawBufferPointer, of entry: LayerEntry, into scratch: inout [UInt8], decompressor: ZstdDecompressor) throws {
         // A frame holds one write record's data: at most the journal's payload limit.
         let contentSize = Int(clamping: ZstdFrame.contentSize(frame) ?? 0)
         guard contentSize >= (entry.blockInFrame + 1) * BlockSize.bytes, contentSize <= JournalFormat.maxPayload else {

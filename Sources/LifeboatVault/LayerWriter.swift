@@ -2,7 +2,8 @@ import LifeboatCore
 import LifeboatJournal
 
 /// Builds a layer from a validated, sealed journal segment: each write record's data becomes one
-/// zstd frame, and each of its blocks an index entry. Markers are returned for the catalog.
+/// zstd frame (sealed, in an encrypted vault), and each of its blocks an index entry. Markers
+/// are returned for the catalog.
 public struct LayerBuild {
     public var bytes: [UInt8]
     public var header: LayerHeader
@@ -14,7 +15,7 @@ public struct LayerBuild {
 }
 
 public enum LayerWriter {
-    public static func build(scan: SegmentScan, segment raw: UnsafeRawBufferPointer, compressor: ZstdCompressor) throws -> LayerBuild {
+    public static func build(scan: SegmentScan, segment raw: UnsafeRawBufferPointer, compressor: ZstdCompressor, sealer: FrameSealer? = nil) throws -> LayerBuild {
         var bytes = [UInt8](repeating: 0, count: LayerFormat.headerSize)
         // Room for the frames at worst as large as the data (random data does not shrink) and
         // the index: the array never regrows, copying tens of MiB each time, as the layer is built.
@@ -23,6 +24,7 @@ public enum LayerWriter {
         var markers: [(LSN, Marker)] = []
         var flushes: [LSN] = []
         var highest: [DiskID: BlockIndex] = [:]
+        var plainFrame: [UInt8] = []
         for record in scan.records {
             let payload = record.payload(in: raw)
             switch record.header.type {
@@ -30,7 +32,16 @@ public enum LayerWriter {
                 let w = WritePayloadHeader.decode(payload)!
                 let data = UnsafeRawBufferPointer(rebasing: payload[JournalFormat.writePayloadHeaderSize...])
                 let offset = bytes.count
-                let length = try compressor.compress(data, appendingTo: &bytes)
+                let length: Int
+                if let sealer {
+                    plainFrame.removeAll(keepingCapacity: true)
+                    _ = try compressor.compress(data, appendingTo: &plainFrame)
+                    length = try plainFrame.withUnsafeBytes {
+                        try sealer.seal($0, disk: w.disk, firstBlock: w.firstBlock.rawValue, lsn: record.header.lsn, appendingTo: &bytes)
+                    }
+                } else {
+                    length = try compressor.compress(data, appendingTo: &bytes)
+                }
                 for k in 0..<Int(w.blockCount) {
                     entries.append(LayerEntry(disk: w.disk, block: BlockIndex(w.firstBlock.rawValue + UInt64(k)), lsn: record.header.lsn,
                                               frameOffset: offset, frameLength: length, blockInFrame: k))
@@ -47,7 +58,7 @@ public enum LayerWriter {
         }
         entries.sort { LayerEntry.precedes(($0.disk, $0.block, $0.lsn), ($1.disk, $1.block, $1.lsn)) }
         let header = LayerHeader(groupID: scan.header.groupID, firstLSN: scan.header.firstLSN, lastLSN: scan.lastLSN,
-                                 entryCount: entries.count, indexOffset: bytes.count)
+                                 entryCount: entries.count, indexOffset: bytes.count, sealed: sealer != nil)
         finish(&bytes, header: header, entries: entries)
         return LayerBuild(bytes: bytes, header: header, markers: markers, flushes: flushes, highestBlock: highest)
     }

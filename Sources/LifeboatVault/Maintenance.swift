@@ -14,6 +14,8 @@ import SystemPackage
 /// in `lastError` (shown in `status`) and logged once, while segments keep shipping.
 public final class VaultMaintenance: @unchecked Sendable {
     private let root: FilePath
+    /// The key of an encrypted group (nil: a plain one).
+    private let key: VaultKey?
     private let logger: Logger
     private let pruneInterval: Duration
     private let loop: BackgroundLoop
@@ -22,8 +24,9 @@ public final class VaultMaintenance: @unchecked Sendable {
     private var lastPrune = ContinuousClock.now
     private var errors: [String: String] = [:]
 
-    public init(root: FilePath, logger: Logger, pruneInterval: Duration = .seconds(60)) {
+    public init(root: FilePath, key: VaultKey? = nil, logger: Logger, pruneInterval: Duration = .seconds(60)) {
         self.root = root
+        self.key = key
         self.logger = logger
         self.pruneInterval = pruneInterval
         self.loop = BackgroundLoop(name: "lifeboat-vault-upkeep", interval: pruneInterval)
@@ -51,12 +54,12 @@ public final class VaultMaintenance: @unchecked Sendable {
             return (newData, lastPrune.duration(to: .now) >= pruneInterval)
         }
         if compact {
-            run("compaction") { _ = try Vault(root: root).compact() }
+            run("compaction") { _ = try Vault(root: root, key: key).compact() }
         }
         if prune && !loop.isStopping {
             state.withLock { lastPrune = .now }
             run("retention") {
-                let report = try Vault(root: root).prune()
+                let report = try Vault(root: root, key: key).prune()
                 if report.mergedLayers > 0 || !report.removedPoints.isEmpty {
                     logger.info("retention: pruned \(report.removedPoints.count) point(s), merged \(report.mergedLayers) layer(s); the vault starts at LSN \(report.baseLSN)")
                 }

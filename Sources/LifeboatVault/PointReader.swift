@@ -16,6 +16,8 @@ public final class PointReader {
     private let layers: [LayerReader]
     private let bases: [DiskID: FileDescriptor]
     private let baseSums: [DiskID: BaseChecksums]
+    /// An encrypted vault's base seals (none in a plain vault).
+    private let baseSeals: [DiskID: BaseSeals]
     private let basePaths: [DiskID: FilePath]
     private let decompressor = ZstdDecompressor()
     /// The last decompressed frame and where it came from: a write record's frame holds all its
@@ -60,7 +62,7 @@ public final class PointReader {
         }
         self.lsn = lsn
         self.disks = try vault.disks().filter { only?.contains($0.id) ?? true }
-        self.layers = try vault.layerRows(upTo: lsn).map { try LayerReader(path: vault.layerPath($0)) }
+        self.layers = try vault.layerRows(upTo: lsn).map { try vault.openLayer($0) }
         var bases: [DiskID: FileDescriptor] = [:]
         for d in disks {
             do { bases[d.id] = try FileDescriptor.open(vault.basePath(d.id), .readOnly, options: [.closeOnExec]) } catch {
@@ -73,13 +75,22 @@ public final class PointReader {
             (d.id, try BaseChecksums(path: vault.baseChecksumsPath(d.id), blocks: d.blockCount, writable: false))
         })
         basePaths = Dictionary(uniqueKeysWithValues: disks.map { ($0.id, vault.basePath($0.id)) })
+        baseSeals = try Dictionary(uniqueKeysWithValues: disks.compactMap { d in try vault.baseSeals(d, writable: false).map { (d.id, $0) } })
     }
 
     /// Base bytes are checked against the base's block checksums as they are read: damage in
     /// the oldest data is an error naming the block, never served.
-    private func checkBase(disk: DiskID, _ data: UnsafeRawBufferPointer, firstBlock: Int) throws {
-        guard let sums = baseSums[disk], let bad = sums.firstMismatch(in: data, firstBlock: firstBlock) else { return }
-        throw baseDamage(disk: disk, block: bad)
+    /// In an encrypted vault they are then opened in place with their seals.
+    private func checkBase(disk: DiskID, _ data: UnsafeMutableRawBufferPointer, firstBlock: Int) throws {
+        if let sums = baseSums[disk], let bad = sums.firstMismatch(in: UnsafeRawBufferPointer(data), firstBlock: firstBlock) {
+            throw baseDamage(disk: disk, block: bad)
+        }
+        guard let seals = baseSeals[disk] else { return }
+        for k in 0..<(data.count >> BlockSize.shift) {
+            try seals.open(block: firstBlock + k, UnsafeMutableRawBufferPointer(rebasing: data[(k << BlockSize.shift)..<((k + 1) << BlockSize.shift)])) {
+                BaseSeals.failure(diskName: disks.first { $0.id == disk }?.name ?? "\(disk)", block: $0, path: basePaths[disk] ?? "")
+            }
+        }
     }
 
     private func baseDamage(disk: DiskID, block: Int) -> LifeboatError {
@@ -98,7 +109,7 @@ public final class PointReader {
         do { try base.readAll(at: block.byteOffset.rawValue, into: out, zeroFillPastEOF: true) } catch {
             throw LifeboatError.wrapping(error, "base read failed", path: basePaths[disk]?.string, offset: block.byteOffset.rawValue)
         }
-        try checkBase(disk: disk, UnsafeRawBufferPointer(out), firstBlock: Int(block.rawValue))
+        try checkBase(disk: disk, out, firstBlock: Int(block.rawValue))
     }
 
     /// Fills `buffer` with the disk's bytes at `offset` (both multiples of 4096). Blocks that
@@ -123,7 +134,8 @@ public final class PointReader {
             if zeroTo > from {
                 UnsafeMutableRawBufferPointer(rebasing: buffer[Int(from - offset)..<Int(zeroTo - offset)]).initializeMemory(as: UInt8.self, repeating: 0)
                 // A hole's blocks must have been recorded as zero blocks.
-                if let bad = baseSums[disk]?.firstNonZero(in: Int(from >> Int64(BlockSize.shift))..<Int(zeroTo >> Int64(BlockSize.shift))) {
+                let holes = Int(from >> Int64(BlockSize.shift))..<Int(zeroTo >> Int64(BlockSize.shift))
+                if let bad = baseSums[disk]?.firstNonZero(in: holes) ?? baseSeals[disk]?.firstSealed(in: holes) {
                     throw baseDamage(disk: disk, block: bad)
                 }
                 from = zeroTo
@@ -133,7 +145,7 @@ public final class PointReader {
             do { try base.readAll(at: from, into: slice, zeroFillPastEOF: true) } catch {
                 throw LifeboatError.wrapping(error, "base read failed", offset: from)
             }
-            try checkBase(disk: disk, UnsafeRawBufferPointer(slice), firstBlock: Int(from >> Int64(BlockSize.shift)))
+            try checkBase(disk: disk, slice, firstBlock: Int(from >> Int64(BlockSize.shift)))
         }
         for k in 0..<count {
             let block = BlockIndex(first + UInt64(k))

@@ -129,16 +129,18 @@ extension Vault {
     private func mergeIntoBases(_ layers: [LayerRow]) throws {
         var bases: [DiskID: FileDescriptor] = [:]
         var sums: [DiskID: BaseChecksums] = [:]
+        var seals: [DiskID: BaseSeals] = [:]
         defer { bases.values.forEach { try? $0.close() } }
         for d in try disks() {
             bases[d.id] = try FileDescriptor.open(basePath(d.id), .writeOnly)
             sums[d.id] = try BaseChecksums(path: baseChecksumsPath(d.id), blocks: d.blockCount, writable: true)
+            seals[d.id] = try baseSeals(d, writable: true)
         }
         let decompressor = ZstdDecompressor()
         var scratch: [UInt8] = []
         var block = [UInt8](repeating: 0, count: BlockSize.bytes)
         for row in layers {
-            let layer = try LayerReader(path: layerPath(row))
+            let layer = try openLayer(row)
             for i in 0..<layer.header.entryCount {
                 let e = layer.entry(i)
                 // Entries are sorted by (disk, block, LSN): only the last of a run matters.
@@ -148,6 +150,8 @@ extension Vault {
                 }
                 guard let fd = bases[e.disk] else { throw LifeboatError(.corrupt, "layer writes disk \(e.disk), which the vault does not have", path: layer.path.string) }
                 try block.withUnsafeMutableBytes { try layer.readBlock(e, into: $0, scratch: &scratch, decompressor: decompressor) }
+                // In an encrypted vault the base holds the version's ciphertext, named by its LSN.
+                if let s = seals[e.disk] { try block.withUnsafeMutableBytes { try s.seal(block: Int(e.block.rawValue), lsn: e.lsn, $0) } }
                 do {
                     try FaultInjection.check(.write, path: basePath(e.disk))
                     _ = try fd.writeAll(toAbsoluteOffset: e.block.byteOffset.rawValue, block)
@@ -158,6 +162,7 @@ extension Vault {
             }
         }
         for s in sums.values { try s.sync() }
+        for s in seals.values { try s.sync() }
         for (disk, fd) in bases {
             do {
                 try FaultInjection.check(.sync, path: basePath(disk))

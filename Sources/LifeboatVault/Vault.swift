@@ -20,14 +20,21 @@ import Glibc
 public final class Vault: @unchecked Sendable {
     public let root: FilePath
     let catalog: Catalog
+    /// How the group's data is kept at rest: plain, or encrypted with a key this process holds
+    /// or lacks (`VaultAtRest`).
+    public let atRest: VaultAtRest
 
     var basesDirectory: FilePath { root.appending("bases") }
     var layersDirectory: FilePath { root.appending("layers") }
     var incomingDirectory: FilePath { root.appending("incoming") }
     func basePath(_ disk: DiskID) -> FilePath { basesDirectory.appending("\(disk.rawValue).img") }
 
-    /// Opens the vault at `root`, creating it when `create` is set and there is none.
-    public init(root: FilePath, create: Bool = false) throws {
+    /// Opens the vault at `root`, creating it when `create` is set and there is none. With
+    /// `key`, a group that holds no disk yet is made encrypted with it (for good); a group
+    /// encrypted with another key is refused; a plain group stays plain (the caller decides
+    /// whether that is acceptable). An encrypted group opened without its key lists its points
+    /// but refuses to read or write data.
+    public init(root: FilePath, create: Bool = false, key: VaultKey? = nil) throws {
         self.root = root
         let catalogPath = root.appending("catalog.sqlite").string
         var st = stat()
@@ -39,6 +46,7 @@ public final class Vault: @unchecked Sendable {
         }
         PrivateFiles.tighten(root)
         catalog = try Catalog(path: catalogPath)
+        atRest = try VaultAtRest.settle(catalog, key: key, root: root)
         try createMissingBaseChecksums()
     }
 
@@ -122,8 +130,15 @@ public final class Vault: @unchecked Sendable {
         }
         let tmp = incomingDirectory.appending("\(id.rawValue).img.tmp")
         let sumsTmp = incomingDirectory.appending("\(id.rawValue).sums.tmp")
-        defer { unlink(tmp.string); unlink(sumsTmp.string) }  // gone once renamed; on failure, the space comes back
-        try SparseImage.copy(from: initialContent, to: tmp, sizeBytes: sizeBytes, progress: progress)
+        let sealTmp = incomingDirectory.appending("\(id.rawValue).seal.tmp")
+        defer { unlink(tmp.string); unlink(sumsTmp.string); unlink(sealTmp.string) }  // gone once renamed; on failure, the space comes back
+        if let key = try atRest.key(root: root) {
+            try BaseSeals.create(at: sealTmp, blocks: Int(sizeBytes >> Int64(BlockSize.shift)))
+            try BaseSeals(path: sealTmp, blocks: Int(sizeBytes >> Int64(BlockSize.shift)), writable: true, key: key, groupID: Hex.bytes(group), disk: id)
+                .copySealing(from: initialContent, to: tmp, sizeBytes: sizeBytes, progress: progress)
+        } else {
+            try SparseImage.copy(from: initialContent, to: tmp, sizeBytes: sizeBytes, progress: progress)
+        }
         // The checksums land first: a base is never there without them.
         do {
             let base = try FileDescriptor.open(tmp, .readOnly, options: [.closeOnExec])
@@ -133,6 +148,7 @@ public final class Vault: @unchecked Sendable {
             throw LifeboatError.system(e, "cannot read the new base", path: tmp.string)
         }
         try renameDurably(sumsTmp, baseChecksumsPath(id))
+        if atRest.isEncrypted { try renameDurably(sealTmp, baseSealsPath(id)) }
         try renameDurably(tmp, basePath(id))
         try catalog.write { db in
             if try GroupRow.fetchOne(db) == nil {
@@ -224,7 +240,8 @@ public final class Vault: @unchecked Sendable {
         var scan = whole
         scan.records.removeAll { $0.header.lsn <= last }
         scan.header.firstLSN = last.next
-        let build = try raw.withUnsafeBytes { try LayerWriter.build(scan: scan, segment: $0, compressor: ZstdCompressor()) }
+        let sealer = try frameSealer()
+        let build = try raw.withUnsafeBytes { try LayerWriter.build(scan: scan, segment: $0, compressor: ZstdCompressor(), sealer: sealer) }
         let disks = Dictionary(uniqueKeysWithValues: try self.disks().map { ($0.id, $0) })
         for (disk, highest) in build.highestBlock {
             guard let d = disks[disk], Int(highest.rawValue) < d.blockCount else {

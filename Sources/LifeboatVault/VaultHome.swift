@@ -19,13 +19,16 @@ import Glibc
 /// it is a site's own or one of many.
 public struct VaultHome: Sendable {
     public let root: FilePath
+    /// The key its groups' data is encrypted with at rest (nil: none given; decision 0011).
+    public let key: VaultKey?
 
     public var sitesDirectory: FilePath { root.appending("sites") }
     public func siteRoot(_ name: String) -> FilePath { sitesDirectory.appending(name) }
 
     /// Opens the vault directory at `root`; with `create`, makes it when there is none.
-    public init(root: FilePath, create: Bool = false) throws {
+    public init(root: FilePath, create: Bool = false, key: VaultKey? = nil) throws {
         self.root = root
+        self.key = key
         var st = stat()
         if stat(root.string, &st) != 0 {
             let e = Errno(rawValue: errno)
@@ -63,7 +66,7 @@ public struct VaultHome: Sendable {
     public func siteGroup(_ name: String, create: Bool = false) throws -> Vault {
         try SiteName.validate(name)
         let root = siteRoot(name)
-        do { return try Vault(root: root, create: create) } catch let e as LifeboatError where e.code == .notFound {
+        do { return try Vault(root: root, create: create, key: key) } catch let e as LifeboatError where e.code == .notFound {
             let known = (try? siteNames()) ?? []
             throw LifeboatError(.notFound, "the vault holds no group of site '\(name)' (it has: \(known.isEmpty ? "none" : known.joined(separator: ", ")))",
                                 path: self.root.string)
@@ -74,7 +77,7 @@ public struct VaultHome: Sendable {
     /// `--site NAME`'s; without it, the only one there is — the vault's own, or its one site's.
     public func group(site: String?) throws -> Vault {
         if let site { return try siteGroup(site) }
-        if hasOwnGroup { return try Vault(root: root) }
+        if hasOwnGroup { return try Vault(root: root, key: key) }
         let names = try siteNames()
         switch names.count {
         case 0: throw LifeboatError(.notFound, "the vault holds no group yet (no site has shipped to it)", path: root.string)
@@ -82,6 +85,21 @@ public struct VaultHome: Sendable {
         default:
             throw LifeboatError(.invalidArgument, "the vault holds the groups of \(names.count) sites (\(names.joined(separator: ", "))): name one with --site NAME",
                                 path: root.string)
+        }
+    }
+
+    /// A served group is encrypted exactly when the service has a key: a keyed service refuses
+    /// a plain group (made by a service without one) rather than extend it in the clear, and a
+    /// service without a key refuses an encrypted group it could not read.
+    public func checkServedAtRest(_ vault: Vault, site: String) throws {
+        switch (key, vault.atRest) {
+        case (.some, .plain):
+            throw LifeboatError(.invalidArgument, "the group of site '\(site)' is not encrypted (it was made by a vault serve without --key); "
+                                + "serve it with --unencrypted, or give the site a new vault", path: vault.root.string)
+        case (nil, .locked(let id)):
+            throw LifeboatError(.permission, "the group of site '\(site)' is encrypted (key id \(id)): serve with --key FILE", path: vault.root.string)
+        default:
+            return
         }
     }
 

@@ -29,6 +29,7 @@ public enum VaultVerifier {
     /// `progress` gets (bytes checked, bytes to check): layers, then bases.
     public static func verify(_ vault: Vault, progress: (Int64, Int64) -> Void = { _, _ in }) throws -> Report {
         var report = Report()
+        try vault.checkDataKey()
         // One consistent view, taken under the writer lock for an instant (a catalog read and an
         // open of each layer): the range, the layers — mapped, so that a compaction that merges
         // and deletes them meanwhile does not pull them from under the check — the points and
@@ -37,7 +38,7 @@ public enum VaultVerifier {
         let (base, last, layers, points, prunePending, disks, windows) = try vault.withWriterLock {
             let (base, last) = try vault.lsnRange()
             let layers = try vault.layerRows(upTo: last).reversed().map { row in
-                (row, Result { try LayerReader(path: vault.layerPath(row)) })
+                (row, Result { try vault.openLayer(row) })
             }
             return (base, last, layers, try vault.points(), try vault.pendingPruneTarget(), try vault.disks(), try vault.resyncWindows())
         }

@@ -114,10 +114,11 @@ final class VaultService: @unchecked Sendable {
         try groups.withLock { groups in
             if let g = groups[site] { return g }
             let vault = try home.siteGroup(site, create: true)
+            try home.checkServedAtRest(vault, site: site)
             vault.removeStaleIncoming()  // this service is the group's only writer
             var siteLogger = logger
             siteLogger[metadataKey: "site"] = "\(site)"
-            let g = (vault, VaultMaintenance(root: vault.root, logger: siteLogger))
+            let g = (vault, VaultMaintenance(root: vault.root, key: home.key, logger: siteLogger))
             if upkeepStarted { try g.1.start() }
             groups[site] = g
             return g

@@ -5,6 +5,7 @@ import LifeboatFUSE
 import LifeboatIdentity
 import LifeboatVault
 import LifeboatWire
+import SystemPackage
 
 #if canImport(Glibc)
 import Glibc
@@ -24,8 +25,33 @@ struct ServeCommand: ParsableCommand {
 
     @OptionGroup var vault: VaultDirectoryOption
     @Option(help: ArgumentHelp("Where to listen: ADDRESS:PORT (e.g. 0.0.0.0:9443, [::]:9443).", valueName: "address")) var listen: String
+    @Option(help: ArgumentHelp("The key file the sites' data is encrypted with at rest (vault keygen; default: $LIFEBOAT_VAULT_KEY).",
+                               valueName: "file")) var key: String?
+    @Flag(help: "Keep the sites' data unencrypted at rest (no key).") var unencrypted = false
 
     func validate() throws { _ = try Self.hostAndPort(listen) }
+
+    /// The key, or none when --unencrypted says so; a key file inside the vault directory is
+    /// refused (whoever copies the vault would have it).
+    private func atRestKey(vault root: String) throws -> VaultKey? {
+        let key = try vaultKey(self.key)
+        switch (key, unencrypted) {
+        case (nil, false):
+            throw ValidationError("the vault's data is encrypted at rest with a key: give --key FILE (make one with `lifeboat vault keygen FILE`), or say --unencrypted")
+        case (.some, true):
+            throw ValidationError("--key and --unencrypted contradict each other")
+        case (nil, true):
+            return nil
+        case (let key?, false):
+            let file = absolutePath(self.key ?? ProcessInfo.processInfo.environment["LIFEBOAT_VAULT_KEY"] ?? "")
+            if let keyDir = realpath(file, nil).map({ p in defer { free(p) }; return String(cString: p) }),
+               let vaultDir = realpath(root, nil).map({ p in defer { free(p) }; return String(cString: p) }), keyDir.hasPrefix(vaultDir + "/") {
+                throw LifeboatError(.invalidArgument, "the vault key is inside the vault directory \(root): keep it elsewhere (a copy of the vault must not carry its key)",
+                                    path: file)
+            }
+            return key
+        }
+    }
 
     static func hostAndPort(_ text: String) throws -> (String, Int) {
         guard let (host, port) = SiteBundle.splitHostPort(Substring(text)) else {
@@ -37,7 +63,8 @@ struct ServeCommand: ParsableCommand {
     func run() throws {
         let (host, port) = try Self.hostAndPort(listen)
         let logger = makeLogger()
-        let server = try VaultServer(home: try vault.openOrCreate(), logger: logger)
+        let home = try vault.openOrCreate()
+        let server = try VaultServer(home: try VaultHome(root: home.root, key: try atRestKey(vault: home.root.string)), logger: logger)
         try server.start(host: host, port: port)
         // A test or a supervisor learns the port chosen for :0 from this line.
         FileHandle.standardOutput.write(Data("listening on \(host):\(server.boundPort ?? port)\n".utf8))

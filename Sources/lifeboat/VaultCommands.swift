@@ -18,6 +18,12 @@ func vaultFromEnvironment() -> String? {
     ProcessInfo.processInfo.environment["LIFEBOAT_VAULT"].flatMap { $0.isEmpty ? nil : $0 }
 }
 
+/// The vault key file: `--key`, else LIFEBOAT_VAULT_KEY; nil when neither is given.
+func vaultKey(_ option: String?) throws -> VaultKey? {
+    guard let path = option ?? ProcessInfo.processInfo.environment["LIFEBOAT_VAULT_KEY"].flatMap({ $0.isEmpty ? nil : $0 }) else { return nil }
+    return try VaultKey.load(FilePath(absolutePath(path)))
+}
+
 /// `--vault`, defaulting from LIFEBOAT_VAULT: the vault directory as a whole (`vault enroll`,
 /// `vault serve`).
 struct VaultDirectoryOption: ParsableArguments {
@@ -42,6 +48,8 @@ struct VaultOption: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp("With a vault: the site whose group to read, where the vault holds several. Without: a site directory, whose vault is read.",
                                             valueName: "name-or-dir"))
     var site: String?
+    @Option(name: .long, help: ArgumentHelp("The key file of an encrypted vault (default: $LIFEBOAT_VAULT_KEY).", valueName: "file"))
+    var key: String?
 
     /// `--vault`, else LIFEBOAT_VAULT — unless `--site` names a site directory: a site's own
     /// vault is what `--site DIR` reads, whatever the environment says.
@@ -59,7 +67,7 @@ struct VaultOption: ParsableArguments {
     }
 
     func open() throws -> Vault {
-        if let path = vaultPath { return try VaultHome(root: FilePath(path)).group(site: site) }
+        if let path = vaultPath { return try VaultHome(root: FilePath(path), key: try vaultKey(key)).group(site: site) }
         guard let site else { throw ValidationError("no vault given: pass --vault DIR (or --site DIR, a site) or set LIFEBOAT_VAULT") }
         let s = try Site.open(FilePath(site))
         guard let vault = s.config.vault else { throw LifeboatError(.notFound, "the site has no vault (lifeboat init --vault)", path: site) }
@@ -176,7 +184,23 @@ struct ExportCommand: ParsableCommand {
 
 struct VaultCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "vault", abstract: "Check, prune and serve the vault; enroll sites.",
-                                                    subcommands: [Verify.self, Prune.self, EnrollCommand.self, ServeCommand.self])
+                                                    subcommands: [Verify.self, Prune.self, EnrollCommand.self, ServeCommand.self, Keygen.self])
+
+    struct Keygen: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Make a new key to encrypt a served vault's data at rest (vault serve --key FILE).",
+            discussion: """
+                Writes 256 random bits as 64 hex digits to a new file, mode 0600; refuses to overwrite one. \
+                Keep it outside the vault directory and back it up apart from the vault: without it the \
+                vault's data cannot be read.
+                """)
+        @Argument(help: "The key file to make (must not exist).") var file: String
+
+        func run() throws {
+            let key = try VaultKey.create(at: FilePath(absolutePath(file)))
+            print("vault key \(key.id) written to \(file)")
+        }
+    }
 
     struct Prune: ParsableCommand {
         static let configuration = CommandConfiguration(

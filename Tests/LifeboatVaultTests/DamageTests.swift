@@ -28,7 +28,7 @@ import Testing
                 var bytes = good
                 bytes[byte] ^= UInt8(1 << bit)
                 try Data(bytes).write(to: URL(fileURLWithPath: damaged.string))
-                do { _ = try LayerReader(path: damaged) } catch let e as LifeboatError {
+                do { _ = try LayerReader(path: damaged, sealer: nil) } catch let e as LifeboatError {
                     #expect(e.code == .corrupt || e.code == .unsupported)
                     #expect(e.offset != nil, "\(e)")
                     refused += 1
@@ -45,7 +45,7 @@ import Testing
         var bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: path.string)))
         bytes[48 + 7] ^= 0x80
         try Data(bytes).write(to: URL(fileURLWithPath: path.string))
-        let error = #expect(throws: LifeboatError.self) { _ = try LayerReader(path: path) }
+        let error = #expect(throws: LifeboatError.self) { _ = try LayerReader(path: path, sealer: nil) }
         #expect(error?.code == .corrupt)
         #expect(error?.offset == 48)
         #expect(error?.path == path.string)

@@ -40,7 +40,7 @@ import Testing
     }
 
     @Test func readerDecodesTheFixture() throws {
-        let layer = try LayerReader(path: FilePath(Self.fixture.path))
+        let layer = try LayerReader(path: FilePath(Self.fixture.path), sealer: nil)
         #expect(layer.header.groupID == Array(0..<16))
         #expect(layer.header.firstLSN == LSN(1) && layer.header.lastLSN == LSN(4))
         #expect(layer.header.entryCount == 1)

@@ -61,8 +61,8 @@ struct Fixture {
         }
     }
 
-    func makeVault() throws -> Vault {
-        let vault = try Vault(root: root.appending("vault"), create: true)
+    func makeVault(key: VaultKey? = nil) throws -> Vault {
+        let vault = try Vault(root: root.appending("vault"), create: true, key: key)
         let empty = root.appending("empty.img")
         try #require(FileManager.default.createFile(atPath: empty.string, contents: nil))
         for d in 0..<2 {
@@ -344,11 +344,11 @@ struct Fixture {
         let root = try temporaryDirectory()
         _ = try Vault(root: root, create: true)
         try Catalog(path: root.appending("catalog.sqlite").string).db.write { db in
-            try db.execute(sql: "UPDATE meta SET value = '6' WHERE key = 'formatVersion'")
+            try db.execute(sql: "UPDATE meta SET value = '7' WHERE key = 'formatVersion'")
         }
         let error = #expect(throws: LifeboatError.self) { _ = try Vault(root: root) }
         #expect(error?.code == .unsupported)
-        #expect(error?.message == "vault format version 6 is newer than this lifeboat's (5)")
+        #expect(error?.message == "vault format version 7 is newer than this lifeboat's (6)")
         #expect(throws: LifeboatError.self) { _ = try Vault(root: try temporaryDirectory()) }
     }
 

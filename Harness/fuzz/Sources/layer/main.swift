@@ -9,7 +9,7 @@ public func fuzzLayer(_ data: UnsafePointer<UInt8>?, _ count: Int) -> CInt {
     guard let data, count > 0 else { return 0 }
     let start = UnsafeRawPointer(data)
     let path = FuzzFile.write(UnsafeRawBufferPointer(start: start, count: count), suffix: ".layer")
-    guard let layer = try? LayerReader(path: FilePath(path)) else { return 0 }
+    guard let layer = try? LayerReader(path: FilePath(path), sealer: nil) else { return 0 }
     try? layer.verifyAll()
     if layer.header.entryCount > 0 {
         let e = layer.entry(0)
