@@ -63,8 +63,8 @@ struct ServeCommand: ParsableCommand {
     func run() throws {
         let (host, port) = try Self.hostAndPort(listen)
         let logger = makeLogger()
-        let home = try vault.openOrCreate()
-        let server = try VaultServer(home: try VaultHome(root: home.root, key: try atRestKey(vault: home.root.string)), logger: logger)
+        // The key is settled before the directory is made: a refusal leaves nothing behind.
+        let server = try VaultServer(home: try vault.openOrCreate(key: try atRestKey(vault: absolutePath(vault.path ?? ""))), logger: logger)
         try server.start(host: host, port: port)
         // A test or a supervisor learns the port chosen for :0 from this line.
         FileHandle.standardOutput.write(Data("listening on \(host):\(server.boundPort ?? port)\n".utf8))

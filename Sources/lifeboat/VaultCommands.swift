@@ -33,9 +33,9 @@ struct VaultDirectoryOption: ParsableArguments {
     var path: String? { vault ?? vaultFromEnvironment() }
 
     /// The vault directory, made here if there is none yet (a new vault host).
-    func openOrCreate() throws -> VaultHome {
+    func openOrCreate(key: VaultKey? = nil) throws -> VaultHome {
         guard let path else { throw ValidationError("no vault given: pass --vault DIR or set LIFEBOAT_VAULT") }
-        return try VaultHome(root: FilePath(absolutePath(path)), create: true)
+        return try VaultHome(root: FilePath(absolutePath(path)), create: true, key: key)
     }
 }
 

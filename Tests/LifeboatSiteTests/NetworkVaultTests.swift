@@ -18,10 +18,10 @@ struct NetworkVaultTests {
         let process = Process()
         let log: String
 
-        init(net: TestNetwork, vault: String, log: String) throws {
+        init(net: TestNetwork, vault: String, key: String, log: String) throws {
             self.log = log
             _ = FileManager.default.createFile(atPath: log, contents: nil)
-            let argv = net.command(in: "vault", [lifeboatBinary, "vault", "serve", "--vault", vault, "--listen", net.address("vault") + ":9443"])
+            let argv = net.command(in: "vault", [lifeboatBinary, "vault", "serve", "--vault", vault, "--key", key, "--listen", net.address("vault") + ":9443"])
             process.executableURL = URL(fileURLWithPath: argv[0])
             process.arguments = Array(argv.dropFirst())
             process.standardOutput = FileHandle(forWritingAtPath: log)
@@ -48,6 +48,8 @@ struct NetworkVaultTests {
         let net: TestNetwork
         let t: TestSite
         let vault: String
+        /// The key the vault's data is encrypted with at rest, beside (not inside) the vault.
+        let key: String
         var server: Server?
         var address: String { "lifeboat://\(net.address("vault")):9443" }
 
@@ -55,10 +57,12 @@ struct NetworkVaultTests {
             net = try TestNetwork()
             t = try TestSite(disks: [("d0", "64M")])
             vault = t.root + "/remote-vault"
+            key = t.root + "/vault.key"
             do {
+                try check(lifeboat("vault", "keygen", key))
                 try net.addHost("vault")
                 try net.addHost("site")
-                server = try Server(net: net, vault: vault, log: t.root + "/serve.log")
+                server = try Server(net: net, vault: vault, key: key, log: t.root + "/serve.log")
             } catch {
                 cleanup()
                 throw error
@@ -78,7 +82,7 @@ struct NetworkVaultTests {
             let id = try t.checkpointInVault("--label", "after")
             #expect(t.protect?.stop() == 0)
             let exported = t.root + "/last.raw"
-            try check(lifeboat("export", "--vault", vault, "--point", String(id), "--disk", "d0", exported))
+            try check(lifeboat("export", "--vault", vault, "--key", key, "--point", String(id), "--disk", "d0", exported))
             #expect(try run(["cmp", exported, t.site + "/disks/d0.img"]).status == 0, why)
         }
 
@@ -115,12 +119,25 @@ struct NetworkVaultTests {
         fsync(fd.rawValue)
         try fd.close()
         let id = try s.t.checkpointInVault("--label", "over-the-network")
-        let points = try lifeboat("points", "--vault", s.vault, "--json")
+        let points = try lifeboat("points", "--vault", s.vault, "--key", s.key, "--json")
         #expect(points.stdout.contains("\"label\" : \"over-the-network\""), "\(points.stdout)")
         let exported = s.t.root + "/exported.raw"
-        try check(lifeboat("export", "--vault", s.vault, "--point", String(id), "--disk", "d0", exported))
+        try check(lifeboat("export", "--vault", s.vault, "--key", s.key, "--point", String(id), "--disk", "d0", exported))
         #expect(try run(["cmp", exported, s.t.site + "/disks/d0.img"]).status == 0, "the vault's point equals the primary")
         #expect(s.server!.output.contains("site branch connected from 10.99.2.2"), "\(s.server!.output)")
+        // Encrypted at rest: the random data written is in no file of the vault in the clear
+        // (it does not compress: a plain vault holds it verbatim), and without the key nothing reads.
+        let written = randomBytes(8 << 20, seed: 12)
+        let files = FileManager.default.enumerator(atPath: s.vault)?.allObjects.compactMap { $0 as? String } ?? []
+        let stored = files.compactMap { FileManager.default.contents(atPath: s.vault + "/" + $0) }
+        #expect(files.contains { $0.hasSuffix(".layer") })
+        for at in stride(from: 0, to: written.count, by: 1 << 20) {
+            let needle = Data(written[at..<(at + 64)])
+            #expect(!stored.contains { $0.range(of: needle) != nil }, "bytes written at \(at + (1 << 20)) lie in the vault in the clear")
+        }
+        let keyless = try lifeboat("export", "--vault", s.vault, "--point", String(id), "--disk", "d0", s.t.root + "/keyless.raw")
+        #expect(keyless.status == 77 && keyless.stderr.contains("the vault's data is encrypted (key id"), "\(keyless.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: s.t.root + "/keyless.raw"))
 
         // A second site host ships to the same vault: its own group, apart from the first's.
         try s.net.addHost("site2")
@@ -134,10 +151,10 @@ struct NetworkVaultTests {
         try fd2.close()
         let secondID = try second.checkpointInVault("--label", "second-site")
         // On the vault host, two groups: a reader names one.
-        let ambiguous = try lifeboat("points", "--vault", s.vault)
+        let ambiguous = try lifeboat("points", "--vault", s.vault, "--key", s.key)
         #expect(ambiguous.status == 64 && ambiguous.stderr.contains("2 sites (branch, second): name one with --site NAME"), "\(ambiguous.stderr)")
         let secondExport = s.t.root + "/second.raw"
-        try check(lifeboat("export", "--vault", s.vault, "--site", "second", "--point", String(secondID), "--disk", "e0", secondExport))
+        try check(lifeboat("export", "--vault", s.vault, "--key", s.key, "--site", "second", "--point", String(secondID), "--disk", "e0", secondExport))
         #expect(try run(["cmp", secondExport, second.site + "/disks/e0.img"]).status == 0, "the second site's point equals its primary")
         // On each site host, over the network: its own points, and only its own.
         let fromBranch = try s.net.run(in: "site", [lifeboatBinary, "points", "--site", s.t.site, "--json"])
@@ -150,7 +167,7 @@ struct NetworkVaultTests {
         #expect(fromSecond.status == 0 && fromSecond.stdout.contains("second-site") && !fromSecond.stdout.contains("over-the-network"),
                 "\(fromSecond.stdout)\(fromSecond.stderr)")
         #expect(second.protect?.stop() == 0)
-        #expect(try lifeboat("vault", "verify", "--vault", s.vault, "--site", "second").status == 0)
+        #expect(try lifeboat("vault", "verify", "--vault", s.vault, "--key", s.key, "--site", "second").status == 0)
 
         // A plain TCP client and a client without a certificate: refused, and said so in the vault's log.
         _ = try s.net.run(in: "site", ["python3", "-c", "import socket; s = socket.create_connection(('\(s.net.address("vault"))', 9443), timeout=5); s.sendall(b'GET / HTTP/1.0\\r\\n\\r\\n'); s.recv(100)"])
@@ -184,7 +201,18 @@ struct NetworkVaultTests {
         try check(s.net.run(in: "site", [lifeboatBinary, "disk", "remove", "spare", "--site", s.t.site]))
         #expect(s.server?.stop() == 0, "vault serve stops cleanly on SIGTERM")
         s.server = nil
-        #expect(try lifeboat("vault", "verify", "--vault", s.vault, "--site", "branch").status == 0)
+        #expect(try lifeboat("vault", "verify", "--vault", s.vault, "--key", s.key, "--site", "branch").status == 0)
+
+        // Serving asks for the choice: a key, or --unencrypted said aloud; a key inside the vault
+        // directory, or none for groups that are encrypted, is refused before anything listens.
+        let serve = [lifeboatBinary, "vault", "serve", "--vault", s.vault, "--listen", "127.0.0.1:0"]
+        let noChoice = try run(serve)
+        #expect(noChoice.status == 64 && noChoice.stderr.contains("give --key FILE"), "\(noChoice.stderr)")
+        try FileManager.default.copyItem(atPath: s.key, toPath: s.vault + "/inside.key")
+        let inside = try run(serve + ["--key", s.vault + "/inside.key"])
+        #expect(inside.status == 64 && inside.stderr.contains("the vault key is inside the vault directory"), "\(inside.stderr)")
+        let plain = try run(serve + ["--unencrypted"])
+        #expect(plain.status == 77 && plain.stderr.contains("is encrypted (key id"), "\(plain.stderr)")
     }
 
     /// Streaming across a 20 ms round trip: with no seal for ten minutes, the writes are in the
@@ -222,7 +250,7 @@ struct NetworkVaultTests {
         #expect(took > 1.5, "8 MiB of random data at 4 MB/s takes 2 s: it took \(took) s")
         #expect(text.contains("RPO now:") && text.contains("(--bandwidth 4MB/s)"), "\(text)")
         let exported = s.t.root + "/streamed.raw"
-        try check(lifeboat("export", "--vault", s.vault, "--point", "lsn:\(figures.shipped)", "--disk", "d0", exported))
+        try check(lifeboat("export", "--vault", s.vault, "--key", s.key, "--point", "lsn:\(figures.shipped)", "--disk", "d0", exported))
         #expect(try run(["cmp", exported, s.t.site + "/disks/d0.img"]).status == 0, "the vault at its newest LSN equals the primary")
         #expect(s.t.protect?.stop() == 0)
     }
@@ -241,7 +269,7 @@ struct NetworkVaultTests {
         kill(s.server!.process.processIdentifier, SIGKILL)
         s.server!.process.waitUntilExit()
         usleep(1_000_000)
-        s.server = try Server(net: s.net, vault: s.vault, log: s.t.root + "/serve2.log")
+        s.server = try Server(net: s.net, vault: s.vault, key: s.key, log: s.t.root + "/serve2.log")
         usleep(1_500_000)
         writer.stop()
         s.t.protect!.crash()
@@ -252,18 +280,18 @@ struct NetworkVaultTests {
         writer.stop()
         try s.expectALastPointEqualToThePrimary("nothing lost across both kills")
         // Every point the kills left is whole: its digest, taken on the write path, is its export's.
-        let points = (try JSONSerialization.jsonObject(with: Data(try lifeboat("points", "--vault", s.vault, "--json").stdout.utf8)) as? [[String: Any]]) ?? []
+        let points = (try JSONSerialization.jsonObject(with: Data(try lifeboat("points", "--vault", s.vault, "--key", s.key, "--json").stdout.utf8)) as? [[String: Any]]) ?? []
         #expect(points.count >= 4, "\(points.count) points")
         for p in points.shuffled().prefix(4) {
             let id = p["id"] as? Int ?? 0
             let out = s.t.root + "/p\(id).raw"
-            try check(lifeboat("export", "--vault", s.vault, "--point", String(id), "--disk", "d0", out))
+            try check(lifeboat("export", "--vault", s.vault, "--key", s.key, "--point", String(id), "--disk", "d0", out))
             let fd = try FileDescriptor.open(out, .readOnly)
             let root = try fd.closeAfter { try DiskDigest.root(ofImage: fd, sizeBytes: 64 << 20) }
             #expect((p["digests"] as? [String: String])?["d0"] == root.description, "point \(id)")
             unlink(out)
         }
-        #expect(try lifeboat("vault", "verify", "--vault", s.vault).status == 0)
+        #expect(try lifeboat("vault", "verify", "--vault", s.vault, "--key", s.key).status == 0)
     }
 
     /// A partition in the middle of a `fio --verify` load on ext4: writes never wait for the vault,
@@ -302,7 +330,7 @@ struct NetworkVaultTests {
         try s.expectALastPointEqualToThePrimary("nothing lost across the partition")
         let fsck = try run(["e2fsck", "-fn", s.t.root + "/last.raw"])
         #expect(fsck.status == 0, "the last point's ext4 is clean: \(fsck.stdout)")
-        let verify = try lifeboat("vault", "verify", "--vault", s.vault)
+        let verify = try lifeboat("vault", "verify", "--vault", s.vault, "--key", s.key)
         #expect(verify.status == 0, "\(verify.stdout)\(verify.stderr)")
     }
     /// Past `--spool-limit` while the vault is cut off: writes never fail, the journal stays
@@ -375,20 +403,20 @@ struct NetworkVaultTests {
         #expect(resynced > 0 && resynced <= 12, "only the dirty regions (12 MiB at most) are resynced: \(done)")
         try s.expectALastPointEqualToThePrimary("nothing lost past the spool limit")
 
-        let points = (try JSONSerialization.jsonObject(with: Data(try lifeboat("points", "--vault", s.vault, "--json").stdout.utf8)) as? [[String: Any]]) ?? []
+        let points = (try JSONSerialization.jsonObject(with: Data(try lifeboat("points", "--vault", s.vault, "--key", s.key, "--json").stdout.utf8)) as? [[String: Any]]) ?? []
         let after = points.drop { ($0["id"] as? Int) != before }.dropFirst()
         #expect((after.first?["note"] as? String)?.contains("first point after a resync") == true, "\(after.first ?? [:])")
         let beforeLSN = points.first { ($0["id"] as? Int) == before }?["lsn"] as? Int ?? 0
-        let listed = try lifeboat("points", "--vault", s.vault).stdout
+        let listed = try lifeboat("points", "--vault", s.vault, "--key", s.key).stdout
         #expect(listed.contains("no point after LSN") && listed.contains("dropped at the site and resynced until LSN"), "\(listed)")
-        let inside = try lifeboat("export", "--vault", s.vault, "--point", "lsn:\(beforeLSN + 2)", "--disk", "d0", s.t.root + "/inside.raw")
+        let inside = try lifeboat("export", "--vault", s.vault, "--key", s.key, "--point", "lsn:\(beforeLSN + 2)", "--disk", "d0", s.t.root + "/inside.raw")
         #expect(inside.status != 0 && inside.stderr.contains("not a consistent state"), "\(inside.stderr)")
         // Crash-point exploration across the window would check states that never existed.
         let plan = s.t.root + "/plan.yaml"
         try "disks:\n  d0:\n    filesystem: none\n    checks: [digest]\n".write(toFile: plan, atomically: true, encoding: .utf8)
-        let explore = try lifeboat("drill", "explore", plan, "--vault", s.vault, "--from", String(before), "--to", "latest")
+        let explore = try lifeboat("drill", "explore", plan, "--vault", s.vault, "--key", s.key, "--from", String(before), "--to", "latest")
         #expect(explore.status == 64 && explore.stderr.contains("cross a resync window"), "\(explore.status) \(explore.stdout)\(explore.stderr)")
-        let verify = try lifeboat("vault", "verify", "--vault", s.vault)
+        let verify = try lifeboat("vault", "verify", "--vault", s.vault, "--key", s.key)
         #expect(verify.status == 0, "\(verify.stdout)\(verify.stderr)")
     }
 }
