@@ -113,7 +113,7 @@ let package = Package(
         .testTarget(
             name: "LifeboatVaultTests",
             dependencies: ["LifeboatVault", "LifeboatJournal", "LifeboatCore", "LifeboatTestSupport", .product(name: "SystemPackage", package: "swift-system"),
-                           .product(name: "GRDB", package: "GRDB.swift")],
+                           .product(name: "GRDB", package: "GRDB.swift"), .product(name: "Crypto", package: "swift-crypto")],
             exclude: ["Fixtures"]),
         .testTarget(name: "LifeboatQuiesceTests", dependencies: ["LifeboatQuiesce", "LifeboatCore", "LifeboatTestSupport"]),
         .testTarget(name: "LifeboatIdentityTests", dependencies: ["LifeboatIdentity", "LifeboatCore", "LifeboatTestSupport", "lifeboat",

@@ -112,10 +112,11 @@ PLAN
 cat "$work/boot.yaml"
 $lifeboat drill "$work/boot.yaml" --point latest-app
 $lifeboat drill "$work/boot.yaml" --point latest
-step "the vault on another machine: lifeboat vault serve (here on 127.0.0.1), mutual TLS 1.3 with the vault's own CA"
+step "the vault on another machine: lifeboat vault serve (here on 127.0.0.1), mutual TLS 1.3 with the vault's own CA, data encrypted at rest with a key kept outside the vault"
+$lifeboat vault keygen "$work/vault.key"
 $lifeboat vault enroll --vault "$work/remote-vault" --site-name branch > "$work/branch.bundle"
-ls -l "$work/branch.bundle"
-$lifeboat vault serve --vault "$work/remote-vault" --listen 127.0.0.1:0 > "$work/serve.out" 2> "$work/serve.log" & serve_pid=$!
+ls -l "$work/branch.bundle" "$work/vault.key"
+$lifeboat vault serve --vault "$work/remote-vault" --key "$work/vault.key" --listen 127.0.0.1:0 > "$work/serve.out" 2> "$work/serve.log" & serve_pid=$!
 for _ in $(seq 100); do grep -q "listening on" "$work/serve.out" 2>/dev/null && break; sleep 0.1; done
 address=lifeboat://$(sed -n 's/^listening on //p' "$work/serve.out")
 step "a second site, branch, ships to it: init --vault $address --bundle branch.bundle"
@@ -139,14 +140,17 @@ for _ in $(seq 60); do $lifeboat status --site "$work/branch" | grep -q "points 
 $lifeboat status --site "$work/branch" | grep -E "^journal|paused|spool|resync"
 $lifeboat checkpoint --site "$work/branch" || echo "(exit $?: no point while the vault lacks writes)"
 step "the vault is back: it is told of the gap, only the dirty regions are read from the primary and sent, then points resume"
-$lifeboat vault serve --vault "$work/remote-vault" --listen "$listen" > "$work/serve.out" 2>> "$work/serve.log" & serve_pid=$!
+$lifeboat vault serve --vault "$work/remote-vault" --key "$work/vault.key" --listen "$listen" > "$work/serve.out" 2>> "$work/serve.log" & serve_pid=$!
 for _ in $(seq 120); do $lifeboat status --site "$work/branch" | grep -q "points paused" || break; sleep 0.5; done
 grep -o "resync done.*" "$work/branch.log"
 $lifeboat checkpoint --site "$work/branch" --label after-the-outage
 $lifeboat points --site "$work/branch"
-step "on the vault's host: lifeboat points --vault remote-vault --site branch (one group per site), and what the service logged"
+step "on the vault's host: lifeboat points --vault remote-vault --site branch (one group per site); reading data takes the key"
 ls "$work/remote-vault/sites"
 $lifeboat points --vault "$work/remote-vault" --site branch
+$lifeboat vault verify --vault "$work/remote-vault" --site branch || echo "(exit $?: without its key the vault's data reads as nothing)"
+$lifeboat vault verify --vault "$work/remote-vault" --site branch --key "$work/vault.key"
+step "what the vault service logged"
 kill -TERM "$branch_pid"; wait "$branch_pid" || true; branch_pid=""
 kill -TERM "$serve_pid"; wait "$serve_pid" || true; serve_pid=""
 cat "$work/serve.log"

@@ -29,7 +29,7 @@ seed() {  # seed DIR TARGET: the fixtures a target starts from
   local dir=$1
   case $2 in
     journal-segment) cp Tests/LifeboatJournalTests/Fixtures/journal-v1.seg "$dir/" ;;
-    layer)           cp Tests/LifeboatVaultTests/Fixtures/layer-v1.layer "$dir/" ;;
+    layer)           cp Tests/LifeboatVaultTests/Fixtures/layer-v1.layer Tests/LifeboatVaultTests/Fixtures/layer-v2-sealed.layer "$dir/" ;;
     vhd)             head -c 65536 Images/fixtures/qemu-dynamic.vhd > "$dir/head.vhd"
                      cp Images/fixtures/qemu-dynamic.vhd "$dir/" ;;
     drill-plan)      cp Harness/plans/example.yaml "$dir/" ;;

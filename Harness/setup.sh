@@ -13,6 +13,7 @@ packages=(
   sqlite3 iproute2 coreutils            # drills: the sample app's database, network checks, sha256sum
   qemu-system-x86 extlinux syslinux-common cpio libc6-dev   # boot drills: qemu; the sample machine's recipe
   openssl                               # the outside judge of enrolled certificates in tests
+  python3-cryptography zstd             # the outside reader of an encrypted vault (Harness/oracles/open-sealed.py)
   nftables iputils-ping                 # test hosts: loss on their links, reachability
 )
 

@@ -63,8 +63,12 @@ bg_ns "$router" "$bin/lifeboat-delayline" lbdelay 10 >/dev/null
 sleep 0.3
 echo "round trip site a → vault: $(in_ns lbh-$tag-a ping -c 5 -i 0.05 -q 10.99.1.2 | sed -n 's/^rtt.*= [^/]*\/\([^/]*\)\/.*/\1 ms/p')"
 
+# AT_REST=key (default): the vault's data encrypted at rest (AES-256-GCM); AT_REST=plain: not.
+at_rest=${AT_REST:-key}
+if [[ $at_rest == key ]]; then "$lifeboat" vault keygen "$work/vault.key" >/dev/null; serve_key=(--key "$work/vault.key"); else serve_key=(--unencrypted); fi
+echo "vault data at rest: $at_rest"
 serve() {
-  bg_ns "lbh-$tag-vault" "$lifeboat" vault serve --vault "$work/vault" --listen 10.99.1.2:9443 >"$work/serve.out" 2>>"$work/serve.log"
+  bg_ns "lbh-$tag-vault" "$lifeboat" vault serve --vault "$work/vault" "${serve_key[@]}" --listen 10.99.1.2:9443 >"$work/serve.out" 2>>"$work/serve.log"
   serve_pid=$!
   for _ in $(seq 100); do grep -q "listening on" "$work/serve.out" 2>/dev/null && break; sleep 0.1; done
 }

@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import LifeboatCore
 import LifeboatJournal
@@ -155,6 +156,50 @@ import Glibc
         #expect(base?.code == .corrupt && base?.message.contains("block \(sealed) fails authentication") == true && base?.offset == Int64(sealed) * 4096,
                 "\(String(describing: base))")
         #expect(try VaultVerifier.verify(vault).problems.contains { $0.error.message.contains("block \(sealed) fails authentication") })
+    }
+
+    static let oracle = LayerFixtureTests.here.appendingPathComponent("../../Harness/oracles/open-sealed.py").standardized.path
+    static let hasOracle = (try? run(["python3", "-c", "import cryptography"]).status) == 0 && FileManager.default.isExecutableFile(atPath: "/usr/bin/zstd")
+
+    /// An independent reader written from the format doc (Python's `cryptography`, the zstd CLI)
+    /// opens every sealed frame and every sealed base block to the data the journal wrote.
+    @Test(.enabled(if: hasOracle, "needs python3-cryptography and zstd (Harness/setup.sh installs them)"))
+    func anOutsideReaderOpensLayersAndBasesToWhatWasWritten() throws {
+        let f = try Fixture(records: 600, seed: 25)
+        let keyPath = f.root.appending("vault.key")
+        let vault = try f.makeVault(key: try VaultKey.create(at: keyPath))
+        for s in try f.sealedSegments() { _ = try vault.ingest(segment: s.bytes, name: s.name) }
+        _ = try vault.prune(now: Date(timeIntervalSince1970: 1_700_000_000 + 600), policy: RetentionPolicy(window: 300, keepAll: 100, every: 100))
+        let (base, last) = try vault.lsnRange()
+        #expect(base > .zero, "the prune merged layers into the bases")
+        func sha(_ bytes: [UInt8]) -> String { SHA256.hash(data: bytes).map { String(format: "%02x", $0) }.joined() }
+        var frames = 0
+        for row in try vault.layerRows(upTo: last) {
+            let out = try run(["python3", Self.oracle, "layer", vault.layerPath(row).string, keyPath.string])
+            #expect(out.status == 0, "\(out.stderr)")
+            for line in out.stdout.split(separator: "\n") {
+                let p = line.split(separator: " ")
+                let (disk, block, lsn) = (Int(p[0])!, Int(p[1])!, LSN(UInt64(p[2])!))
+                let write = f.writes.first { $0.lsn == lsn && $0.disk == disk && $0.block == block }
+                #expect(write.map { sha($0.data) } == String(p[3]), "disk \(disk) block \(block) LSN \(lsn)")
+                frames += 1
+            }
+        }
+        #expect(frames > 100)
+        var blocks = 0
+        for d in 0..<2 {
+            let out = try run(["python3", Self.oracle, "base", vault.basePath(DiskID(UInt32(d))).string, vault.baseSealsPath(DiskID(UInt32(d))).string,
+                               keyPath.string, Fixture.groupHex, String(d)])
+            #expect(out.status == 0, "\(out.stderr)")
+            let state = f.state(disk: d, at: base)
+            for line in out.stdout.split(separator: "\n") {
+                let p = line.split(separator: " ")
+                let block = Int(p[0])!
+                #expect(sha(Array(state[(block * 4096)..<((block + 1) * 4096)])) == String(p[2]), "base of disk \(d), block \(block)")
+                blocks += 1
+            }
+        }
+        #expect(blocks > 50)
     }
 
     @Test func aKeyFileThatIsMissingOpenOrMalformedIsRefusedByName() throws {
