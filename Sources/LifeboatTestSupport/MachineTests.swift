@@ -209,6 +209,8 @@ public final class StopFlag: @unchecked Sendable {
 /// processes — run one at a time across every suite and test target: `.serialized` orders
 /// tests within one suite only, and two suites racing for `losetup -f` or sharing the CPU with
 /// timing-sensitive crash tests fail at random. Apply to a suite: `@Suite(.exclusiveMachineUse)`.
+/// A test's `.timeLimit` counts the wait for this lock too (a 2-minute limit once ran out behind
+/// the other suites' tests): such suites take 10 minutes, longer than the whole run's exclusive part.
 public struct ExclusiveMachineUse: SuiteTrait, TestTrait, TestScoping {
     public var isRecursive: Bool { true }
 

@@ -10,7 +10,7 @@ import Glibc
 
 /// The vault on another host (issue 12, first part: sealed segments over mutual TLS): a vault
 /// host and a site host in network namespaces, `vault serve` on one, `protect` on the other.
-@Suite(.serialized, .exclusiveMachineUse, .timeLimit(.minutes(5)),
+@Suite(.serialized, .exclusiveMachineUse, .timeLimit(.minutes(10)),
        .enabled(if: canMount && canMakeNetworks, "needs root, /dev/fuse, iproute2 and nftables; CI runs it"))
 struct NetworkVaultTests {
     /// `vault serve` in the vault host's namespace, its log kept.

@@ -10,7 +10,7 @@ let canMakeNetworks = geteuid() == 0 && access("/usr/sbin/ip", X_OK) == 0 && acc
 
 /// The test hosts themselves: reachability, loss, rate and partition do what they say, and
 /// nothing is left behind.
-@Suite(.serialized, .exclusiveMachineUse, .timeLimit(.minutes(2)),
+@Suite(.serialized, .exclusiveMachineUse, .timeLimit(.minutes(10)),
        .enabled(if: canMakeNetworks, "needs root, iproute2 and nftables (Harness/setup.sh installs them); CI runs it"))
 struct TestNetworkTests {
     /// Bytes per second of one TCP transfer of `bytes` from `from` to `to` (python3 on both ends).
