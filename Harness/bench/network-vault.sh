@@ -17,6 +17,7 @@ cd "$(dirname "$0")/../.."
 source Harness/setup.sh
 seconds=${1:-30} rate=${2:-50} backlog=${3:-512} partition=${4:-60}
 only=${ONLY:-12345}  # which parts to run (site a is set up either way)
+delay=${DELAY_MS:-10}  # one-way delay of the router's delay line (0: none, the veths' own latency)
 swift build -c release --product lifeboat 2>&1 | tail -1
 swift build -c release --product lifeboat-delayline 2>&1 | tail -1
 bin=$(swift build -c release --show-bin-path)
@@ -52,14 +53,18 @@ add_host() {
   in_ns "$ns" ip route add default via "10.99.$n.1"
   in_ns "$router" ip addr add "10.99.$n.1/24" dev "lb${tag}r$n"
   in_ns "$router" ip link set "lb${tag}r$n" up
-  in_ns "$router" ip rule add iif "lb${tag}r$n" lookup 100
+  [ "$delay" -eq 0 ] || in_ns "$router" ip rule add iif "lb${tag}r$n" lookup 100
 }
 add_host vault; add_host a; add_host b
-in_ns "$router" ip tuntap add dev lbdelay mode tun
-in_ns "$router" ip link set lbdelay up
-for k in all default lbdelay; do in_ns "$router" sysctl -qw "net.ipv4.conf.$k.rp_filter=0"; done
-in_ns "$router" ip route add default dev lbdelay table 100
-bg_ns "$router" "$bin/lifeboat-delayline" lbdelay 10 >/dev/null
+delayline_pid=$$  # no delay line (DELAY_MS=0): its CPU figure is this shell's, ~0
+if [ "$delay" -gt 0 ]; then
+  in_ns "$router" ip tuntap add dev lbdelay mode tun
+  in_ns "$router" ip link set lbdelay up
+  for k in all default lbdelay; do in_ns "$router" sysctl -qw "net.ipv4.conf.$k.rp_filter=0"; done
+  in_ns "$router" ip route add default dev lbdelay table 100
+  bg_ns "$router" "$bin/lifeboat-delayline" lbdelay "$delay" >/dev/null
+  delayline_pid=${pids[-1]}
+fi
 sleep 0.3
 echo "round trip site a → vault: $(in_ns lbh-$tag-a ping -c 5 -i 0.05 -q 10.99.1.2 | sed -n 's/^rtt.*= [^/]*\/\([^/]*\)\/.*/\1 ms/p')"
 
@@ -118,6 +123,7 @@ if [[ $only == *3* ]]; then
 echo
 echo "## 3. ingest from two sites at once: $backlog MiB of journal each, taken in after an outage"
 site b 4G
+protect_b=${pids[-1]}
 kill -TERM "$serve_pid"; wait "$serve_pid" 2>/dev/null || true
 head -c "$((backlog << 20))" /dev/urandom > "$work/random"
 writers=()
@@ -126,11 +132,41 @@ wait "${writers[@]}"
 sleep 2
 read -r a0 ad _ < <(shipped a); read -r b0 bd _ < <(shipped b)
 bytes=$(du -sb "$work/site-a/journal" "$work/site-b/journal" | awk '{s += $1} END {print s}')
+# The baseline: two plain TCP flows of the same size at once, site a and site b to the vault host.
+tcp_baseline=$(python3 - "$tag" "$bytes" <<'PY'
+import subprocess, sys, time
+tag, total = sys.argv[1], int(sys.argv[2]) // 2
+ns = lambda h: ["nsenter", f"--net=/run/netns/lbh-{tag}-{h}", "--"]
+sink = subprocess.Popen(ns("vault") + ["python3", "-c", """
+import socket, threading
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("0.0.0.0", 7777)); s.listen(2)
+def drain(c):
+    while c.recv(1 << 20): pass
+    c.close()
+ts = [threading.Thread(target=drain, args=(s.accept()[0],)) for _ in range(2)]
+[t.start() for t in ts]; [t.join() for t in ts]
+"""])
+time.sleep(0.5)
+send = "import socket; s = socket.create_connection(('10.99.1.2', 7777)); b = bytes(1 << 20)\nfor _ in range(%d): s.sendall(b)\ns.shutdown(socket.SHUT_WR); s.recv(1)" % (total >> 20)
+start = time.monotonic()
+flows = [subprocess.Popen(ns(h) + ["python3", "-c", send]) for h in ("a", "b")]
+[f.wait() for f in flows]; sink.wait()
+print(f"{2 * (total >> 20) * 1048576 / 1e6 / (time.monotonic() - start):.0f}")
+PY
+)
+echo "baseline: two plain TCP flows of the same bytes at once, same links: $tcp_baseline MB/s"
 start=$(date +%s.%N)
 serve
+cpu=($(cpu_seconds "$protect_a") $(cpu_seconds "$protect_b") $(cpu_seconds "$delayline_pid"))
+# The sites retry a vault that was down once a second: the clock also starts again at the first
+# LSN taken in (the first answer), to see the reconnection apart from the ingest.
+until read -r as _ _ < <(shipped a) && read -r bs _ _ < <(shipped b) && { [ "$as" -gt "$a0" ] || [ "$bs" -gt "$b0" ]; }; do sleep 0.05; done
+first=$(date +%s.%N)
 until read -r as ad2 _ < <(shipped a) && read -r bs bd2 _ < <(shipped b) && [ "$as" -ge "$ad" ] && [ "$bs" -ge "$bd" ]; do sleep 0.2; done
 end=$(date +%s.%N)
-python3 -c "print(f'two sites: {$bytes / 2**20:.0f} MiB of journal in {$end - $start:.1f} s (status refresh 1 s included): {$bytes / 1e6 / ($end - $start):.0f} MB/s')"
+python3 -c "print(f'two sites: {$bytes / 2**20:.0f} MiB of journal in {$end - $start:.1f} s (status refresh 1 s included): {$bytes / 1e6 / ($end - $start):.0f} MB/s, {$bytes / 1e6 / ($end - $start) / $tcp_baseline * 100:.0f}% of the plain TCP baseline')"
+python3 -c "print(f'from the first LSN taken in: {$end - $first:.1f} s, {$bytes / 1e6 / ($end - $first):.0f} MB/s')"
+python3 -c "w = $end - $start; print(f'CPU during it, % of one core: vault serve {100 * $(cpu_seconds "$serve_pid") / w:.0f}, protect a {100 * ($(cpu_seconds "$protect_a") - ${cpu[0]}) / w:.0f}, protect b {100 * ($(cpu_seconds "$protect_b") - ${cpu[1]}) / w:.0f}, the delay line {100 * ($(cpu_seconds "$delayline_pid") - ${cpu[2]}) / w:.0f}')"
 fi
 
 # A PARTITION_S partition of site a under RATE MB/s of 64 KiB fdatasync'd writes cycling through

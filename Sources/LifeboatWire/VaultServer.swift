@@ -36,7 +36,9 @@ public final class VaultServer: @unchecked Sendable {
         self.home = home
         self.logger = logger
         authority = try VaultAuthority.open(vault: home.root, create: true)
-        group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        // A loop per core: each connection's TLS and framing run on its own loop, so two sites'
+        // streams are decrypted in parallel (one loop was the bound of the two-site ingest).
+        group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
         pool = NIOThreadPool(numberOfThreads: max(2, System.coreCount))
         service = VaultService(home: home, authority: authority, logger: logger)
     }

@@ -11,7 +11,13 @@ struct WireFrameDecoder: ByteToMessageDecoder {
         guard total >= 4, Int(total) <= WireFrame.maxBytes else {
             throw LifeboatError(.corrupt, "a wire frame of \(total) bytes (at most \(WireFrame.maxBytes))")
         }
-        guard buffer.readableBytes >= 4 + Int(total) else { return .needMoreData }
+        guard buffer.readableBytes >= 4 + Int(total) else {
+            // Room for the whole frame at once: the cumulation buffer would otherwise double its
+            // way up to a segment's size, copying what it holds at each step. (Only a peer past
+            // the mutual-TLS handshake, an enrolled site, gets here: at most maxBytes each.)
+            buffer.reserveCapacity(minimumWritableBytes: 4 + Int(total) - buffer.readableBytes)
+            return .needMoreData
+        }
         // Header and body straight out of the buffer: one copy of a body of up to 96 MiB, not two.
         let headerCount = Int(buffer.getInteger(at: buffer.readerIndex + 4, as: UInt32.self) ?? 0)
         try WireFrame.checkHeaderLength(headerCount, rest: Int(total))
