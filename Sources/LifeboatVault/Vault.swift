@@ -30,7 +30,8 @@ public final class Vault: @unchecked Sendable {
     func basePath(_ disk: DiskID) -> FilePath { basesDirectory.appending("\(disk.rawValue).img") }
 
     /// Opens the vault at `root`, creating it when `create` is set and there is none. With
-    /// `key`, a group that holds no disk yet is made encrypted with it (for good); a group
+    /// `key` and `create` (its writer), a group that holds no disk yet is made encrypted with it
+    /// (for good); a group
     /// encrypted with another key is refused; a plain group stays plain (the caller decides
     /// whether that is acceptable). An encrypted group opened without its key lists its points
     /// but refuses to read or write data.
@@ -46,7 +47,7 @@ public final class Vault: @unchecked Sendable {
         }
         PrivateFiles.tighten(root)
         catalog = try Catalog(path: catalogPath)
-        atRest = try VaultAtRest.settle(catalog, key: key, root: root)
+        atRest = try VaultAtRest.settle(catalog, key: key, adopt: create, root: root)
         try createMissingBaseChecksums()
     }
 

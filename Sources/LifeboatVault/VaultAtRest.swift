@@ -23,7 +23,7 @@ public enum VaultAtRest: Sendable {
     }
 
     /// What the catalog says, reconciled with the key given (see `Vault.init`).
-    static func settle(_ catalog: Catalog, key: VaultKey?, root: FilePath) throws -> VaultAtRest {
+    static func settle(_ catalog: Catalog, key: VaultKey?, adopt: Bool, root: FilePath) throws -> VaultAtRest {
         let recorded = try catalog.read { db in try String.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'keyID'") }
         switch (recorded, key) {
         case (nil, nil): return .plain
@@ -35,8 +35,10 @@ public enum VaultAtRest: Sendable {
             }
             return .sealed(key)
         case (nil, let key?):
-            // A group with no disk holds no data yet: it takes the key (in a write transaction:
-            // two processes adopting at once settle on one). One with data stays plain.
+            // A group with no disk holds no data yet: its writer (`adopt`) gives it the key (in a
+            // write transaction: two processes adopting at once settle on one). One with data,
+            // or opened by a reader, stays plain.
+            guard adopt else { return .plain }
             let adopted = try catalog.write { db -> String? in
                 if let id = try String.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'keyID'") { return id }
                 guard try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM disk") == 0 else { return nil }

@@ -43,7 +43,7 @@ struct ServeCommand: ParsableCommand {
         case (nil, true):
             return nil
         case (let key?, false):
-            let file = absolutePath(self.key ?? ProcessInfo.processInfo.environment["LIFEBOAT_VAULT_KEY"] ?? "")
+            let file = vaultKeyFile(self.key) ?? ""
             if let keyDir = realpath(file, nil).map({ p in defer { free(p) }; return String(cString: p) }),
                let vaultDir = realpath(root, nil).map({ p in defer { free(p) }; return String(cString: p) }), keyDir.hasPrefix(vaultDir + "/") {
                 throw LifeboatError(.invalidArgument, "the vault key is inside the vault directory \(root): keep it elsewhere (a copy of the vault must not carry its key)",

@@ -18,10 +18,14 @@ func vaultFromEnvironment() -> String? {
     ProcessInfo.processInfo.environment["LIFEBOAT_VAULT"].flatMap { $0.isEmpty ? nil : $0 }
 }
 
-/// The vault key file: `--key`, else LIFEBOAT_VAULT_KEY; nil when neither is given.
+/// The vault key file's absolute path: `--key`, else LIFEBOAT_VAULT_KEY; nil when neither is given.
+func vaultKeyFile(_ option: String?) -> String? {
+    (option ?? ProcessInfo.processInfo.environment["LIFEBOAT_VAULT_KEY"].flatMap { $0.isEmpty ? nil : $0 }).map(absolutePath)
+}
+
+/// The vault key that file holds (`VaultKey.load`), nil when none is given.
 func vaultKey(_ option: String?) throws -> VaultKey? {
-    guard let path = option ?? ProcessInfo.processInfo.environment["LIFEBOAT_VAULT_KEY"].flatMap({ $0.isEmpty ? nil : $0 }) else { return nil }
-    return try VaultKey.load(FilePath(absolutePath(path)))
+    try vaultKeyFile(option).map { try VaultKey.load(FilePath($0)) }
 }
 
 /// `--vault`, defaulting from LIFEBOAT_VAULT: the vault directory as a whole (`vault enroll`,

@@ -100,6 +100,13 @@ import Glibc
         let wrong = #expect(throws: LifeboatError.self) { _ = try Vault(root: vault.root, key: other) }
         #expect(wrong?.code == .permission && wrong?.message.contains("is not this vault's") == true, "\(String(describing: wrong))")
 
+        // Only the group's writer gives an empty group its key: a reader with a key leaves it plain.
+        let empty = try temporaryDirectory()
+        _ = try Vault(root: empty, create: true)
+        #expect(!(try Vault(root: empty, key: other).atRest.isEncrypted))
+        #expect(!(try Vault(root: empty).atRest.isEncrypted))
+        #expect(try Vault(root: empty, create: true, key: other).atRest.isEncrypted)
+
         // A plain layer dropped into an encrypted vault is refused, not served.
         let plain = try Fixture(records: 200, seed: 23)
         let plainVault = try plain.makeVault()
