@@ -57,7 +57,7 @@ extension Vault {
     /// transaction, and deletes the inputs. A crash before the commit leaves the inputs in force.
     /// Returns false when the run changed under it (the output is discarded).
     private func merge(_ run: [LayerRow], beforeCommit: () throws -> Void) throws -> Bool {
-        let readers = try run.map { try openLayer($0) }
+        let readers = try openLayers(run)
         var bytes = [UInt8](repeating: 0, count: LayerFormat.headerSize)
         var entries: [LayerEntry] = []
         for reader in readers {

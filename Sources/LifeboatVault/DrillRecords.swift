@@ -79,8 +79,7 @@ extension Vault {
     /// what a crash-point exploration shows around the first failing boundary.
     public func writes(in range: ClosedRange<LSN>, limit: Int = 64) throws -> [(lsn: LSN, disk: DiskID, block: BlockIndex, count: Int)] {
         var blocks: [(LSN, DiskID, BlockIndex)] = []
-        for row in try layerRows(upTo: range.upperBound) where LSN(UInt64(row.lastLSN)) >= range.lowerBound {
-            let layer = try openLayer(row)
+        for layer in try openLayers(try layerRows(upTo: range.upperBound).filter { LSN(UInt64($0.lastLSN)) >= range.lowerBound }) {
             for i in 0..<layer.header.entryCount {
                 let e = layer.entry(i)
                 if range.contains(e.lsn) { blocks.append((e.lsn, e.disk, e.block)) }

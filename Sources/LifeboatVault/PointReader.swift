@@ -62,7 +62,7 @@ public final class PointReader {
         }
         self.lsn = lsn
         self.disks = try vault.disks().filter { only?.contains($0.id) ?? true }
-        self.layers = try vault.layerRows(upTo: lsn).map { try vault.openLayer($0) }
+        self.layers = try vault.openLayers(try vault.layerRows(upTo: lsn))
         var bases: [DiskID: FileDescriptor] = [:]
         for d in disks {
             do { bases[d.id] = try FileDescriptor.open(vault.basePath(d.id), .readOnly, options: [.closeOnExec]) } catch {

@@ -139,8 +139,7 @@ extension Vault {
         let decompressor = ZstdDecompressor()
         var scratch: [UInt8] = []
         var block = [UInt8](repeating: 0, count: BlockSize.bytes)
-        for row in layers {
-            let layer = try openLayer(row)
+        for layer in try openLayers(layers) {
             for i in 0..<layer.header.entryCount {
                 let e = layer.entry(i)
                 // Entries are sorted by (disk, block, LSN): only the last of a run matters.

@@ -87,8 +87,11 @@ extension Vault {
         return try BaseSeals(path: baseSealsPath(disk.id), blocks: disk.blockCount, writable: writable, key: key, groupID: Hex.bytes(group), disk: disk.id)
     }
 
-    /// A layer of this group, opened with the group's sealer.
-    func openLayer(_ row: LayerRow) throws -> LayerReader {
-        try LayerReader(path: layerPath(row), sealer: try frameSealer())
+    /// The layers of `rows`, opened with the group's sealer (made once: an encrypted group's
+    /// sealer reads the group id from the catalog).
+    func openLayers(_ rows: [LayerRow]) throws -> [LayerReader] {
+        guard !rows.isEmpty else { return [] }  // an encrypted group with no layer may have no group id yet
+        let sealer = try frameSealer()
+        return try rows.map { try LayerReader(path: layerPath($0), sealer: sealer) }
     }
 }

@@ -37,9 +37,9 @@ public enum VaultVerifier {
         // long part, reading every byte; what arrived after the view is not checked this time.
         let (base, last, layers, points, prunePending, disks, windows) = try vault.withWriterLock {
             let (base, last) = try vault.lsnRange()
-            let layers = try vault.layerRows(upTo: last).reversed().map { row in
-                (row, Result { try vault.openLayer(row) })
-            }
+            let rows = try vault.layerRows(upTo: last)
+            let sealer = rows.isEmpty ? nil : try vault.frameSealer()
+            let layers = rows.reversed().map { row in (row, Result { try LayerReader(path: vault.layerPath(row), sealer: sealer) }) }
             return (base, last, layers, try vault.points(), try vault.pendingPruneTarget(), try vault.disks(), try vault.resyncWindows())
         }
         // The LSNs a site dropped (resync windows) are held without a layer: the chain jumps them.

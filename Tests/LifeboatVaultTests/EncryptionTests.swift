@@ -129,7 +129,7 @@ import Glibc
 
         // A flipped bit inside a sealed frame's ciphertext (zstd's own checksum is inside the seal).
         let row = try #require(try vault.layerRows(upTo: last).first)
-        let layer = try vault.openLayer(row)
+        let layer = try #require(try vault.openLayers([row]).first)
         let entry = layer.entry(0)
         let path = vault.layerPath(row).string
         var bytes = try #require(FileManager.default.contents(atPath: path))
