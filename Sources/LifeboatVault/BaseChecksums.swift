@@ -20,38 +20,18 @@ final class BaseChecksums {
 
     static func entry(of block: UnsafeRawBufferPointer) -> UInt32 { CRC32C.of(block) ^ zeroBlockCRC }
 
-    let path: FilePath
-    let blocks: Int
-    private let map: UnsafeMutableRawPointer?
+    static let what = "the base's block checksums"
+    private let table: MappedBlockTable
 
     /// Maps an existing checksum file; its size must be exactly 4 bytes per block.
     init(path: FilePath, blocks: Int, writable: Bool) throws {
-        self.path = path
-        self.blocks = blocks
-        let fd: FileDescriptor
-        do { fd = try FileDescriptor.open(path, writable ? .readWrite : .readOnly, options: [.closeOnExec]) } catch {
-            throw LifeboatError.wrapping(error, "cannot open the base's block checksums", path: path.string)
-        }
-        defer { try? fd.close() }
-        let size = (try? fd.fileSize()) ?? -1
-        guard size == Int64(blocks) * 4 else {
-            throw LifeboatError(.corrupt, "block checksum file is \(size) bytes, \(blocks * 4) expected (4 per block)", path: path.string)
-        }
-        guard blocks > 0 else { map = nil; return }
-        let protection = writable ? PROT_READ | PROT_WRITE : PROT_READ
-        let p = mmap(nil, blocks * 4, protection, MAP_SHARED, fd.rawValue, 0)
-        guard let p, p != MAP_FAILED else {
-            throw LifeboatError.system(Errno(rawValue: errno), "cannot map the base's block checksums", path: path.string)
-        }
-        map = p
+        table = try MappedBlockTable(path: path, blocks: blocks, entrySize: 4, writable: writable, what: Self.what)
     }
 
-    deinit { if let map { munmap(map, blocks * 4) } }
-
-    func expected(_ block: Int) -> UInt32 { UInt32(littleEndian: map!.loadUnaligned(fromByteOffset: block * 4, as: UInt32.self)) }
+    func expected(_ block: Int) -> UInt32 { UInt32(littleEndian: table.entry(block).loadUnaligned(as: UInt32.self)) }
 
     func record(_ block: Int, _ bytes: UnsafeRawBufferPointer) {
-        map!.storeBytes(of: Self.entry(of: bytes).littleEndian, toByteOffset: block * 4, as: UInt32.self)
+        table.entry(block).storeBytes(of: Self.entry(of: bytes).littleEndian, as: UInt32.self)
     }
 
     /// The first block of `data` (whole blocks of the base from `firstBlock` on) whose content
@@ -71,23 +51,12 @@ final class BaseChecksums {
     }
 
     /// Writes the checksums to disk (after a prune's merge, before its catalog commit).
-    func sync() throws {
-        guard let map else { return }
-        if msync(map, blocks * 4, MS_SYNC) != 0 {
-            throw LifeboatError.system(Errno(rawValue: errno), "cannot write the base's block checksums", path: path.string)
-        }
-    }
+    func sync() throws { try table.sync(Self.what) }
 
     /// Computes the checksums of the base `base` (reading only its data extents) into a new
     /// file at `path`, durably.
     static func create(forBase base: FileDescriptor, blocks: Int, at path: FilePath) throws {
-        do {
-            let fd = try FileDescriptor.open(path, .readWrite, options: [.create, .truncate, .closeOnExec], permissions: PrivateFiles.fileMode)
-            defer { try? fd.close() }
-            try fd.resize(to: Int64(blocks) * 4)
-        } catch {
-            throw LifeboatError.wrapping(error, "cannot create the base's block checksums", path: path.string)
-        }
+        try MappedBlockTable.create(at: path, blocks: blocks, entrySize: 4, what: what)
         let sums = try BaseChecksums(path: path, blocks: blocks, writable: true)
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: BlockSize.bytes)
         defer { buffer.deallocate() }
@@ -149,14 +118,11 @@ extension Vault {
             if bad == nil { bad = holes(next..<first) ?? sums.firstMismatch(in: bytes, firstBlock: first) }
             if bad == nil, unsealed == nil, let seals {
                 // `bytes` lies in `buffer`, ours: blocks are opened where they were read.
-                let data = UnsafeMutableRawBufferPointer(mutating: bytes)
-                for k in 0..<(bytes.count >> BlockSize.shift) {
-                    do {
-                        try seals.open(block: first + k, UnsafeMutableRawBufferPointer(rebasing: data[(k << BlockSize.shift)..<((k + 1) << BlockSize.shift)])) {
-                            BaseSeals.failure(diskName: disk.name, block: $0, path: path)
-                        }
-                    } catch let e as LifeboatError { unsealed = e; break }
-                }
+                do {
+                    try seals.open(blocks: UnsafeMutableRawBufferPointer(mutating: bytes), firstBlock: first) {
+                        BaseSeals.failure(diskName: disk.name, block: $0, path: path)
+                    }
+                } catch let e as LifeboatError { unsealed = e }
             }
             next = first + bytes.count >> BlockSize.shift
         }

@@ -23,55 +23,29 @@ import Glibc
 /// ciphertext. An entry of zeros is a block stored as zeros (a hole of the sparse base): it
 /// reads as zeros; a zero-filled block with a set entry is a lost block.
 ///
-/// Mapped, like the checksums beside it: a prune sets entries without a system call each.
+/// Mapped (`MappedBlockTable`), like the checksums beside it.
 final class BaseSeals {
     static let entrySize = 24
     static let info = Array("lifeboat base v1".utf8)
 
-    let path: FilePath
-    let blocks: Int
+    static let what = "the base's seals"
+    private let table: MappedBlockTable
     private let key: SymmetricKey
-    private let map: UnsafeMutableRawPointer?
 
     init(path: FilePath, blocks: Int, writable: Bool, key: VaultKey, groupID: [UInt8], disk: DiskID) throws {
-        self.path = path
-        self.blocks = blocks
         var info = Self.info
         withUnsafeBytes(of: disk.rawValue.littleEndian) { info += $0 }
         self.key = key.derive(salt: groupID, info: info)
-        let fd: FileDescriptor
-        do { fd = try FileDescriptor.open(path, writable ? .readWrite : .readOnly, options: [.closeOnExec]) } catch {
-            throw LifeboatError.wrapping(error, "cannot open the base's seals", path: path.string)
-        }
-        defer { try? fd.close() }
-        let size = (try? fd.fileSize()) ?? -1
-        guard size == Int64(blocks) * Int64(Self.entrySize) else {
-            throw LifeboatError(.corrupt, "seal file is \(size) bytes, \(blocks * Self.entrySize) expected (\(Self.entrySize) per block)", path: path.string)
-        }
-        guard blocks > 0 else { map = nil; return }
-        let p = mmap(nil, blocks * Self.entrySize, writable ? PROT_READ | PROT_WRITE : PROT_READ, MAP_SHARED, fd.rawValue, 0)
-        guard let p, p != MAP_FAILED else {
-            throw LifeboatError.system(Errno(rawValue: errno), "cannot map the base's seals", path: path.string)
-        }
-        map = p
+        table = try MappedBlockTable(path: path, blocks: blocks, entrySize: Self.entrySize, writable: writable, what: Self.what)
     }
-
-    deinit { if let map { munmap(map, blocks * Self.entrySize) } }
 
     /// Makes an empty (all-hole) seal file for `blocks` blocks.
     static func create(at path: FilePath, blocks: Int) throws {
-        do {
-            let fd = try FileDescriptor.open(path, .readWrite, options: [.create, .truncate, .closeOnExec], permissions: PrivateFiles.fileMode)
-            defer { try? fd.close() }
-            try fd.resize(to: Int64(blocks) * Int64(entrySize))
-        } catch {
-            throw LifeboatError.wrapping(error, "cannot create the base's seals", path: path.string)
-        }
+        try MappedBlockTable.create(at: path, blocks: blocks, entrySize: entrySize, what: what)
     }
 
-    private func entry(_ block: Int) -> UnsafeMutableRawBufferPointer {
-        UnsafeMutableRawBufferPointer(start: map! + block * Self.entrySize, count: Self.entrySize)
-    }
+    private var path: FilePath { table.path }
+    private func entry(_ block: Int) -> UnsafeMutableRawBufferPointer { table.entry(block) }
 
     private func isEmpty(_ block: Int) -> Bool { entry(block).allSatisfy { $0 == 0 } }
 
@@ -114,16 +88,18 @@ final class BaseSeals {
         plain.withUnsafeBytes { bytes.copyMemory(from: $0) }
     }
 
+    /// Opens each block of `data` (whole blocks of the base from `firstBlock` on) in place.
+    func open(blocks data: UnsafeMutableRawBufferPointer, firstBlock: Int, damage: (Int) -> LifeboatError) throws {
+        for k in 0..<(data.count >> BlockSize.shift) {
+            try open(block: firstBlock + k, UnsafeMutableRawBufferPointer(rebasing: data[(k << BlockSize.shift)..<((k + 1) << BlockSize.shift)]), damage: damage)
+        }
+    }
+
     /// The first block in `range` with a seal: a block that reads as a hole but was written.
     func firstSealed(in range: Range<Int>) -> Int? { range.first { !isEmpty($0) } }
 
     /// Writes the seals to disk (with the checksums, before a prune's catalog commit).
-    func sync() throws {
-        guard let map else { return }
-        if msync(map, blocks * Self.entrySize, MS_SYNC) != 0 {
-            throw LifeboatError.system(Errno(rawValue: errno), "cannot write the base's seals", path: path.string)
-        }
-    }
+    func sync() throws { try table.sync(Self.what) }
 }
 
 extension BaseSeals {

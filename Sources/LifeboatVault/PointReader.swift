@@ -85,11 +85,8 @@ public final class PointReader {
         if let sums = baseSums[disk], let bad = sums.firstMismatch(in: UnsafeRawBufferPointer(data), firstBlock: firstBlock) {
             throw baseDamage(disk: disk, block: bad)
         }
-        guard let seals = baseSeals[disk] else { return }
-        for k in 0..<(data.count >> BlockSize.shift) {
-            try seals.open(block: firstBlock + k, UnsafeMutableRawBufferPointer(rebasing: data[(k << BlockSize.shift)..<((k + 1) << BlockSize.shift)])) {
-                BaseSeals.failure(diskName: disks.first { $0.id == disk }?.name ?? "\(disk)", block: $0, path: basePaths[disk] ?? "")
-            }
+        try baseSeals[disk]?.open(blocks: data, firstBlock: firstBlock) {
+            BaseSeals.failure(diskName: disks.first { $0.id == disk }?.name ?? "\(disk)", block: $0, path: basePaths[disk] ?? "")
         }
     }
 
