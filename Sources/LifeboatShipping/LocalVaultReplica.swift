@@ -46,10 +46,12 @@ public final class LocalVaultReplica: ReplicaTarget, @unchecked Sendable {
     /// As it lies: the vault compresses each write once, into its layer.
     public func prepare(segment: [UInt8]) throws -> PreparedSegment { PreparedSegment(bytes: segment) }
 
-    public func ship(_ segment: PreparedSegment, name: String) throws -> LSN {
+    /// Ingests at once, on the shipper's thread: there is no wire here to overlap with.
+    public func send(_ segment: PreparedSegment, name: String) throws -> PendingShip {
         let v = try vault()
         if case .ingested = try v.ingest(segment: segment.bytes, name: name) { maintenance.dataArrived() }
-        return try v.lsnRange().last
+        let held = try v.lsnRange().last
+        return PendingShip { held }
     }
 
     public func append(records: [UInt8], firstLSN: LSN, name: String) throws -> LSN {

@@ -38,10 +38,13 @@ public protocol ReplicaTarget: AnyObject, Sendable {
     /// while the vault takes the one before.
     func prepare(segment: [UInt8]) throws -> PreparedSegment
 
-    /// Sends one prepared segment; returns, once the vault holds it durably, the LSN it holds
-    /// through (read from its catalog). A segment the vault already holds is accepted again (a
-    /// retry after a lost answer).
-    func ship(_ segment: PreparedSegment, name: String) throws -> LSN
+    /// Sends one prepared segment and returns without waiting for the vault: the answer — once
+    /// the vault holds it durably, the LSN it holds through, read from its catalog — comes from
+    /// `PendingShip.held()`. The shipper sends the next segment before it waits for this one's
+    /// answer (a window of two), so that the vault takes one segment off the wire while it
+    /// ingests the one before. Answers come in the order of the sends. A segment the vault
+    /// already holds is accepted again (a retry after a lost answer); one past a gap is refused.
+    func send(_ segment: PreparedSegment, name: String) throws -> PendingShip
 
     /// Sends a run of records as they lie in a segment, from `firstLSN` (streaming: the open
     /// segment's records as they become durable, or the rest of a segment partly sent); returns
@@ -69,4 +72,21 @@ public protocol ReplicaTarget: AnyObject, Sendable {
 
     /// Releases everything (the vault's upkeep stops, if this target runs it).
     func close()
+}
+
+extension ReplicaTarget {
+    /// Sends one prepared segment and waits for the LSN the vault holds through after it.
+    public func ship(_ segment: PreparedSegment, name: String) throws -> LSN { try send(segment, name: name).held() }
+}
+
+/// A segment sent to the vault whose answer may not have come yet.
+public final class PendingShip: @unchecked Sendable {
+    private let answer: () throws -> LSN
+
+    /// `answer` waits for the vault's answer; it is called once.
+    public init(answer: @escaping () throws -> LSN) { self.answer = answer }
+
+    /// Waits for the vault's answer: the LSN it holds through once it holds the segment durably.
+    /// Called once.
+    public func held() throws -> LSN { try answer() }
 }

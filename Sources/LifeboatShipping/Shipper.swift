@@ -226,40 +226,62 @@ public final class Shipper: @unchecked Sendable {
         // stays (that would leave an LSN gap, and recovery refuses a journal with a gap).
         let applied = appliedLSN()
         var deleting = true
+        /// A segment may go once the vault holds it and a checkpoint covers it, in order only.
+        func deleteIfMay(_ path: FilePath, lastLSN: LSN) {
+            deleting = deleting && lastLSN <= shipped && lastLSN <= applied
+            if deleting {
+                unlink(path.string)
+                try? syncDirectory(journal.directory)
+            }
+        }
+        func shippedThrough(_ lsn: LSN) {
+            shipped = lsn
+            figures.withLock {
+                $0.lastShippedAt = Date()
+                $0.shippedLSN = lsn
+            }
+        }
         // The next segment to go whole, read and prepared while the vault takes this one.
         var prefetched: SegmentPrefetch?
         defer { _ = try? prefetched?.get() }  // never leave its thread reading behind
+        // The segment sent whose answer has not come: the next one is sent before it is awaited,
+        // so that the vault takes one off the wire while it ingests the other. The vault answers
+        // from its catalog, read back after the ingest: only that is trusted before anything
+        // local is deleted.
+        var inFlight: (answer: PendingShip, path: FilePath, lastLSN: LSN)?
+        func settle() throws {
+            guard let sent = inFlight else { return }
+            inFlight = nil
+            shippedThrough(try sent.answer.held())
+            deleteIfMay(sent.path, lastLSN: sent.lastLSN)
+        }
         for (i, segment) in sealed.enumerated() {
             if loop.isStopping { break }
             let next = i + 1 < local.count ? local[i + 1].firstLSN : currentFirst
             let lastLSN = LSN(next.rawValue - 1)
-            if lastLSN > shipped {
-                if shipped >= segment.firstLSN {
+            let sentThrough = inFlight?.lastLSN ?? shipped
+            if lastLSN > sentThrough {
+                if sentThrough >= segment.firstLSN {
                     // Partly in the vault (streamed while it was open): only the rest goes.
+                    try settle()
                     guard let bytes = try Self.load(segment.path) else { break }
                     if let run = try Self.records(after: shipped, in: bytes, path: segment.path) {
-                        shipped = try target.append(records: Array(bytes[run.offset..<run.end]), firstLSN: run.first, name: segment.path.string)
+                        shippedThrough(try target.append(records: Array(bytes[run.offset..<run.end]), firstLSN: run.first, name: segment.path.string))
                     }
                 } else {
                     let ready = prefetched?.path == segment.path ? prefetched! : SegmentPrefetch(segment.path, target: target)
                     prefetched = i + 1 < sealed.count ? SegmentPrefetch(sealed[i + 1].path, target: target) : nil
                     guard let prepared = try ready.get() else { break }
-                    // The vault answers from its catalog, read back after the ingest: only that
-                    // is trusted before anything local is deleted.
-                    shipped = try target.ship(prepared, name: segment.path.string)
-                }
-                let now = shipped
-                figures.withLock {
-                    $0.lastShippedAt = Date()
-                    $0.shippedLSN = now
+                    let answer = try target.send(prepared, name: segment.path.string)
+                    try settle()
+                    inFlight = (answer, segment.path, lastLSN)
+                    continue
                 }
             }
-            deleting = deleting && lastLSN <= shipped && lastLSN <= applied
-            if deleting {
-                unlink(segment.path.string)
-                try? syncDirectory(journal.directory)
-            }
+            try settle()
+            deleteIfMay(segment.path, lastLSN: lastLSN)
         }
+        try settle()
         let before = shipped
         figures.withLock { $0.shippedLSN = before }
         try streamOnce(shipped: shipped)

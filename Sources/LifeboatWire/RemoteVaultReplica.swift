@@ -18,10 +18,13 @@ import Glibc
 #endif
 
 /// The vault on another machine (`lifeboat://HOST:PORT`), as the shipper sees any vault: a
-/// `ReplicaTarget` over one mutual-TLS connection made with the site's bundle. Calls are
-/// synchronous (the shipper's thread, and the control socket's for `point(at:)`), one at a time,
-/// each with a deadline; a failure drops the connection and the next call makes a new one.
-/// Segments cross the wire zstd-compressed (level 1).
+/// `ReplicaTarget` over one mutual-TLS connection made with the site's bundle. Requests are
+/// written one after another (the shipper's thread, and the control socket's for `point(at:)`)
+/// and answered in that order; a caller waits for its own answer outside the lock, so that the
+/// shipper can send the next segment while the vault ingests the one before (`send`). Each
+/// answer has a deadline; a failure drops the connection — every request still waiting on it
+/// fails with it — and the next call makes a new one. Segments cross the wire zstd-compressed
+/// (level 1).
 public final class RemoteVaultReplica: ReplicaTarget, @unchecked Sendable {
     public let address: String
     private let bundle: SiteBundle
@@ -109,13 +112,16 @@ public final class RemoteVaultReplica: ReplicaTarget, @unchecked Sendable {
         PreparedSegment(bytes: try segment.withUnsafeBytes { try Zstd.compress($0, level: 1) })
     }
 
-    public func ship(_ segment: PreparedSegment, name: String) throws -> LSN {
+    public func send(_ segment: PreparedSegment, name: String) throws -> PendingShip {
         var request = WireRequest(op: "ship")
         request.name = (name as NSString).lastPathComponent
-        guard let held = try call(request, body: segment.bytes).heldThrough else {
-            throw LifeboatError(.io, "the vault at \(address) answered ship without the LSN it holds through")
+        let posted = try post(request, body: segment.bytes)
+        return PendingShip { [self] in
+            guard let held = try answer(to: posted).0.heldThrough else {
+                throw LifeboatError(.io, "the vault at \(address) answered ship without the LSN it holds through")
+            }
+            return LSN(held)
         }
-        return LSN(held)
     }
 
     public func append(records: [UInt8], firstLSN: LSN, name: String) throws -> LSN {
@@ -175,23 +181,54 @@ public final class RemoteVaultReplica: ReplicaTarget, @unchecked Sendable {
 
     /// One request, its answer and the answer's body.
     func exchange(_ request: WireRequest, body: [UInt8] = []) throws -> (WireResponse, [UInt8]) {
+        try answer(to: try post(request, body: body))
+    }
+
+    /// A request written to the connection, its answer still to come.
+    struct Posted {
+        let op: String
+        let connection: Connection
+        let answer: EventLoopFuture<WireFrame>
+    }
+
+    /// Writes one request (connecting first if needed) and returns without its answer. The
+    /// lock orders the writes, and so the answers.
+    private func post(_ request: WireRequest, body: [UInt8]) throws -> Posted {
         try lock.withLock {
             do {
                 let c = try connection ?? connect()
                 connection = c
-                let response = try c.send(WireFrame(header: WireJSON.encode(request), body: body), timeout: timeout(sending: body.count), pacer: pacer)
-                let decoded = try WireJSON.decode(WireResponse.self, response.header)
-                guard decoded.ok else {
-                    throw LifeboatError(.io, "the vault at \(address) refused \(request.op): \(decoded.error ?? "no reason given")")
-                }
-                return (decoded, response.body)
+                let answer = try c.send(header: WireJSON.encode(request), body: body, timeout: timeout(sending:), pacer: pacer)
+                return Posted(op: request.op, connection: c, answer: answer)
             } catch {
                 connection?.close()
                 connection = nil
-                if let e = error as? LifeboatError { throw e }
-                throw LifeboatError(.io, "the vault at \(address): \(error)")
+                throw described(error)
             }
         }
+    }
+
+    /// Waits for a posted request's answer; the vault's refusal becomes a LifeboatError with its
+    /// words. Any failure drops that connection (the requests behind it fail with it).
+    private func answer(to posted: Posted) throws -> (WireResponse, [UInt8]) {
+        do {
+            let response = try posted.answer.wait()
+            let decoded = try WireJSON.decode(WireResponse.self, response.header)
+            guard decoded.ok else {
+                throw LifeboatError(.io, "the vault at \(address) refused \(posted.op): \(decoded.error ?? "no reason given")")
+            }
+            return (decoded, response.body)
+        } catch {
+            lock.withLock {
+                posted.connection.close()
+                if connection === posted.connection { connection = nil }
+            }
+            throw described(error)
+        }
+    }
+
+    private func described(_ error: any Error) -> LifeboatError {
+        error as? LifeboatError ?? LifeboatError(.io, "the vault at \(address): \(error)")
     }
 
     private func connect() throws -> Connection {
@@ -227,36 +264,55 @@ public final class RemoteVaultReplica: ReplicaTarget, @unchecked Sendable {
         return Connection(channel: channel, responses: responses)
     }
 
-    final class Connection {
+    final class Connection: Sendable {
         let channel: Channel
         let responses: ResponseHandler
+        /// The bytes of requests sent whose answers have not come: a request's deadline counts
+        /// the ones ahead of it, which the vault answers first.
+        private let awaiting = Mutex(0)
 
         init(channel: Channel, responses: ResponseHandler) {
             self.channel = channel
             self.responses = responses
         }
 
-        /// Writes the frame — paced in 256 KiB slices when there is a pacer, so that a throttled
-        /// link is never taken whole even by a large segment — and waits for the answer.
-        func send(_ frame: WireFrame, timeout: TimeAmount, pacer: Pacer?) throws -> WireFrame {
-            let promise = channel.eventLoop.makePromise(of: WireFrame.self)
-            responses.expect(promise, on: channel.eventLoop)
-            let timer = channel.eventLoop.scheduleTask(in: timeout) {
-                promise.fail(LifeboatError(.io, "no answer within \(timeout.nanoseconds / 1_000_000_000) s"))
+        /// Writes one frame — paced in 256 KiB slices when there is a pacer, so that a throttled
+        /// link is never taken whole even by a large segment — and returns its answer to come,
+        /// which fails after the deadline `timeout` gives for the bytes sent and those ahead.
+        func send(header: [UInt8], body: [UInt8], timeout: (Int) -> TimeAmount, pacer: Pacer?) throws -> EventLoopFuture<WireFrame> {
+            let loop = channel.eventLoop
+            let promise = loop.makePromise(of: WireFrame.self)
+            let size = 8 + header.count + body.count
+            let ahead = awaiting.withLock { waiting in
+                defer { waiting += size }
+                return waiting
             }
-            defer { timer.cancel() }
-            let bytes = frame.encoded()
+            let deadline = timeout(ahead + size)
+            responses.expect(promise, on: loop)
+            let timer = loop.scheduleTask(in: deadline) {
+                promise.fail(LifeboatError(.io, "no answer within \(deadline.nanoseconds / 1_000_000_000) s"))
+            }
+            promise.futureResult.whenComplete { [self] _ in
+                timer.cancel()
+                awaiting.withLock { $0 -= size }
+            }
+            // Written into the channel's buffer at once: one copy of the body, not two.
+            var frame = channel.allocator.buffer(capacity: size)
+            frame.writeInteger(UInt32(size - 4))
+            frame.writeInteger(UInt32(header.count))
+            frame.writeBytes(header)
+            frame.writeBytes(body)
             if let pacer {
                 let slice = 256 << 10
-                for start in stride(from: 0, to: bytes.count, by: slice) {
-                    let end = min(bytes.count, start + slice)
-                    pacer.take(end - start)
-                    try channel.writeAndFlush(channel.allocator.buffer(bytes: bytes[start..<end])).wait()
+                for start in stride(from: 0, to: size, by: slice) {
+                    let length = min(slice, size - start)
+                    pacer.take(length)
+                    try channel.writeAndFlush(frame.getSlice(at: start, length: length)!).wait()
                 }
             } else {
-                channel.writeAndFlush(channel.allocator.buffer(bytes: bytes)).cascadeFailure(to: promise)
+                channel.writeAndFlush(frame).cascadeFailure(to: promise)
             }
-            return try promise.futureResult.wait()
+            return promise.futureResult
         }
 
         func close() { channel.close(promise: nil) }
@@ -265,7 +321,8 @@ public final class RemoteVaultReplica: ReplicaTarget, @unchecked Sendable {
     /// Hands each answer to the request waiting for it; a closed connection or a TLS error fails it.
     final class ResponseHandler: ChannelInboundHandler, @unchecked Sendable {
         typealias InboundIn = WireFrame
-        private var waiting: EventLoopPromise<WireFrame>?
+        /// The requests written whose answers have not come, oldest first: answers come in order.
+        private var waiting: [EventLoopPromise<WireFrame>] = []
         private var handshakeDone: EventLoopPromise<[UInt8]?>?
         /// The server's certificate (DER), taken when the handshake completes — not asked of
         /// the TLS handler later, which a server closing at once has already taken away.
@@ -302,18 +359,28 @@ public final class RemoteVaultReplica: ReplicaTarget, @unchecked Sendable {
             context.fireUserInboundEventTriggered(event)
         }
 
+        /// Queued on the loop before the request's bytes are: its answer cannot come first.
         func expect(_ promise: EventLoopPromise<WireFrame>, on loop: EventLoop) {
-            loop.execute { self.waiting = promise }
+            loop.execute { self.waiting.append(promise) }
         }
 
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-            waiting?.succeed(unwrapInboundIn(data))
-            waiting = nil
+            guard !waiting.isEmpty else {
+                // An answer to nothing asked: the two sides no longer agree which is which.
+                errorCaught(context: context, error: LifeboatError(.corrupt, "the vault sent an answer to no request"))
+                return
+            }
+            waiting.removeFirst().succeed(unwrapInboundIn(data))
+        }
+
+        private func failWaiting(_ error: any Error) {
+            let failed = waiting
+            waiting = []
+            for promise in failed { promise.fail(error) }
         }
 
         func errorCaught(context: ChannelHandlerContext, error: Error) {
-            waiting?.fail(error)
-            waiting = nil
+            failWaiting(error)
             if ended == nil { ended = error }
             handshakeDone?.fail(error)
             handshakeDone = nil
@@ -321,8 +388,7 @@ public final class RemoteVaultReplica: ReplicaTarget, @unchecked Sendable {
         }
 
         func channelInactive(context: ChannelHandlerContext) {
-            waiting?.fail(LifeboatError(.io, "the vault closed the connection"))
-            waiting = nil
+            failWaiting(LifeboatError(.io, "the vault closed the connection"))
             let closed = LifeboatError(.io, "the vault closed the connection during the TLS handshake")
             if ended == nil { ended = closed }
             handshakeDone?.fail(closed)

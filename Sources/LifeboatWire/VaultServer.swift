@@ -223,7 +223,12 @@ final class VaultService: @unchecked Sendable {
     }
 }
 
-/// One connection: identify the site once (after the handshake), then answer its frames in order.
+/// One connection: identify the site at each request, then answer its requests one after
+/// another, in order. A site may send the next request before the answer to the one before (the
+/// shipper's next segment while this one is ingested): it waits here, already off the wire. At
+/// most `waitingAtMost` wait; past that the connection is not read until one is answered (TCP's
+/// own flow control holds the site). A refused request ends the connection: what the site sent
+/// after it assumed it would succeed.
 final class VaultConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = WireFrame
     typealias OutboundOut = ByteBuffer
@@ -232,8 +237,16 @@ final class VaultConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
     private let pool: NIOThreadPool
     private let logger: Logger
     private var site: String?
-    /// A request is being answered: the protocol is one at a time, so a second one is refused.
-    private var busy = false
+    /// Requests read and not yet begun, oldest first; and whether one is being answered.
+    private var waiting: [(request: WireRequest, body: [UInt8])] = []
+    private var answering = false
+    /// Requests waiting past which the connection is not read: the shipper sends at most two
+    /// segments ahead of an answer, and the control socket's `pointAt` may come between.
+    static let waitingAtMost = 2
+    /// A refusal was sent: what comes after it is not run.
+    private var ending = false
+    /// The connection is not read while `waitingAtMost` requests wait.
+    private var readPaused = false
 
     init(service: VaultService, pool: NIOThreadPool, logger: Logger) {
         self.service = service
@@ -253,40 +266,69 @@ final class VaultConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
             site = name
         case .failure(let why):
             logger.warning("refused a connection from \(peer): \(why.message)")
-            reply(context, WireResponse.refusal(why))
-            context.close(promise: nil)
+            refuseAndEnd(context, why)
             return
         }
-        let site = self.site!
-        guard !busy else {
-            logger.warning("site \(site) from \(peer): a request before the answer to the previous one; closing")
-            reply(context, WireResponse.refusal(LifeboatError(.invalidArgument, "one request at a time: wait for each answer")))
-            context.close(promise: nil)
-            return
-        }
+        guard !ending else { return }
         let request: WireRequest
         do { request = try WireJSON.decode(WireRequest.self, frame.header) } catch {
-            reply(context, WireResponse.refusal(error as? LifeboatError ?? LifeboatError(.corrupt, "\(error)")))
-            context.close(promise: nil)
+            refuseAndEnd(context, error as? LifeboatError ?? LifeboatError(.corrupt, "\(error)"))
             return
         }
+        waiting.append((request, frame.body))
+        if waiting.count >= Self.waitingAtMost, !readPaused {
+            readPaused = true
+            try? context.channel.syncOptions?.setOption(.autoRead, value: false)
+        }
+        answerNext(context)
+    }
+
+    /// Begins the oldest waiting request on the pool, unless one is being answered; its answer
+    /// begins the next.
+    private func answerNext(_ context: ChannelHandlerContext) {
+        guard !answering, !ending, !waiting.isEmpty, let site else { return }
+        let (request, body) = waiting.removeFirst()
+        if waiting.count < Self.waitingAtMost, readPaused {
+            readPaused = false
+            try? context.channel.syncOptions?.setOption(.autoRead, value: true)  // reads again at once
+        }
+        answering = true
         let service = self.service, logger = self.logger
-        busy = true
         let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         pool.runIfActive(eventLoop: context.eventLoop) { () -> (WireResponse, [UInt8]) in
-            do { return try service.handle(request, body: frame.body, site: site) } catch {
+            do { return try service.handle(request, body: body, site: site) } catch {
                 let e = error as? LifeboatError ?? LifeboatError(.io, "\(error)")
                 logger.warning("site \(site): \(request.op) refused: \(e)")
                 return (WireResponse.refusal(e), [])
             }
         }.whenComplete { result in
             let (handler, context) = loopBound.value
-            handler.busy = false
+            handler.answering = false
             switch result {
-            case .success(let (response, body)): handler.reply(context, response, body: body)
-            case .failure(let error): handler.reply(context, WireResponse.refusal(LifeboatError(.io, "\(error)")))
+            case .success(let (response, body)) where response.ok:
+                handler.reply(context, response, body: body)
+                handler.answerNext(context)
+            case .success(let (response, _)):
+                handler.refuseAndEnd(context, response)
+            case .failure(let error):
+                handler.refuseAndEnd(context, WireResponse.refusal(LifeboatError(.io, "\(error)")))
             }
         }
+    }
+
+    private func refuseAndEnd(_ context: ChannelHandlerContext, _ error: LifeboatError) {
+        refuseAndEnd(context, WireResponse.refusal(error))
+    }
+
+    /// Sends the refusal, then one for each request waiting behind it (not run), and closes.
+    private func refuseAndEnd(_ context: ChannelHandlerContext, _ refusal: WireResponse) {
+        ending = true
+        reply(context, refusal)
+        for (request, _) in waiting {
+            reply(context, WireResponse.refusal(LifeboatError(.invalidArgument, "\(request.op) not run: a request before it on this connection was refused")))
+        }
+        waiting = []
+        context.close(promise: nil)
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {

@@ -1,6 +1,8 @@
 import Foundation
 import LifeboatCore
 import LifeboatIdentity
+import LifeboatJournal
+import LifeboatShipping
 import LifeboatTestSupport
 import LifeboatVault
 import LifeboatWireFormat
@@ -160,6 +162,64 @@ import Glibc
                 #expect(!message.contains("CERTIFICATE_VERIFY_FAILED") && !message.contains("that is not the vault's"), "\(name): \(message)")
             }
         }
+    }
+
+    /// The shipper's window: a segment sent before the answer to the one before is taken off the
+    /// wire while that one is ingested, and the answers come in order, each with what the vault
+    /// holds after its own segment. A refused request ends the connection: the segment sent behind
+    /// it is not run (it would have followed a gap the site does not know of), and the vault holds
+    /// no more than before. (The real server and client on loopback, mutual TLS.)
+    @Test(.timeLimit(.minutes(2)))
+    func segmentsSentAheadOfTheirAnswersAreIngestedInOrderAndARefusalStopsTheRest() throws {
+        let dir = try testDirectory("wire-window")
+        let home = try VaultHome(root: FilePath(dir + "/vault"), create: true)
+        let server = try VaultServer(home: home, logger: Logger(label: "test"))
+        try server.start(host: "127.0.0.1", port: 0)
+        defer { server.stop() }
+        let authority = try VaultAuthority.open(vault: home.root, create: true)
+        let bundle = try authority.enroll(site: "alpha", vaultAddress: "lifeboat://127.0.0.1:\(try #require(server.boundPort))", days: 1)
+        let replica = try RemoteVaultReplica(bundle: bundle)
+        defer { replica.close() }
+
+        // Four sealed segments of 64 KiB writes to a 4 MiB disk.
+        let group = [UInt8](repeating: 0xab, count: 16)
+        let journalDirectory = FilePath(dir + "/journal")
+        try FileManager.default.createDirectory(atPath: journalDirectory.string, withIntermediateDirectories: true)
+        let (journal, _) = try Journal.open(directory: journalDirectory, groupID: group, configuration: .init(segmentBytes: 1 << 20))
+        for i in 0..<60 {
+            let data = randomBytes(64 << 10, seed: UInt64(i))
+            _ = try data.withUnsafeBytes { try journal.appendWrite(disk: DiskID(0), firstBlock: BlockIndex(UInt64(i % 64) * 16), data: $0) }
+        }
+        try journal.sealIfOlder(than: .zero)
+        try journal.close()
+        var segments: [(bytes: [UInt8], last: LSN, name: String)] = []
+        for entry in try JournalDirectory.segments(in: journalDirectory) {
+            let bytes = try SegmentReader.load(entry.path)
+            let scan = try SegmentReader.scan(bytes, path: entry.path)
+            if scan.end == .sealed { segments.append((bytes, scan.lastLSN, entry.path.string)) }
+        }
+        try #require(segments.count >= 4)
+        let empty = dir + "/empty.img"
+        try #require(FileManager.default.createFile(atPath: empty, contents: nil))
+        try replica.addDisk(group: group.map { String(format: "%02x", $0) }.joined(), id: DiskID(0), name: "d0", sizeBytes: 4 << 20,
+                            initialContent: FilePath(empty), progress: { _ in })
+        func send(_ i: Int) throws -> PendingShip { try replica.send(try replica.prepare(segment: segments[i].bytes), name: segments[i].name) }
+
+        let first = try send(0), second = try send(1)
+        #expect(try first.held() == segments[0].last)
+        #expect(try second.held() == segments[1].last)
+
+        let gap = try send(3), behind = try send(2)
+        let refused = #expect(throws: LifeboatError.self) { try gap.held() }
+        #expect(refused?.message.contains("holds LSNs up to \(segments[1].last)") == true, "\(refused?.message ?? "")")
+        let notRun = #expect(throws: LifeboatError.self) { try behind.held() }
+        #expect(notRun?.message.contains("not run") == true || notRun?.message.contains("closed the connection") == true, "\(notRun?.message ?? "")")
+        usleep(500_000)  // a segment run behind the refusal would be ingested (1 MiB: milliseconds) by now
+        #expect(try replica.heldThrough() == segments[1].last, "nothing behind the refusal was ingested")
+
+        // A new connection goes on from there, in order.
+        #expect(try replica.ship(try replica.prepare(segment: segments[2].bytes), name: segments[2].name) == segments[2].last)
+        #expect(try replica.ship(try replica.prepare(segment: segments[3].bytes), name: segments[3].name) == segments[3].last)
     }
 
     /// A port nothing listens on now (the kernel's choice for port 0), for a server started next.
