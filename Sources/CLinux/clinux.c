@@ -44,6 +44,7 @@ const int clinux_f_ofd_setlk = F_OFD_SETLK;
 const int clinux_f_ofd_setlkw = F_OFD_SETLKW;
 const int clinux_seek_data = SEEK_DATA;
 const int clinux_seek_hole = SEEK_HOLE;
+const int clinux_o_direct = O_DIRECT;
 
 int clinux_ficlone(int dst, int src) { return ioctl(dst, FICLONE, src); }
 

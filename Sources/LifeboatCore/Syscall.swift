@@ -20,6 +20,46 @@ public func syscallRetrying<T: FixedWidthInteger>(_ body: () -> T) -> Result<T, 
 }
 
 extension FileDescriptor {
+    /// Writes `bytes` from offset 0 of this new, empty file with O_DIRECT set on it for the
+    /// write: through an aligned buffer of 4 MiB, the last block padded with zeros and the
+    /// file then cut to `bytes.count`. Where the filesystem refuses O_DIRECT (EINVAL), written
+    /// through the page cache instead. Durable only after an fsync, as any write. Returns
+    /// whether the bytes went past the cache.
+    @discardableResult
+    public func writeAllPastTheCache(_ bytes: [UInt8]) throws -> Bool {
+        let fd = rawValue
+        let flags = fcntl(fd, F_GETFL)
+        guard flags >= 0, fcntl(fd, F_SETFL, flags | clinux_o_direct) == 0 else {
+            _ = try writeAll(bytes)
+            return false
+        }
+        defer { _ = fcntl(fd, F_SETFL, flags) }
+        let block = 4096, chunk = 4 << 20
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: min(chunk, (bytes.count + block - 1) / block * block), alignment: block)
+        defer { buffer.deallocate() }
+        do {
+            try bytes.withUnsafeBytes { source in
+                var offset = 0
+                while offset < source.count {
+                    let n = min(chunk, source.count - offset)
+                    let padded = (n + block - 1) / block * block
+                    buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: source[offset..<(offset + n)]))
+                    if padded > n { memset(buffer.baseAddress! + n, 0, padded - n) }
+                    _ = try writeAll(toAbsoluteOffset: Int64(offset), UnsafeRawBufferPointer(rebasing: buffer[0..<padded]))
+                    offset += n
+                }
+            }
+            if bytes.count % block != 0 { try resize(to: Int64(bytes.count)) }
+        } catch Errno.invalidArgument {
+            // Alignment this device does not take: all of it again, through the cache.
+            _ = fcntl(fd, F_SETFL, flags)
+            try resize(to: 0)
+            _ = try writeAll(toAbsoluteOffset: 0, bytes)
+            return false
+        }
+        return true
+    }
+
     /// fdatasync(2): data and the metadata needed to read it back are durable.
     public func dataSync() throws {
         let fd = rawValue
@@ -91,7 +131,11 @@ public func syncDirectory(_ path: FilePath) throws {
 /// Writes `bytes` to `path` atomically: temp file, fsync, rename, fsync of the directory.
 /// On failure the temp file is removed (a full disk gets its space back) and `path` is as it was
 /// — unless only the directory fsync failed, when it may already be the new file.
-public func writeFileAtomically(_ path: FilePath, _ bytes: [UInt8]) throws(LifeboatError) {
+///
+/// `bypassingCache`: written past the page cache (O_DIRECT), for large files written once and
+/// not read soon — the vault's layers, where copying into the page cache was a third of the
+/// ingest's CPU (Docs/benchmarks.md). A filesystem that refuses O_DIRECT gets it through the cache.
+public func writeFileAtomically(_ path: FilePath, _ bytes: [UInt8], bypassingCache: Bool = false) throws(LifeboatError) {
     let tmp = FilePath(path.string + ".tmp")
     var renamed = false
     defer { if !renamed { _ = unlink(tmp.string) } }
@@ -102,7 +146,7 @@ public func writeFileAtomically(_ path: FilePath, _ bytes: [UInt8]) throws(Lifeb
                 _ = try fd.writeAll(bytes.prefix(fault.writtenBytes))
                 throw fault.errno
             }
-            _ = try fd.writeAll(bytes)
+            if bypassingCache { try fd.writeAllPastTheCache(bytes) } else { _ = try fd.writeAll(bytes) }
             try FaultInjection.check(.sync, path: path)
             try fd.fullSync()
             try fd.close()

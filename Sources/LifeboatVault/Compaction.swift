@@ -82,7 +82,7 @@ extension Vault {
         LayerWriter.finish(&bytes, header: header, entries: entries)
         let file = "\(hex16(first))-\(hex16(last)).layer"
         let tmp = incomingDirectory.appending("compacting-" + file)
-        try writeFileAtomically(tmp, bytes)
+        try writeFileAtomically(tmp, bytes, bypassingCache: true)  // written once, read at a point's read
         try beforeCommit()
         return try withWriterLock {
             let ids = Set(try catalog.read { db in try LayerRow.fetchAll(db) }.compactMap(\.id))

@@ -251,7 +251,9 @@ public final class Vault: @unchecked Sendable {
         }
         let file = "\(hex16(scan.header.firstLSN))-\(hex16(scan.lastLSN)).layer"
         let tmp = incomingDirectory.appending(file)
-        try writeFileAtomically(tmp, build.bytes)
+        // Past the page cache: nothing reads a new layer soon, and copying it into the cache was
+        // a third of the ingest's CPU (Docs/benchmarks.md).
+        try writeFileAtomically(tmp, build.bytes, bypassingCache: true)
         do { try renameDurably(tmp, layersDirectory.appending(file)) } catch {
             unlink(tmp.string)  // a full disk gets the space back; the segment stays at the source
             throw error

@@ -4,6 +4,30 @@ import LifeboatCore
 import SystemPackage
 import Foundation
 
+/// The vault's layers are written past the page cache (O_DIRECT, through an aligned buffer, the
+/// last block padded then cut off): the file must hold exactly the bytes, at every size around
+/// a block and the 4 MiB buffer. The test directory is on a filesystem that takes O_DIRECT
+/// (ext4 here and in CI; tmpfs too since Linux 6.6): the bytes must have gone past the cache.
+@Suite struct DirectWriteTests {
+    @Test func aFileWrittenPastThePageCacheHoldsExactlyItsBytes() throws {
+        let dir = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var g = SplitMix64(seed: 11)
+        let all = (0..<((9 << 20) + 4097)).map { _ in UInt8(truncatingIfNeeded: g.next()) }
+        for size in [0, 1, 4095, 4096, 4097, (4 << 20) - 1, (4 << 20) + 123, all.count] {
+            let bytes = Array(all.prefix(size))
+            let path = dir + "/f\(size)"
+            let fd = try FileDescriptor.open(FilePath(path), .writeOnly, options: [.create, .truncate], permissions: .ownerReadWrite)
+            let bypassed = try fd.closeAfter { try fd.writeAllPastTheCache(bytes) }
+            #expect(bypassed, "size \(size): written through the page cache")
+            #expect(FileManager.default.contents(atPath: path) == Data(bytes), "size \(size)")
+        }
+        let atomic = FilePath(dir + "/atomic")
+        try writeFileAtomically(atomic, Array(all.prefix(5000)), bypassingCache: true)
+        #expect(FileManager.default.contents(atPath: atomic.string) == Data(all.prefix(5000)))
+    }
+}
+
 @Suite struct ChecksumTests {
     @Test func crc32cMatchesTheCastagnoliCheckValue() {
         // The standard check value of CRC-32C (RFC 3720 B.4 / the "123456789" catalogue entry).

@@ -30,6 +30,10 @@ extern const int clinux_f_ofd_setlkw;
 extern const int clinux_seek_data;
 extern const int clinux_seek_hole;
 
+// open(2)'s O_DIRECT: reads and writes between the caller's buffer and the device, past the page
+// cache (buffer, offset and length aligned to the logical block size).
+extern const int clinux_o_direct;
+
 // ioctl(dst, FICLONE, src): dst shares src's extents (a reflink copy, as `cp --reflink`).
 // 0 or -1 with errno set (EOPNOTSUPP, EXDEV, EINVAL where the filesystem cannot).
 int clinux_ficlone(int dst, int src);
