@@ -3,7 +3,7 @@ import LifeboatCore
 
 /// One message on the vault's connection (Docs/formats/wire.md): a 4-byte big-endian length of
 /// the rest, a 4-byte big-endian length of the header, the header (JSON), the body (bytes: a
-/// zstd segment, a chunk of a disk, or nothing). Requests and answers alternate, one at a time.
+/// zstd segment, a chunk of a disk, or nothing). Answers come in the order of the requests.
 public struct WireFrame: Sendable, Equatable {
     /// A sealed segment is at most 4 GiB in theory but 64 MiB by default; frames are capped well
     /// above that and far below what a 32-bit length allows, so a corrupt length is refused
