@@ -228,7 +228,27 @@ public final class RemoteVaultReplica: ReplicaTarget, @unchecked Sendable {
     }
 
     private func described(_ error: any Error) -> LifeboatError {
-        error as? LifeboatError ?? LifeboatError(.io, "the vault at \(address): \(error)")
+        error as? LifeboatError ?? LifeboatError(.io, "the vault at \(address): \(Self.describe(error))")
+    }
+
+    /// BoringSSL's reasons, as the site sees them, in words (the vault's side: `VaultConnectionHandler.describe`).
+    static func describe(_ error: any Error) -> String {
+        let text = "\(error)"
+        let reasons: [(String, String)] = [
+            ("ALERT_CERTIFICATE_EXPIRED", "the vault refused this site's certificate: it has expired (enroll the site again)"),
+            ("ALERT_UNKNOWN_CA", "the vault does not trust this site's certificate: a bundle from another vault"),
+            ("ALERT_BAD_CERTIFICATE", "the vault refused this site's certificate"),
+            ("ALERT_CERTIFICATE_REQUIRED", "the vault asks for a client certificate"),
+            ("ALERT_BAD_RECORD_MAC", "the vault found the TLS stream tampered with or replayed on the way"),
+            ("ALERT_DECRYPTION_FAILED", "the vault found the TLS stream tampered with or replayed on the way"),
+            ("CERTIFICATE_VERIFY_FAILED", "the server's certificate is not of this site's vault (another CA, or expired)"),
+            ("BAD_RECORD_MAC", "the TLS stream from the vault was tampered with or replayed on the way"),
+            ("DECRYPTION_FAILED", "the TLS stream from the vault was tampered with or replayed on the way"),
+            ("WRONG_VERSION_NUMBER", "not a TLS server: is it `lifeboat vault serve`?"),
+            ("uncleanShutdown", "the connection was cut without TLS's close: the vault dropped it (its log says why), or something on the path did"),
+        ]
+        if let (_, words) = reasons.first(where: { text.contains($0.0) }) { return "\(words) (\(text))" }
+        return text
     }
 
     private func connect() throws -> Connection {
@@ -249,7 +269,7 @@ public final class RemoteVaultReplica: ReplicaTarget, @unchecked Sendable {
             channel = try bootstrap.connect(host: host, port: port).wait()
             peer = try responses.handshake(on: channel.eventLoop, timeout: .seconds(10)).wait()
         } catch {
-            throw LifeboatError(.io, "cannot reach the vault at \(address): \(error)")
+            throw LifeboatError(.io, "cannot reach the vault at \(address): \((error as? LifeboatError)?.description ?? Self.describe(error))")
         }
         // The chain is the vault CA's; the certificate must also be the vault's own, not a
         // site's of the same CA (an enrolled site must not be able to pose as the vault).
@@ -359,9 +379,13 @@ public final class RemoteVaultReplica: ReplicaTarget, @unchecked Sendable {
             context.fireUserInboundEventTriggered(event)
         }
 
-        /// Queued on the loop before the request's bytes are: its answer cannot come first.
+        /// Queued on the loop before the request's bytes are: its answer cannot come first. A
+        /// connection already ended fails it with what ended it (the vault's TLS alert, say,
+        /// rather than the write's "closed channel" that follows).
         func expect(_ promise: EventLoopPromise<WireFrame>, on loop: EventLoop) {
-            loop.execute { self.waiting.append(promise) }
+            loop.execute {
+                if let ended = self.ended { promise.fail(ended) } else { self.waiting.append(promise) }
+            }
         }
 
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {

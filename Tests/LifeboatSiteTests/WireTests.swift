@@ -172,32 +172,13 @@ import Glibc
     @Test(.timeLimit(.minutes(2)))
     func segmentsSentAheadOfTheirAnswersAreIngestedInOrderAndARefusalStopsTheRest() throws {
         let dir = try testDirectory("wire-window")
-        let home = try VaultHome(root: FilePath(dir + "/vault"), create: true)
-        let server = try VaultServer(home: home, logger: Logger(label: "test"))
-        try server.start(host: "127.0.0.1", port: 0)
-        defer { server.stop() }
-        let authority = try VaultAuthority.open(vault: home.root, create: true)
-        let bundle = try authority.enroll(site: "alpha", vaultAddress: "lifeboat://127.0.0.1:\(try #require(server.boundPort))", days: 1)
-        let replica = try RemoteVaultReplica(bundle: bundle)
+        let vault = try LoopbackVault(dir)
+        defer { vault.stop() }
+        let replica = try RemoteVaultReplica(bundle: try vault.enroll("alpha"))
         defer { replica.close() }
-
         // Four sealed segments of 64 KiB writes to a 4 MiB disk.
         let group = [UInt8](repeating: 0xab, count: 16)
-        let journalDirectory = FilePath(dir + "/journal")
-        try FileManager.default.createDirectory(atPath: journalDirectory.string, withIntermediateDirectories: true)
-        let (journal, _) = try Journal.open(directory: journalDirectory, groupID: group, configuration: .init(segmentBytes: 1 << 20))
-        for i in 0..<60 {
-            let data = randomBytes(64 << 10, seed: UInt64(i))
-            _ = try data.withUnsafeBytes { try journal.appendWrite(disk: DiskID(0), firstBlock: BlockIndex(UInt64(i % 64) * 16), data: $0) }
-        }
-        try journal.sealIfOlder(than: .zero)
-        try journal.close()
-        var segments: [(bytes: [UInt8], last: LSN, name: String)] = []
-        for entry in try JournalDirectory.segments(in: journalDirectory) {
-            let bytes = try SegmentReader.load(entry.path)
-            let scan = try SegmentReader.scan(bytes, path: entry.path)
-            if scan.end == .sealed { segments.append((bytes, scan.lastLSN, entry.path.string)) }
-        }
+        let segments = try sealedSegments(in: dir, group: group, writes: 60)
         try #require(segments.count >= 4)
         let empty = dir + "/empty.img"
         try #require(FileManager.default.createFile(atPath: empty, contents: nil))
