@@ -240,8 +240,8 @@ final class VaultConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
     /// Requests read and not yet begun, oldest first; and whether one is being answered.
     private var waiting: [(request: WireRequest, body: [UInt8])] = []
     private var answering = false
-    /// Requests waiting past which the connection is not read: the shipper sends at most two
-    /// segments ahead of an answer, and the control socket's `pointAt` may come between.
+    /// Requests waiting past which the connection is not read: the shipper has at most two
+    /// segments in flight, and the control socket's `pointAt` may come between.
     static let waitingAtMost = 2
     /// A refusal was sent: what comes after it is not run.
     private var ending = false
