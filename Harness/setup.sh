@@ -15,6 +15,7 @@ packages=(
   openssl                               # the outside judge of enrolled certificates in tests
   python3-cryptography zstd             # the outside reader of an encrypted vault (Harness/oracles/open-sealed.py)
   nftables iputils-ping                 # test hosts: loss on their links, reachability
+  spin                                  # the failover protocol's model check (Harness/spin.sh)
 )
 
 if [ "$(id -u)" -ne 0 ]; then
