@@ -255,6 +255,7 @@ final class VaultConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !ending else { return }  // refused: frames still arriving before the close are dropped
         let frame = unwrapInboundIn(data)
         let peer = context.channel.remoteAddress.map { "\($0.ipAddress ?? "?"):\($0.port ?? 0)" } ?? "?"
         // Every request, not only the first: a certificate taken off the record (revoked) stops
@@ -269,7 +270,6 @@ final class VaultConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
             refuseAndEnd(context, why)
             return
         }
-        guard !ending else { return }
         let request: WireRequest
         do { request = try WireJSON.decode(WireRequest.self, frame.header) } catch {
             refuseAndEnd(context, error as? LifeboatError ?? LifeboatError(.corrupt, "\(error)"))
