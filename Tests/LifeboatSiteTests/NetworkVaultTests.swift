@@ -86,6 +86,26 @@ struct NetworkVaultTests {
             #expect(try run(["cmp", exported, t.site + "/disks/d0.img"]).status == 0, why)
         }
 
+        /// At least 4 points of `site` (nil: the vault's only one), `sample` of them exported and
+        /// each equal to its digest (taken on the write path), and `vault verify` clean.
+        func expectSampledPointsWhole(site: String? = nil, sample: Int, scratch: String) throws {
+            let siteArguments = site.map { ["--site", $0] } ?? []
+            let listing = try lifeboat(["points", "--vault", vault, "--key", key, "--json"] + siteArguments)
+            let points = (try JSONSerialization.jsonObject(with: Data(listing.stdout.utf8)) as? [[String: Any]]) ?? []
+            #expect(points.count >= 4, "\(site ?? "the site"): \(points.count) points")
+            for p in points.shuffled().prefix(sample) {
+                let id = p["id"] as? Int ?? 0
+                let out = scratch + "/p\(id).raw"
+                try check(lifeboat(["export", "--vault", vault, "--key", key, "--point", String(id), "--disk", "d0", out] + siteArguments))
+                let fd = try FileDescriptor.open(out, .readOnly)
+                let root = try fd.closeAfter { try DiskDigest.root(ofImage: fd, sizeBytes: 64 << 20) }
+                #expect((p["digests"] as? [String: String])?["d0"] == root.description, "\(site ?? "the site"): point \(id)")
+                unlink(out)
+            }
+            let verify = try lifeboat(["vault", "verify", "--vault", vault, "--key", key] + siteArguments)
+            #expect(verify.status == 0, "\(verify.stdout)\(verify.stderr)")
+        }
+
         /// `status` of the site once it says what `until` wants (status.json is rewritten every
         /// second), or as it is after `seconds`.
         func status(within seconds: Double, until: (String) -> Bool) throws -> String {
@@ -292,20 +312,7 @@ struct NetworkVaultTests {
             let exported = site.t.root + "/last.raw"
             try check(lifeboat("export", "--vault", s.vault, "--key", s.key, "--site", site.name, "--point", String(id), "--disk", "d0", exported))
             #expect(try run(["cmp", exported, site.t.site + "/disks/d0.img"]).status == 0, "\(site.name): the newest point equals the primary")
-            let listing = try lifeboat("points", "--vault", s.vault, "--key", s.key, "--site", site.name, "--json")
-            let points = (try JSONSerialization.jsonObject(with: Data(listing.stdout.utf8)) as? [[String: Any]]) ?? []
-            #expect(points.count >= 4, "\(site.name): \(points.count) points")
-            for p in points.shuffled().prefix(3) {
-                let id = p["id"] as? Int ?? 0
-                let out = site.t.root + "/p\(id).raw"
-                try check(lifeboat("export", "--vault", s.vault, "--key", s.key, "--site", site.name, "--point", String(id), "--disk", "d0", out))
-                let fd = try FileDescriptor.open(out, .readOnly)
-                let root = try fd.closeAfter { try DiskDigest.root(ofImage: fd, sizeBytes: 64 << 20) }
-                #expect((p["digests"] as? [String: String])?["d0"] == root.description, "\(site.name): point \(id)")
-                unlink(out)
-            }
-            let verify = try lifeboat("vault", "verify", "--vault", s.vault, "--key", s.key, "--site", site.name)
-            #expect(verify.status == 0, "\(verify.stdout)\(verify.stderr)")
+            try s.expectSampledPointsWhole(site: site.name, sample: 3, scratch: site.t.root)
         }
     }
 
@@ -334,18 +341,7 @@ struct NetworkVaultTests {
         writer.stop()
         try s.expectALastPointEqualToThePrimary("nothing lost across both kills")
         // Every point the kills left is whole: its digest, taken on the write path, is its export's.
-        let points = (try JSONSerialization.jsonObject(with: Data(try lifeboat("points", "--vault", s.vault, "--key", s.key, "--json").stdout.utf8)) as? [[String: Any]]) ?? []
-        #expect(points.count >= 4, "\(points.count) points")
-        for p in points.shuffled().prefix(4) {
-            let id = p["id"] as? Int ?? 0
-            let out = s.t.root + "/p\(id).raw"
-            try check(lifeboat("export", "--vault", s.vault, "--key", s.key, "--point", String(id), "--disk", "d0", out))
-            let fd = try FileDescriptor.open(out, .readOnly)
-            let root = try fd.closeAfter { try DiskDigest.root(ofImage: fd, sizeBytes: 64 << 20) }
-            #expect((p["digests"] as? [String: String])?["d0"] == root.description, "point \(id)")
-            unlink(out)
-        }
-        #expect(try lifeboat("vault", "verify", "--vault", s.vault, "--key", s.key).status == 0)
+        try s.expectSampledPointsWhole(sample: 4, scratch: s.t.root)
     }
 
     /// A partition in the middle of a `fio --verify` load on ext4: writes never wait for the vault,
