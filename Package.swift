@@ -54,7 +54,7 @@ let package = Package(
         .target(name: "LifeboatShipping", dependencies: ["LifeboatCore", "LifeboatJournal", "LifeboatSite", "LifeboatVault",
                                                          .product(name: "Logging", package: "swift-log"), .product(name: "SystemPackage", package: "swift-system")]),
         // The write path: the protected-disk filesystem, the protection group, recovery, `protect`.
-        .target(name: "LifeboatCapture", dependencies: ["LifeboatCore", "LifeboatJournal", "LifeboatSite", "LifeboatShipping", "LifeboatFUSE", "LifeboatVault",
+        .target(name: "LifeboatCapture", dependencies: ["LifeboatCore", "LifeboatJournal", "LifeboatSite", "LifeboatShipping", "LifeboatFUSE", "LifeboatVault", "CLinux",
                                                         "LifeboatWire", "LifeboatIdentity",
                                                         .product(name: "Logging", package: "swift-log"), .product(name: "SystemPackage", package: "swift-system")]),
         // Who may talk to a vault: its certificate authority, site enrollment, site bundles.
@@ -71,6 +71,7 @@ let package = Package(
                                                      .product(name: "NIOSSL", package: "swift-nio-ssl"), .product(name: "X509", package: "swift-certificates"),
                                                      .product(name: "Logging", package: "swift-log"), .product(name: "SystemPackage", package: "swift-system")]),
         // A recovery point as disks: the point-view filesystem and `mount`.
+        .target(name: "LifeboatFailover", dependencies: ["LifeboatCore", "LifeboatSite", "LifeboatVault", .product(name: "SystemPackage", package: "swift-system")]),
         .target(name: "LifeboatPointView", dependencies: ["LifeboatCore", "LifeboatFUSE", "LifeboatVault", "LifeboatVHD",
                                                           .product(name: "Logging", package: "swift-log"), .product(name: "SystemPackage", package: "swift-system")]),
         .target(
@@ -82,7 +83,7 @@ let package = Package(
             name: "lifeboat",
             dependencies: [
                 "LifeboatSite", "LifeboatCapture", "LifeboatPointView", "LifeboatFUSE", "LifeboatJournal", "LifeboatCore", "LifeboatVault", "LifeboatVHD",
-                "LifeboatDrill", "LifeboatQuiesce", "LifeboatIdentity", "LifeboatWire", "LifeboatShipping",
+                "LifeboatDrill", "LifeboatQuiesce", "LifeboatIdentity", "LifeboatWire", "LifeboatShipping", "LifeboatFailover",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]),

@@ -63,7 +63,14 @@ public final class ProtectFilesystem: FUSEFilesystem, @unchecked Sendable {
     public func read(_ inode: Inode, offset: Int64, size: Int, reply: (ReadSource) -> Void) throws(FUSEError) {
         let disk = group.disks[try diskIndex(inode)]
         let length = offset >= disk.sizeBytes ? 0 : Int(min(Int64(size), disk.sizeBytes - offset))
-        reply(.file(fd: disk.primary.rawValue, offset: offset, length: length))
+        if disk.primaryHoldsAll { return reply(.file(fd: disk.primary.rawValue, offset: offset, length: length)) }
+        // A failed-over disk being filled: whole blocks, each from the primary or the point.
+        let first = offset & ~Int64(BlockSize.bytes - 1)
+        let end = (offset + Int64(length) + Int64(BlockSize.bytes) - 1) & ~Int64(BlockSize.bytes - 1)
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(end - first), alignment: BlockSize.bytes)
+        defer { buffer.deallocate() }
+        do { try disk.readBlocks(at: first, into: buffer) } catch { throw .from(error) }
+        reply(.bytes(UnsafeRawBufferPointer(rebasing: buffer[Int(offset - first)..<(Int(offset - first) + length)])))
     }
 
     public func write(_ inode: Inode, offset: Int64, data: UnsafeRawBufferPointer) throws(FUSEError) {
@@ -72,6 +79,8 @@ public final class ProtectFilesystem: FUSEFilesystem, @unchecked Sendable {
             try group.write(disk: index, offset: offset, data: data)
         } catch let e as LifeboatError where e.code == .invalidArgument {
             throw FUSEError(ENOSPC, cause: e)  // past the end of the disk, as a block device answers
+        } catch let e as LifeboatError where e.code == .fenced {
+            throw FUSEError(EROFS, cause: e)  // another host writes the group's history now
         } catch {
             // Never acknowledged without being journaled: the writer sees EIO whatever failed
             // (a full journal is an I/O error of the disk, as a block device reports it); the

@@ -3,6 +3,10 @@ import LifeboatSite
 import Synchronization
 import SystemPackage
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// One disk under protection: its primary file, its digest, and its live figures.
 final class ProtectedDisk: @unchecked Sendable {
     let config: SiteConfig.Disk
@@ -15,6 +19,8 @@ final class ProtectedDisk: @unchecked Sendable {
     /// Set when the primary could not be written (the write is in the journal, so a restart
     /// replays it); shown by `status`.
     let primaryError = Mutex<String?>(nil)
+    /// A failed-over disk still being filled from its recovery point (nil once filled).
+    let backing: DiskBacking?
 
     var id: DiskID { config.diskID }
     var sizeBytes: Int64 { config.sizeBytes }
@@ -36,9 +42,30 @@ final class ProtectedDisk: @unchecked Sendable {
         }
         do {
             digest = try DigestMap(path: digestPath, sizeBytes: config.sizeBytes, rebuildFrom: nil)
+            let fill = site.fillPath(config)
+            if let recovery = site.config.recoveredFrom, access(fill.string, F_OK) == 0 {
+                backing = try DiskBacking(path: fill, recovery: recovery, disk: config)
+            } else {
+                backing = nil
+            }
         } catch {
             try? primary.close()
             throw error
+        }
+    }
+
+    /// Whether every read can go straight to the primary.
+    @inline(__always)
+    var primaryHoldsAll: Bool { backing?.isComplete ?? true }
+
+    /// The disk's bytes of whole blocks from `offset`: the primary's, or — for blocks a
+    /// failed-over disk has not filled yet — its recovery point's.
+    func readBlocks(at offset: Int64, into buffer: UnsafeMutableRawBufferPointer) throws {
+        if let backing, !backing.isComplete {
+            return try backing.read(at: offset, into: buffer, primary: primary, primaryPath: primaryPath)
+        }
+        do { try primary.readAll(at: offset, into: buffer) } catch {
+            throw LifeboatError.wrapping(error, "cannot read the primary", path: primaryPath.string, offset: offset)
         }
     }
 
@@ -55,6 +82,7 @@ final class ProtectedDisk: @unchecked Sendable {
             primaryError.withLock { $0 = e.description }
             throw e
         }
+        backing?.markFilled(first: Int(firstBlock.rawValue), count: data.count >> BlockSize.shift)
         rehash(firstBlock: firstBlock, data: data)
     }
 
@@ -69,6 +97,8 @@ final class ProtectedDisk: @unchecked Sendable {
 
     /// Makes the primary and the digest sidecar durable.
     func sync() throws {
+        // The fill bitmap as it is before the sync names only blocks the sync makes durable.
+        let filled = backing.map { ($0, $0.snapshot(), $0.isComplete) }
         do {
             try FaultInjection.check(.sync, path: primaryPath)
             try primary.dataSync()
@@ -76,5 +106,6 @@ final class ProtectedDisk: @unchecked Sendable {
             throw LifeboatError.wrapping(error, "primary fdatasync failed", path: primaryPath.string)
         }
         try digest.sync(path: digestPath)
+        if let (backing, snapshot, complete) = filled { try backing.save(snapshot, complete: complete) }
     }
 }

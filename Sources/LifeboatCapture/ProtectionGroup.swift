@@ -37,14 +37,17 @@ public final class ProtectionGroup: @unchecked Sendable {
     }
 
     public let site: Site
+    /// Whether this site still writes its group's history (decision 0012): checked by every
+    /// write, set by the shipper when the vault names a newer generation.
+    let fence: SiteFence
     let journal: Journal
     let disks: [ProtectedDisk]
     private let activity: ActivityLog
-    private let stripes = StripedLocks()
-    private let applyLock = ReadWriteLock()
+    let stripes = StripedLocks()
+    let applyLock = ReadWriteLock()
     private let siteLock: FileDescriptor
     private let options: Options
-    private let logger: Logger
+    let logger: Logger
     public let recovery: RecoveryReport
     public let replayedRecords: Int
     /// Blocks re-journaled from the primaries after an unclean stop (activity log).
@@ -64,6 +67,13 @@ public final class ProtectionGroup: @unchecked Sendable {
     /// The spool limit's drops and the resync of what they lost, when shipping.
     private(set) var overflow: SpoolOverflow?
     private let resyncLoop = BackgroundLoop(name: "lifeboat-resync", interval: .milliseconds(50))
+    /// Copies failed-over disks' recovery points into their primaries (ProtectionGroup+Fill).
+    let fillLoop = BackgroundLoop(name: "lifeboat-fill", interval: .milliseconds(1))
+    /// The fill's last failure, logged once (it is retried every pass).
+    var fillError: String?
+    private var fillBuffer: UnsafeMutableRawBufferPointer?
+    /// Where the fill of each disk goes on from (the fill thread's own).
+    var fillCursor: [Int] = []
     /// Where the resync stands: the job's generation and how many of its regions are in the journal.
     private var resyncCursor: (generation: UInt64, done: Int)?
     /// The resync's records the vault may not hold yet: the last LSN and the bytes of each region.
@@ -89,6 +99,8 @@ public final class ProtectionGroup: @unchecked Sendable {
         self.options = options
         self.logger = logger
         self.siteLock = lockFD
+        self.fence = try SiteFence(site: site)
+        if let refusal = fence.refusal { logger.warning("\(refusal.message)") }
         let saved = try Checkpoint.load(from: site.stateDirectory)
         if !saved.cleanStop {
             logger.warning("the previous protect did not stop cleanly; recovering from the journal after LSN \(saved.appliedLSN)")
@@ -104,7 +116,7 @@ public final class ProtectionGroup: @unchecked Sendable {
             directory: site.journalDirectory, groupID: site.config.groupIDBytes,
             configuration: .init(segmentBytes: options.segmentBytes, keepsSealedSegmentsCached: ships, sealed: { sealed.ring() },
                                  spareFill: options.spareFill),
-            durableThrough: saved.appliedLSN
+            durableThrough: saved.appliedLSN, startingAfter: LSN(site.config.recoveredFrom?.lsn ?? 0)
         ) { (scan, raw) throws in
             for record in scan.records where record.header.type == .write {
                 let payload = record.payload(in: raw)
@@ -135,6 +147,16 @@ public final class ProtectionGroup: @unchecked Sendable {
             try rejournal(regionsOf: saved, writtenSinceCheckpoint)
         }
         try checkpoint(clean: false)
+        if disks.contains(where: { !$0.primaryHoldsAll }) {
+            let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: Self.fillPieceBlocks << BlockSize.shift, alignment: BlockSize.bytes)
+            fillCursor = [Int](repeating: 0, count: disks.count)
+            nonisolated(unsafe) let scratch = buffer
+            do { try fillLoop.start { [weak self] in self?.fillStep(buffer: scratch) } } catch {
+                buffer.deallocate()
+                throw error
+            }
+            fillBuffer = buffer
+        }
         markerState.withLock { $0.lsn = journal.stats.appendedLSN }
         markedRoots.withLock { $0 = (journal.stats.appendedLSN, rootsWhilePaused()) }  // no writer yet
         guard options.spoolLimit == nil || !options.ships || site.config.vault != nil else {
@@ -142,14 +164,15 @@ public final class ProtectionGroup: @unchecked Sendable {
         }
         if ships, let vault = site.config.vault {
             // A directory, or the vault on another machine through the site's bundle.
-            let remote = site.hasRemoteVault ? try RemoteVaultReplica(bundle: try SiteBundle.load(site.vaultBundlePath), bandwidth: options.bandwidth) : nil
+            let remote = site.hasRemoteVault
+                ? try RemoteVaultReplica(bundle: try SiteBundle.load(site.vaultBundlePath), bandwidth: options.bandwidth, writer: fence.claim) : nil
             guard remote != nil || options.bandwidth == nil else {
                 throw LifeboatError(.invalidArgument, "--bandwidth paces the wire to a vault on another machine; this site's vault is a directory (\(vault))")
             }
             let overflow = try SpoolOverflow(site: site, limit: try Self.spoolLimit(options.spoolLimit, journal: site.journalDirectory))
             self.overflow = overflow
-            let target: any ReplicaTarget = try remote ?? LocalVaultReplica(root: FilePath(vault), logger: logger)
-            let shipper = Shipper(site: site, target: target, journal: journal, logger: logger, pacer: remote?.pacer, overflow: overflow) {
+            let target: any ReplicaTarget = try remote ?? LocalVaultReplica(root: FilePath(vault), logger: logger, writer: fence.claim)
+            let shipper = Shipper(site: site, target: target, journal: journal, logger: logger, pacer: remote?.pacer, overflow: overflow, fence: fence) {
                 [weak self] in self?.checkpointState.withLock { $0.lsn } ?? .zero
             }
             self.shipper = shipper
@@ -174,7 +197,11 @@ public final class ProtectionGroup: @unchecked Sendable {
         return max(Int64(st.f_bavail) * Int64(st.f_frsize) / 2, 64 << 20)
     }
 
-    deinit { try? siteLock.close() }
+    deinit {
+        fillLoop.stop()
+        fillBuffer?.deallocate()
+        try? siteLock.close()
+    }
 
     // MARK: Write path
 
@@ -185,6 +212,7 @@ public final class ProtectionGroup: @unchecked Sendable {
         guard offset >= 0, data.count > 0, offset + Int64(data.count) <= disk.sizeBytes else {
             throw LifeboatError(.invalidArgument, "write of \(data.count) bytes at \(offset) is outside the \(disk.sizeBytes)-byte disk")
         }
+        if let refusal = fence.refusal { throw refusal }
         let (first, count) = BlockSize.blocks(coveringOffset: offset, length: data.count)
         applyLock.lockShared()
         defer { applyLock.unlock() }
@@ -196,7 +224,7 @@ public final class ProtectionGroup: @unchecked Sendable {
                 // kernel sends page-aligned writes for loop devices and most filesystems).
                 let whole = UnsafeMutableRawBufferPointer.allocate(byteCount: count << BlockSize.shift, alignment: BlockSize.bytes)
                 defer { whole.deallocate() }
-                do { try disk.primary.readAll(at: first.byteOffset.rawValue, into: whole) } catch {
+                do { try disk.readBlocks(at: first.byteOffset.rawValue, into: whole) } catch {
                     throw LifeboatError.wrapping(error, "primary read for a partial-block write failed", path: disk.primaryPath.string, offset: first.byteOffset.rawValue)
                 }
                 let delta = Int(offset - first.byteOffset.rawValue)
@@ -270,6 +298,7 @@ public final class ProtectionGroup: @unchecked Sendable {
                         let first = BlockIndex(UInt64(at >> BlockSize.shift))
                         let lsn = try journal.appendWrite(disk: disk.id, firstBlock: first, data: bytes)
                         disk.rehash(firstBlock: first, data: bytes)
+                        disk.backing?.markFilled(first: Int(first.rawValue), count: bytes.count >> BlockSize.shift)  // the primary's now
                         disk.lastLSN.store(lsn.rawValue, ordering: .relaxed)
                         blocks += bytes.count >> BlockSize.shift
                         next = at + Int64(bytes.count)
@@ -318,7 +347,7 @@ public final class ProtectionGroup: @unchecked Sendable {
     /// exactly the disks' content at the marker's LSN. The marker is made durable and its
     /// segment sealed, so it ships at once.
     public func mark(_ kind: Marker.Kind, label: String) throws -> (lsn: LSN, digests: [DiskID: Hash128]) {
-        if let why = overflow?.pointsPaused { throw LifeboatError(.busy, "no point now: \(why)") }
+        if let why = overflow?.pointsPaused ?? fillingReason { throw LifeboatError(.busy, "no point now: \(why)") }
         return try appendMarker(kind, label: label, endsResync: false)
     }
 
@@ -342,7 +371,8 @@ public final class ProtectionGroup: @unchecked Sendable {
     public func tick() {
         do {
             let (markedLSN, markedAt) = markerState.withLock { $0 }
-            if markedAt.duration(to: .now) >= options.pointInterval && journal.stats.appendedLSN > markedLSN && overflow?.pointsPaused == nil {
+            if markedAt.duration(to: .now) >= options.pointInterval && journal.stats.appendedLSN > markedLSN && overflow?.pointsPaused == nil
+                && fillingReason == nil {
                 _ = try mark(.crashConsistent, label: "")
             }
             try journal.sealIfOlder(than: options.sealInterval)
@@ -359,6 +389,7 @@ public final class ProtectionGroup: @unchecked Sendable {
     /// (when the vault is reachable), releases the site.
     public func close() throws {
         resyncLoop.stop()
+        fillLoop.stop()
         try journal.sealIfOlder(than: .zero)
         try checkpoint(clean: true)
         shipper?.stop()

@@ -19,12 +19,14 @@ extension SiteStatus {
                         digestAtLSN: marked.lsn, error: error)
         }
         let local = (try? JournalDirectory.segments(in: group.journal.directory)) ?? []
-        return SiteStatus(
+        var status = SiteStatus(
             state: .protecting, pid: getpid(), mountpoint: mountpoint, updatedAt: Date(),
             journal: JournalFigures(appendedLSN: stats.appendedLSN, durableLSN: stats.durableLSN,
                                     bytes: local.reduce(0) { $0 + (fileSize($1.path) ?? 0) },
                                     segments: local.count, error: stats.failure?.description),
             disks: disks, shipping: group.shipper?.current)
+        status.generation = group.fence.generation
+        return status
     }
 
     /// After an offline recovery (`journal recover`): the recovered group's figures — each

@@ -17,6 +17,7 @@ public struct LifeboatError: Error, CustomStringConvertible, Sendable {
         case busy              // held by someone else (lock, mountpoint)
         case permission        // not root, no /dev/fuse, EACCES
         case unsupported       // a newer format version, an unknown record type
+        case fenced            // a writer of a generation that is not the group's current one (decision 0012)
         case internalError     // a Lifeboat bug or an error no code fits (the cause says which)
     }
 

@@ -80,3 +80,17 @@ public enum SparseImage {
         }
     }
 }
+
+extension SparseImage {
+    /// Whether every byte is zero (a piece a sparse file keeps as a hole).
+    public static func isZero(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        var i = 0
+        let words = bytes.count / 8
+        while i < words {
+            if bytes.loadUnaligned(fromByteOffset: i * 8, as: UInt64.self) != 0 { return false }
+            i += 1
+        }
+        for j in (words * 8)..<bytes.count where bytes[j] != 0 { return false }
+        return true
+    }
+}

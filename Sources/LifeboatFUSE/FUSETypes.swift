@@ -41,6 +41,7 @@ public struct FUSEError: Error, Sendable {
             case .alreadyExists: EEXIST
             case .invalidArgument: EINVAL
             case .unsupported: EOPNOTSUPP
+            case .fenced: EROFS  // the disk's history belongs to another host now: read-only, as a fenced block device
             case .corrupt, .mismatch, .inconclusive, .degraded, .internalError: EIO
             }
             return FUSEError(errno, cause: e)

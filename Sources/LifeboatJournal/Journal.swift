@@ -81,6 +81,7 @@ public final class Journal: @unchecked Sendable {
     /// `durableThrough`: the newest LSN known durable (see `JournalDirectory.scanAll`).
     public static func open(
         directory: FilePath, groupID: [UInt8], configuration: Configuration = .init(), durableThrough: LSN? = nil,
+        startingAfter: LSN = .zero,
         visit: (SegmentScan, UnsafeRawBufferPointer) throws -> Void = { _, _ in }
     ) throws -> (Journal, RecoveryReport) {
         try removeTemporaryFiles(directory)
@@ -89,7 +90,9 @@ public final class Journal: @unchecked Sendable {
             try visit(scan, raw)
             last = scan
         }
-        var nextLSN = LSN(1)
+        // An empty journal starts after `startingAfter`: a failed-over site's history goes on
+        // after its fork (decision 0012), in the same LSN line as the vault's.
+        var nextLSN = startingAfter.next
         if let last {
             nextLSN = last.lastLSN.next
             if last.end != .sealed {

@@ -12,9 +12,12 @@ public final class LocalVaultReplica: ReplicaTarget, @unchecked Sendable {
     private let maintenance: VaultMaintenance
     private let lock = ConditionLock()
     private var opened: Vault?
+    /// Who this site is in the group's history: sent with every record.
+    private let writer: WriterClaim
 
-    public init(root: FilePath, logger: Logger) throws {
+    public init(root: FilePath, logger: Logger, writer: WriterClaim = .original) throws {
         self.root = root
+        self.writer = writer
         self.address = root.string
         self.maintenance = VaultMaintenance(root: root, logger: logger)
         try maintenance.start()
@@ -43,24 +46,26 @@ public final class LocalVaultReplica: ReplicaTarget, @unchecked Sendable {
 
     public func heldThrough() throws -> LSN { try vault().lsnRange().last }
 
+    public func fencedReason() throws -> String? { try vault().fencedReason(for: writer) }
+
     /// As it lies: the vault compresses each write once, into its layer.
     public func prepare(segment: [UInt8]) throws -> PreparedSegment { PreparedSegment(bytes: segment) }
 
     /// Ingests at once, on the shipper's thread: there is no wire here to overlap with.
     public func send(_ segment: PreparedSegment, name: String) throws -> PendingShip {
         let v = try vault()
-        if case .ingested = try v.ingest(segment: segment.bytes, name: name) { maintenance.dataArrived() }
+        if case .ingested = try v.ingest(segment: segment.bytes, name: name, as: writer) { maintenance.dataArrived() }
         let held = try v.lsnRange().last
         return PendingShip { held }
     }
 
     public func append(records: [UInt8], firstLSN: LSN, name: String) throws -> LSN {
         let v = try vault()
-        if case .ingested = try v.ingest(records: records, firstLSN: firstLSN, name: name) { maintenance.dataArrived() }
+        if case .ingested = try v.ingest(records: records, firstLSN: firstLSN, name: name, as: writer) { maintenance.dataArrived() }
         return try v.lsnRange().last
     }
 
-    public func openResync(resumingAt: LSN) throws -> LSN { try vault().openResync(resumingAt: resumingAt) }
+    public func openResync(resumingAt: LSN) throws -> LSN { try vault().openResync(resumingAt: resumingAt, as: writer) }
 
     public func point(at lsn: LSN) throws -> Int64? { try vault().points().last { $0.lsn == lsn }?.id }
 

@@ -33,6 +33,12 @@ public protocol ReplicaTarget: AnyObject, Sendable {
     /// Everything up to this LSN is durably in the vault (read from its catalog).
     func heldThrough() throws -> LSN
 
+    /// Why the vault refuses this site's records — another generation owns the group since a
+    /// failover (decision 0012) — or nil while this site is the current generation's owner.
+    /// Every call that sends records carries the site's claim, and the vault refuses them with a
+    /// `.fenced` error as well; this asks before anything is sent.
+    func fencedReason() throws -> String?
+
     /// One sealed segment, as it lies in the journal, made ready for `ship` (the wire's zstd for
     /// a vault on another machine): the shipper prepares the next segment on another thread
     /// while the vault takes the one before.

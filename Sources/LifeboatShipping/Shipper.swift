@@ -61,9 +61,13 @@ public final class Shipper: @unchecked Sendable {
     /// The last round left nothing local to ship or delete: only a seal wakes the next one.
     private var settled = false
 
+    /// Set when the vault names a newer generation: the site stops serving writes and shipping.
+    private let fence: SiteFence?
+
     public init(site: Site, target: any ReplicaTarget, journal: Journal, logger: Logger, pacer: Pacer? = nil,
-                overflow: SpoolOverflow? = nil, appliedLSN: @escaping @Sendable () -> LSN) {
+                overflow: SpoolOverflow? = nil, fence: SiteFence? = nil, appliedLSN: @escaping @Sendable () -> LSN) {
         self.pacer = pacer
+        self.fence = fence
         self.overflow = overflow
         self.site = site
         self.journal = journal
@@ -128,6 +132,11 @@ public final class Shipper: @unchecked Sendable {
         let wasPoked = poked.exchange(false, ordering: .acquiring)
         let full = wasPoked || ((!settled || lastError != nil) && lastFullRound.duration(to: .now) >= .seconds(1))
         if !full && (lastError != nil || !openSegmentMoved()) { return }
+        // Fenced: the group's history is another host's now; nothing more goes to the vault.
+        if let refusal = fence?.refusal {
+            figures.withLock { $0.error = refusal.message }
+            return
+        }
         defer {
             roundDone.withLock {
                 rounds += 1
@@ -146,6 +155,7 @@ public final class Shipper: @unchecked Sendable {
             figures.withLock { $0.pausedSince = nil }
         } catch {
             let message = "\(error)"
+            if let e = error as? LifeboatError, e.code == .fenced { fenceSite(e.message) }
             if message != lastError { logger.error("shipping paused: \(message)") }
             lastError = message
             stream = nil
@@ -158,6 +168,16 @@ public final class Shipper: @unchecked Sendable {
                 $0.pendingSegments = segments
                 $0.pendingBytes = bytes
             }
+        }
+    }
+
+    /// The vault named a newer generation: fence the site (durably, then writes stop).
+    private func fenceSite(_ why: String) {
+        guard let fence else { return }
+        do {
+            if try fence.fence(why: why) { logger.critical("this site is fenced and serves no more writes: \(why)") }
+        } catch {
+            logger.critical("the vault fenced this site but the fence could not be recorded (\(error)); writes stop for this run: \(why)")
         }
     }
 
@@ -210,6 +230,7 @@ public final class Shipper: @unchecked Sendable {
         if let group = try target.groupID(), group != site.config.groupID {
             throw Vault.belongsToAnotherGroup(group, not: site.config.groupID, root: FilePath(target.address))
         }
+        if let why = try target.fencedReason() { throw LifeboatError(.fenced, why, path: target.address) }
         try seedDisks()
         var shipped = try target.heldThrough()
         if let resume = try overflow?.announcement(vaultHolds: shipped) {

@@ -94,3 +94,34 @@ public final class DigestMap: @unchecked Sendable {
         }
     }
 }
+
+extension DigestMap {
+    /// Creates the sidecar of a disk whose every block is zero (a failed-over disk before its
+    /// fill: its leaves are rewritten as the fill copies the point in), without reading anything.
+    public static func createAllZero(path: FilePath, sizeBytes: Int64) throws {
+        let blocks = Int(sizeBytes >> Int64(BlockSize.shift))
+        let zeroLeaf = withUnsafeTemporaryAllocation(byteCount: BlockSize.bytes, alignment: BlockSize.bytes) { zero in
+            zero.initializeMemory(as: UInt8.self, repeating: 0)
+            return Hash128.of(UnsafeRawBufferPointer(zero))
+        }
+        let leavesPerBuffer = 1 << 18  // 4 MiB of leaves
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: leavesPerBuffer * DiskDigest.leafBytes, alignment: 16)
+        defer { buffer.deallocate() }
+        for i in 0..<leavesPerBuffer { DiskDigest.storeLeaf(zeroLeaf, into: buffer, block: i) }
+        let fd: FileDescriptor
+        do { fd = try FileDescriptor.open(path, .writeOnly, options: [.create, .truncate, .closeOnExec], permissions: PrivateFiles.fileMode) } catch {
+            throw LifeboatError.wrapping(error, "cannot create the digest sidecar", path: path.string)
+        }
+        try fd.closeAfter {
+            var done = 0
+            while done < blocks {
+                let n = min(leavesPerBuffer, blocks - done)
+                do { _ = try fd.writeAll(toAbsoluteOffset: Int64(done * DiskDigest.leafBytes), UnsafeRawBufferPointer(start: buffer, count: n * DiskDigest.leafBytes)) } catch {
+                    throw LifeboatError.wrapping(error, "cannot write the digest sidecar", path: path.string)
+                }
+                done += n
+            }
+            do { try fd.dataSync() } catch { throw LifeboatError.wrapping(error, "cannot sync the digest sidecar", path: path.string) }
+        }
+    }
+}

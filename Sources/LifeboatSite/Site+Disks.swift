@@ -161,20 +161,10 @@ enum SparseCopy {
             let n = Int(min(Int64(chunk.count), vhd.sizeBytes - at))
             let piece = UnsafeMutableRawBufferPointer(rebasing: chunk[0..<n])
             try vhd.read(at: at, into: piece)
-            if !isZero(UnsafeRawBufferPointer(piece)) { _ = try out.writeAll(toAbsoluteOffset: at, UnsafeRawBufferPointer(piece)) }
+            if !SparseImage.isZero(UnsafeRawBufferPointer(piece)) { _ = try out.writeAll(toAbsoluteOffset: at, UnsafeRawBufferPointer(piece)) }
             at += Int64(n)
         }
         try out.resize(to: vhd.sizeBytes)
     }
 
-    static func isZero(_ bytes: UnsafeRawBufferPointer) -> Bool {
-        var i = 0
-        let words = bytes.count / 8
-        while i < words {
-            if bytes.loadUnaligned(fromByteOffset: i * 8, as: UInt64.self) != 0 { return false }
-            i += 1
-        }
-        for j in (words * 8)..<bytes.count where bytes[j] != 0 { return false }
-        return true
-    }
 }

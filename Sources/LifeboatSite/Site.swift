@@ -15,6 +15,7 @@ import Glibc
 /// SITE/disks/NAME.img          the primary: the disk's live content, a sparse raw file
 /// SITE/disks/NAME.base         the initial content, what `journal verify` replays onto
 /// SITE/disks/NAME.digest       per-block XXH3-128 hashes (Docs/formats/digest.md)
+/// SITE/disks/NAME.fill         a failed-over disk's blocks already in its primary (DiskBacking)
 /// SITE/journal/*.seg           the replication journal (Docs/formats/journal.md)
 /// SITE/state/checkpoint.json   the LSN the primaries are durable up to; clean-stop flag
 /// SITE/state/status.json       what the running `protect` last reported
@@ -32,6 +33,8 @@ public struct Site: Sendable {
     public func primaryPath(_ disk: SiteConfig.Disk) -> FilePath { disksDirectory.appending(disk.name + ".img") }
     public func basePath(_ disk: SiteConfig.Disk) -> FilePath { disksDirectory.appending(disk.name + ".base") }
     public func digestPath(_ disk: SiteConfig.Disk) -> FilePath { disksDirectory.appending(disk.name + ".digest") }
+    /// A failed-over disk's fill bitmap: which blocks its primary holds (absent once all do).
+    public func fillPath(_ disk: SiteConfig.Disk) -> FilePath { disksDirectory.appending(disk.name + ".fill") }
 
     /// Creates a new, empty site at `root` (the directory may exist but must not hold a site).
     public static func initialize(at root: FilePath, vault: String? = nil, groupID: String = SiteConfig.newGroupID()) throws -> Site {

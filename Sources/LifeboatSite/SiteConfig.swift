@@ -26,6 +26,22 @@ public struct SiteConfig: Codable, Equatable, Sendable {
     public var nextDiskID: UInt32
     /// The vault this site ships to (a directory), if any.
     public var vault: String?
+    /// A site a failover made (decision 0012): its disks started as this point of the group's
+    /// vault and read from it whatever their primaries do not hold yet (`disks/NAME.fill`).
+    public var recoveredFrom: Recovery?
+
+    public struct Recovery: Codable, Equatable, Sendable {
+        /// The group's directory in the vault (`VAULT/sites/NAME` or a site's own vault).
+        public var vault: String
+        /// The fork: the point's LSN, which this site's journal continues after.
+        public var lsn: UInt64
+        public var pointID: Int64?
+        public init(vault: String, lsn: UInt64, pointID: Int64?) {
+            self.vault = vault
+            self.lsn = lsn
+            self.pointID = pointID
+        }
+    }
 
     public var groupIDBytes: [UInt8] { Hex.bytes(groupID) }
 

@@ -27,6 +27,9 @@ public struct SiteStatus: Codable, Sendable {
         public var digest: String?
         public var digestAtLSN: LSN?
         public var error: String?
+        /// A failed-over disk: the bytes still read from its recovery point, not yet copied into
+        /// the primary (nil when none are).
+        public var unfilledBytes: Int64?
 
         package init(name: String, sizeBytes: Int64, lastLSN: LSN?, state: DiskState, digest: String?, digestAtLSN: LSN? = nil, error: String?) {
             self.name = name
@@ -65,6 +68,8 @@ public struct SiteStatus: Codable, Sendable {
     public var shipping: ShippingStatus?
     /// The newest point a drill passed (filled in by `lifeboat status` from the vault).
     public var verified: VerifiedPoint?
+    /// The generation of the group's history this site writes, and whether it is fenced.
+    public var generation: SiteGeneration?
 
     package init(state: SiteState, pid: Int32?, mountpoint: String?, updatedAt: Date, journal: JournalFigures, disks: [Disk],
                  shipping: ShippingStatus?, verified: VerifiedPoint? = nil) {
@@ -127,6 +132,7 @@ public struct SiteStatus: Codable, Sendable {
         }
         let last = checkpoint.appliedLSN
         let appended = max(last, saved?.journal.appendedLSN ?? .zero)
+        let generation = try SiteGeneration.load(site)
         // What waits to ship is what the local segments hold past the vault's LSN, now: the
         // saved figures are from the last running protect (a `journal recover` appends since).
         var shipping = saved?.shipping
@@ -139,9 +145,11 @@ public struct SiteStatus: Codable, Sendable {
             s.pendingBytes = pending.reduce(0) { $0 + sizes[$1] }
             shipping = s
         }
-        return SiteStatus(
+        var status = SiteStatus(
             state: checkpoint.cleanStop ? .stopped : .stoppedUnclean, pid: nil, mountpoint: nil, updatedAt: Date(),
             journal: JournalFigures(appendedLSN: appended, durableLSN: last, bytes: bytes, segments: segments.count, error: nil),
             disks: disks, shipping: shipping)
+        status.generation = generation
+        return status
     }
 }

@@ -11,7 +11,7 @@ import Glibc
 /// Block data never goes in here — only one row per layer, point and disk (the per-block index
 /// lives in each layer's footer; Docs/formats/vault.md).
 struct Catalog {
-    static let formatVersion = 6
+    static let formatVersion = 7
     let db: DatabaseQueue
     let path: String
 
@@ -107,6 +107,32 @@ struct Catalog {
         // would read an encrypted base as if it were the disk.
         migrator.registerMigration("v6") { db in
             try db.execute(sql: "UPDATE meta SET value = '6' WHERE key = 'formatVersion'")
+        }
+        // v7: generations (decision 0012) — who may write the group's history, from which fork
+        // LSN on, in which failover state; and the layers a failover set aside (an older
+        // generation's records past its fork). Layers of a generation past the first carry it in
+        // their file names. Existing groups are in generation 1, written by their own site.
+        migrator.registerMigration("v7") { db in
+            try db.create(table: "generation") { t in
+                t.primaryKey("number", .integer)
+                t.column("owner", .text).notNull()
+                t.column("ownerName", .text).notNull()
+                t.column("forkLSN", .integer).notNull()
+                t.column("state", .text).notNull()
+                t.column("startedAt", .datetime).notNull()
+                t.column("pointID", .integer)
+            }
+            try db.execute(sql: "INSERT INTO generation(number, owner, ownerName, forkLSN, state, startedAt) VALUES (1, '', 'its own site', 0, 'protected', ?)",
+                           arguments: [Date()])
+            try db.create(table: "forsakenLayer") { t in
+                t.column("generation", .integer).notNull()
+                t.column("after", .integer).notNull()
+                t.column("firstLSN", .integer).notNull()
+                t.column("lastLSN", .integer).notNull()
+                t.column("file", .text).notNull()
+                t.column("bytes", .integer).notNull()
+            }
+            try db.execute(sql: "UPDATE meta SET value = '7' WHERE key = 'formatVersion'")
         }
         do { try migrator.migrate(db) } catch {
             throw Self.error(error, "cannot migrate the vault catalog", path: path)

@@ -80,7 +80,7 @@ extension Vault {
         let header = LayerHeader(groupID: readers[0].header.groupID, firstLSN: first, lastLSN: last, entryCount: entries.count, indexOffset: bytes.count,
                                  sealed: readers[0].header.sealed)
         LayerWriter.finish(&bytes, header: header, entries: entries)
-        let file = "\(hex16(first))-\(hex16(last)).layer"
+        let file = layerFileName(first: first, last: last, generation: try generation().number)
         let tmp = incomingDirectory.appending("compacting-" + file)
         try writeFileAtomically(tmp, bytes, bypassingCache: true)  // written once, read at a point's read
         try beforeCommit()

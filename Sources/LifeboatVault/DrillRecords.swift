@@ -99,3 +99,12 @@ extension Vault {
         return out
     }
 }
+
+extension Vault {
+    /// The newest drill that passed, of any point (a failover warns when none is recent).
+    public func lastPassedDrill() throws -> DrillRecord? {
+        try catalog.read { db in
+            try DrillRecord.filter(Column("result") == DrillResult.passed.rawValue).order(Column("finishedAt").desc).fetchOne(db)
+        }
+    }
+}

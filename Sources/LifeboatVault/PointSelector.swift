@@ -11,7 +11,9 @@ public enum PointSelector {
             return (p.lsn, p)
         }
         switch text.lowercased() {
-        case "latest":
+        case "latest", "latest-processed":
+            // The vault processes what it receives as it ingests it (a layer and its points are
+            // committed before the answer): the latest point is the latest processed one.
             return try pick(points.last, "the vault has no points yet")
         case "latest-app":
             return try pick(points.last { $0.kind == .appConsistent }, "the vault has no app-consistent point")
@@ -39,7 +41,7 @@ public enum PointSelector {
         if let id = Int64(text) {
             return try pick(points.first { $0.id == id }, "no point with id \(id)")
         }
-        throw LifeboatError(.invalidArgument, "'\(text)' is not a point selector (latest, latest-app, an id, lsn:N, @TIME)")
+        throw LifeboatError(.invalidArgument, "'\(text)' is not a point selector (latest, latest-processed, latest-app, an id, lsn:N, @TIME)")
     }
 
     /// ISO 8601 as people type it: with or without `T`, seconds, fractions or a zone (UTC when

@@ -35,8 +35,9 @@ extension Vault {
     /// `resumeAt` − 1 from now on (nothing to read there), and no point is made until the
     /// marker that ends the resync. Returns the LSN the vault holds through. Nothing missing
     /// (the vault holds those LSNs already): no window.
-    public func openResync(resumingAt resumeAt: LSN) throws -> LSN {
+    public func openResync(resumingAt resumeAt: LSN, as writer: WriterClaim = .original) throws -> LSN {
         try withWriterLock {
+            try catalog.read { db in try requireWriter(writer, db) }
             let (_, last) = try lsnRange()
             guard resumeAt.rawValue > 0, last < LSN(resumeAt.rawValue - 1) else { return last }
             guard try groupID() != nil else { throw LifeboatError(.invalidArgument, "the vault has no group yet (add its disks first)", path: root.string) }

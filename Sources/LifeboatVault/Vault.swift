@@ -170,13 +170,13 @@ public final class Vault: @unchecked Sendable {
     /// Ingests one sealed journal segment, compressed with zstd as the shipper sends it. The
     /// segment is checked end to end before anything is written; the vault holds it durably
     /// when this returns (layer fsynced and renamed, catalog committed).
-    public func ingest(compressedSegment: [UInt8], name: String) throws -> IngestOutcome {
-        try ingest(segment: try Self.decompress(compressedSegment, what: "shipped segment", name: name), name: name)
+    public func ingest(compressedSegment: [UInt8], name: String, as writer: WriterClaim = .original) throws -> IngestOutcome {
+        try ingest(segment: try Self.decompress(compressedSegment, what: "shipped segment", name: name), name: name, as: writer)
     }
 
     /// A run of records (`ingest(records:firstLSN:name:)`) as the wire carries it, zstd-compressed.
-    public func ingest(compressedRecords: [UInt8], firstLSN: LSN, name: String) throws -> IngestOutcome {
-        try ingest(records: try Self.decompress(compressedRecords, what: "the run of records from LSN \(firstLSN)", name: name), firstLSN: firstLSN, name: name)
+    public func ingest(compressedRecords: [UInt8], firstLSN: LSN, name: String, as writer: WriterClaim = .original) throws -> IngestOutcome {
+        try ingest(records: try Self.decompress(compressedRecords, what: "the run of records from LSN \(firstLSN)", name: name), firstLSN: firstLSN, name: name, as: writer)
     }
 
     private static func decompress(_ bytes: [UInt8], what: String, name: String) throws -> [UInt8] {
@@ -185,11 +185,12 @@ public final class Vault: @unchecked Sendable {
         }
     }
 
-    public func ingest(segment raw: [UInt8], name: String) throws -> IngestOutcome {
-        try withWriterLock { try ingestLocked(segment: raw, name: name) }
+    /// `writer`: who sends it; refused (fenced) unless the owner of the current generation.
+    public func ingest(segment raw: [UInt8], name: String, as writer: WriterClaim = .original) throws -> IngestOutcome {
+        try withWriterLock { try ingestLocked(segment: raw, name: name, as: writer) }
     }
 
-    private func ingestLocked(segment raw: [UInt8], name: String) throws -> IngestOutcome {
+    private func ingestLocked(segment raw: [UInt8], name: String, as writer: WriterClaim) throws -> IngestOutcome {
         let scan = try SegmentReader.scan(raw, path: FilePath(name))
         if case .tornTail(let offset, _, let reason, _) = scan.end {
             throw LifeboatError(.corrupt, "\(reason) in a shipped segment", path: name, offset: Int64(offset))
@@ -201,7 +202,7 @@ public final class Vault: @unchecked Sendable {
         guard scan.header.groupID == Hex.bytes(group) else {
             throw LifeboatError(.invalidArgument, "segment belongs to another protection group", path: name, offset: 16)
         }
-        return try ingestLocked(scan: scan, raw: raw, name: name, what: "segment")
+        return try ingestLocked(scan: scan, raw: raw, name: name, what: "segment", as: writer)
     }
 
     /// Ingests a run of journal records as they lie in a segment, from `firstLSN` on: what
@@ -210,7 +211,7 @@ public final class Vault: @unchecked Sendable {
     /// segment's seal record. Records the vault holds already are dropped (a resend after a lost
     /// answer), so nothing goes twice into a layer or a point; a gap is refused naming both LSNs.
     /// Durable when this returns, like a segment's ingest.
-    public func ingest(records raw: [UInt8], firstLSN: LSN, name: String) throws -> IngestOutcome {
+    public func ingest(records raw: [UInt8], firstLSN: LSN, name: String, as writer: WriterClaim = .original) throws -> IngestOutcome {
         try withWriterLock {
             guard let group = try groupID() else { throw LifeboatError(.invalidArgument, "the vault has no group yet (add its disks first)", path: root.string) }
             // The run read as the segment it comes from would be: a header naming this group and
@@ -225,13 +226,18 @@ public final class Vault: @unchecked Sendable {
             guard scan.validEnd == segment.count else {
                 throw LifeboatError(.corrupt, "a streamed run of records from LSN \(firstLSN) ends inside a record", path: name, offset: Int64(scan.validEnd) - headerBytes)
             }
-            return try ingestLocked(scan: scan, raw: segment, name: name, what: "run of records")
+            return try ingestLocked(scan: scan, raw: segment, name: name, what: "run of records", as: writer)
         }
     }
 
     /// Writer lock held, `scan` checked: drops the records the vault holds, builds the layer of
     /// the rest, commits it with its points.
-    private func ingestLocked(scan whole: SegmentScan, raw: [UInt8], name: String, what: String) throws -> IngestOutcome {
+    private func ingestLocked(scan whole: SegmentScan, raw: [UInt8], name: String, what: String, as writer: WriterClaim) throws -> IngestOutcome {
+        // The writer first: a fenced host's records are refused even when the vault holds them.
+        let generation = try catalog.read { db in
+            try requireWriter(writer, db)
+            return try Self.currentGeneration(db).number
+        }
         let (_, last) = try lsnRange()
         if whole.lastLSN <= last { return .alreadyHeld }
         guard whole.header.firstLSN <= last.next else {
@@ -249,7 +255,7 @@ public final class Vault: @unchecked Sendable {
                 throw LifeboatError(.invalidArgument, "segment writes disk \(disk) block \(highest), which the vault does not have", path: name)
             }
         }
-        let file = "\(hex16(scan.header.firstLSN))-\(hex16(scan.lastLSN)).layer"
+        let file = layerFileName(first: scan.header.firstLSN, last: scan.lastLSN, generation: generation)
         let tmp = incomingDirectory.appending(file)
         // Past the page cache: nothing reads a new layer soon, and copying it into the cache was
         // a third of the ingest's CPU (Docs/benchmarks.md).

@@ -47,8 +47,12 @@ public final class RemoteVaultReplica: ReplicaTarget, @unchecked Sendable {
         return .seconds(10) + .milliseconds(Int64(bytes / 4_000) + Int64(paced * 1000))
     }
 
-    public init(bundle: SiteBundle, bandwidth: BandwidthSchedule? = nil) throws {
+    /// Who this site is in the group's history: sent with every request.
+    private let writer: WriterClaim
+
+    public init(bundle: SiteBundle, bandwidth: BandwidthSchedule? = nil, writer: WriterClaim = .original) throws {
         pacer = bandwidth.map(Pacer.init)
+        self.writer = writer
         guard let vault = bundle.vault, let (host, port) = bundle.hostAndPort else {
             throw LifeboatError(.invalidArgument, "the site's bundle names no vault address (enroll with --address lifeboat://HOST:PORT)")
         }
@@ -75,6 +79,8 @@ public final class RemoteVaultReplica: ReplicaTarget, @unchecked Sendable {
     public func diskIDs() throws -> Set<DiskID> { Set((try state().disks ?? []).map { DiskID($0) }) }
 
     public func heldThrough() throws -> LSN { LSN(try state().heldThrough ?? 0) }
+
+    public func fencedReason() throws -> String? { try state().fenced }
 
     public func addDisk(group: String, id: DiskID, name: String, sizeBytes: Int64, initialContent: FilePath, progress: (Int64) -> Void) throws {
         var request = WireRequest(op: "addDiskBegin")
@@ -198,6 +204,9 @@ public final class RemoteVaultReplica: ReplicaTarget, @unchecked Sendable {
             do {
                 let c = try connection ?? connect()
                 connection = c
+                var request = request
+                request.generation = writer.generation
+                request.owner = writer.owner
                 let answer = try c.send(header: WireJSON.encode(request), body: body, timeout: timeout(sending:), pacer: pacer)
                 return Posted(op: request.op, connection: c, answer: answer)
             } catch {
@@ -215,7 +224,9 @@ public final class RemoteVaultReplica: ReplicaTarget, @unchecked Sendable {
             let response = try posted.answer.wait()
             let decoded = try WireJSON.decode(WireResponse.self, response.header)
             guard decoded.ok else {
-                throw LifeboatError(.io, "the vault at \(address) refused \(posted.op): \(decoded.error ?? "no reason given")")
+                // A fence keeps its code: the shipper fences the site on it.
+                throw LifeboatError(decoded.code == LifeboatError.Code.fenced.rawValue ? .fenced : .io,
+                                    "the vault at \(address) refused \(posted.op): \(decoded.error ?? "no reason given")")
             }
             return (decoded, response.body)
         } catch {

@@ -150,8 +150,13 @@ final class VaultService: @unchecked Sendable {
         let (vault, maintenance) = try group(of: site)
         var r = WireResponse(ok: true)
         var answer: [UInt8] = []
+        let writer = WriterClaim(generation: request.generation ?? 1, owner: request.owner ?? "")
+        if ["addDiskBegin", "addDiskChunk", "addDiskEnd"].contains(request.op), let why = try vault.fencedReason(for: writer) {
+            throw LifeboatError(.fenced, why)
+        }
         switch request.op {
         case "state":
+            r.fenced = try vault.fencedReason(for: writer)
             r.site = site
             r.group = try vault.groupID()
             r.disks = try vault.disks().map(\.id.rawValue)
@@ -178,18 +183,18 @@ final class VaultService: @unchecked Sendable {
             try vault.addDisk(group: group, id: DiskID(disk), name: name, sizeBytes: size, initialContent: part)
             logger.notice("site \(site): disk \(name) (\(size) bytes) replicated")
         case "ship":
-            let outcome = try vault.ingest(compressedSegment: body, name: "\(site):\(request.name ?? "segment")")
+            let outcome = try vault.ingest(compressedSegment: body, name: "\(site):\(request.name ?? "segment")", as: writer)
             if case .ingested = outcome { maintenance.dataArrived() }
             r.heldThrough = try vault.lsnRange().last.rawValue
         case "append":
             let first = LSN(try required(request.lsn, "lsn"))
-            let outcome = try vault.ingest(compressedRecords: body, firstLSN: first, name: "\(site):\(request.name ?? "stream")")
+            let outcome = try vault.ingest(compressedRecords: body, firstLSN: first, name: "\(site):\(request.name ?? "stream")", as: writer)
             if case .ingested = outcome { maintenance.dataArrived() }
             r.heldThrough = try vault.lsnRange().last.rawValue
         case "openResync":
             let resume = LSN(try required(request.lsn, "lsn"))
             let before = try vault.lsnRange().last
-            r.heldThrough = try vault.openResync(resumingAt: resume).rawValue
+            r.heldThrough = try vault.openResync(resumingAt: resume, as: writer).rawValue
             if before.next < resume {
                 logger.warning("site \(site): the site dropped LSNs \(before.next)…\(resume.rawValue - 1) past its spool limit; no point until its resync ends")
             }

@@ -74,6 +74,10 @@ public struct WireRequest: Codable, Sendable {
     public var lsn: UInt64?
     public var point: Int64?
     public var note: String?
+    /// Who writes (every request that adds to the group's history, and `state`): the generation
+    /// the site serves and its owner token (decision 0012). Absent: generation 1's own site.
+    public var generation: Int64?
+    public var owner: String?
 
     public init(op: String) { self.op = op }
 }
@@ -91,6 +95,9 @@ public struct WireResponse: Codable, Sendable {
     public var maintenanceError: String?
     /// pointAt
     public var pointID: Int64?
+    /// state: why the vault refuses this writer's records (another generation owns the group),
+    /// absent while it is the owner.
+    public var fenced: String?
 
     public init(ok: Bool) { self.ok = ok }
 }

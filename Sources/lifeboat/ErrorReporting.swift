@@ -21,6 +21,7 @@ enum ExitStatus {
         case .alreadyExists: 73
         case .io: 74
         case .busy: 75
+        case .fenced: 76
         case .permission: 77
         }
     }

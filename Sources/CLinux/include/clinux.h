@@ -47,6 +47,11 @@ void clinux_name_this_thread(const char *name);
 static inline uint32_t clinux_load_u32(const uint32_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
 static inline void clinux_store_u32(uint32_t *p, uint32_t v) { __atomic_store_n(p, v, __ATOMIC_RELAXED); }
 
+// Acquire loads and release fetch-ors of a 64-bit word in plain memory: a failed-over disk's
+// fill bitmap, read by every read without a lock and set after the primary holds the blocks.
+static inline uint64_t clinux_load_acquire_u64(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+static inline uint64_t clinux_fetch_or_release_u64(uint64_t *p, uint64_t v) { return __atomic_fetch_or(p, v, __ATOMIC_RELEASE); }
+
 // 1 when /dev/kvm runs a real-mode guest (a nested hypervisor may not: qemu then fails).
 int clinux_kvm_runs_guests(void);
 

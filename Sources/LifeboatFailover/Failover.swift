@@ -1,0 +1,112 @@
+import Foundation
+import LifeboatCore
+import LifeboatSite
+import LifeboatVault
+import SystemPackage
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What a failover did, as `lifeboat failover` reports it (text or JSON).
+public struct FailoverReport: Codable, Sendable {
+    public var site: String
+    public var generation: Int64
+    public var forkLSN: LSN
+    public var pointID: Int64?
+    public var pointTime: Date?
+    public var pointKind: String?
+    /// How old the point was when the failover chose it: the writes after it are not in the
+    /// failed-over disks (the RPO actually lost, besides `forsakenLSNs`).
+    public var pointAgeSeconds: Double?
+    /// LSNs the vault held past the point, set aside with the old generation (not lost: kept for
+    /// re-protect), and the points among them.
+    public var forsakenLSNs: UInt64
+    public var forsakenPoints: Int
+    /// The site that serves the disks now.
+    public var recoveredSite: String
+    /// Command to disks ready to serve (the mount adds its own seconds, reported by `--mount`).
+    public var seconds: Double
+    /// A failover interrupted before (kill -9, power loss) and finished by this run.
+    public var resumed: Bool
+}
+
+/// Unplanned failover and commit (decision 0012), on the host that holds the vault.
+public enum Failover {
+    /// Fails the group of `vault` over to the point `selector` names: prepares a site at `root`
+    /// whose disks are that point (nothing copied: they read it until filled), then starts the
+    /// vault's next generation, owned by that site, at the point's LSN. Run again after an
+    /// interruption, it finishes what it began (the site's owner token says which step is done).
+    public static func unplanned(vault: Vault, site name: String, point selector: String, to root: FilePath, hostName: String) throws -> FailoverReport {
+        let started = ContinuousClock.now
+        guard let groupID = try vault.groupID() else { throw LifeboatError(.notFound, "the vault holds no group for site '\(name)' yet", path: vault.root.string) }
+        let current = try vault.generation()
+        // An interrupted failover to this directory: finish it.
+        if let existing = try? Site.open(root) {
+            return try resume(existing, vault: vault, site: name, current: current, started: started)
+        }
+        guard current.state != .failedOver else {
+            throw LifeboatError(.busy, "site '\(name)' is already failed over (generation \(current.number) at LSN \(current.forkLSN), served by \(current.ownerName)): "
+                                + "commit it first (`lifeboat failover commit`)", path: vault.root.string)
+        }
+        let (lsn, point) = try PointSelector.resolve(selector, in: vault)
+        guard lsn >= current.forkLSN else {
+            throw LifeboatError(.invalidArgument, "point '\(selector)' (LSN \(lsn)) is older than generation \(current.number)'s fork at LSN \(current.forkLSN): "
+                                + "pick a point of the current generation", path: vault.root.string)
+        }
+        try vault.requireConsistent(lsn)
+        let generation = SiteGeneration(generation: current.number + 1, owner: SiteGeneration.newOwnerToken(), forkLSN: lsn.rawValue, fenced: nil)
+        let recovery = SiteConfig.Recovery(vault: absolute(vault.root), lsn: lsn.rawValue, pointID: point?.id)
+        let site: Site
+        do {
+            site = try Site.prepareRecovered(at: root, groupID: groupID, disks: try vault.disks(), recovery: recovery, generation: generation)
+        } catch let e as LifeboatError where e.code == .alreadyExists {
+            throw e
+        } catch {
+            removePrepared(root)
+            throw error
+        }
+        let outcome = try vault.fork(at: lsn, pointID: point?.id, owner: generation.owner, ownerName: "\(hostName):\(site.root)")
+        return FailoverReport(site: name, generation: outcome.generation.number, forkLSN: lsn, pointID: point?.id, pointTime: point?.time,
+                              pointKind: point?.kind.rawValue, pointAgeSeconds: point.map { Date().timeIntervalSince($0.time) },
+                              forsakenLSNs: outcome.forsakenLSNs.map { UInt64($0.count) } ?? 0, forsakenPoints: outcome.forsakenPoints,
+                              recoveredSite: site.root.string, seconds: started.duration(to: .now).inSeconds, resumed: false)
+    }
+
+    /// A site a failover prepared at `root` before it was interrupted: done if the vault names it
+    /// owner; forked now if the vault is still in the generation before it; refused otherwise.
+    private static func resume(_ site: Site, vault: Vault, site name: String, current: GroupGeneration, started: ContinuousClock.Instant) throws -> FailoverReport {
+        let claim = try SiteGeneration.load(site)
+        guard let recovery = site.config.recoveredFrom, site.config.groupID == (try vault.groupID()) else {
+            throw LifeboatError(.alreadyExists, "a site already exists here, and no failover of site '\(name)' made it", path: site.root.string)
+        }
+        var outcome: ForkOutcome?
+        if current.owner != claim.owner {
+            guard claim.generation == current.number + 1, current.state != .failedOver else {
+                throw LifeboatError(.alreadyExists, "a site already exists here: a failover made it for generation \(claim.generation), "
+                                    + "but the group is in generation \(current.number) served by \(current.ownerName)", path: site.root.string)
+            }
+            outcome = try vault.fork(at: LSN(recovery.lsn), pointID: recovery.pointID, owner: claim.owner, ownerName: "\(hostName()):\(site.root)")
+        }
+        let point = try vault.points().first { $0.id == recovery.pointID }
+        return FailoverReport(site: name, generation: claim.generation, forkLSN: LSN(recovery.lsn), pointID: recovery.pointID, pointTime: point?.time,
+                              pointKind: point?.kind.rawValue, pointAgeSeconds: nil, forsakenLSNs: outcome?.forsakenLSNs.map { UInt64($0.count) } ?? 0,
+                              forsakenPoints: outcome?.forsakenPoints ?? 0, recoveredSite: site.root.string,
+                              seconds: started.duration(to: .now).inSeconds, resumed: true)
+    }
+
+    /// Makes the failover final: its point can no longer change.
+    public static func commit(vault: Vault) throws -> GroupGeneration { try vault.commitFailover() }
+
+    public static func hostName() -> String { ProcessInfo.processInfo.hostName }
+
+    private static func absolute(_ path: FilePath) -> String {
+        if path.isAbsolute { return path.string }
+        return FilePath(FileManager.default.currentDirectoryPath).appending(path.components).string
+    }
+
+    /// Removes what a failed preparation left (never an existing site: it was refused before).
+    private static func removePrepared(_ root: FilePath) {
+        try? FileManager.default.removeItem(atPath: root.string)
+    }
+}

@@ -1,0 +1,100 @@
+import Foundation
+import LifeboatCore
+import LifeboatVault
+import Synchronization
+import SystemPackage
+
+/// `SITE/state/generation.json`: which generation of its group's history this site writes
+/// (decision 0012), with the owner token the vault knows it by, and — once the vault has named a
+/// newer generation — that it is fenced and why. Absent: the site that created the group, in
+/// generation 1, not fenced.
+public struct SiteGeneration: Codable, Equatable, Sendable {
+    public var generation: Int64
+    /// The token the vault's generation row names as its owner ("" for generation 1's site).
+    public var owner: String
+    /// The failover that made this site, if one did: the LSN its history continues after.
+    public var forkLSN: UInt64?
+    public var fenced: Fence?
+
+    public struct Fence: Codable, Equatable, Sendable {
+        public var since: Date
+        /// The vault's words: which generation owns the group now, since when, served by whom.
+        public var why: String
+    }
+
+    public init(generation: Int64, owner: String, forkLSN: UInt64?, fenced: Fence?) {
+        self.generation = generation
+        self.owner = owner
+        self.forkLSN = forkLSN
+        self.fenced = fenced
+    }
+
+    public var claim: WriterClaim { WriterClaim(generation: generation, owner: owner) }
+
+    public static let original = SiteGeneration(generation: 1, owner: "", forkLSN: nil, fenced: nil)
+
+    static func path(in site: Site) -> FilePath { site.stateDirectory.appending("generation.json") }
+
+    public static func load(_ site: Site) throws -> SiteGeneration {
+        let path = Self.path(in: site)
+        let bytes: [UInt8]
+        do { bytes = try readWholeFile(path) } catch {
+            if error == .noSuchFileOrDirectory { return .original }
+            throw LifeboatError.system(error, "cannot read the site's generation", path: path.string)
+        }
+        do { return try SiteConfig.decoder.decode(SiteGeneration.self, from: Data(bytes)) } catch {
+            throw LifeboatError(.corrupt, "generation.json is not valid", path: path.string, cause: error)
+        }
+    }
+
+    /// Written atomically and durably: a fence must survive a crash (a restart must not serve
+    /// writes the vault will refuse).
+    public func save(_ site: Site) throws {
+        let data: Data
+        do { data = try SiteConfig.encoder.encode(self) } catch { throw LifeboatError(.io, "cannot encode generation.json: \(error)") }
+        try writeFileAtomically(Self.path(in: site), Array(data))
+    }
+
+    /// A new owner token: 16 random bytes, hex.
+    public static func newOwnerToken() -> String { SiteConfig.newGroupID() }
+}
+
+/// Whether the running `protect` may serve writes: shared by the write path (one atomic load per
+/// write) and the shipper, which fences the site — durably first — when the vault names a newer
+/// generation.
+public final class SiteFence: @unchecked Sendable {
+    private let site: Site
+    private let isFenced: Atomic<Bool>
+    private let state: Mutex<SiteGeneration>
+
+    public init(site: Site) throws {
+        self.site = site
+        let loaded = try SiteGeneration.load(site)
+        isFenced = Atomic(loaded.fenced != nil)
+        state = Mutex(loaded)
+    }
+
+    public var claim: WriterClaim { state.withLock { $0.claim } }
+    public var generation: SiteGeneration { state.withLock { $0 } }
+
+    /// Why writes are refused, nil while they are served.
+    @inline(__always)
+    public var refusal: LifeboatError? {
+        guard isFenced.load(ordering: .acquiring) else { return nil }
+        return LifeboatError(.fenced, state.withLock { $0.fenced?.why } ?? "fenced", path: site.root.string)
+    }
+
+    /// Fences the site: writes stop at once, then `generation.json` records it, so that a
+    /// restart stays fenced (a crash between the two serves until the vault is reached again,
+    /// which refuses those writes' records and fences it anew). Returns false when it already was.
+    @discardableResult
+    public func fence(why: String) throws -> Bool {
+        try state.withLock { g in
+            guard g.fenced == nil else { return false }
+            g.fenced = .init(since: Date(), why: why)
+            isFenced.store(true, ordering: .releasing)
+            try g.save(site)
+            return true
+        }
+    }
+}

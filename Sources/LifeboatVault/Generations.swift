@@ -1,0 +1,217 @@
+import Foundation
+import GRDB
+import LifeboatCore
+import SystemPackage
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Who may write a group's history (decision 0012). A group's history is a line of LSNs; a
+/// failover starts a new generation at a fork LSN, owned by the host that serves the disks from
+/// then on. The vault takes records only from the owner of the current generation: an older
+/// generation's host that comes back is refused (fenced) and fences itself.
+public struct GroupGeneration: Codable, FetchableRecord, PersistableRecord, Sendable, Equatable {
+    public static let databaseTableName = "generation"
+    public var number: Int64
+    /// The token of the writer serving it: "" for the site that created the group (generation
+    /// 1), else the random token of the site a failover made (kept in its `state/generation.json`).
+    public var owner: String
+    /// For people: which host and directory serve it.
+    public var ownerName: String
+    /// The LSN the generation's history continues after (0 for the first).
+    public var forkLSN: LSN
+    public var state: GroupState
+    public var startedAt: Date
+    /// The point the failover that started it chose, if one did.
+    public var pointID: Int64?
+}
+
+/// A group's place in the failover lifecycle (Docs/decisions/0012).
+public enum GroupState: String, Codable, Sendable, DatabaseValueConvertible {
+    /// Written by its owner, replicated here.
+    case protected
+    /// A failover started this generation and is not committed: its point can still change.
+    case failedOver = "failed over"
+    /// The failover is final; protection goes on from the new owner.
+    case committed
+}
+
+/// What a writer says it is: the generation it serves and its owner token.
+public struct WriterClaim: Sendable, Equatable, Codable {
+    public var generation: Int64
+    public var owner: String
+    public init(generation: Int64, owner: String) {
+        self.generation = generation
+        self.owner = owner
+    }
+    /// The site that created the group, before any failover.
+    public static let original = WriterClaim(generation: 1, owner: "")
+}
+
+/// A layer of an older generation past its fork: no point of the current generation reads it,
+/// but it names the blocks the old owner wrote after the fork (what re-protect must replace).
+struct ForsakenLayerRow: Codable, FetchableRecord, PersistableRecord {
+    static let databaseTableName = "forsakenLayer"
+    var generation: Int64
+    /// Only its records after this LSN are forsaken (the rest is in the cut layer before the fork).
+    var after: Int64
+    var firstLSN: Int64
+    var lastLSN: Int64
+    var file: String
+    var bytes: Int64
+}
+
+/// What a failover set aside: the old generation's history past the fork.
+public struct ForkOutcome: Sendable {
+    public var generation: GroupGeneration
+    public var forsakenLayers: Int
+    public var forsakenBytes: Int64
+    public var forsakenPoints: Int
+    /// The LSNs the vault held past the fork (the old owner's last ones), if any.
+    public var forsakenLSNs: ClosedRange<UInt64>?
+}
+
+extension Vault {
+    /// The group's current generation.
+    public func generation() throws -> GroupGeneration {
+        try catalog.read { db in try Self.currentGeneration(db) }
+    }
+
+    /// Every generation, oldest first.
+    public func generations() throws -> [GroupGeneration] {
+        try catalog.read { db in try GroupGeneration.order(Column("number")).fetchAll(db) }
+    }
+
+    static func currentGeneration(_ db: Database) throws -> GroupGeneration {
+        guard let g = try GroupGeneration.order(Column("number").desc).fetchOne(db) else {
+            throw LifeboatError(.corrupt, "the catalog has no generation row (format 7 keeps one per failover)", path: nil)
+        }
+        return g
+    }
+
+    /// Refuses a writer that is not the current generation's owner, naming both (writer lock held).
+    func requireWriter(_ claim: WriterClaim, _ db: Database) throws {
+        let current = try Self.currentGeneration(db)
+        guard claim.generation == current.number && claim.owner == current.owner else {
+            throw Self.fencedError(claim, current, root: root)
+        }
+    }
+
+    /// Why `claim` may not write the group's history, nil when it may.
+    public func fencedReason(for claim: WriterClaim) throws -> String? {
+        try catalog.read { db in
+            let current = try Self.currentGeneration(db)
+            return claim.generation == current.number && claim.owner == current.owner ? nil : Self.fencedError(claim, current, root: root).message
+        }
+    }
+
+    static func fencedError(_ claim: WriterClaim, _ current: GroupGeneration, root: FilePath) -> LifeboatError {
+        let when = ISO8601DateFormatter().string(from: current.startedAt)
+        let why = claim.generation < current.number
+            ? "this writer serves generation \(claim.generation); the group is in generation \(current.number) since a failover at LSN \(current.forkLSN) (\(when)), served by \(current.ownerName)"
+            : "this writer claims generation \(claim.generation), which the vault did not start (current: \(current.number), served by \(current.ownerName))"
+        return LifeboatError(.fenced, "fenced: \(why); it must serve no more writes until it is re-protected", path: root.string)
+    }
+
+    /// The file name of a layer: its LSN range, and its generation past the first (a new
+    /// generation's LSNs go on after the fork, and the old one's layers past it stay on disk
+    /// under their own names). `tag` marks a layer cut at a fork.
+    func layerFileName(first: LSN, last: LSN, generation: Int64, tag: String? = nil) -> String {
+        var name = "\(hex16(first))-\(hex16(last))"
+        if generation > 1 { name += "-g\(generation)" }
+        if let tag { name += "-" + tag }
+        return name + ".layer"
+    }
+
+    /// Unplanned failover (and the vault's step of a planned one): starts generation g+1,
+    /// owned by `owner`, whose history continues after `lsn` (a point's). Every layer past the
+    /// fork is set aside (forsaken: kept, read by no point), a layer spanning it is cut, points
+    /// past it are removed — one catalog transaction under the writer lock, after the cut layer
+    /// is written (a crash before the commit leaves the group as it was, with a stray file).
+    /// Refused while an earlier failover is not committed, or for an LSN the vault cannot present.
+    public func fork(at lsn: LSN, pointID: Int64?, owner: String, ownerName: String) throws -> ForkOutcome {
+        try withWriterLock {
+            let current = try generation()
+            guard current.state != .failedOver else {
+                throw LifeboatError(.busy, "the group is already failed over (generation \(current.number), at LSN \(current.forkLSN), served by \(current.ownerName)): "
+                                    + "commit it (`lifeboat failover commit`) or change its point (`lifeboat failover change-point`) first", path: root.string)
+            }
+            let (base, last) = try lsnRange()
+            guard lsn >= base else {
+                throw LifeboatError(.notFound, "LSN \(lsn) is older than what the vault can present (from \(base) on: the rest is merged into the bases)", path: root.string)
+            }
+            guard lsn <= last else { throw LifeboatError(.notFound, "LSN \(lsn) is past what the vault holds (\(last))", path: root.string) }
+            if let target = try pendingPruneTarget(), target > lsn {
+                throw LifeboatError(.busy, "a prune to LSN \(target) is under way past the fork: run `lifeboat vault prune` to finish it first", path: root.string)
+            }
+            let rows = try catalog.read { db in try LayerRow.filter(Column("lastLSN") > Int64(lsn.rawValue)).order(Column("firstLSN")).fetchAll(db) }
+            let spanning = rows.first { $0.firstLSN <= Int64(lsn.rawValue) }
+            let cut = try spanning.map { try cutLayer($0, through: lsn, generation: current.number) }
+            return try catalog.write { db in
+                var forsakenPoints = 0
+                for row in rows {
+                    try ForsakenLayerRow(generation: current.number, after: Int64(lsn.rawValue), firstLSN: row.firstLSN, lastLSN: row.lastLSN,
+                                         file: row.file, bytes: row.bytes).insert(db)
+                    _ = try LayerRow.deleteOne(db, key: row.id)
+                }
+                if var cut { try cut.insert(db) }
+                forsakenPoints = try RecoveryPoint.filter(Column("lsn") > Int64(lsn.rawValue)).deleteAll(db)
+                try db.execute(sql: "DELETE FROM flush WHERE lsn > ?", arguments: [Int64(lsn.rawValue)])
+                try db.execute(sql: "DELETE FROM resync WHERE gapAfter >= ?", arguments: [Int64(lsn.rawValue)])
+                try db.execute(sql: "UPDATE grp SET lastLSN = ?", arguments: [Int64(lsn.rawValue)])
+                let next = GroupGeneration(number: current.number + 1, owner: owner, ownerName: ownerName, forkLSN: lsn, state: .failedOver,
+                                           startedAt: Date(), pointID: pointID)
+                try next.insert(db)
+                return ForkOutcome(generation: next, forsakenLayers: rows.count, forsakenBytes: rows.reduce(0) { $0 + $1.bytes },
+                                   forsakenPoints: forsakenPoints, forsakenLSNs: last > lsn ? (lsn.rawValue + 1)...last.rawValue : nil)
+            }
+        }
+    }
+
+    /// Makes the current generation's failover final.
+    public func commitFailover() throws -> GroupGeneration {
+        try withWriterLock {
+            try catalog.write { db in
+                var current = try Self.currentGeneration(db)
+                guard current.state == .failedOver else {
+                    throw LifeboatError(.invalidArgument, "no failover to commit: the group is \(current.state.rawValue) in generation \(current.number)", path: root.string)
+                }
+                current.state = .committed
+                try current.update(db)
+                return current
+            }
+        }
+    }
+
+    /// The forsaken layers' LSN ranges past their forks, oldest first (what re-protect replaces).
+    public func forsakenRanges() throws -> [(generation: Int64, lsns: ClosedRange<UInt64>, bytes: Int64)] {
+        try catalog.read { db in try ForsakenLayerRow.order(Column("firstLSN")).fetchAll(db) }
+            .map { ($0.generation, UInt64(max($0.firstLSN, $0.after + 1))...UInt64($0.lastLSN), $0.bytes) }
+    }
+
+    /// `row` rewritten with only its versions at or before `lsn` (frames copied whole, as
+    /// compaction does), under its own name; written and renamed into place, not cataloged.
+    private func cutLayer(_ row: LayerRow, through lsn: LSN, generation: Int64) throws -> LayerRow {
+        let reader = try LayerReader(path: layerPath(row), sealer: try frameSealer())
+        var bytes = [UInt8](repeating: 0, count: LayerFormat.headerSize)
+        reader.withFrames { frames in bytes.append(contentsOf: frames) }
+        var entries: [LayerEntry] = []
+        for i in 0..<reader.header.entryCount {
+            let e = reader.entry(i)
+            if e.lsn <= lsn { entries.append(e) }
+        }
+        let first = LSN(UInt64(row.firstLSN))
+        let header = LayerHeader(groupID: reader.header.groupID, firstLSN: first, lastLSN: lsn, entryCount: entries.count,
+                                 indexOffset: bytes.count, sealed: reader.header.sealed)
+        LayerWriter.finish(&bytes, header: header, entries: entries)
+        let file = layerFileName(first: first, last: lsn, generation: generation, tag: "cut")
+        let tmp = incomingDirectory.appending(file)
+        try writeFileAtomically(tmp, bytes, bypassingCache: true)
+        do { try renameDurably(tmp, layersDirectory.appending(file)) } catch {
+            unlink(tmp.string)
+            throw error
+        }
+        return LayerRow(id: nil, firstLSN: row.firstLSN, lastLSN: Int64(lsn.rawValue), file: file, bytes: Int64(bytes.count), entries: Int64(entries.count))
+    }
+}

@@ -1,0 +1,115 @@
+import ArgumentParser
+import Foundation
+import LifeboatCapture
+import LifeboatCore
+import LifeboatFailover
+import LifeboatSite
+import LifeboatVault
+import SystemPackage
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `lifeboat failover`: on the vault host, make a recovery point the live, protected disks of a
+/// site (decision 0012), then `commit` it.
+struct FailoverCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "failover",
+        abstract: "Fail a site over to a recovery point on the vault host, or commit that failover.",
+        subcommands: [Start.self, Commit.self],
+        defaultSubcommand: Start.self)
+
+    /// How recent a passed drill must be for a failover not to be warned (ASR warns likewise).
+    static let drillAgeWarning: TimeInterval = 180 * 86_400
+
+    struct Start: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "start",
+            abstract: "Unplanned failover: the site's disks become a point of the vault, writable and protected at once.",
+            discussion: """
+                Run on the vault host. The vault starts the group's next generation at the point: from \
+                then on it takes writes only from the site this makes (at --to), and the old site is \
+                fenced — its writes are refused — as soon as it reaches the vault. The disks are not \
+                copied first: they read the point until a background fill has copied it. With \
+                --mount, protection starts at once in the foreground, as `lifeboat protect`.
+                """)
+
+        @OptionGroup var vault: VaultDirectoryOption
+        @Option(help: ArgumentHelp("The site whose group fails over (its name in the vault; not needed where the vault holds one group).", valueName: "name")) var site: String?
+        @Option(help: ArgumentHelp("The point: latest, latest-processed, latest-app, an id, lsn:N or @TIME.", valueName: "selector")) var point: String
+        @Option(help: ArgumentHelp("Where the failed-over site is made (default: VAULT/recovered/NAME).", valueName: "dir")) var to: String?
+        @Option(help: ArgumentHelp("Serve the disks here as NAME.img and protect them (foreground, as `lifeboat protect`).", valueName: "dir")) var mount: String?
+        @Flag(help: "Approve the failover without asking (scripts, CI).") var yes = false
+        @Flag(help: "Print the report as JSON.") var json = false
+
+        func validate() throws { if let site { try SiteName.validate(site) } }
+
+        func run() throws {
+            if mount != nil { try ProtectService.requireRoot() }
+            guard let root = vault.path else { throw ValidationError("no vault given: pass --vault DIR or set LIFEBOAT_VAULT") }
+            let home = try VaultHome(root: FilePath(absolutePath(root)))
+            let group = try home.group(site: site)
+            let name = site ?? "site"
+            let target = FilePath(absolutePath(to ?? home.root.appending("recovered").appending(name).string))
+            try warnWithoutRecentDrill(group, name)
+            try approve("fail site '\(name)' over to point '\(point)' (the old site will be fenced)")
+            let report = try Failover.unplanned(vault: group, site: name, point: point, to: target, hostName: Failover.hostName())
+            if json { try printJSON(report) } else { printReport(report) }
+            if let mount {
+                fflush(nil)
+                try ProtectService.run(site: try Site.open(target), mountpoint: absolutePath(mount), options: .init(), logger: makeLogger())
+            }
+        }
+
+        private func warnWithoutRecentDrill(_ group: Vault, _ site: String) throws {
+            let passed = try group.lastPassedDrill()
+            guard let passed, Date().timeIntervalSince(passed.finishedAt) <= FailoverCommand.drillAgeWarning else {
+                let when = passed.map { "the last passed \(ISO8601DateFormatter().string(from: $0.finishedAt))" } ?? "none ever passed"
+                return printWarning("site '\(site)' has no passing drill in the last 180 days (\(when)): this recovery is unproven")
+            }
+        }
+
+        /// The manual gate: `--yes`, or a "yes" typed at a terminal; anything else changes nothing.
+        private func approve(_ what: String) throws {
+            if yes { return }
+            guard isatty(STDIN_FILENO) == 1 else {
+                throw ValidationError("about to \(what): say --yes to approve (no terminal to ask at)")
+            }
+            FileHandle.standardError.write(Data("About to \(what). Type yes to go on: ".utf8))
+            guard readLine()?.trimmingCharacters(in: .whitespaces).lowercased() == "yes" else {
+                throw LifeboatError(.invalidArgument, "not approved: nothing changed")
+            }
+        }
+
+        private func printReport(_ r: FailoverReport) {
+            let time = ISO8601DateFormatter()
+            print("site \(r.site) failed over\(r.resumed ? " (an interrupted failover, finished now)" : ""): generation \(r.generation), from LSN \(r.forkLSN)")
+            if let id = r.pointID {
+                let age = r.pointAgeSeconds.map { ", \(describeDuration($0)) old" } ?? ""
+                print("  point \(id) (\(r.pointKind ?? "?"), \(r.pointTime.map { time.string(from: $0) } ?? "?")\(age))")
+            }
+            if r.forsakenLSNs > 0 {
+                print("  set aside: \(r.forsakenLSNs) LSNs the vault held past the point (\(r.forsakenPoints) points), kept for re-protect")
+            }
+            print("  served by the site at \(r.recoveredSite) (ready in \(String(format: "%.2f", r.seconds)) s)")
+            if mount == nil { print("  protect it: lifeboat protect --site \(r.recoveredSite) MOUNTPOINT") }
+        }
+    }
+
+    struct Commit: ParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "commit", abstract: "Make the site's failover final.")
+        @OptionGroup var vault: VaultDirectoryOption
+        @Option(help: ArgumentHelp("The site whose failover to commit (not needed where the vault holds one group).", valueName: "name")) var site: String?
+        @Flag(help: "Print JSON.") var json = false
+
+        func validate() throws { if let site { try SiteName.validate(site) } }
+
+        func run() throws {
+            guard let root = vault.path else { throw ValidationError("no vault given: pass --vault DIR or set LIFEBOAT_VAULT") }
+            let g = try Failover.commit(vault: try VaultHome(root: FilePath(absolutePath(root))).group(site: site))
+            if json { return try printJSON(g) }
+            print("site \(site ?? "site"): failover committed (generation \(g.number), from LSN \(g.forkLSN), served by \(g.ownerName))")
+        }
+    }
+}
