@@ -53,7 +53,7 @@ final class DiskBacking: @unchecked Sendable {
         }
         unfilled = Atomic(missing)
         do {
-            let vault = try Vault(root: FilePath(recovery.vault))
+            let vault = try Vault(root: FilePath(recovery.vault), key: try recovery.key())
             pool = try PointReaderPool(vault: vault, lsn: LSN(recovery.lsn), only: [disk.diskID])
         } catch {
             words.deallocate()

@@ -171,7 +171,7 @@ public final class ProtectionGroup: @unchecked Sendable {
             }
             let overflow = try SpoolOverflow(site: site, limit: try Self.spoolLimit(options.spoolLimit, journal: site.journalDirectory))
             self.overflow = overflow
-            let target: any ReplicaTarget = try remote ?? LocalVaultReplica(root: FilePath(vault), logger: logger, writer: fence.claim)
+            let target: any ReplicaTarget = try remote ?? LocalVaultReplica(root: FilePath(vault), logger: logger, writer: fence.claim, key: try site.config.recoveredFrom?.key())
             let shipper = Shipper(site: site, target: target, journal: journal, logger: logger, pacer: remote?.pacer, overflow: overflow, fence: fence) {
                 [weak self] in self?.checkpointState.withLock { $0.lsn } ?? .zero
             }

@@ -14,9 +14,11 @@ extension SiteStatus {
         let marked = group.digestsAtLastMarker()  // computing live roots would pause every write
         let disks = group.disks.map { d in
             let error = d.primaryError.withLock { $0 }
-            return Disk(name: d.config.name, sizeBytes: d.sizeBytes, lastLSN: LSN(d.lastLSN.load(ordering: .relaxed)),
-                        state: error == nil && stats.failure == nil ? .protected : .error, digest: marked.roots[d.id]?.description,
-                        digestAtLSN: marked.lsn, error: error)
+            var disk = Disk(name: d.config.name, sizeBytes: d.sizeBytes, lastLSN: LSN(d.lastLSN.load(ordering: .relaxed)),
+                            state: error == nil && stats.failure == nil ? .protected : .error, digest: marked.roots[d.id]?.description,
+                            digestAtLSN: marked.lsn, error: error)
+            if let backing = d.backing, !backing.isComplete { disk.unfilledBytes = Int64(backing.unfilledBlocks) << BlockSize.shift }
+            return disk
         }
         let local = (try? JournalDirectory.segments(in: group.journal.directory)) ?? []
         var status = SiteStatus(

@@ -37,7 +37,7 @@ public enum Failover {
     /// whose disks are that point (nothing copied: they read it until filled), then starts the
     /// vault's next generation, owned by that site, at the point's LSN. Run again after an
     /// interruption, it finishes what it began (the site's owner token says which step is done).
-    public static func unplanned(vault: Vault, site name: String, point selector: String, to root: FilePath, hostName: String) throws -> FailoverReport {
+    public static func unplanned(vault: Vault, site name: String, point selector: String, to root: FilePath, hostName: String, keyFile: String? = nil) throws -> FailoverReport {
         let started = ContinuousClock.now
         guard let groupID = try vault.groupID() else { throw LifeboatError(.notFound, "the vault holds no group for site '\(name)' yet", path: vault.root.string) }
         let current = try vault.generation()
@@ -56,7 +56,7 @@ public enum Failover {
         }
         try vault.requireConsistent(lsn)
         let generation = SiteGeneration(generation: current.number + 1, owner: SiteGeneration.newOwnerToken(), forkLSN: lsn.rawValue, fenced: nil)
-        let recovery = SiteConfig.Recovery(vault: absolute(vault.root), lsn: lsn.rawValue, pointID: point?.id)
+        let recovery = SiteConfig.Recovery(vault: absolute(vault.root), lsn: lsn.rawValue, pointID: point?.id, keyFile: keyFile)
         let site: Site
         do {
             site = try Site.prepareRecovered(at: root, groupID: groupID, disks: try vault.disks(), recovery: recovery, generation: generation)

@@ -15,11 +15,15 @@ public final class LocalVaultReplica: ReplicaTarget, @unchecked Sendable {
     /// Who this site is in the group's history: sent with every record.
     private let writer: WriterClaim
 
-    public init(root: FilePath, logger: Logger, writer: WriterClaim = .original) throws {
+    private let key: VaultKey?
+
+    /// `key`: an encrypted vault's (a failed-over site's, shipping into the vault it was served from).
+    public init(root: FilePath, logger: Logger, writer: WriterClaim = .original, key: VaultKey? = nil) throws {
         self.root = root
         self.writer = writer
+        self.key = key
         self.address = root.string
-        self.maintenance = VaultMaintenance(root: root, logger: logger)
+        self.maintenance = VaultMaintenance(root: root, key: key, logger: logger)
         try maintenance.start()
     }
 
@@ -28,7 +32,7 @@ public final class LocalVaultReplica: ReplicaTarget, @unchecked Sendable {
     private func vault() throws -> Vault {
         try lock.withLock {
             if let opened { return opened }
-            let v = try Vault(root: root)
+            let v = try Vault(root: root, key: key)
             v.removeStaleIncoming()
             opened = v
             return v

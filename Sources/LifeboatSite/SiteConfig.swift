@@ -1,5 +1,7 @@
 import Foundation
 import LifeboatCore
+import LifeboatVault
+import SystemPackage
 
 /// `SITE/site.json`: the site's identity and its disks. Written atomically; read at every
 /// command. `version` is the site layout version: a newer one is refused.
@@ -36,11 +38,17 @@ public struct SiteConfig: Codable, Equatable, Sendable {
         /// The fork: the point's LSN, which this site's journal continues after.
         public var lsn: UInt64
         public var pointID: Int64?
-        public init(vault: String, lsn: UInt64, pointID: Int64?) {
+        /// The key file of an encrypted vault (kept outside the vault, as `vault serve --key`).
+        public var keyFile: String?
+        public init(vault: String, lsn: UInt64, pointID: Int64?, keyFile: String?) {
             self.vault = vault
             self.lsn = lsn
             self.pointID = pointID
+            self.keyFile = keyFile
         }
+
+        /// The vault key, when the vault is encrypted.
+        public func key() throws -> VaultKey? { try keyFile.map { try VaultKey.load(FilePath($0)) } }
     }
 
     public var groupIDBytes: [UInt8] { Hex.bytes(groupID) }

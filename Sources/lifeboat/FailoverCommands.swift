@@ -40,6 +40,7 @@ struct FailoverCommand: ParsableCommand {
         @Option(help: ArgumentHelp("The point: latest, latest-processed, latest-app, an id, lsn:N or @TIME.", valueName: "selector")) var point: String
         @Option(help: ArgumentHelp("Where the failed-over site is made (default: VAULT/recovered/NAME).", valueName: "dir")) var to: String?
         @Option(help: ArgumentHelp("Serve the disks here as NAME.img and protect them (foreground, as `lifeboat protect`).", valueName: "dir")) var mount: String?
+        @Option(help: ArgumentHelp("The key file of an encrypted vault (default: $LIFEBOAT_VAULT_KEY); the failed-over site keeps its path.", valueName: "file")) var key: String?
         @Flag(help: "Approve the failover without asking (scripts, CI).") var yes = false
         @Flag(help: "Print the report as JSON.") var json = false
 
@@ -48,13 +49,13 @@ struct FailoverCommand: ParsableCommand {
         func run() throws {
             if mount != nil { try ProtectService.requireRoot() }
             guard let root = vault.path else { throw ValidationError("no vault given: pass --vault DIR or set LIFEBOAT_VAULT") }
-            let home = try VaultHome(root: FilePath(absolutePath(root)))
+            let home = try VaultHome(root: FilePath(absolutePath(root)), key: try vaultKey(key))
             let group = try home.group(site: site)
             let name = site ?? "site"
             let target = FilePath(absolutePath(to ?? home.root.appending("recovered").appending(name).string))
             try warnWithoutRecentDrill(group, name)
             try approve("fail site '\(name)' over to point '\(point)' (the old site will be fenced)")
-            let report = try Failover.unplanned(vault: group, site: name, point: point, to: target, hostName: Failover.hostName())
+            let report = try Failover.unplanned(vault: group, site: name, point: point, to: target, hostName: Failover.hostName(), keyFile: vaultKeyFile(key))
             if json { try printJSON(report) } else { printReport(report) }
             if let mount {
                 fflush(nil)
@@ -101,13 +102,14 @@ struct FailoverCommand: ParsableCommand {
         static let configuration = CommandConfiguration(commandName: "commit", abstract: "Make the site's failover final.")
         @OptionGroup var vault: VaultDirectoryOption
         @Option(help: ArgumentHelp("The site whose failover to commit (not needed where the vault holds one group).", valueName: "name")) var site: String?
+        @Option(help: ArgumentHelp("The key file of an encrypted vault (default: $LIFEBOAT_VAULT_KEY).", valueName: "file")) var key: String?
         @Flag(help: "Print JSON.") var json = false
 
         func validate() throws { if let site { try SiteName.validate(site) } }
 
         func run() throws {
             guard let root = vault.path else { throw ValidationError("no vault given: pass --vault DIR or set LIFEBOAT_VAULT") }
-            let g = try Failover.commit(vault: try VaultHome(root: FilePath(absolutePath(root))).group(site: site))
+            let g = try Failover.commit(vault: try VaultHome(root: FilePath(absolutePath(root)), key: try vaultKey(key)).group(site: site))
             if json { return try printJSON(g) }
             print("site \(site ?? "site"): failover committed (generation \(g.number), from LSN \(g.forkLSN), served by \(g.ownerName))")
         }

@@ -29,6 +29,15 @@ struct StatusCommand: ParsableCommand {
         var line = "site \(s.root): \(status.state.rawValue)"
         if let pid = status.pid, let mp = status.mountpoint { line += " (pid \(pid), mounted at \(mp))" }
         print(line)
+        if let g = status.generation {
+            if let fence = g.fenced {
+                print("FENCED since \(ISO8601DateFormatter().string(from: fence.since)): writes are refused (EROFS): \(fence.why)")
+            } else if g.generation > 1 || s.config.recoveredFrom != nil {
+                print("generation \(g.generation) of the group's history (a failover's, from LSN \(g.forkLSN ?? 0))")
+            }
+        }
+        let unfilled = status.disks.reduce(Int64(0)) { $0 + ($1.unfilledBytes ?? 0) }
+        if unfilled > 0 { print("filling from the recovery point: \(humanBytes(unfilled)) still read from the vault; no point until it ends") }
         let j = status.journal
         print("journal: LSN \(j.appendedLSN) appended, \(j.durableLSN) durable, \(humanBytes(j.bytes)) in \(j.segments) segment(s)")
         if let e = j.error { print("journal error: \(e)") }

@@ -1,0 +1,191 @@
+import Foundation
+import LifeboatCore
+import LifeboatTestSupport
+import SystemPackage
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Failover (issue 13, decision 0012) across test hosts: site A in a namespace shipping to
+/// `vault serve` on the vault host B, which becomes the recovery host.
+@Suite(.serialized, .exclusiveMachineUse, .timeLimit(.minutes(10)),
+       .enabled(if: canMount && canMakeNetworks, "needs root, /dev/fuse, iproute2 and nftables; CI runs it"))
+struct FailoverTests {
+    typealias Setup = NetworkVaultTests.Setup
+
+    /// A's network cut while it goes on writing → unplanned failover on B to `latest` → B's disk
+    /// is the point at once, writable, journaled and shipped as generation 2 → A comes back and is
+    /// fenced (its writes refused, durably, and said why) → commit; the bad inputs change nothing.
+    @Test func anUnplannedFailoverServesThePointAtOnceAndFencesTheOldSite() throws {
+        let s = try Setup()
+        defer { s.cleanup() }
+        try check(s.net.run(in: "site", [lifeboatBinary, "init", "--site", s.t.site, "--vault", s.address, "--bundle", try s.enroll("branch")]))
+        _ = try s.t.startProtect(["--point-interval", "1", "--seal-interval", "1"], launcher: s.net.command(in: "site", []))
+        try writeBytes(s.t.image("d0"), at: 1 << 20, randomBytes(8 << 20, seed: 41))
+        let chosen = try s.t.checkpointInVault("--label", "chosen")
+        let atPoint = s.t.root + "/at-point.raw"
+        try check(lifeboat("export", "--vault", s.vault, "--key", s.key, "--point", String(chosen), "--disk", "d0", atPoint))
+        #expect(try run(["cmp", atPoint, s.t.site + "/disks/d0.img"]).status == 0)
+
+        // A is cut off and keeps serving its workload (issue 12): these writes never reach B.
+        try s.net.partition("site", true)
+        try writeBytes(s.t.image("d0"), at: 20 << 20, randomBytes(1 << 20, seed: 42))
+
+        // Unplanned failover on B, to the newest point B holds.
+        let recovered = s.t.root + "/recovered"
+        let report = try lifeboat("failover", "--vault", s.vault, "--key", s.key, "--site", "branch", "--point", "latest", "--to", recovered, "--yes", "--json")
+        #expect(report.status == 0, "\(report.stdout)\(report.stderr)")
+        let json = (try? JSONSerialization.jsonObject(with: Data(report.stdout.utf8))) as? [String: Any] ?? [:]
+        #expect(json["generation"] as? Int == 2 && json["pointID"] as? Int == chosen, "\(report.stdout)")
+        #expect(report.stderr.contains("no passing drill in the last 180 days"), "\(report.stderr)")
+        // Bad input changes nothing: a second failover while the first is not committed, a commit
+        // of a site never failed over, a point selector that names nothing.
+        let again = try lifeboat("failover", "--vault", s.vault, "--key", s.key, "--site", "branch", "--point", "latest", "--to", s.t.root + "/again", "--yes")
+        #expect(again.status == 75 && again.stderr.contains("already failed over"), "\(again.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: s.t.root + "/again"))
+        let unknown = try lifeboat("failover", "--vault", s.vault, "--key", s.key, "--site", "nobody", "--point", "latest", "--yes")
+        #expect(unknown.status == 66 && unknown.stderr.contains("no group of site 'nobody'"), "\(unknown.stderr)")
+        let ungated = try run(["/bin/sh", "-c", "\"$0\" failover --vault \"$1\" --key \"$2\" --site branch --point latest --to \"$3\" < /dev/null",
+                               lifeboatBinary, s.vault, s.key, s.t.root + "/ungated"])
+        #expect(ungated.status == 64 && ungated.stderr.contains("say --yes"), "\(ungated.stderr)")
+
+        // B serves the point at once: the disk reads as the point, takes writes, and ships them
+        // to the vault as generation 2; its first point after the fill equals the disk.
+        let b = ProtectedSiteOnTheVaultHost(site: recovered, mountpoint: s.t.root + "/mnt-b")
+        defer { b.stop() }
+        try b.start()
+        #expect(try run(["cmp", atPoint, b.image("d0")]).status == 0, "the failed-over disk reads as the point before any fill")
+        try writeBytes(b.image("d0"), at: 40 << 20, randomBytes(2 << 20, seed: 43))
+        let bPoint = try b.checkpointInVault()
+        let exported = s.t.root + "/b-point.raw"
+        try check(lifeboat("export", "--vault", s.vault, "--key", s.key, "--site", "branch", "--point", String(bPoint), "--disk", "d0", exported))
+        #expect(try run(["cmp", exported, b.image("d0")]).status == 0, "generation 2's point equals the failed-over disk")
+
+        // A comes back: at its first contact the vault refuses it and it fences itself — its
+        // writes get EROFS, status says why, and the fence outlives a restart.
+        try s.net.partition("site", false)
+        let fenced = try s.status(within: 30) { $0.contains("FENCED") }
+        #expect(fenced.contains("FENCED") && fenced.contains("the group is in generation 2"), "\(fenced)\n\(s.t.protect?.output ?? "")")
+        #expect(try writeErrno(s.t.image("d0"), at: 30 << 20) == EROFS)
+        #expect(s.t.protect?.stop() == 0)
+        _ = try s.t.startProtect([], launcher: s.net.command(in: "site", []))
+        #expect(try writeErrno(s.t.image("d0"), at: 30 << 20) == EROFS, "fenced again at once after a restart, before any contact")
+        // A's writes after the fork never entered the history: the vault's points are A's up to
+        // the fork, then B's.
+        try check(lifeboat("export", "--vault", s.vault, "--key", s.key, "--site", "branch", "--point", String(chosen), "--disk", "d0", exported + ".2"))
+        #expect(try run(["cmp", exported + ".2", atPoint]).status == 0)
+
+        // Commit: final; a second one is refused, and so is a point older than the fork.
+        try check(lifeboat("failover", "commit", "--vault", s.vault, "--key", s.key, "--site", "branch"))
+        let twice = try lifeboat("failover", "commit", "--vault", s.vault, "--key", s.key, "--site", "branch")
+        #expect(twice.status == 64 && twice.stderr.contains("no failover to commit"), "\(twice.stderr)")
+        let older = try lifeboat("failover", "--vault", s.vault, "--key", s.key, "--site", "branch", "--point", "lsn:1", "--to", s.t.root + "/older", "--yes")
+        #expect(older.status != 0 && (older.stderr.contains("older than generation 2's fork") || older.stderr.contains("outside what the vault holds")), "\(older.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: s.t.root + "/older"))
+        b.stop()
+        #expect(try lifeboat("vault", "verify", "--vault", s.vault, "--key", s.key, "--site", "branch").status == 0)
+    }
+
+    /// A failed-over disk is writable before it is filled: a 4 GiB disk with data spread over it
+    /// reads as its point through the vault while the fill runs, takes a write, and the fill
+    /// never overwrites it; no point is marked until the fill ends (the digest would be wrong).
+    @Test func aLargeFailedOverDiskIsWritableBeforeItIsFilled() throws {
+        let t = try TestSite(disks: [("big", "4G")], withVault: true)
+        defer { t.cleanup() }
+        _ = try t.startProtect(["--point-interval", "1"])
+        for k in 0..<16 { try writeBytes(t.image("big"), at: Int64(k) << 28, randomBytes(1 << 20, seed: UInt64(50 + k))) }
+        let chosen = try t.checkpointInVault()
+        #expect(t.protect?.stop() == 0)
+        let recovered = t.root + "/recovered"
+        let started = Date()
+        try check(lifeboat("failover", "--vault", t.vault, "--point", String(chosen), "--to", recovered, "--yes"))
+        let b = ProtectedSiteOnTheVaultHost(site: recovered, mountpoint: t.root + "/mnt-b")
+        defer { b.stop() }
+        try b.start()
+        let written = randomBytes(4096, seed: 70)
+        try writeBytes(b.image("big"), at: (5 << 28) + 8192, written)
+        let ready = Date().timeIntervalSince(started)
+        #expect(ready < 10, "failover to the first acknowledged write took \(ready) s")
+        let early = try lifeboat("checkpoint", "--site", recovered)
+        #expect(early.status != 0 && early.stderr.contains("still being filled"), "\(early.stdout)\(early.stderr)")
+        // Every piece reads as written, whether filled yet or not.
+        for k in 0..<16 {
+            var expected = randomBytes(1 << 20, seed: UInt64(50 + k))
+            if k == 5 { expected.replaceSubrange(8192..<(8192 + 4096), with: written) }
+            #expect(try readBytes(b.image("big"), at: Int64(k) << 28, count: 1 << 20) == expected, "piece \(k)")
+        }
+        // Once filled, a point; the fill kept the write.
+        let filled = Date().addingTimeInterval(120)
+        while FileManager.default.fileExists(atPath: recovered + "/disks/big.fill") && Date() < filled { usleep(200_000) }
+        #expect(!FileManager.default.fileExists(atPath: recovered + "/disks/big.fill"))
+        let point = try b.checkpointInVault()
+        let exported = t.root + "/after.raw"
+        try check(lifeboat("export", "--vault", t.vault, "--point", String(point), "--disk", "big", exported))
+        #expect(try run(["cmp", exported, recovered + "/disks/big.img"]).status == 0)
+        #expect(try readBytes(exported, at: (5 << 28) + 8192, count: 4096) == written)
+    }
+}
+
+/// `protect` of a failed-over site on the vault host (outside any test namespace).
+final class ProtectedSiteOnTheVaultHost {
+    let site: String
+    let mountpoint: String
+    var process: ProtectProcess?
+
+    init(site: String, mountpoint: String) {
+        self.site = site
+        self.mountpoint = mountpoint
+    }
+
+    func start() throws {
+        try FileManager.default.createDirectory(atPath: mountpoint, withIntermediateDirectories: true)
+        process = try ProtectProcess(site: site, mountpoint: mountpoint, extra: ["--point-interval", "1"])
+    }
+
+    func image(_ name: String) -> String { mountpoint + "/" + name + ".img" }
+
+    func checkpointInVault() throws -> Int {
+        var last = CommandResult(status: 0, stdout: "", stderr: "")
+        for _ in 0..<120 {  // the fill must end before a point can be marked
+            last = try lifeboat("checkpoint", "--site", site, "--json", "--timeout", "60s")
+            let json = (try? JSONSerialization.jsonObject(with: Data(last.stdout.utf8))) as? [String: Any] ?? [:]
+            if last.status == 0, let id = json["pointID"] as? Int { return id }
+            guard last.stderr.contains("still being filled") else { break }
+            usleep(500_000)
+        }
+        throw TestFailure("no point on the failed-over site: \(last.stdout)\(last.stderr)\n\(process?.output ?? "")")
+    }
+
+    func stop() {
+        _ = process?.stop()
+        process = nil
+        if isMounted(mountpoint) { _ = try? run(["umount", "-l", mountpoint]) }
+    }
+}
+
+func writeBytes(_ path: String, at offset: Int64, _ bytes: [UInt8]) throws {
+    let fd = try FileDescriptor.open(path, .writeOnly)
+    try fd.closeAfter {
+        _ = try fd.writeAll(toAbsoluteOffset: offset, bytes)
+        guard fsync(fd.rawValue) == 0 else { throw Errno(rawValue: errno) }
+    }
+}
+
+func readBytes(_ path: String, at offset: Int64, count: Int) throws -> [UInt8] {
+    let fd = try FileDescriptor.open(path, .readOnly)
+    return try fd.closeAfter {
+        var out = [UInt8](repeating: 0, count: count)
+        _ = try out.withUnsafeMutableBytes { try fd.read(fromAbsoluteOffset: offset, into: $0) }
+        return out
+    }
+}
+
+/// The errno a one-block write gets, 0 when it is taken.
+func writeErrno(_ path: String, at offset: Int64) throws -> Int32 {
+    let fd = try FileDescriptor.open(path, .writeOnly)
+    defer { try? fd.close() }
+    do { _ = try fd.writeAll(toAbsoluteOffset: offset, [UInt8](repeating: 7, count: 4096)) } catch let e as Errno { return e.rawValue }
+    return fsync(fd.rawValue) == 0 ? 0 : errno
+}
