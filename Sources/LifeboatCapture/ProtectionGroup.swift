@@ -175,6 +175,7 @@ public final class ProtectionGroup: @unchecked Sendable {
             let shipper = Shipper(site: site, target: target, journal: journal, logger: logger, pacer: remote?.pacer, overflow: overflow, fence: fence) {
                 [weak self] in self?.checkpointState.withLock { $0.lsn } ?? .zero
             }
+            shipper.drain = { [weak self] in try self?.drainForPlannedFailover() }
             self.shipper = shipper
             sealedSegments.answer { shipper.poke() }
             do {
@@ -212,10 +213,10 @@ public final class ProtectionGroup: @unchecked Sendable {
         guard offset >= 0, data.count > 0, offset + Int64(data.count) <= disk.sizeBytes else {
             throw LifeboatError(.invalidArgument, "write of \(data.count) bytes at \(offset) is outside the \(disk.sizeBytes)-byte disk")
         }
-        if let refusal = fence.refusal { throw refusal }
         let (first, count) = BlockSize.blocks(coveringOffset: offset, length: data.count)
         applyLock.lockShared()
         defer { applyLock.unlock() }
+        if let refusal = fence.refusal { throw refusal }  // under the lock: see SiteFence.refusal
         try stripes.withBlocks(first: first, count: count) { () throws in
             if offset & Int64(BlockSize.bytes - 1) == 0 && data.count & (BlockSize.bytes - 1) == 0 {
                 try commit(index, first: first, blocks: data)
@@ -351,7 +352,7 @@ public final class ProtectionGroup: @unchecked Sendable {
         return try appendMarker(kind, label: label, endsResync: false)
     }
 
-    private func appendMarker(_ kind: Marker.Kind, label: String, endsResync: Bool) throws -> (lsn: LSN, digests: [DiskID: Hash128]) {
+    func appendMarker(_ kind: Marker.Kind, label: String, endsResync: Bool) throws -> (lsn: LSN, digests: [DiskID: Hash128]) {
         let (lsn, digests) = try applyLock.withExclusive { () throws -> (LSN, [DiskID: Hash128]) in
             let digests = rootsWhilePaused()
             let now = Int64(Date().timeIntervalSince1970 * 1e9)

@@ -29,6 +29,11 @@ public struct FailoverReport: Codable, Sendable {
     public var seconds: Double
     /// A failover interrupted before (kill -9, power loss) and finished by this run.
     public var resumed: Bool
+    /// A planned failover: the source stopped serving writes before its final point, which is
+    /// this one — nothing it acknowledged is missing — and these are its digests, taken by the
+    /// source at that marker (the failed-over disks are that point).
+    public var planned: Bool = false
+    public var finalDigests: [String: String]?
 }
 
 /// Unplanned failover and commit (decision 0012), on the host that holds the vault.
@@ -71,6 +76,55 @@ public enum Failover {
                               pointKind: point?.kind.rawValue, pointAgeSeconds: point.map { Date().timeIntervalSince($0.time) },
                               forsakenLSNs: outcome.forsakenLSNs.map { UInt64($0.count) } ?? 0, forsakenPoints: outcome.forsakenPoints,
                               recoveredSite: site.root.string, seconds: started.duration(to: .now).inSeconds, resumed: false)
+    }
+
+    /// Planned failover: asks the source to drain (it stops serving writes, marks a final point
+    /// and ships everything), waits up to `timeout` for it, then fails over at exactly that
+    /// point. A source that does not drain in time: the plan is withdrawn, nothing changes.
+    public static func planned(vault: Vault, site name: String, to root: FilePath, hostName: String, keyFile: String? = nil,
+                               timeout: Duration, progress: (String) -> Void = { _ in }) throws -> FailoverReport {
+        let started = ContinuousClock.now
+        if (try? Site.open(root)) != nil {
+            throw LifeboatError(.alreadyExists, "a site already exists here", path: root.string)
+        }
+        let asked = try vault.planFailover()
+        progress("asked generation \(asked.number)'s owner (\(asked.ownerName)) to stop serving writes and drain")
+        var drained: LSN?
+        while drained == nil {
+            drained = try vault.generation().drainedLSN
+            if drained != nil { break }
+            guard started.duration(to: .now) < timeout else {
+                _ = try? vault.withdrawPlannedFailover()
+                throw LifeboatError(.busy, "the source did not drain within \(describeDuration(timeout.inSeconds)) (is it running and reaching the vault?): "
+                                    + "the planned failover is withdrawn and nothing changed; if the source is gone, fail over unplanned", path: vault.root.string)
+            }
+            usleep(100_000)
+        }
+        let lsn = drained!
+        guard let point = try vault.points().last(where: { $0.lsn == lsn }) else {
+            throw LifeboatError(.internalError, "the source drained at LSN \(lsn) but the vault has no point there", path: vault.root.string)
+        }
+        progress("drained: final point \(point.id ?? 0) at LSN \(lsn)")
+        guard let groupID = try vault.groupID() else { throw LifeboatError(.notFound, "the vault holds no group", path: vault.root.string) }
+        let current = try vault.generation()
+        let generation = SiteGeneration(generation: current.number + 1, owner: SiteGeneration.newOwnerToken(), forkLSN: lsn.rawValue, fenced: nil)
+        let recovery = SiteConfig.Recovery(vault: absolute(vault.root), lsn: lsn.rawValue, pointID: point.id, keyFile: keyFile)
+        let site: Site
+        do {
+            site = try Site.prepareRecovered(at: root, groupID: groupID, disks: try vault.disks(), recovery: recovery, generation: generation)
+        } catch {
+            removePrepared(root)
+            throw error
+        }
+        let outcome = try vault.fork(at: lsn, pointID: point.id, owner: generation.owner, ownerName: "\(hostName):\(site.root)", planned: true)
+        let names = Dictionary(uniqueKeysWithValues: try vault.disks().map { ($0.id, $0.name) })
+        var report = FailoverReport(site: name, generation: outcome.generation.number, forkLSN: lsn, pointID: point.id, pointTime: point.time,
+                                    pointKind: point.kind.rawValue, pointAgeSeconds: Date().timeIntervalSince(point.time),
+                                    forsakenLSNs: outcome.forsakenLSNs.map { UInt64($0.count) } ?? 0, forsakenPoints: outcome.forsakenPoints,
+                                    recoveredSite: site.root.string, seconds: started.duration(to: .now).inSeconds, resumed: false)
+        report.planned = true
+        report.finalDigests = Dictionary(uniqueKeysWithValues: try point.digestMap().map { (names[$0.key] ?? "\($0.key)", $0.value.description) })
+        return report
     }
 
     /// A site a failover prepared at `root` before it was interrupted: done if the vault names it

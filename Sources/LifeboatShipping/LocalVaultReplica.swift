@@ -50,7 +50,9 @@ public final class LocalVaultReplica: ReplicaTarget, @unchecked Sendable {
 
     public func heldThrough() throws -> LSN { try vault().lsnRange().last }
 
-    public func fencedReason() throws -> String? { try vault().fencedReason(for: writer) }
+    public func standing() throws -> WriterStanding { try vault().standing(of: writer) }
+
+    public func reportDrained(at lsn: LSN) throws { _ = try vault().reportDrained(at: lsn, as: writer) }
 
     /// As it lies: the vault compresses each write once, into its layer.
     public func prepare(segment: [UInt8]) throws -> PreparedSegment { PreparedSegment(bytes: segment) }

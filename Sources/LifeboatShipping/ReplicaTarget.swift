@@ -1,4 +1,5 @@
 import LifeboatCore
+import LifeboatVault
 import SystemPackage
 
 /// Where a site's journal goes (sealed segments, and the open one's records as streamed), seen from the source side: the transport-neutral
@@ -33,11 +34,15 @@ public protocol ReplicaTarget: AnyObject, Sendable {
     /// Everything up to this LSN is durably in the vault (read from its catalog).
     func heldThrough() throws -> LSN
 
-    /// Why the vault refuses this site's records — another generation owns the group since a
-    /// failover (decision 0012) — or nil while this site is the current generation's owner.
-    /// Every call that sends records carries the site's claim, and the vault refuses them with a
-    /// `.fenced` error as well; this asks before anything is sent.
-    func fencedReason() throws -> String?
+    /// Where this site stands in the group's history (decision 0012): the current generation's
+    /// owner, its owner asked to drain for a planned failover, or fenced (another generation owns
+    /// the group). Every call that sends records carries the site's claim, and the vault refuses
+    /// them with a `.fenced` error as well; this asks before anything is sent.
+    func standing() throws -> WriterStanding
+
+    /// The owner stopped serving writes and the vault holds its final marker at `lsn`: a planned
+    /// failover may fork there.
+    func reportDrained(at lsn: LSN) throws
 
     /// One sealed segment, as it lies in the journal, made ready for `ship` (the wire's zstd for
     /// a vault on another machine): the shipper prepares the next segment on another thread

@@ -63,6 +63,11 @@ public final class Shipper: @unchecked Sendable {
 
     /// Set when the vault names a newer generation: the site stops serving writes and shipping.
     private let fence: SiteFence?
+    /// A planned failover's drain (the group's): stops writes, appends the final marker, returns its LSN.
+    public var drain: (() throws -> LSN?)?
+    private var lastStandingCheck = ContinuousClock.now - .seconds(10)
+    private var drainReported = false
+    private var drainError: String?
 
     public init(site: Site, target: any ReplicaTarget, journal: Journal, logger: Logger, pacer: Pacer? = nil,
                 overflow: SpoolOverflow? = nil, fence: SiteFence? = nil, appliedLSN: @escaping @Sendable () -> LSN) {
@@ -129,14 +134,15 @@ public final class Shipper: @unchecked Sendable {
         // streaming rounds while no failure is pending.
         let durable = journal.stats.durableLSN
         clock.withLock { $0.sample(durable: durable) }
+        checkStandingIfDue()
+        // Fenced: the group's history is another host's now; nothing more goes to the vault.
+        if let why = fence?.generation.fenced?.why {
+            figures.withLock { $0.error = why }
+            return
+        }
         let wasPoked = poked.exchange(false, ordering: .acquiring)
         let full = wasPoked || ((!settled || lastError != nil) && lastFullRound.duration(to: .now) >= .seconds(1))
         if !full && (lastError != nil || !openSegmentMoved()) { return }
-        // Fenced: the group's history is another host's now; nothing more goes to the vault.
-        if let refusal = fence?.refusal {
-            figures.withLock { $0.error = refusal.message }
-            return
-        }
         defer {
             roundDone.withLock {
                 rounds += 1
@@ -167,6 +173,47 @@ public final class Shipper: @unchecked Sendable {
                 if $0.pausedSince == nil { $0.pausedSince = Date() }
                 $0.pendingSegments = segments
                 $0.pendingBytes = bytes
+            }
+        }
+    }
+
+    /// Once a second, where the site stands in the group's history: fenced by a newer
+    /// generation, asked to drain for a planned failover (then the final marker, and once the
+    /// vault holds it, the report), or the owner again (a planned failover withdrawn: writes
+    /// are served again). A vault out of reach is said by the rounds, not here.
+    private func checkStandingIfDue() {
+        guard let fence, lastStandingCheck.duration(to: .now) >= .seconds(1) else { return }
+        lastStandingCheck = .now
+        guard let standing = try? target.standing() else { return }
+        switch standing {
+        case .fenced(let why):
+            fenceSite(why)
+        case .drainAsked:
+            do {
+                guard let final = try drain?() else { return }
+                if figures.withLock({ $0.shippedLSN }) >= final {
+                    if !drainReported {
+                        try target.reportDrained(at: final)
+                        drainReported = true
+                        logger.notice("the vault holds everything through the final point at LSN \(final): ready for the planned failover")
+                    }
+                } else {
+                    poke()  // ship the final marker now
+                }
+                drainError = nil
+            } catch {
+                let message = "\(error)"
+                if message != drainError { logger.error("planned failover: \(message)") }
+                drainError = message
+            }
+        case .owner:
+            guard fence.generation.draining != nil else { return }
+            do {
+                try fence.stopDraining()
+                drainReported = false
+                logger.notice("the planned failover was withdrawn: writes are served again")
+            } catch {
+                logger.error("the planned failover was withdrawn, but the drain could not be cleared: \(error)")
             }
         }
     }
@@ -230,7 +277,7 @@ public final class Shipper: @unchecked Sendable {
         if let group = try target.groupID(), group != site.config.groupID {
             throw Vault.belongsToAnotherGroup(group, not: site.config.groupID, root: FilePath(target.address))
         }
-        if let why = try target.fencedReason() { throw LifeboatError(.fenced, why, path: target.address) }
+        if case .fenced(let why) = try target.standing() { throw LifeboatError(.fenced, why, path: target.address) }
         try seedDisks()
         var shipped = try target.heldThrough()
         if let resume = try overflow?.announcement(vaultHolds: shipped) {

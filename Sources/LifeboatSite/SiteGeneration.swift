@@ -15,6 +15,15 @@ public struct SiteGeneration: Codable, Equatable, Sendable {
     /// The failover that made this site, if one did: the LSN its history continues after.
     public var forkLSN: UInt64?
     public var fenced: Fence?
+    /// A planned failover asked this site to drain: it serves no writes; `finalLSN` is its final
+    /// marker once appended. Durable, so that a restart before the fork serves no write the
+    /// fork would leave behind.
+    public var draining: Drain?
+
+    public struct Drain: Codable, Equatable, Sendable {
+        public var since: Date
+        public var finalLSN: UInt64?
+    }
 
     public struct Fence: Codable, Equatable, Sendable {
         public var since: Date
@@ -22,11 +31,12 @@ public struct SiteGeneration: Codable, Equatable, Sendable {
         public var why: String
     }
 
-    public init(generation: Int64, owner: String, forkLSN: UInt64?, fenced: Fence?) {
+    public init(generation: Int64, owner: String, forkLSN: UInt64?, fenced: Fence?, draining: Drain? = nil) {
         self.generation = generation
         self.owner = owner
         self.forkLSN = forkLSN
         self.fenced = fenced
+        self.draining = draining
     }
 
     public var claim: WriterClaim { WriterClaim(generation: generation, owner: owner) }
@@ -64,24 +74,57 @@ public struct SiteGeneration: Codable, Equatable, Sendable {
 /// generation.
 public final class SiteFence: @unchecked Sendable {
     private let site: Site
-    private let isFenced: Atomic<Bool>
+    private let refusing: Atomic<Bool>
     private let state: Mutex<SiteGeneration>
 
     public init(site: Site) throws {
         self.site = site
         let loaded = try SiteGeneration.load(site)
-        isFenced = Atomic(loaded.fenced != nil)
+        refusing = Atomic(loaded.fenced != nil || loaded.draining != nil)
         state = Mutex(loaded)
     }
 
     public var claim: WriterClaim { state.withLock { $0.claim } }
     public var generation: SiteGeneration { state.withLock { $0 } }
 
-    /// Why writes are refused, nil while they are served.
+    /// Why writes are refused, nil while they are served. The write path asks it under the
+    /// apply lock, so that a drain's final marker (appended with that lock held exclusively)
+    /// follows every write acknowledged before it and precedes none.
     @inline(__always)
     public var refusal: LifeboatError? {
-        guard isFenced.load(ordering: .acquiring) else { return nil }
-        return LifeboatError(.fenced, state.withLock { $0.fenced?.why } ?? "fenced", path: site.root.string)
+        guard refusing.load(ordering: .acquiring) else { return nil }
+        let why = state.withLock { g in
+            g.fenced?.why ?? g.draining.map { "draining for a planned failover since \(ISO8601DateFormatter().string(from: $0.since)): no writes are served here now" }
+        }
+        return LifeboatError(.fenced, why ?? "fenced", path: site.root.string)
+    }
+
+    /// A planned failover asked for a drain: writes stop at once, and durably.
+    public func startDraining() throws {
+        try state.withLock { g in
+            guard g.draining == nil else { return }
+            g.draining = .init(since: Date(), finalLSN: nil)
+            refusing.store(true, ordering: .releasing)
+            try g.save(site)
+        }
+    }
+
+    /// The final marker is at `lsn` (durable before it is reported to the vault).
+    public func drained(at lsn: LSN) throws {
+        try state.withLock { g in
+            g.draining?.finalLSN = lsn.rawValue
+            try g.save(site)
+        }
+    }
+
+    /// The planned failover was withdrawn before it forked: writes are served again.
+    public func stopDraining() throws {
+        try state.withLock { g in
+            guard g.draining != nil, g.fenced == nil else { return }
+            g.draining = nil
+            try g.save(site)
+            refusing.store(false, ordering: .releasing)
+        }
     }
 
     /// Fences the site: writes stop at once, then `generation.json` records it, so that a
@@ -92,7 +135,7 @@ public final class SiteFence: @unchecked Sendable {
         try state.withLock { g in
             guard g.fenced == nil else { return false }
             g.fenced = .init(since: Date(), why: why)
-            isFenced.store(true, ordering: .releasing)
+            refusing.store(true, ordering: .releasing)
             try g.save(site)
             return true
         }

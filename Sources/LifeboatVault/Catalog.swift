@@ -121,6 +121,8 @@ struct Catalog {
                 t.column("state", .text).notNull()
                 t.column("startedAt", .datetime).notNull()
                 t.column("pointID", .integer)
+                t.column("plannedAt", .datetime)
+                t.column("drainedLSN", .integer)
             }
             try db.execute(sql: "INSERT INTO generation(number, owner, ownerName, forkLSN, state, startedAt) VALUES (1, '', 'its own site', 0, 'protected', ?)",
                            arguments: [Date()])

@@ -25,6 +25,10 @@ public struct GroupGeneration: Codable, FetchableRecord, PersistableRecord, Send
     public var startedAt: Date
     /// The point the failover that started it chose, if one did.
     public var pointID: Int64?
+    /// A planned failover (or failback) away from this generation: asked at, and the LSN of the
+    /// owner's final marker once it has stopped serving writes and drained everything here.
+    public var plannedAt: Date?
+    public var drainedLSN: LSN?
 }
 
 /// A group's place in the failover lifecycle (Docs/decisions/0012).
@@ -35,6 +39,19 @@ public enum GroupState: String, Codable, Sendable, DatabaseValueConvertible {
     case failedOver = "failed over"
     /// The failover is final; protection goes on from the new owner.
     case committed
+    /// A planned failover away from this generation is asked: its owner stops serving writes,
+    /// marks a final point and drains; the next generation starts at exactly that point.
+    case failoverPlanned = "failover planned"
+}
+
+/// Where a writer stands in the group's history.
+public enum WriterStanding: Sendable, Equatable {
+    /// It owns the current generation: it serves writes and ships them.
+    case owner
+    /// It owns it, and a planned failover asks it to stop serving writes, mark a final point and drain.
+    case drainAsked
+    /// Another generation owns the group; the vault's words say which, since when, served by whom.
+    case fenced(String)
 }
 
 /// What a writer says it is: the generation it serves and its owner token.
@@ -106,6 +123,17 @@ extension Vault {
         }
     }
 
+    /// Where `claim` stands: owner, owner asked to drain, or fenced (and why).
+    public func standing(of claim: WriterClaim) throws -> WriterStanding {
+        try catalog.read { db in
+            let current = try Self.currentGeneration(db)
+            guard claim.generation == current.number && claim.owner == current.owner else {
+                return .fenced(Self.fencedError(claim, current, root: root).message)
+            }
+            return current.state == .failoverPlanned ? .drainAsked : .owner
+        }
+    }
+
     static func fencedError(_ claim: WriterClaim, _ current: GroupGeneration, root: FilePath) -> LifeboatError {
         let when = ISO8601DateFormatter().string(from: current.startedAt)
         let why = claim.generation < current.number
@@ -130,9 +158,20 @@ extension Vault {
     /// past it are removed — one catalog transaction under the writer lock, after the cut layer
     /// is written (a crash before the commit leaves the group as it was, with a stray file).
     /// Refused while an earlier failover is not committed, or for an LSN the vault cannot present.
-    public func fork(at lsn: LSN, pointID: Int64?, owner: String, ownerName: String) throws -> ForkOutcome {
+    /// `planned`: the step of a planned failover whose owner drained at exactly `lsn` (the new
+    /// generation is protected at once: nothing was lost, nothing to commit).
+    public func fork(at lsn: LSN, pointID: Int64?, owner: String, ownerName: String, planned: Bool = false) throws -> ForkOutcome {
         try withWriterLock {
             let current = try generation()
+            if planned {
+                guard current.state == .failoverPlanned, current.drainedLSN == lsn else {
+                    throw LifeboatError(.busy, "no planned failover drained at LSN \(lsn): the group is \(current.state.rawValue)"
+                                        + (current.drainedLSN.map { ", drained at LSN \($0)" } ?? ""), path: root.string)
+                }
+            } else if current.state == .failoverPlanned {
+                throw LifeboatError(.busy, "a planned failover of generation \(current.number) is under way (asked \(ISO8601DateFormatter().string(from: current.plannedAt ?? Date()))): "
+                                    + "let it finish, or withdraw it (`lifeboat failover cancel`)", path: root.string)
+            }
             guard current.state != .failedOver else {
                 throw LifeboatError(.busy, "the group is already failed over (generation \(current.number), at LSN \(current.forkLSN), served by \(current.ownerName)): "
                                     + "commit it (`lifeboat failover commit`) or change its point (`lifeboat failover change-point`) first", path: root.string)
@@ -160,11 +199,69 @@ extension Vault {
                 try db.execute(sql: "DELETE FROM flush WHERE lsn > ?", arguments: [Int64(lsn.rawValue)])
                 try db.execute(sql: "DELETE FROM resync WHERE gapAfter >= ?", arguments: [Int64(lsn.rawValue)])
                 try db.execute(sql: "UPDATE grp SET lastLSN = ?", arguments: [Int64(lsn.rawValue)])
-                let next = GroupGeneration(number: current.number + 1, owner: owner, ownerName: ownerName, forkLSN: lsn, state: .failedOver,
-                                           startedAt: Date(), pointID: pointID)
+                let next = GroupGeneration(number: current.number + 1, owner: owner, ownerName: ownerName, forkLSN: lsn,
+                                           state: planned ? .protected : .failedOver, startedAt: Date(), pointID: pointID)
                 try next.insert(db)
                 return ForkOutcome(generation: next, forsakenLayers: rows.count, forsakenBytes: rows.reduce(0) { $0 + $1.bytes },
                                    forsakenPoints: forsakenPoints, forsakenLSNs: last > lsn ? (lsn.rawValue + 1)...last.rawValue : nil)
+            }
+        }
+    }
+
+    /// Asks the current generation's owner to drain for a planned failover (or failback): from
+    /// its next contact it serves no writes, marks a final point, ships everything and reports
+    /// it (`reportDrained`). Refused while a failover is not committed.
+    public func planFailover() throws -> GroupGeneration {
+        try withWriterLock {
+            try catalog.write { db in
+                var current = try Self.currentGeneration(db)
+                if current.state == .failoverPlanned { return current }
+                guard current.state != .failedOver else {
+                    throw LifeboatError(.busy, "the group is failed over and not committed (generation \(current.number)): commit it first", path: root.string)
+                }
+                current.state = .failoverPlanned
+                current.plannedAt = Date()
+                current.drainedLSN = nil
+                try current.update(db)
+                return current
+            }
+        }
+    }
+
+    /// Takes a planned failover back before it forked: the owner serves writes again.
+    public func withdrawPlannedFailover() throws -> GroupGeneration {
+        try withWriterLock {
+            try catalog.write { db in
+                var current = try Self.currentGeneration(db)
+                guard current.state == .failoverPlanned else {
+                    throw LifeboatError(.invalidArgument, "no planned failover to withdraw: the group is \(current.state.rawValue)", path: root.string)
+                }
+                current.state = current.number == 1 || current.forkLSN == .zero ? .protected : .committed
+                current.plannedAt = nil
+                current.drainedLSN = nil
+                try current.update(db)
+                return current
+            }
+        }
+    }
+
+    /// The owner has stopped serving writes and the vault holds everything through its final
+    /// marker at `lsn`: the planned failover may fork there.
+    public func reportDrained(at lsn: LSN, as writer: WriterClaim) throws -> GroupGeneration {
+        try withWriterLock {
+            try catalog.write { db in
+                try requireWriter(writer, db)
+                var current = try Self.currentGeneration(db)
+                guard current.state == .failoverPlanned else {
+                    throw LifeboatError(.invalidArgument, "no planned failover is waiting for a drain: the group is \(current.state.rawValue)", path: root.string)
+                }
+                // The final marker is a point here (only its segment's seal may follow it).
+                guard try RecoveryPoint.filter(Column("lsn") == Int64(lsn.rawValue)).fetchCount(db) > 0 else {
+                    throw LifeboatError(.invalidArgument, "drained at LSN \(lsn), but the vault has no point there: ship the final marker first", path: root.string)
+                }
+                current.drainedLSN = lsn
+                try current.update(db)
+                return current
             }
         }
     }

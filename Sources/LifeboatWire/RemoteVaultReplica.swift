@@ -80,7 +80,17 @@ public final class RemoteVaultReplica: ReplicaTarget, @unchecked Sendable {
 
     public func heldThrough() throws -> LSN { LSN(try state().heldThrough ?? 0) }
 
-    public func fencedReason() throws -> String? { try state().fenced }
+    public func standing() throws -> WriterStanding {
+        let s = try state()
+        if let why = s.fenced { return .fenced(why) }
+        return s.drainAsked == true ? .drainAsked : .owner
+    }
+
+    public func reportDrained(at lsn: LSN) throws {
+        var request = WireRequest(op: "drained")
+        request.lsn = lsn.rawValue
+        _ = try call(request)
+    }
 
     public func addDisk(group: String, id: DiskID, name: String, sizeBytes: Int64, initialContent: FilePath, progress: (Int64) -> Void) throws {
         var request = WireRequest(op: "addDiskBegin")

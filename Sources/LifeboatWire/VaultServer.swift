@@ -156,7 +156,11 @@ final class VaultService: @unchecked Sendable {
         }
         switch request.op {
         case "state":
-            r.fenced = try vault.fencedReason(for: writer)
+            switch try vault.standing(of: writer) {
+            case .owner: break
+            case .drainAsked: r.drainAsked = true
+            case .fenced(let why): r.fenced = why
+            }
             r.site = site
             r.group = try vault.groupID()
             r.disks = try vault.disks().map(\.id.rawValue)
@@ -198,6 +202,10 @@ final class VaultService: @unchecked Sendable {
             if before.next < resume {
                 logger.warning("site \(site): the site dropped LSNs \(before.next)…\(resume.rawValue - 1) past its spool limit; no point until its resync ends")
             }
+        case "drained":
+            let lsn = LSN(try required(request.lsn, "lsn"))
+            _ = try vault.reportDrained(at: lsn, as: writer)
+            logger.notice("site \(site): drained for a planned failover, final point at LSN \(lsn)")
         case "pointAt":
             let lsn = try required(request.lsn, "lsn")
             r.pointID = try vault.points().last { $0.lsn == LSN(lsn) }?.id
@@ -206,7 +214,7 @@ final class VaultService: @unchecked Sendable {
         case "points":
             answer = WireJSON.encode(try PointListing(vault))
         default:
-            throw LifeboatError(.invalidArgument, "unknown op '\(request.op)' (known: state, addDiskBegin, addDiskChunk, addDiskEnd, ship, append, openResync, pointAt, annotate, points)")
+            throw LifeboatError(.invalidArgument, "unknown op '\(request.op)' (known: state, addDiskBegin, addDiskChunk, addDiskEnd, ship, append, openResync, drained, pointAt, annotate, points)")
         }
         return (r, answer)
     }

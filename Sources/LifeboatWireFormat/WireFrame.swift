@@ -98,6 +98,8 @@ public struct WireResponse: Codable, Sendable {
     /// state: why the vault refuses this writer's records (another generation owns the group),
     /// absent while it is the owner.
     public var fenced: String?
+    /// state: the site owns the current generation and a planned failover asks it to drain.
+    public var drainAsked: Bool?
 
     public init(ok: Bool) { self.ok = ok }
 }

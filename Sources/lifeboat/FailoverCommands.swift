@@ -17,7 +17,7 @@ struct FailoverCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "failover",
         abstract: "Fail a site over to a recovery point on the vault host, or commit that failover.",
-        subcommands: [Start.self, Commit.self],
+        subcommands: [Start.self, Commit.self, Cancel.self],
         defaultSubcommand: Start.self)
 
     /// How recent a passed drill must be for a failover not to be warned (ASR warns likewise).
@@ -37,14 +37,24 @@ struct FailoverCommand: ParsableCommand {
 
         @OptionGroup var vault: VaultDirectoryOption
         @Option(help: ArgumentHelp("The site whose group fails over (its name in the vault; not needed where the vault holds one group).", valueName: "name")) var site: String?
-        @Option(help: ArgumentHelp("The point: latest, latest-processed, latest-app, an id, lsn:N or @TIME.", valueName: "selector")) var point: String
+        @Option(help: ArgumentHelp("The point: latest, latest-processed, latest-app, an id, lsn:N or @TIME (unplanned failover).", valueName: "selector")) var point: String?
+        @Flag(help: "Planned failover: the source stops serving writes, marks a final point and drains; the failover is at exactly that point (zero loss).") var planned = false
+        @Option(help: ArgumentHelp("How long a planned failover waits for the source to drain before it is withdrawn.", valueName: "duration")) var drainTimeout = "120s"
         @Option(help: ArgumentHelp("Where the failed-over site is made (default: VAULT/recovered/NAME).", valueName: "dir")) var to: String?
         @Option(help: ArgumentHelp("Serve the disks here as NAME.img and protect them (foreground, as `lifeboat protect`).", valueName: "dir")) var mount: String?
         @Option(help: ArgumentHelp("The key file of an encrypted vault (default: $LIFEBOAT_VAULT_KEY); the failed-over site keeps its path.", valueName: "file")) var key: String?
         @Flag(help: "Approve the failover without asking (scripts, CI).") var yes = false
         @Flag(help: "Print the report as JSON.") var json = false
 
-        func validate() throws { if let site { try SiteName.validate(site) } }
+        func validate() throws {
+            if let site { try SiteName.validate(site) }
+            switch (planned, point) {
+            case (false, nil): throw ValidationError("say which point to fail over to (--point latest, …), or --planned")
+            case (true, .some): throw ValidationError("a planned failover is at the source's final point: --point does not go with --planned")
+            default: break
+            }
+            _ = try parseDuration(drainTimeout, what: "drain timeout")
+        }
 
         func run() throws {
             if mount != nil { try ProtectService.requireRoot() }
@@ -54,8 +64,17 @@ struct FailoverCommand: ParsableCommand {
             let name = site ?? "site"
             let target = FilePath(absolutePath(to ?? home.root.appending("recovered").appending(name).string))
             try warnWithoutRecentDrill(group, name)
-            try approve("fail site '\(name)' over to point '\(point)' (the old site will be fenced)")
-            let report = try Failover.unplanned(vault: group, site: name, point: point, to: target, hostName: Failover.hostName(), keyFile: vaultKeyFile(key))
+            let report: FailoverReport
+            if planned {
+                try approve("fail site '\(name)' over, planned: its source stops serving writes now")
+                report = try Failover.planned(vault: group, site: name, to: target, hostName: Failover.hostName(), keyFile: vaultKeyFile(key),
+                                              timeout: .milliseconds(Int64(try parseDuration(drainTimeout) * 1000))) { line in
+                    if !json { print(line) }
+                }
+            } else {
+                try approve("fail site '\(name)' over to point '\(point ?? "")' (the old site will be fenced)")
+                report = try Failover.unplanned(vault: group, site: name, point: point ?? "latest", to: target, hostName: Failover.hostName(), keyFile: vaultKeyFile(key))
+            }
             if json { try printJSON(report) } else { printReport(report) }
             if let mount {
                 fflush(nil)
@@ -90,11 +109,30 @@ struct FailoverCommand: ParsableCommand {
                 let age = r.pointAgeSeconds.map { ", \(describeDuration($0)) old" } ?? ""
                 print("  point \(id) (\(r.pointKind ?? "?"), \(r.pointTime.map { time.string(from: $0) } ?? "?")\(age))")
             }
+            if let digests = r.finalDigests {
+                print("  zero loss: the source served no write after this point; its digests there: "
+                      + digests.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
+            }
             if r.forsakenLSNs > 0 {
                 print("  set aside: \(r.forsakenLSNs) LSNs the vault held past the point (\(r.forsakenPoints) points), kept for re-protect")
             }
             print("  served by the site at \(r.recoveredSite) (ready in \(String(format: "%.2f", r.seconds)) s)")
             if mount == nil { print("  protect it: lifeboat protect --site \(r.recoveredSite) MOUNTPOINT") }
+        }
+    }
+
+    struct Cancel: ParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "cancel", abstract: "Withdraw a planned failover that has not forked yet: the source serves writes again.")
+        @OptionGroup var vault: VaultDirectoryOption
+        @Option(help: ArgumentHelp("The site (not needed where the vault holds one group).", valueName: "name")) var site: String?
+        @Option(help: ArgumentHelp("The key file of an encrypted vault (default: $LIFEBOAT_VAULT_KEY).", valueName: "file")) var key: String?
+
+        func validate() throws { if let site { try SiteName.validate(site) } }
+
+        func run() throws {
+            guard let root = vault.path else { throw ValidationError("no vault given: pass --vault DIR or set LIFEBOAT_VAULT") }
+            let g = try VaultHome(root: FilePath(absolutePath(root)), key: try vaultKey(key)).group(site: site).withdrawPlannedFailover()
+            print("site \(site ?? "site"): planned failover withdrawn; generation \(g.number) is \(g.state.rawValue) again")
         }
     }
 

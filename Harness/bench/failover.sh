@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Failover benchmarks (issue 13). Release build; needs root and /dev/fuse.
+#   bash Harness/bench/failover.sh rto [SIZES...]      default: 1G 4G 16G
+# rto: a disk of each size with 64 MiB of random data spread over it (16 pieces) and a point in
+# the site's vault; then, timed from the command: `lifeboat failover --point latest`, `protect`
+# of the failed-over site, and the first 4 KiB O_DIRECT write acknowledged on its disk (the RTO:
+# command to writable and protected); then how long the background fill of the whole disk
+# takes, against `lifeboat export` of the same point (a whole-disk copy before the first write,
+# what the fill saves).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+source Harness/setup.sh
+part=${1:-rto}
+shift || true
+sizes=("${@:-1G 4G 16G}")
+[ ${#sizes[@]} -eq 1 ] && read -r -a sizes <<<"${sizes[0]}"
+swift build -c release --product lifeboat 2>&1 | tail -1
+lifeboat=$(swift build -c release --show-bin-path)/lifeboat
+work=$(mktemp -d /var/tmp/lifeboat-failover.XXXXXX)
+pids=()
+cleanup() {
+  set +e
+  for m in "$work"/*/mnt "$work"/*/mnt-b; do mountpoint -q "$m" && umount "$m"; done
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
+  rm -rf "$work"
+}
+trap cleanup EXIT INT TERM
+
+now() { date +%s.%N; }
+wait_mounted() { for _ in $(seq 200); do mountpoint -q "$1" && return 0; sleep 0.05; done; return 1; }
+
+rto() {
+  echo "| disk | failover command | to first write acknowledged (RTO) | fill of the whole disk | export of the point (a copy first) |"
+  echo "|---|---:|---:|---:|---:|"
+  for size in "${sizes[@]}"; do
+    local d="$work/$size"
+    mkdir -p "$d/mnt" "$d/mnt-b"
+    "$lifeboat" init --site "$d/site" --vault "$d/vault" >/dev/null
+    "$lifeboat" disk create d0 --size "$size" --site "$d/site" >/dev/null
+    "$lifeboat" protect "$d/mnt" --site "$d/site" 2>"$d/protect.log" & pids+=($!)
+    wait_mounted "$d/mnt"
+    local bytes blocks
+    bytes=$(stat -c %s "$d/mnt/d0.img")
+    for k in $(seq 0 15); do
+      dd if=/dev/urandom of="$d/mnt/d0.img" bs=4M count=1 seek=$((bytes / 16 * k / (4 << 20))) conv=notrunc status=none
+    done
+    sync "$d/mnt/d0.img"
+    "$lifeboat" checkpoint --site "$d/site" --timeout 120s >/dev/null
+    umount "$d/mnt"; wait "${pids[-1]}"
+    local t0 t1 t2 t3
+    t0=$(now)
+    "$lifeboat" failover --vault "$d/vault" --point latest --to "$d/recovered" --yes >/dev/null 2>&1
+    t1=$(now)
+    "$lifeboat" protect "$d/mnt-b" --site "$d/recovered" 2>"$d/protect-b.log" & pids+=($!)
+    # dd must not create the file on the empty mountpoint before the mount: wait for it first.
+    until mountpoint -q "$d/mnt-b"; do sleep 0.01; done
+    dd if=/dev/urandom of="$d/mnt-b/d0.img" bs=4k count=1 seek=1 oflag=direct conv=notrunc,fsync status=none
+    t2=$(now)
+    while [ -e "$d/recovered/disks/d0.fill" ]; do sleep 0.1; done
+    t3=$(now)
+    umount "$d/mnt-b"; wait "${pids[-1]}"
+    local e0 e1
+    e0=$(now)
+    "$lifeboat" export --vault "$d/vault" --point 1 --disk d0 "$d/export.raw" >/dev/null
+    e1=$(now)
+    awk -v s="$size" -v a="$t0" -v b="$t1" -v c="$t2" -v d="$t3" -v e="$e0" -v f="$e1" \
+      'BEGIN { printf "| %s | %.2f s | %.2f s | %.1f s | %.1f s |\n", s, b - a, c - a, d - c, f - e }'
+    rm -rf "$d"
+  done
+}
+
+case "$part" in
+  rto) rto ;;
+  *) echo "usage: $0 rto [SIZES...]" >&2; exit 64 ;;
+esac
