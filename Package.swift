@@ -66,12 +66,13 @@ let package = Package(
         // (`RemoteVaultReplica`, the second ReplicaTarget).
         // The wire's frames and messages alone (no NIO): what the fuzzer feeds.
         .target(name: "LifeboatWireFormat", dependencies: ["LifeboatCore"]),
-        .target(name: "LifeboatWire", dependencies: ["LifeboatCore", "LifeboatJournal", "LifeboatVault", "LifeboatIdentity", "LifeboatShipping", "LifeboatWireFormat",
+        .target(name: "LifeboatWire", dependencies: ["LifeboatCore", "LifeboatJournal", "LifeboatVault", "LifeboatIdentity", "LifeboatShipping", "LifeboatWireFormat", "LifeboatFailover",
                                                      .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOTLS", package: "swift-nio"),
                                                      .product(name: "NIOSSL", package: "swift-nio-ssl"), .product(name: "X509", package: "swift-certificates"),
                                                      .product(name: "Logging", package: "swift-log"), .product(name: "SystemPackage", package: "swift-system")]),
         // A recovery point as disks: the point-view filesystem and `mount`.
-        .target(name: "LifeboatFailover", dependencies: ["LifeboatCore", "LifeboatSite", "LifeboatVault", .product(name: "SystemPackage", package: "swift-system")]),
+        .target(name: "LifeboatFailover", dependencies: ["LifeboatCore", "LifeboatJournal", "LifeboatSite", "LifeboatVault", .product(name: "Logging", package: "swift-log"),
+                                                        .product(name: "SystemPackage", package: "swift-system")]),
         .target(name: "LifeboatPointView", dependencies: ["LifeboatCore", "LifeboatFUSE", "LifeboatVault", "LifeboatVHD",
                                                           .product(name: "Logging", package: "swift-log"), .product(name: "SystemPackage", package: "swift-system")]),
         .target(

@@ -116,7 +116,7 @@ public final class ProtectionGroup: @unchecked Sendable {
             directory: site.journalDirectory, groupID: site.config.groupIDBytes,
             configuration: .init(segmentBytes: options.segmentBytes, keepsSealedSegmentsCached: ships, sealed: { sealed.ring() },
                                  spareFill: options.spareFill),
-            durableThrough: saved.appliedLSN, startingAfter: LSN(site.config.recoveredFrom?.lsn ?? 0)
+            durableThrough: saved.appliedLSN, startingAfter: saved.appliedLSN
         ) { (scan, raw) throws in
             for record in scan.records where record.header.type == .write {
                 let payload = record.payload(in: raw)

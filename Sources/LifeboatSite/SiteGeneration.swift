@@ -19,6 +19,9 @@ public struct SiteGeneration: Codable, Equatable, Sendable {
     /// marker once appended. Durable, so that a restart before the fork serves no write the
     /// fork would leave behind.
     public var draining: Drain?
+    /// A re-protected site: a replica of `generation`, its disks equal to the history at this
+    /// LSN (it serves no writes until a failback makes it the owner).
+    public var replicaLSN: UInt64?
 
     public struct Drain: Codable, Equatable, Sendable {
         public var since: Date
@@ -26,17 +29,22 @@ public struct SiteGeneration: Codable, Equatable, Sendable {
     }
 
     public struct Fence: Codable, Equatable, Sendable {
+        public init(since: Date, why: String) {
+            self.since = since
+            self.why = why
+        }
         public var since: Date
         /// The vault's words: which generation owns the group now, since when, served by whom.
         public var why: String
     }
 
-    public init(generation: Int64, owner: String, forkLSN: UInt64?, fenced: Fence?, draining: Drain? = nil) {
+    public init(generation: Int64, owner: String, forkLSN: UInt64?, fenced: Fence?, draining: Drain? = nil, replicaLSN: UInt64? = nil) {
         self.generation = generation
         self.owner = owner
         self.forkLSN = forkLSN
         self.fenced = fenced
         self.draining = draining
+        self.replicaLSN = replicaLSN
     }
 
     public var claim: WriterClaim { WriterClaim(generation: generation, owner: owner) }

@@ -20,6 +20,22 @@ public struct BlockExtents: Codable, Sendable, Equatable {
     public var blocks: Set<Int> { Set(runs.flatMap { $0[0]..<($0[0] + $0[1]) }) }
 }
 
+extension BlockExtents {
+    /// By disk, keyed by the disk id in decimal: how the wire carries them (JSON).
+    public static func byDecimalID(_ extents: [DiskID: BlockExtents]) -> [String: BlockExtents] {
+        Dictionary(uniqueKeysWithValues: extents.map { (String($0.key.rawValue), $0.value) })
+    }
+
+    public static func byDiskID(_ extents: [String: BlockExtents]) throws -> [DiskID: BlockExtents] {
+        var out: [DiskID: BlockExtents] = [:]
+        for (key, value) in extents {
+            guard let id = UInt32(key) else { throw LifeboatError(.corrupt, "a disk id '\(key.prefix(20))' that is not a number") }
+            out[DiskID(id)] = value
+        }
+        return out
+    }
+}
+
 extension Vault {
     /// The blocks the current history wrote in `(after, through]`, by disk: read from the layers'
     /// indexes (no block data).

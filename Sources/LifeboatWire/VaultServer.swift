@@ -206,6 +206,35 @@ final class VaultService: @unchecked Sendable {
             let lsn = LSN(try required(request.lsn, "lsn"))
             _ = try vault.reportDrained(at: lsn, as: writer)
             logger.notice("site \(site): drained for a planned failover, final point at LSN \(lsn)")
+        case "history":
+            answer = WireJSON.encode(try vault.generation())
+        case "writtenBlocks":
+            answer = WireJSON.encode(BlockExtents.byDecimalID(try vault.writtenBlocks(after: LSN(try required(request.after, "after")), through: LSN(try required(request.lsn, "lsn")))))
+        case "forsakenBlocks":
+            answer = WireJSON.encode(BlockExtents.byDecimalID(try vault.forsakenBlocks(generation: try required(request.ofGeneration, "ofGeneration"))))
+        case "readPoint":
+            let (lsn, disk, offset, length) = try (required(request.lsn, "lsn"), required(request.disk, "disk"), required(request.offset, "offset"),
+                                                   required(request.sizeBytes, "sizeBytes"))
+            guard offset >= 0, offset & 4095 == 0, length > 0, length <= 4 << 20, length & 4095 == 0 else {
+                throw LifeboatError(.invalidArgument, "readPoint: offset \(offset) and length \(length) must be whole 4 KiB blocks, at most 4 MiB")
+            }
+            var data = [UInt8](repeating: 0, count: Int(length))
+            try data.withUnsafeMutableBytes { buffer in
+                try PointReaderPool(vault: vault, lsn: LSN(lsn), only: [DiskID(disk)]).with { try $0.read(disk: DiskID(disk), at: offset, into: buffer) }
+            }
+            answer = try data.withUnsafeBytes { try Zstd.compress($0, level: 1) }
+        case "planFailover":
+            answer = WireJSON.encode(try vault.planFailover())
+            logger.notice("site \(site): a planned failover (failback) is asked: the current owner drains")
+        case "withdrawPlan":
+            answer = WireJSON.encode(try vault.withdrawPlannedFailover())
+        case "takeOver":
+            let lsn = LSN(try required(request.lsn, "lsn"))
+            let point = try vault.points().last { $0.lsn == lsn }
+            let outcome = try vault.fork(at: lsn, pointID: point?.id, owner: try required(request.newOwner, "newOwner"),
+                                         ownerName: "site \(site): " + (request.note ?? "its host"), planned: true)
+            answer = WireJSON.encode(outcome.generation)
+            logger.notice("site \(site): failed back — generation \(outcome.generation.number) from LSN \(lsn)")
         case "pointAt":
             let lsn = try required(request.lsn, "lsn")
             r.pointID = try vault.points().last { $0.lsn == LSN(lsn) }?.id
@@ -214,7 +243,7 @@ final class VaultService: @unchecked Sendable {
         case "points":
             answer = WireJSON.encode(try PointListing(vault))
         default:
-            throw LifeboatError(.invalidArgument, "unknown op '\(request.op)' (known: state, addDiskBegin, addDiskChunk, addDiskEnd, ship, append, openResync, drained, pointAt, annotate, points)")
+            throw LifeboatError(.invalidArgument, "unknown op '\(request.op)' (known: state, addDiskBegin, addDiskChunk, addDiskEnd, ship, append, openResync, drained, history, writtenBlocks, forsakenBlocks, readPoint, planFailover, withdrawPlan, takeOver, pointAt, annotate, points)")
         }
         return (r, answer)
     }

@@ -78,6 +78,10 @@ public struct WireRequest: Codable, Sendable {
     /// the site serves and its owner token (decision 0012). Absent: generation 1's own site.
     public var generation: Int64?
     public var owner: String?
+    /// writtenBlocks: the LSN range `(after, lsn]`; forsakenBlocks: whose; takeOver: the new owner's token.
+    public var after: UInt64?
+    public var ofGeneration: Int64?
+    public var newOwner: String?
 
     public init(op: String) { self.op = op }
 }

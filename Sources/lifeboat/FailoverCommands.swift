@@ -3,6 +3,8 @@ import Foundation
 import LifeboatCapture
 import LifeboatCore
 import LifeboatFailover
+import LifeboatIdentity
+import LifeboatWire
 import LifeboatSite
 import LifeboatVault
 import SystemPackage
@@ -151,5 +153,81 @@ struct FailoverCommand: ParsableCommand {
             if json { return try printJSON(g) }
             print("site \(site ?? "site"): failover committed (generation \(g.number), from LSN \(g.forkLSN), served by \(g.ownerName))")
         }
+    }
+}
+
+/// The group's history as the site directory `site` reaches it: its vault on the network (its
+/// bundle) or the directory it ships to.
+func history(for site: Site) throws -> VaultHistory {
+    guard let vault = site.config.vault else { throw LifeboatError(.notFound, "the site has no vault (lifeboat init --vault)", path: site.root.string) }
+    if site.hasRemoteVault { return try RemoteVaultReplica(bundle: try SiteBundle.load(site.vaultBundlePath), writer: try SiteGeneration.load(site).claim) }
+    return LocalHistory(vault: try Vault(root: FilePath(vault), key: try site.config.recoveredFrom?.key()))
+}
+
+/// `lifeboat reprotect --site DIR`: a site a failover left behind becomes a replica of the
+/// group's current generation, moving only what differs.
+struct ReprotectCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "reprotect",
+        abstract: "Make a fenced site (the host a failover left) a replica of the group's current history, moving only the blocks that differ.",
+        discussion: """
+            Run on that site's host with protect stopped. The blocks to move are named by the history — \
+            those written since the failover, and those this site wrote after it (its journal, kept aside \
+            afterwards) — never found by scanning the disks. They are staged beside the disks, then \
+            switched to at once: an interruption leaves the disks as they were, or is finished by running \
+            it again. Afterwards the disks' digests equal the newest point's.
+            """)
+    @OptionGroup var site: SiteOption
+    @Flag(help: "Print the report as JSON.") var json = false
+
+    func run() throws {
+        let s = try site.open()
+        let report = try Reprotect.run(site: s, history: try history(for: s), logger: makeLogger())
+        if json { return try printJSON(report) }
+        printReprotect(report, what: "re-protected")
+    }
+}
+
+func printReprotect(_ r: ReprotectReport, what: String) {
+    print("site \(r.site) \(what)\(r.resumed ? " (an interrupted switch, finished now)" : ""): a replica of generation \(r.generation) at LSN \(r.lsn)"
+          + (r.pointID.map { " (point \($0))" } ?? ""))
+    print("moved \(humanBytes(r.bytesMoved)) of \(humanBytes(r.diskBytes)) in \(String(format: "%.2f", r.seconds)) s")
+    for d in r.disks {
+        print("  \(d.name): \(humanBytes(d.movedBytes)) in \(d.extents) extent(s) — \(d.writtenThereBlocks) block(s) written since, "
+              + "\(d.replacedHereBlocks) block(s) of this site's own after the fork replaced; digest \(d.digest) \(d.digestEqual ? "= the point's" : "≠ THE POINT'S")")
+    }
+    if let kept = r.keptJournal { print("this site's journal (its writes after the fork) is kept in \(kept)") }
+}
+
+/// `lifeboat failback --site DIR`: a planned failover back to a re-protected site.
+struct FailbackCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "failback",
+        abstract: "Fail back to a re-protected site: the current owner drains, this site catches up to its final point and owns the group again.",
+        discussion: """
+            Run on the re-protected site's host with protect stopped. Zero loss: the current owner stops \
+            serving writes before its final point, and this site's disks are shown equal to that point by \
+            their digests. Then start `lifeboat protect` here: it ships to the same vault, as before the failover.
+            """)
+    @OptionGroup var site: SiteOption
+    @Option(help: ArgumentHelp("How long to wait for the current owner to drain before the failback is withdrawn.", valueName: "duration")) var drainTimeout = "120s"
+    @Flag(help: "Approve the failback without asking (scripts, CI).") var yes = false
+    @Flag(help: "Print the report as JSON.") var json = false
+
+    func validate() throws { _ = try parseDuration(drainTimeout, what: "drain timeout") }
+
+    func run() throws {
+        let s = try site.open()
+        if !yes {
+            guard isatty(STDIN_FILENO) == 1 else { throw ValidationError("about to fail back to \(s.root): the current owner stops serving writes; say --yes to approve") }
+            FileHandle.standardError.write(Data("About to fail back to \(s.root): the current owner stops serving writes. Type yes to go on: ".utf8))
+            guard readLine()?.trimmingCharacters(in: .whitespaces).lowercased() == "yes" else { throw LifeboatError(.invalidArgument, "not approved: nothing changed") }
+        }
+        let report = try Failback.run(site: s, history: try history(for: s), drainTimeout: .milliseconds(Int64(try parseDuration(drainTimeout) * 1000)),
+                                      logger: makeLogger()) { line in if !json { print(line) } }
+        if json { return try printJSON(report) }
+        printReprotect(report.catchUp, what: "caught up")
+        print("site \(s.root) owns generation \(report.generation) from LSN \(report.forkLSN)\(report.digestsEqual ? "; zero loss: its digests equal the final point's" : "")")
+        print("protect it: lifeboat protect --site \(s.root) MOUNTPOINT")
     }
 }

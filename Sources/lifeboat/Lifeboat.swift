@@ -14,7 +14,7 @@ struct Lifeboat: ParsableCommand {
         version: "0.1.0",
         subcommands: [InitCommand.self, DiskCommand.self, ProtectCommand.self, StatusCommand.self, JournalCommand.self,
                       PointsCommand.self, ExportCommand.self, VaultCommand.self, CheckpointCommand.self, MountCommand.self,
-                      DrillCommand.self, DrillWorkerCommand.self, GuestAgentCommand.self, FailoverCommand.self])
+                      DrillCommand.self, DrillWorkerCommand.self, GuestAgentCommand.self, FailoverCommand.self, ReprotectCommand.self, FailbackCommand.self])
 }
 
 /// `--site`, defaulting from LIFEBOAT_SITE.
