@@ -51,6 +51,7 @@ public enum Failback {
         // The catch-up and the takeover need the site to themselves: protect must be stopped.
         do { try site.lock(for: "failing back").close() }
         _ = try history.planFailover()
+        CrashPoint.reached("failback.asked")
         progress("asked generation \(current.number)'s owner (\(current.ownerName)) to stop serving writes and drain")
         var drained: LSN?
         while drained == nil {
@@ -78,6 +79,7 @@ public enum Failback {
             defer { try? lock.close() }
             let plan = try Reprotect.stage(site, history: history, to: point, since: LSN(replicaLSN), own: [:], generation: current.number, becomes: becomes)
             catchUp = try Reprotect.finish(site, plan, started: started, resumed: false)
+            CrashPoint.reached("failback.caught-up")
             try writeFileAtomically(pendingPath(site), Array(try SiteConfig.encoder.encode(Pending(token: token, lsn: final, generation: current.number + 1))))
         }
         return try finishPending(site, history: history, Pending(token: token, lsn: final, generation: current.number + 1), started: started, catchUp: catchUp)
@@ -100,7 +102,9 @@ public enum Failback {
                 throw LifeboatError(.busy, "the failback was overtaken (the group is in generation \(current.number), \(current.state.rawValue)): run it again",
                                     path: site.root.string)
             }
+            CrashPoint.reached("failback.pending")
             _ = try history.takeOver(at: pending.lsn, owner: pending.token, ownerName: "\(Failover.hostName()):\(site.root)")
+            CrashPoint.reached("failback.took-over")
         }
         try SiteGeneration(generation: pending.generation, owner: pending.token, forkLSN: pending.lsn.rawValue, fenced: nil).save(site)
         unlink(pendingPath(site).string)

@@ -71,7 +71,9 @@ public enum Failover {
             removePrepared(root)
             throw error
         }
+        CrashPoint.reached("failover.prepared")
         let outcome = try vault.fork(at: lsn, pointID: point?.id, owner: generation.owner, ownerName: "\(hostName):\(site.root)")
+        CrashPoint.reached("failover.forked")
         return FailoverReport(site: name, generation: outcome.generation.number, forkLSN: lsn, pointID: point?.id, pointTime: point?.time,
                               pointKind: point?.kind.rawValue, pointAgeSeconds: point.map { Date().timeIntervalSince($0.time) },
                               forsakenLSNs: outcome.forsakenLSNs.map { UInt64($0.count) } ?? 0, forsakenPoints: outcome.forsakenPoints,
@@ -84,10 +86,11 @@ public enum Failover {
     public static func planned(vault: Vault, site name: String, to root: FilePath, hostName: String, keyFile: String? = nil,
                                timeout: Duration, progress: (String) -> Void = { _ in }) throws -> FailoverReport {
         let started = ContinuousClock.now
-        if (try? Site.open(root)) != nil {
-            throw LifeboatError(.alreadyExists, "a site already exists here", path: root.string)
+        if let existing = try? Site.open(root) {
+            return try resume(existing, vault: vault, site: name, current: try vault.generation(), started: started)
         }
         let asked = try vault.planFailover()
+        CrashPoint.reached("failover.planned")
         progress("asked generation \(asked.number)'s owner (\(asked.ownerName)) to stop serving writes and drain")
         var drained: LSN?
         while drained == nil {
@@ -116,7 +119,9 @@ public enum Failover {
             removePrepared(root)
             throw error
         }
+        CrashPoint.reached("failover.prepared")
         let outcome = try vault.fork(at: lsn, pointID: point.id, owner: generation.owner, ownerName: "\(hostName):\(site.root)", planned: true)
+        CrashPoint.reached("failover.forked")
         let names = Dictionary(uniqueKeysWithValues: try vault.disks().map { ($0.id, $0.name) })
         var report = FailoverReport(site: name, generation: outcome.generation.number, forkLSN: lsn, pointID: point.id, pointTime: point.time,
                                     pointKind: point.kind.rawValue, pointAgeSeconds: Date().timeIntervalSince(point.time),
@@ -140,7 +145,13 @@ public enum Failover {
                 throw LifeboatError(.alreadyExists, "a site already exists here: a failover made it for generation \(claim.generation), "
                                     + "but the group is in generation \(current.number) served by \(current.ownerName)", path: site.root.string)
             }
-            outcome = try vault.fork(at: LSN(recovery.lsn), pointID: recovery.pointID, owner: claim.owner, ownerName: "\(hostName()):\(site.root)")
+            // A planned failover's site is forked only at the drained point it was made from.
+            let planned = current.state == .failoverPlanned
+            guard !planned || current.drainedLSN == LSN(recovery.lsn) else {
+                throw LifeboatError(.busy, "a site already exists here, made for a planned failover at LSN \(recovery.lsn), but the source drained at "
+                                    + "\(current.drainedLSN.map { "LSN \($0)" } ?? "no point yet"): remove \(site.root) and run the failover again", path: site.root.string)
+            }
+            outcome = try vault.fork(at: LSN(recovery.lsn), pointID: recovery.pointID, owner: claim.owner, ownerName: "\(hostName()):\(site.root)", planned: planned)
         }
         let point = try vault.points().first { $0.id == recovery.pointID }
         return FailoverReport(site: name, generation: claim.generation, forkLSN: LSN(recovery.lsn), pointID: recovery.pointID, pointTime: point?.time,

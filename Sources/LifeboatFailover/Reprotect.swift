@@ -165,7 +165,9 @@ public enum Reprotect {
         }
         let plan = Plan(generation: generation, lsn: point.lsn, pointID: point.id, digests: point.digests, extents: extents, figures: figures,
                         becomes: becomes, diskBytes: site.config.disks.reduce(0) { $0 + $1.sizeBytes })
+        CrashPoint.reached("reprotect.staged")
         try writeFileAtomically(planPath(site), Array(try SiteConfig.encoder.encode(plan)))
+        CrashPoint.reached("reprotect.planned")
         return plan
     }
 
@@ -217,7 +219,9 @@ public enum Reprotect {
             }
             _ = i
         }
+        CrashPoint.reached("reprotect.applied")
         let kept = try keepJournal(site, generation: plan.generation)
+        CrashPoint.reached("reprotect.kept")
         try Checkpoint(appliedLSN: plan.lsn, cleanStop: true).save(in: site.stateDirectory)
         try plan.becomes.save(site)
         try FileManager.default.removeItem(atPath: directory(site).string)

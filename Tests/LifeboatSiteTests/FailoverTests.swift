@@ -88,6 +88,66 @@ struct FailoverTests {
         #expect(try lifeboat("vault", "verify", "--vault", s.vault, "--key", s.key, "--site", "branch").status == 0)
     }
 
+    /// The whole lifecycle across hosts (issue 13): A protected over the network → A cut off,
+    /// still writing → unplanned failover on B to `latest` → writes on B → A back, fenced →
+    /// re-protect B→A over the wire (the bytes moved are the blocks changed on either side, not
+    /// the disk) → planned failback (zero loss: A's disk equals B's final point, by digest and
+    /// byte) → A protects again into the same vault → a drill of the newest point passes.
+    @Test func theWholeLifecycleMovesOnlyWhatChangedAndLosesNothing() throws {
+        let s = try Setup()
+        defer { s.cleanup() }
+        try check(s.net.run(in: "site", [lifeboatBinary, "init", "--site", s.t.site, "--vault", s.address, "--bundle", try s.enroll("branch")]))
+        _ = try s.t.startProtect(["--point-interval", "1", "--seal-interval", "1"], launcher: s.net.command(in: "site", []))
+        try writeBytes(s.t.image("d0"), at: 1 << 20, randomBytes(8 << 20, seed: 81))
+        try s.t.checkpointInVault("--label", "before")
+        try s.net.partition("site", true)
+        try writeBytes(s.t.image("d0"), at: 20 << 20, randomBytes(1 << 20, seed: 82))  // A's own, after the fork: replaced later
+
+        let recovered = s.t.root + "/recovered"
+        try check(lifeboat("failover", "--vault", s.vault, "--key", s.key, "--site", "branch", "--point", "latest", "--to", recovered, "--yes"))
+        let b = ProtectedSiteOnTheVaultHost(site: recovered, mountpoint: s.t.root + "/mnt-b")
+        defer { b.stop() }
+        try b.start()
+        try writeBytes(b.image("d0"), at: 40 << 20, randomBytes(2 << 20, seed: 83))
+        try b.checkpointInVault()
+        try check(lifeboat("failover", "commit", "--vault", s.vault, "--key", s.key, "--site", "branch"))
+        try s.net.partition("site", false)
+        #expect(try s.status(within: 30) { $0.contains("FENCED") }.contains("FENCED"))
+        #expect(try writeErrno(s.t.image("d0"), at: 30 << 20) == EROFS)
+        #expect(s.t.protect?.stop() == 0)
+
+        // Re-protect B→A, on A's host over the wire: 1 MiB of A's own + 2 MiB of B's move, not 64 MiB.
+        let reprotect = try s.net.run(in: "site", [lifeboatBinary, "reprotect", "--site", s.t.site, "--json"])
+        #expect(reprotect.status == 0, "\(reprotect.stdout)\(reprotect.stderr)")
+        let rp = (try? JSONSerialization.jsonObject(with: Data(reprotect.stdout.utf8))) as? [String: Any] ?? [:]
+        #expect(rp["bytesMoved"] as? Int == 3 << 20, "\(reprotect.stdout)")
+        let disk = (rp["disks"] as? [[String: Any]])?.first ?? [:]
+        #expect(disk["replacedHereBlocks"] as? Int == 256 && disk["writtenThereBlocks"] as? Int == 512 && disk["digestEqual"] as? Bool == true, "\(disk)")
+        #expect((rp["keptJournal"] as? String).map { FileManager.default.fileExists(atPath: $0) } == true, "A's own writes are kept, not deleted")
+
+        // More writes on B, then the planned failback to A: B drains, A catches up, owns it again.
+        try writeBytes(b.image("d0"), at: 50 << 20, randomBytes(1 << 20, seed: 84))
+        let failback = try s.net.run(in: "site", [lifeboatBinary, "failback", "--site", s.t.site, "--yes", "--json"])
+        #expect(failback.status == 0, "\(failback.stdout)\(failback.stderr)\n\(b.process?.output ?? "")")
+        let fb = (try? JSONSerialization.jsonObject(with: Data(failback.stdout.utf8))) as? [String: Any] ?? [:]
+        #expect(fb["generation"] as? Int == 3 && fb["digestsEqual"] as? Bool == true, "\(failback.stdout)")
+        #expect(((fb["catchUp"] as? [String: Any])?["bytesMoved"] as? Int).map { $0 >= 1 << 20 && $0 < 4 << 20 } == true, "\(failback.stdout)")
+        #expect(try writeErrno(b.image("d0"), at: 60 << 20) == EROFS, "B drained: it serves no more writes")
+        #expect(try run(["cmp", b.image("d0"), s.t.site + "/disks/d0.img"]).status == 0, "zero loss: A's disk is B's at its final point")
+        b.stop()
+
+        // A protects again, into the same vault, in generation 3; the newest point passes a drill.
+        _ = try s.t.startProtect(["--point-interval", "1", "--seal-interval", "1"], launcher: s.net.command(in: "site", []))
+        try writeBytes(s.t.image("d0"), at: 60 << 20, randomBytes(1 << 20, seed: 85))
+        let last = try s.t.checkpointInVault("--label", "home-again")
+        let plan = s.t.root + "/plan.yaml"
+        try "disks:\n  d0:\n    filesystem: none\n    checks:\n      - digest: {timeout: 5m}\n".write(toFile: plan, atomically: true, encoding: .utf8)
+        let drill = try lifeboat("drill", plan, "--vault", s.vault, "--key", s.key, "--site", "branch", "--point", String(last), "--work-dir", s.t.root + "/drills")
+        #expect(drill.status == 0, "\(drill.stdout)\(drill.stderr)")
+        try s.expectALastPointEqualToThePrimary("A's newest point after the failback equals its primary")
+        #expect(try lifeboat("vault", "verify", "--vault", s.vault, "--key", s.key, "--site", "branch").status == 0)
+    }
+
     /// A failed-over disk is writable before it is filled: a 4 GiB disk with data spread over it
     /// reads as its point through the vault while the fill runs, takes a write, and the fill
     /// never overwrites it; no point is marked until the fill ends (the digest would be wrong).
@@ -146,6 +206,7 @@ final class ProtectedSiteOnTheVaultHost {
 
     func image(_ name: String) -> String { mountpoint + "/" + name + ".img" }
 
+    @discardableResult
     func checkpointInVault() throws -> Int {
         var last = CommandResult(status: 0, stdout: "", stderr: "")
         for _ in 0..<120 {  // the fill must end before a point can be marked
