@@ -1,0 +1,200 @@
+import Foundation
+import LifeboatCore
+import LifeboatTestSupport
+import SystemPackage
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `kill -9` between every two durable steps of each transition (decision 0012), then the same
+/// command again: it resumes, and the end state equals the uninterrupted run's. The process
+/// kills itself at a named step (`LIFEBOAT_CRASH_AT`); each run starts from the same saved state
+/// (site, vault and failed-over site copied back in place: their paths are in their files).
+@Suite(.serialized, .timeLimit(.minutes(10)), .enabled(if: canMount, mountSkipReason))
+struct FailoverCrashTests {
+    /// A site with its vault on this machine; its state saved and put back between runs.
+    final class Lab {
+        let t: TestSite
+        var recovered: String { t.root + "/recovered" }
+        var snapshot: String { t.root + "/snapshot" }
+        var b: ProtectedSiteOnTheVaultHost?
+
+        init() throws { t = try TestSite(disks: [("d0", "64M")], withVault: true) }
+
+        func save() throws {
+            try? FileManager.default.removeItem(atPath: snapshot)
+            try FileManager.default.createDirectory(atPath: snapshot, withIntermediateDirectories: true)
+            for dir in ["site", "vault", "recovered"] where FileManager.default.fileExists(atPath: t.root + "/" + dir) {
+                try check(run(["cp", "-a", t.root + "/" + dir, snapshot + "/" + dir]))
+            }
+        }
+
+        func restore() throws {
+            b?.stop()
+            for dir in ["site", "vault", "recovered"] {
+                try? FileManager.default.removeItem(atPath: t.root + "/" + dir)
+                if FileManager.default.fileExists(atPath: snapshot + "/" + dir) { try check(run(["cp", "-a", snapshot + "/" + dir, t.root + "/" + dir])) }
+            }
+        }
+
+        /// The command killed at `step`, then run again; its second output.
+        func crashThenResume(_ step: String, _ arguments: [String]) throws -> CommandResult {
+            var env = ProcessInfo.processInfo.environment
+            env["LIFEBOAT_CRASH_AT"] = step
+            let killed = try run([lifeboatBinary] + arguments, environment: env)
+            #expect(killed.status == SIGKILL, "\(step): \(arguments.first ?? "") was not killed there (exit \(killed.status)): \(killed.stderr)")
+            env["LIFEBOAT_CRASH_AT"] = nil
+            return try run([lifeboatBinary] + arguments, environment: env)
+        }
+
+        /// What must be equal after an interrupted and an uninterrupted run: the vault's
+        /// generations (tokens aside), each site's generation file (tokens and times aside), its
+        /// checkpoint and every disk's bytes.
+        func state() throws -> String {
+            var out = try run(["sqlite3", t.vault + "/catalog.sqlite",
+                               "SELECT number, forkLSN, state, pointID, drainedLSN FROM generation ORDER BY number; SELECT lsn, kind FROM point ORDER BY lsn;"]).stdout
+            for dir in [t.site, recovered] where FileManager.default.fileExists(atPath: dir + "/site.json") {
+                let generation = (try? String(contentsOfFile: dir + "/state/generation.json", encoding: .utf8)) ?? "{}"
+                let g = (try? JSONSerialization.jsonObject(with: Data(generation.utf8))) as? [String: Any] ?? [:]
+                out += "\(dir): generation \(g["generation"] ?? 1) fork \(g["forkLSN"] ?? "-") replica \(g["replicaLSN"] ?? "-") fenced \(g["fenced"] != nil)\n"
+                let checkpoint = (try? JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/state/checkpoint.json")))) as? [String: Any] ?? [:]
+                out += "checkpoint \(checkpoint["appliedLSN"] ?? "-") clean \(checkpoint["cleanStop"] ?? "-") "
+                out += try run(["sha256sum", dir + "/disks/d0.img"]).stdout.prefix(64) + "\n"
+            }
+            return out
+        }
+
+        func cleanup() {
+            b?.stop()
+            t.cleanup()
+        }
+    }
+
+    /// Writes on the site, a point, more writes shipped, protect stopped: the state every test
+    /// starts from. The failover goes to the first point: the second write is the old owner's
+    /// own, after the fork.
+    static func protectedSite(_ lab: Lab) throws -> Int {
+        _ = try lab.t.startProtect(["--point-interval", "1"])
+        try writeBytes(lab.t.image("d0"), at: 1 << 20, randomBytes(4 << 20, seed: 91))
+        let first = try lab.t.checkpointInVault("--label", "first")
+        try writeBytes(lab.t.image("d0"), at: 16 << 20, randomBytes(1 << 20, seed: 92))
+        try lab.t.checkpointInVault("--label", "second")
+        #expect(lab.t.protect?.stop() == 0)
+        return first
+    }
+
+    @Test func anUnplannedFailoverKilledAtAnyStepResumesToTheSameEnd() throws {
+        let lab = try Lab()
+        defer { lab.cleanup() }
+        let first = try Self.protectedSite(lab)
+        try lab.save()
+        let command = ["failover", "--vault", lab.t.vault, "--point", String(first), "--to", lab.recovered, "--yes"]
+        try check(run([lifeboatBinary] + command))
+        let uninterrupted = try lab.state()
+        for step in ["failover.prepared", "failover.forked"] {
+            try lab.restore()
+            let resumed = try lab.crashThenResume(step, command)
+            #expect(resumed.status == 0 && resumed.stdout.contains("interrupted failover, finished now"), "\(step): \(resumed.stdout)\(resumed.stderr)")
+            let after = try lab.state()
+            #expect(after == uninterrupted, "\(step): \(after)\n---- uninterrupted:\n\(uninterrupted)")
+        }
+    }
+
+    /// After a failover to the first point and writes on the failed-over site: re-protect of
+    /// the old site killed at each step, run again: the same replica, equal to the newest point.
+    @Test func aReprotectKilledAtAnyStepResumesToTheSameEnd() throws {
+        let lab = try Lab()
+        defer { lab.cleanup() }
+        let first = try Self.protectedSite(lab)
+        try check(lifeboat("failover", "--vault", lab.t.vault, "--point", String(first), "--to", lab.recovered, "--yes"))
+        lab.b = ProtectedSiteOnTheVaultHost(site: lab.recovered, mountpoint: lab.t.root + "/mnt-b")
+        try lab.b!.start()
+        try writeBytes(lab.b!.image("d0"), at: 40 << 20, randomBytes(2 << 20, seed: 93))
+        try lab.b!.checkpointInVault()
+        lab.b!.stop()
+        try check(lifeboat("failover", "commit", "--vault", lab.t.vault))
+        try lab.save()
+        let command = ["reprotect", "--site", lab.t.site, "--json"]
+        let clean = try run([lifeboatBinary] + command)
+        #expect(clean.status == 0, "\(clean.stdout)\(clean.stderr)")
+        let report = (try? JSONSerialization.jsonObject(with: Data(clean.stdout.utf8))) as? [String: Any] ?? [:]
+        #expect(report["bytesMoved"] as? Int == 3 << 20, "the old owner's 1 MiB after the fork and the new owner's 2 MiB: \(clean.stdout)")
+        let uninterrupted = try lab.state()
+        #expect(try run(["cmp", lab.t.site + "/disks/d0.img", lab.recovered + "/disks/d0.img"]).status == 0)
+        for step in ["reprotect.staged", "reprotect.planned", "reprotect.applied", "reprotect.kept"] {
+            try lab.restore()
+            let resumed = try lab.crashThenResume(step, command)
+            #expect(resumed.status == 0, "\(step): \(resumed.stdout)\(resumed.stderr)")
+            let after = try lab.state()
+            #expect(after == uninterrupted, "\(step): \(after)\n---- uninterrupted:\n\(uninterrupted)")
+        }
+    }
+
+    /// From a re-protected old site, with the failed-over site serving: a failback killed at each
+    /// step, run again: the old site owns generation 3 with the failed-over site's final bytes.
+    @Test func aFailbackKilledAtAnyStepResumesToTheSameEnd() throws {
+        let lab = try Lab()
+        defer { lab.cleanup() }
+        let first = try Self.protectedSite(lab)
+        try check(lifeboat("failover", "--vault", lab.t.vault, "--point", String(first), "--to", lab.recovered, "--yes"))
+        lab.b = ProtectedSiteOnTheVaultHost(site: lab.recovered, mountpoint: lab.t.root + "/mnt-b")
+        try lab.b!.start()
+        try writeBytes(lab.b!.image("d0"), at: 40 << 20, randomBytes(2 << 20, seed: 94))
+        try lab.b!.checkpointInVault()
+        lab.b!.stop()
+        try check(lifeboat("failover", "commit", "--vault", lab.t.vault))
+        try check(lifeboat("reprotect", "--site", lab.t.site))
+        try lab.save()
+        /// The failed-over site serving again with the same last write, then the failback.
+        func failback(crashingAt step: String?) throws -> CommandResult {
+            try lab.restore()
+            try lab.b!.start()
+            try writeBytes(lab.b!.image("d0"), at: 50 << 20, randomBytes(1 << 20, seed: 95))
+            let command = ["failback", "--site", lab.t.site, "--yes"]
+            let result = try step.map { try lab.crashThenResume($0, command) } ?? run([lifeboatBinary] + command)
+            #expect(result.status == 0, "\(step ?? "uninterrupted"): \(result.stdout)\(result.stderr)\n\(lab.b!.process?.output ?? "")")
+            #expect(try run(["cmp", lab.t.site + "/disks/d0.img", lab.recovered + "/disks/d0.img"]).status == 0, "\(step ?? "uninterrupted"): zero loss")
+            lab.b!.stop()
+            return result
+        }
+        _ = try failback(crashingAt: nil)
+        let uninterrupted = try lab.state()
+        #expect(uninterrupted.contains("3|"), "\(uninterrupted)")
+        for step in ["failback.asked", "reprotect.staged", "reprotect.planned", "reprotect.applied", "failback.caught-up", "failback.pending", "failback.took-over"] {
+            _ = try failback(crashingAt: step)
+            let after = try lab.state()
+            #expect(after == uninterrupted, "\(step): \(after)\n---- uninterrupted:\n\(uninterrupted)")
+        }
+    }
+
+    /// A planned failover killed at each step, run again: the failed-over site's disks are the
+    /// source's at its final point, and the source is fenced.
+    @Test func aPlannedFailoverKilledAtAnyStepResumesToTheSameEnd() throws {
+        let lab = try Lab()
+        defer { lab.cleanup() }
+        _ = try Self.protectedSite(lab)
+        try lab.save()
+        func plannedFailover(crashingAt step: String?) throws {
+            try lab.restore()
+            _ = try lab.t.startProtect(["--point-interval", "600"])
+            try writeBytes(lab.t.image("d0"), at: 30 << 20, randomBytes(1 << 20, seed: 96))
+            let command = ["failover", "--vault", lab.t.vault, "--planned", "--to", lab.recovered, "--yes"]
+            let result = try step.map { try lab.crashThenResume($0, command) } ?? run([lifeboatBinary] + command)
+            #expect(result.status == 0, "\(step ?? "uninterrupted"): \(result.stdout)\(result.stderr)\n\(lab.t.protect?.output ?? "")")
+            #expect(lab.t.protect?.stop() == 0)
+            let exported = lab.t.root + "/final.raw"
+            unlink(exported)
+            try check(lifeboat("export", "--vault", lab.t.vault, "--point", "latest", "--disk", "d0", exported))
+            #expect(try run(["cmp", exported, lab.t.site + "/disks/d0.img"]).status == 0, "\(step ?? "uninterrupted"): zero loss")
+        }
+        try plannedFailover(crashingAt: nil)
+        let uninterrupted = try lab.state()
+        for step in ["failover.planned", "failover.prepared", "failover.forked"] {
+            try plannedFailover(crashingAt: step)
+            let after = try lab.state()
+            #expect(after == uninterrupted, "\(step): \(after)\n---- uninterrupted:\n\(uninterrupted)")
+        }
+    }
+}
