@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Failover benchmarks (issue 13). Release build; needs root and /dev/fuse.
 #   bash Harness/bench/failover.sh rto [SIZES...]      default: 1G 4G 16G
+#   bash Harness/bench/failover.sh reprotect [SIZE] [PERCENT]   default: 16G 1
 # rto: a disk of each size with 64 MiB of random data spread over it (16 pieces) and a point in
 # the site's vault; then, timed from the command: `lifeboat failover --point latest`, `protect`
 # of the failed-over site, and the first 4 KiB O_DIRECT write acknowledged on its disk (the RTO:
@@ -69,7 +70,69 @@ rto() {
   done
 }
 
+# reprotect: the old site writes PERCENT of the disk after the point a failover then picks (its
+# own writes after the fork), the failed-over site writes another PERCENT elsewhere; re-protect
+# of the old site must move their union and nothing else. Timed against a full checksum scan at
+# ASR's documented 45-80 MB/s (what its re-protect reads of a disk this size).
+write_percent() {  # IMAGE SIZE_BYTES PERCENT SEED: 1 MiB pieces at distinct random MiB offsets
+  python3 - "$@" <<'PY'
+import os, random, sys
+path, size, percent, seed = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
+mib = size >> 20
+rng = random.Random(seed)
+pieces = rng.sample(range(mib), max(1, int(mib * percent / 100)))
+fd = os.open(path, os.O_WRONLY)
+for p in pieces:
+    os.pwrite(fd, os.urandom(1 << 20), p << 20)
+os.fsync(fd)
+os.close(fd)
+PY
+}
+
+reprotect() {
+  local size=${sizes[0]:-16G} percent=${sizes[1]:-1}
+  local d="$work/reprotect"
+  mkdir -p "$d/mnt" "$d/mnt-b"
+  "$lifeboat" init --site "$d/site" --vault "$d/vault" >/dev/null
+  "$lifeboat" disk create d0 --size "$size" --site "$d/site" >/dev/null
+  "$lifeboat" protect "$d/mnt" --site "$d/site" 2>"$d/protect.log" & pids+=($!)
+  wait_mounted "$d/mnt"
+  local bytes
+  bytes=$(stat -c %s "$d/mnt/d0.img")
+  write_percent "$d/mnt/d0.img" "$bytes" 5 1
+  local fork
+  fork=$("$lifeboat" checkpoint --site "$d/site" --timeout 300s --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["pointID"])')
+  write_percent "$d/mnt/d0.img" "$bytes" "$percent" 2   # the old site's own, after the fork
+  "$lifeboat" checkpoint --site "$d/site" --timeout 300s >/dev/null
+  umount "$d/mnt"; wait "${pids[-1]}"
+  "$lifeboat" failover --vault "$d/vault" --point "$fork" --to "$d/recovered" --yes >/dev/null 2>&1
+  "$lifeboat" protect "$d/mnt-b" --site "$d/recovered" 2>"$d/protect-b.log" & pids+=($!)
+  wait_mounted "$d/mnt-b"
+  write_percent "$d/mnt-b/d0.img" "$bytes" "$percent" 3
+  until "$lifeboat" checkpoint --site "$d/recovered" --timeout 300s >/dev/null 2>&1; do sleep 0.5; done  # after the fill
+  umount "$d/mnt-b"; wait "${pids[-1]}"
+  "$lifeboat" failover commit --vault "$d/vault" >/dev/null
+  local t0 t1
+  t0=$(now)
+  "$lifeboat" reprotect --site "$d/site" --json >"$d/reprotect.json"
+  t1=$(now)
+  cmp "$d/site/disks/d0.img" "$d/recovered/disks/d0.img" || { echo "reprotect: the disks differ" >&2; exit 1; }
+  python3 - "$d/reprotect.json" "$t0" "$t1" "$size" "$percent" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1])); t = float(sys.argv[3]) - float(sys.argv[2])
+d = r["disks"][0]
+changed = (d["replacedHereBlocks"] + d["writtenThereBlocks"]) * 4096   # counted apart: a block changed on both sides counts twice
+moved = r["bytesMoved"]
+size = r["diskBytes"]
+print(f"| disk | changed here / there | moved | moved / changed | time | ASR scan at 80 / 45 MB/s |")
+print(f"|---|---:|---:|---:|---:|---:|")
+print(f"| {sys.argv[4]} ({sys.argv[5]}% each side) | {d['replacedHereBlocks']*4096/2**20:.0f} / {d['writtenThereBlocks']*4096/2**20:.0f} MiB | "
+      f"{moved/2**20:.0f} MiB in {d['extents']} extents | {moved/changed:.3f} | {t:.1f} s | {size/80e6:.0f} / {size/45e6:.0f} s |")
+PY
+}
+
 case "$part" in
   rto) rto ;;
-  *) echo "usage: $0 rto [SIZES...]" >&2; exit 64 ;;
+  reprotect) reprotect ;;
+  *) echo "usage: $0 rto [SIZES...] | reprotect [SIZE] [PERCENT]" >&2; exit 64 ;;
 esac

@@ -344,11 +344,11 @@ struct Fixture {
         let root = try temporaryDirectory()
         _ = try Vault(root: root, create: true)
         try Catalog(path: root.appending("catalog.sqlite").string).db.write { db in
-            try db.execute(sql: "UPDATE meta SET value = '7' WHERE key = 'formatVersion'")
+            try db.execute(sql: "UPDATE meta SET value = '8' WHERE key = 'formatVersion'")
         }
         let error = #expect(throws: LifeboatError.self) { _ = try Vault(root: root) }
         #expect(error?.code == .unsupported)
-        #expect(error?.message == "vault format version 7 is newer than this lifeboat's (6)")
+        #expect(error?.message == "vault format version 8 is newer than this lifeboat's (7)")
         #expect(throws: LifeboatError.self) { _ = try Vault(root: try temporaryDirectory()) }
     }
 
