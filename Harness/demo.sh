@@ -5,8 +5,9 @@
 # drills it (isolated target: digest, fsck, a script), shows what a prune would drop, that an
 # app-consistent checkpoint with nothing to quiesce says so (exit 3), that other users read
 # nothing, runs a virtual machine on a protected disk (app-consistent through its guest agent)
-# and drills its point by booting it, serves a vault over mutual TLS to a second site, proves the
-# journal and the vault, and cleans up.
+# and drills its point by booting it, serves a vault over mutual TLS to a second site, fails that
+# site over to the vault's host (planned: zero loss), re-protects it and fails back moving only
+# what changed, proves the journal and the vault, and cleans up.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source Harness/setup.sh
@@ -15,11 +16,13 @@ swift build -c release --product lifeboat 2>&1 | tail -1
 lifeboat=$(swift build -c release --show-bin-path)/lifeboat
 
 work=$(mktemp -d /tmp/lifeboat-demo.XXXXXX)
-site=$work/site vault=$work/vault mnt=$work/mnt fs=$work/fs loopdev="" protect_pid="" qemu_pid="" serve_pid="" branch_pid=""
+site=$work/site vault=$work/vault mnt=$work/mnt fs=$work/fs loopdev="" protect_pid="" qemu_pid="" serve_pid="" branch_pid="" recovered_pid=""
 cleanup() {
   set +e
   if [ -n "$branch_pid" ] && kill -0 "$branch_pid" 2>/dev/null; then kill -TERM "$branch_pid"; wait "$branch_pid"; fi
+  if [ -n "$recovered_pid" ] && kill -0 "$recovered_pid" 2>/dev/null; then kill -TERM "$recovered_pid"; wait "$recovered_pid"; fi
   mountpoint -q "$work/bmnt" && umount -l "$work/bmnt"
+  mountpoint -q "$work/rmnt" && umount -l "$work/rmnt"
   [ -n "$serve_pid" ] && kill -TERM "$serve_pid" 2>/dev/null && wait "$serve_pid"
   [ -n "$qemu_pid" ] && kill -KILL "$qemu_pid" 2>/dev/null && wait "$qemu_pid" 2>/dev/null
   mountpoint -q "$fs" && umount "$fs"
@@ -150,6 +153,30 @@ ls "$work/remote-vault/sites"
 $lifeboat points --vault "$work/remote-vault" --site branch
 $lifeboat vault verify --vault "$work/remote-vault" --site branch || echo "(exit $?: without its key the vault's data reads as nothing)"
 $lifeboat vault verify --vault "$work/remote-vault" --site branch --key "$work/vault.key"
+step "a planned failover of branch to the vault's host: branch stops serving writes, marks a final point and drains; the failover is at exactly that point (zero loss)"
+$lifeboat failover --planned --vault "$work/remote-vault" --site branch --key "$work/vault.key" --to "$work/recovered" --yes
+for _ in $(seq 40); do $lifeboat status --site "$work/branch" | grep -q FENCED && break; sleep 0.25; done
+$lifeboat status --site "$work/branch" | grep FENCED
+dd if=/dev/zero of="$work/bmnt/b0.img" bs=4k count=1 conv=notrunc,fsync status=none 2>&1 || echo "(the old host's writes are refused: it is fenced)"
+step "the failed-over site serves the point at once (nothing copied first), journaled and shipped into the same vault as generation 2"
+mkdir -p "$work/rmnt"
+$lifeboat protect "$work/rmnt" --site "$work/recovered" 2>"$work/recovered.log" & recovered_pid=$!
+for _ in $(seq 100); do mountpoint -q "$work/rmnt" && break; sleep 0.1; done
+cmp "$work/rmnt/b0.img" "$work/branch/disks/b0.img" && echo "the failed-over disk equals branch's at its final point"
+dd if=/dev/urandom of="$work/rmnt/b0.img" bs=1M count=2 seek=40 conv=notrunc,fsync status=none
+until $lifeboat checkpoint --site "$work/recovered" --label on-the-vault-host 2>/dev/null; do sleep 0.5; done
+step "re-protect branch's host: it becomes a replica, moving only the blocks written since (2 MiB), no scan"
+kill -TERM "$branch_pid"; wait "$branch_pid" || true; branch_pid=""
+$lifeboat reprotect --site "$work/branch"
+step "fail back to branch: the failed-over site drains, branch catches up to its final point and owns the group again"
+dd if=/dev/urandom of="$work/rmnt/b0.img" bs=1M count=1 seek=50 conv=notrunc,fsync status=none
+$lifeboat failback --site "$work/branch" --yes
+cmp "$work/rmnt/b0.img" "$work/branch/disks/b0.img" && echo "zero loss: branch's disk equals the failed-over site's at its final point"
+kill -TERM "$recovered_pid"; wait "$recovered_pid" || true; recovered_pid=""
+$lifeboat protect "$work/bmnt" --site "$work/branch" 2>>"$work/branch.log" & branch_pid=$!
+for _ in $(seq 100); do mountpoint -q "$work/bmnt" && break; sleep 0.1; done
+$lifeboat checkpoint --site "$work/branch" --label home-again
+$lifeboat points --site "$work/branch" | tail -4
 step "what the vault service logged"
 kill -TERM "$branch_pid"; wait "$branch_pid" || true; branch_pid=""
 kill -TERM "$serve_pid"; wait "$serve_pid" || true; serve_pid=""

@@ -99,6 +99,10 @@ public final class ProtectionGroup: @unchecked Sendable {
         self.options = options
         self.logger = logger
         self.siteLock = lockFD
+        guard access(site.changePointIntentPath.string, F_OK) != 0 else {
+            throw LifeboatError(.busy, "a change of point was interrupted: run `lifeboat failover change-point` again to finish it before protecting",
+                                path: site.changePointIntentPath.string)
+        }
         self.fence = try SiteFence(site: site)
         if let refusal = fence.refusal { logger.warning("\(refusal.message)") }
         let saved = try Checkpoint.load(from: site.stateDirectory)

@@ -47,3 +47,37 @@ extension Site {
         return site
     }
 }
+
+extension Site {
+    /// `state/change-point.json`: a change of point begun and not finished (decision 0012):
+    /// `protect` refuses to serve the disks until `failover change-point` has finished it.
+    public var changePointIntentPath: FilePath { stateDirectory.appending("change-point.json") }
+
+    /// A failed-over site's disks made the recovery point `recovery` again, from nothing: every
+    /// primary emptied (all holes), its digest of zeros, its fill bitmap empty, the checkpoint at
+    /// the new fork, and `site.json` naming it — written last. Idempotent. The journal must have
+    /// been set aside first (its records are past the old fork).
+    public mutating func resetRecovered(to recovery: SiteConfig.Recovery) throws {
+        for disk in config.disks {
+            let primary = primaryPath(disk)
+            do {
+                let fd = try FileDescriptor.open(primary, .writeOnly, options: [.closeOnExec])
+                try fd.closeAfter {
+                    try fd.resize(to: 0)
+                    try fd.resize(to: disk.sizeBytes)
+                    try fd.dataSync()
+                }
+            } catch {
+                throw LifeboatError.wrapping(error, "cannot empty the primary", path: primary.string)
+            }
+            try DigestMap.createAllZero(path: digestPath(disk), sizeBytes: disk.sizeBytes)
+            try writeFileAtomically(fillPath(disk), [UInt8](repeating: 0, count: (disk.blockCount + 63) / 64 * 8))
+        }
+        try Checkpoint(appliedLSN: LSN(recovery.lsn), cleanStop: true).save(in: stateDirectory)
+        var generation = try SiteGeneration.load(self)
+        generation.forkLSN = recovery.lsn
+        try generation.save(self)
+        config.recoveredFrom = recovery
+        try save()
+    }
+}

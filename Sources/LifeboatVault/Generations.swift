@@ -208,6 +208,49 @@ extension Vault {
         }
     }
 
+    /// Change point (before commit): moves the current, uncommitted failover's fork back to the
+    /// older point at `lsn`, set aside with everything after it — what the failed-over site wrote
+    /// since, and the old owner's records between the two points. Asked by the failed-over site
+    /// (its claim); asked again at the same LSN, nothing more happens.
+    public func changeFork(to lsn: LSN, pointID: Int64?, as writer: WriterClaim) throws -> ForkOutcome {
+        try withWriterLock {
+            var current = try generation()
+            guard current.state == .failedOver else {
+                throw LifeboatError(.invalidArgument, "no failover to change the point of: the group is \(current.state.rawValue) in generation \(current.number)", path: root.string)
+            }
+            try catalog.read { db in try requireWriter(writer, db) }
+            if lsn == current.forkLSN { return ForkOutcome(generation: current, forsakenLayers: 0, forsakenBytes: 0, forsakenPoints: 0, forsakenLSNs: nil) }
+            guard lsn < current.forkLSN else {
+                throw LifeboatError(.invalidArgument, "a change of point goes to an older point than the failover's (LSN \(current.forkLSN)); LSN \(lsn) is not", path: root.string)
+            }
+            let (base, last) = try lsnRange()
+            guard lsn >= base else { throw LifeboatError(.notFound, "LSN \(lsn) is older than what the vault can present (from \(base) on)", path: root.string) }
+            let rows = try catalog.read { db in try LayerRow.filter(Column("lastLSN") > Int64(lsn.rawValue)).order(Column("firstLSN")).fetchAll(db) }
+            let cut = try rows.first { $0.firstLSN <= Int64(lsn.rawValue) }.map { try cutLayer($0, through: lsn, generation: current.number) }
+            return try catalog.write { db in
+                for row in rows {
+                    // Rows up to the old fork were the old owner's; after it, the failed-over site's.
+                    let writer = row.firstLSN <= Int64(current.forkLSN.rawValue) ? current.number - 1 : current.number
+                    try ForsakenLayerRow(generation: writer, after: Int64(lsn.rawValue), firstLSN: row.firstLSN, lastLSN: row.lastLSN,
+                                         file: row.file, bytes: row.bytes).insert(db)
+                    _ = try LayerRow.deleteOne(db, key: row.id)
+                }
+                if var cut { try cut.insert(db) }
+                let points = try RecoveryPoint.filter(Column("lsn") > Int64(lsn.rawValue)).deleteAll(db)
+                try db.execute(sql: "DELETE FROM flush WHERE lsn > ?", arguments: [Int64(lsn.rawValue)])
+                try db.execute(sql: "DELETE FROM resync WHERE gapAfter >= ?", arguments: [Int64(lsn.rawValue)])
+                try db.execute(sql: "UPDATE grp SET lastLSN = ?", arguments: [Int64(lsn.rawValue)])
+                // The old owner's records past the new fork: all of them are its own now.
+                try db.execute(sql: "UPDATE forsakenLayer SET after = ? WHERE generation = ?", arguments: [Int64(lsn.rawValue), current.number - 1])
+                current.forkLSN = lsn
+                current.pointID = pointID
+                try current.update(db)
+                return ForkOutcome(generation: current, forsakenLayers: rows.count, forsakenBytes: rows.reduce(0) { $0 + $1.bytes },
+                                   forsakenPoints: points, forsakenLSNs: last > lsn ? (lsn.rawValue + 1)...last.rawValue : nil)
+            }
+        }
+    }
+
     /// Asks the current generation's owner to drain for a planned failover (or failback): from
     /// its next contact it serves no writes, marks a final point, ships everything and reports
     /// it (`reportDrained`). Refused while a failover is not committed.

@@ -19,7 +19,7 @@ struct FailoverCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "failover",
         abstract: "Fail a site over to a recovery point on the vault host, or commit that failover.",
-        subcommands: [Start.self, Commit.self, Cancel.self],
+        subcommands: [Start.self, ChangePointCommand.self, Commit.self, Cancel.self],
         defaultSubcommand: Start.self)
 
     /// How recent a passed drill must be for a failover not to be warned (ASR warns likewise).
@@ -120,6 +120,38 @@ struct FailoverCommand: ParsableCommand {
             }
             print("  served by the site at \(r.recoveredSite) (ready in \(String(format: "%.2f", r.seconds)) s)")
             if mount == nil { print("  protect it: lifeboat protect --site \(r.recoveredSite) MOUNTPOINT") }
+        }
+    }
+
+    struct ChangePointCommand: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "change-point",
+            abstract: "Before commit: make the failed-over disks an older point, discarding what was written on them since.",
+            discussion: "Run on the vault host with the failed-over site's protect stopped; the writes discarded stay in the vault, set aside, and its journal is kept.")
+        @OptionGroup var vault: VaultDirectoryOption
+        @Option(help: ArgumentHelp("The site whose failover it is (not needed where the vault holds one group).", valueName: "name")) var site: String?
+        @Option(help: ArgumentHelp("The older point: an id, lsn:N, @TIME, latest-app.", valueName: "selector")) var point: String
+        @Option(help: ArgumentHelp("The failed-over site (default: VAULT/recovered/NAME).", valueName: "dir")) var to: String?
+        @Option(help: ArgumentHelp("The key file of an encrypted vault (default: $LIFEBOAT_VAULT_KEY).", valueName: "file")) var key: String?
+        @Flag(help: "Approve without asking (scripts, CI).") var yes = false
+        @Flag(help: "Print JSON.") var json = false
+
+        func validate() throws { if let site { try SiteName.validate(site) } }
+
+        func run() throws {
+            guard let root = vault.path else { throw ValidationError("no vault given: pass --vault DIR or set LIFEBOAT_VAULT") }
+            let home = try VaultHome(root: FilePath(absolutePath(root)), key: try vaultKey(key))
+            let target = FilePath(absolutePath(to ?? home.root.appending("recovered").appending(site ?? "site").string))
+            if !yes {
+                guard isatty(STDIN_FILENO) == 1 else { throw ValidationError("a change of point discards what was written on the failed-over disks since the failover: say --yes to approve") }
+                FileHandle.standardError.write(Data("This discards what was written on the failed-over disks since the failover. Type yes to go on: ".utf8))
+                guard readLine()?.trimmingCharacters(in: .whitespaces).lowercased() == "yes" else { throw LifeboatError(.invalidArgument, "not approved: nothing changed") }
+            }
+            let r = try ChangePoint.run(vault: try home.group(site: site), site: target, point: point)
+            if json { return try printJSON(r) }
+            print("site \(site ?? "site"): the failover is now at LSN \(r.forkLSN)\(r.pointID.map { " (point \($0))" } ?? "")\(r.resumed ? " (an interrupted change, finished now)" : "")")
+            print("  set aside: \(r.forsakenLSNs) LSNs past it (\(r.forsakenPoints) points); the failed-over disks read the new point until filled")
+            print("  protect it: lifeboat protect --site \(target) MOUNTPOINT")
         }
     }
 

@@ -7,11 +7,16 @@ import LifeboatVault
 import SystemPackage
 
 struct StatusCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "status", abstract: "Show the site's protection state per disk.")
+    static let configuration = CommandConfiguration(
+        commandName: "status", abstract: "Show the site's protection state per disk; with --vault, every site's group on the vault host.")
     @Flag(help: "Print JSON.") var json = false
     @OptionGroup var site: SiteOption
+    @Option(help: ArgumentHelp("On the vault host: every site's group in this vault — generation, failover state, owner, newest and verified point.",
+                               valueName: "dir")) var vault: String?
+    @Option(help: ArgumentHelp("With --vault: the key file of an encrypted vault (default: $LIFEBOAT_VAULT_KEY).", valueName: "file")) var key: String?
 
     func run() throws {
+        if let vault { return try showVault(vault) }
         let s = try site.open()
         var status = try SiteStatus.read(s)
         var vaultError: String?
@@ -31,7 +36,8 @@ struct StatusCommand: ParsableCommand {
         print(line)
         if let g = status.generation {
             if let fence = g.fenced {
-                print("FENCED since \(ISO8601DateFormatter().string(from: fence.since)): writes are refused (EROFS): \(fence.why)")
+                let why = fence.why.hasPrefix("fenced: ") ? String(fence.why.dropFirst(8)) : fence.why
+                print("FENCED since \(ISO8601DateFormatter().string(from: fence.since)): writes are refused (EROFS): \(why)")
             } else if g.generation > 1 || s.config.recoveredFrom != nil {
                 print("generation \(g.generation) of the group's history (a failover's, from LSN \(g.forkLSN ?? 0))")
             }
@@ -171,4 +177,22 @@ struct JournalCommand: ParsableCommand {
 /// Seconds for a person: 0.3 s, 12 s, 4m10s.
 func describeSeconds(_ seconds: Double) -> String {
     seconds < 10 ? String(format: "%.1f s", seconds) : describeDuration(seconds.rounded())
+}
+
+extension StatusCommand {
+    /// `status --vault DIR`: one line per site's group (Docs/operations.md, "Failover").
+    func showVault(_ path: String) throws {
+        let home = try VaultHome(root: FilePath(absolutePath(path)), key: try vaultKey(key))
+        var groups: [GroupStatus] = []
+        if home.hasOwnGroup { groups.append(try GroupStatus(try home.group(site: nil), site: "(its own site)")) }
+        for name in try home.siteNames() { groups.append(try GroupStatus(try home.siteGroup(name), site: name)) }
+        if json { return try printJSON(groups) }
+        print("vault \(home.root): \(groups.count) group(s)")
+        let rows = groups.map { g -> [String] in
+            [g.site, String(g.generation), g.state.rawValue + (g.drainedLSN.map { " (drained at \($0))" } ?? ""), g.owner, String(g.lastLSN.rawValue),
+             g.newestPoint.map { "\($0.id) (\(describeDuration($0.ageSeconds)) old)" } ?? "-",
+             g.verifiedPoint.map { "\($0.id) (\(describeDuration($0.ageSeconds)) old)" } ?? "none"]
+        }
+        printTable(["SITE", "GENERATION", "STATE", "WRITTEN BY", "LAST LSN", "NEWEST POINT", "VERIFIED POINT"], rows)
+    }
 }

@@ -169,6 +169,50 @@ struct FailoverCrashTests {
         }
     }
 
+    /// Before commit, the failed-over site goes back to the older point: its disks read as that
+    /// point, its writes since are discarded (set aside), and the old site's re-protect then
+    /// replaces what it wrote after the new fork too. Killed at each step, run again: the same.
+    @Test func aChangeOfPointKilledAtAnyStepResumesToTheSameEnd() throws {
+        let lab = try Lab()
+        defer { lab.cleanup() }
+        let first = try Self.protectedSite(lab)
+        try check(lifeboat("failover", "--vault", lab.t.vault, "--point", "latest", "--to", lab.recovered, "--yes"))
+        lab.b = ProtectedSiteOnTheVaultHost(site: lab.recovered, mountpoint: lab.t.root + "/mnt-b")
+        try lab.b!.start()
+        try writeBytes(lab.b!.image("d0"), at: 40 << 20, randomBytes(2 << 20, seed: 98))
+        try lab.b!.checkpointInVault()
+        lab.b!.stop()
+        try lab.save()
+        let atFirst = lab.t.root + "/first.raw"
+        try check(lifeboat("export", "--vault", lab.t.vault, "--point", String(first), "--disk", "d0", atFirst))
+        let command = ["failover", "change-point", "--vault", lab.t.vault, "--point", String(first), "--to", lab.recovered, "--yes"]
+        try check(run([lifeboatBinary] + command))
+        let uninterrupted = try lab.state()
+        // Nothing to protect until it is finished; then the disks are the first point.
+        for step in ["change-point.intent", "change-point.forked"] {
+            try lab.restore()
+            var env = ProcessInfo.processInfo.environment
+            env["LIFEBOAT_CRASH_AT"] = step
+            #expect(try run([lifeboatBinary] + command, environment: env).status == SIGKILL)
+            let refused = try lifeboat("protect", lab.t.root + "/mnt-b", "--site", lab.recovered)
+            #expect(refused.status == 75 && refused.stderr.contains("change of point was interrupted"), "\(step): \(refused.stderr)")
+            try check(run([lifeboatBinary] + command))
+            let after = try lab.state()
+            #expect(after == uninterrupted, "\(step): \(after)\n---- uninterrupted:\n\(uninterrupted)")
+        }
+        try lab.b!.start()
+        #expect(try run(["cmp", atFirst, lab.b!.image("d0")]).status == 0, "the failed-over disk is the first point again")
+        lab.b!.stop()
+        let again = try lifeboat(command)
+        #expect(again.status == 64 && again.stderr.contains("not older than the failover's"), "\(again.stderr)")
+        // The old site's own writes after the new fork (its second MiB) are replaced by re-protect.
+        try check(lifeboat("failover", "commit", "--vault", lab.t.vault))
+        let reprotect = try lifeboat("reprotect", "--site", lab.t.site, "--json")
+        let disk = ((try? JSONSerialization.jsonObject(with: Data(reprotect.stdout.utf8))) as? [String: Any])?["disks"] as? [[String: Any]]
+        #expect(reprotect.status == 0 && disk?.first?["replacedHereBlocks"] as? Int == 256, "\(reprotect.stdout)\(reprotect.stderr)")
+        #expect(try run(["cmp", atFirst, lab.t.site + "/disks/d0.img"]).status == 0)
+    }
+
     /// A planned failover killed at each step, run again: the failed-over site's disks are the
     /// source's at its final point, and the source is fenced.
     @Test func aPlannedFailoverKilledAtAnyStepResumesToTheSameEnd() throws {
