@@ -148,6 +148,85 @@ struct FailoverTests {
         #expect(try lifeboat("vault", "verify", "--vault", s.vault, "--key", s.key, "--site", "branch").status == 0)
     }
 
+    /// The issue's workload through the lifecycle: ext4 on A's disk with a `fio --verify` file and
+    /// a SQLite database, an app-consistent point, A cut off → unplanned failover to `latest-app`
+    /// on B, where fio's data verifies and the database is whole, then grows → A back and fenced
+    /// (its unmount's writes after the fork are its own) → re-protect → failback → on A, fio's
+    /// data of both sides verifies, the database has B's rows, e2fsck is clean, a drill passes.
+    @Test func anExt4AndSQLiteWorkloadSurvivesFailoverAndFailback() throws {
+        let s = try Setup()
+        defer { s.cleanup() }
+        try check(s.net.run(in: "site", [lifeboatBinary, "init", "--site", s.t.site, "--vault", s.address, "--bundle", try s.enroll("branch")]))
+        _ = try s.t.startProtect(["--point-interval", "1", "--seal-interval", "1"], launcher: s.net.command(in: "site", []))
+        try check(run(["mkfs.ext4", "-q", "-F", s.t.image("d0")]))
+        var dev = try s.t.attachLoop(s.t.image("d0"))
+        try check(run(["mount", dev, s.t.fsMount]))
+        func fio(_ file: String, write: Bool) throws -> CommandResult {
+            try run(["fio", "--name=\(write ? "write" : "verify")", "--filename=\(file)", "--rw=\(write ? "write" : "read")", "--bs=64k", "--size=8M",
+                     "--ioengine=psync", "--verify=crc32c", "--do_verify=1", "--verify_fatal=1", "--verify_state_save=0", "--output-format=terse"])
+        }
+        func sql(_ db: String, _ statement: String) throws -> String {
+            let r = try run(["sqlite3", db, statement])
+            guard r.status == 0 else { throw TestFailure("sqlite3 \(statement): \(r.stderr)") }
+            return r.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        try check(fio(s.t.fsMount + "/a.fio", write: true))
+        _ = try sql(s.t.fsMount + "/app.db", "CREATE TABLE orders(id INTEGER PRIMARY KEY, amount INTEGER); "
+                    + "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000) INSERT INTO orders(amount) SELECT i FROM n;")
+        let app = try lifeboat("checkpoint", "--site", s.t.site, "--app-consistent", "--label", "app", "--json", "--timeout", "120s")
+        #expect(app.status == 0 && app.stdout.contains("\"pointID\""), "\(app.stdout)\(app.stderr)")
+        try s.net.partition("site", true)
+
+        let recovered = s.t.root + "/recovered"
+        try check(lifeboat("failover", "--vault", s.vault, "--key", s.key, "--site", "branch", "--point", "latest-app", "--to", recovered, "--yes"))
+        let b = ProtectedSiteOnTheVaultHost(site: recovered, mountpoint: s.t.root + "/mnt-b")
+        defer { b.stop() }
+        try b.start()
+        let bfs = s.t.root + "/fs-b"
+        try FileManager.default.createDirectory(atPath: bfs, withIntermediateDirectories: true)
+        let bdev = try s.t.attachLoop(b.image("d0"))
+        try check(run(["mount", bdev, bfs]))
+        #expect(try fio(bfs + "/a.fio", write: false).status == 0, "A's fio data verifies on B")
+        #expect(try sql(bfs + "/app.db", "PRAGMA integrity_check; SELECT count(*) FROM orders;") == "ok\n1000")
+        try check(fio(bfs + "/b.fio", write: true))
+        _ = try sql(bfs + "/app.db", "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 500) INSERT INTO orders(amount) SELECT i FROM n;")
+        try check(run(["umount", bfs]))
+        s.t.detachLoop(bdev)
+        try b.checkpointInVault()
+        try check(lifeboat("failover", "commit", "--vault", s.vault, "--key", s.key, "--site", "branch"))
+
+        // A: its filesystem unmounted while cut off (those writes are its own, after the fork),
+        // then back, fenced, stopped, re-protected.
+        try check(run(["umount", s.t.fsMount]))
+        s.t.detachLoop(dev)
+        try s.net.partition("site", false)
+        #expect(try s.status(within: 30) { $0.contains("FENCED") }.contains("FENCED"))
+        #expect(s.t.protect?.stop() == 0)
+        let reprotect = try s.net.run(in: "site", [lifeboatBinary, "reprotect", "--site", s.t.site])
+        #expect(reprotect.status == 0, "\(reprotect.stdout)\(reprotect.stderr)")
+        let failback = try s.net.run(in: "site", [lifeboatBinary, "failback", "--site", s.t.site, "--yes"])
+        #expect(failback.status == 0 && failback.stdout.contains("zero loss"), "\(failback.stdout)\(failback.stderr)")
+        b.stop()
+
+        // Home again: both sides' data verify, the database has B's rows, the filesystem is clean.
+        #expect(try run(["e2fsck", "-fn", s.t.site + "/disks/d0.img"]).status == 0, "A's ext4 after the failback is clean")
+        _ = try s.t.startProtect(["--point-interval", "1", "--seal-interval", "1"], launcher: s.net.command(in: "site", []))
+        dev = try s.t.attachLoop(s.t.image("d0"))
+        try check(run(["mount", dev, s.t.fsMount]))
+        #expect(try fio(s.t.fsMount + "/a.fio", write: false).status == 0)
+        #expect(try fio(s.t.fsMount + "/b.fio", write: false).status == 0, "B's fio data verifies on A")
+        #expect(try sql(s.t.fsMount + "/app.db", "PRAGMA integrity_check; SELECT count(*) FROM orders;") == "ok\n1500")
+        let home = try lifeboat("checkpoint", "--site", s.t.site, "--app-consistent", "--label", "home", "--json", "--timeout", "120s")
+        let homeID = ((try? JSONSerialization.jsonObject(with: Data(home.stdout.utf8))) as? [String: Any])?["pointID"] as? Int
+        #expect(home.status == 0 && homeID != nil, "\(home.stdout)\(home.stderr)")
+        try check(run(["umount", s.t.fsMount]))
+        s.t.detachLoop(dev)
+        let plan = s.t.root + "/plan.yaml"
+        try "disks:\n  d0:\n    filesystem: ext4\n    checks:\n      - digest\n      - fsck\n      - sqlite: {database: app.db}\n".write(toFile: plan, atomically: true, encoding: .utf8)
+        let drill = try lifeboat("drill", plan, "--vault", s.vault, "--key", s.key, "--site", "branch", "--point", String(homeID ?? 0), "--work-dir", s.t.root + "/drills")
+        #expect(drill.status == 0, "\(drill.stdout)\(drill.stderr)")
+    }
+
     /// A failed-over disk is writable before it is filled: a 4 GiB disk with data spread over it
     /// reads as its point through the vault while the fill runs, takes a write, and the fill
     /// never overwrites it; no point is marked until the fill ends (the digest would be wrong).
