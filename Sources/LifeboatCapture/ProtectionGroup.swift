@@ -176,6 +176,11 @@ public final class ProtectionGroup: @unchecked Sendable {
             let overflow = try SpoolOverflow(site: site, limit: try Self.spoolLimit(options.spoolLimit, journal: site.journalDirectory))
             self.overflow = overflow
             let target: any ReplicaTarget = try remote ?? LocalVaultReplica(root: FilePath(vault), logger: logger, writer: fence.claim, key: try site.config.recoveredFrom?.key())
+            // A vault on this machine answers at once: a site a failover left is fenced before it
+            // serves its first write (one on the network learns it at the shipper's first round).
+            if remote == nil, case .fenced(let why)? = try? target.standing(), try fence.fence(why: why) {
+                logger.critical("this site is fenced and serves no writes: \(why)")
+            }
             let shipper = Shipper(site: site, target: target, journal: journal, logger: logger, pacer: remote?.pacer, overflow: overflow, fence: fence) {
                 [weak self] in self?.checkpointState.withLock { $0.lsn } ?? .zero
             }

@@ -53,18 +53,8 @@ public enum Failback {
         _ = try history.planFailover()
         CrashPoint.reached("failback.asked")
         progress("asked generation \(current.number)'s owner (\(current.ownerName)) to stop serving writes and drain")
-        var drained: LSN?
-        while drained == nil {
-            drained = try history.currentGeneration().drainedLSN
-            if drained != nil { break }
-            guard started.duration(to: .now) < drainTimeout else {
-                try? history.withdrawPlannedFailover()
-                throw LifeboatError(.busy, "the current owner did not drain within \(describeDuration(drainTimeout.inSeconds)): the failback is withdrawn and nothing changed",
-                                    path: site.root.string)
-            }
-            usleep(100_000)
-        }
-        let final = drained!
+        let final = try Failover.waitForDrain(history, since: started, timeout: drainTimeout, path: site.root.string,
+                                              giveUp: "the failback is withdrawn and nothing changed")
         guard let point = try history.pointListing().points.last(where: { $0.lsn == final }) else {
             throw LifeboatError(.internalError, "the owner drained at LSN \(final) but the vault lists no point there", path: site.root.string)
         }

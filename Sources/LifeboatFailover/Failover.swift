@@ -92,18 +92,8 @@ public enum Failover {
         let asked = try vault.planFailover()
         CrashPoint.reached("failover.planned")
         progress("asked generation \(asked.number)'s owner (\(asked.ownerName)) to stop serving writes and drain")
-        var drained: LSN?
-        while drained == nil {
-            drained = try vault.generation().drainedLSN
-            if drained != nil { break }
-            guard started.duration(to: .now) < timeout else {
-                _ = try? vault.withdrawPlannedFailover()
-                throw LifeboatError(.busy, "the source did not drain within \(describeDuration(timeout.inSeconds)) (is it running and reaching the vault?): "
-                                    + "the planned failover is withdrawn and nothing changed; if the source is gone, fail over unplanned", path: vault.root.string)
-            }
-            usleep(100_000)
-        }
-        let lsn = drained!
+        let lsn = try waitForDrain(LocalHistory(vault: vault), since: started, timeout: timeout, path: vault.root.string,
+                                   giveUp: "the planned failover is withdrawn and nothing changed; if the source is gone, fail over unplanned")
         guard let point = try vault.points().last(where: { $0.lsn == lsn }) else {
             throw LifeboatError(.internalError, "the source drained at LSN \(lsn) but the vault has no point there", path: vault.root.string)
         }
@@ -130,6 +120,20 @@ public enum Failover {
         report.planned = true
         report.finalDigests = Dictionary(uniqueKeysWithValues: try point.digestMap().map { (names[$0.key] ?? "\($0.key)", $0.value.description) })
         return report
+    }
+
+    /// The current owner's final point once it has drained, polled every 100 ms; past `timeout`
+    /// the plan is withdrawn (the owner serves again) and `giveUp` says what that means.
+    static func waitForDrain(_ history: VaultHistory, since started: ContinuousClock.Instant, timeout: Duration, path: String, giveUp: String) throws -> LSN {
+        while true {
+            if let drained = try history.currentGeneration().drainedLSN { return drained }
+            guard started.duration(to: .now) < timeout else {
+                try? history.withdrawPlannedFailover()
+                throw LifeboatError(.busy, "the current owner did not drain within \(describeDuration(timeout.inSeconds)) (is its protect running and reaching the vault?): "
+                                    + giveUp, path: path)
+            }
+            usleep(100_000)
+        }
     }
 
     /// A site a failover prepared at `root` before it was interrupted: done if the vault names it

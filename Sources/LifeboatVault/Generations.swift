@@ -188,17 +188,7 @@ extension Vault {
             let spanning = rows.first { $0.firstLSN <= Int64(lsn.rawValue) }
             let cut = try spanning.map { try cutLayer($0, through: lsn, generation: current.number) }
             return try catalog.write { db in
-                var forsakenPoints = 0
-                for row in rows {
-                    try ForsakenLayerRow(generation: current.number, after: Int64(lsn.rawValue), firstLSN: row.firstLSN, lastLSN: row.lastLSN,
-                                         file: row.file, bytes: row.bytes).insert(db)
-                    _ = try LayerRow.deleteOne(db, key: row.id)
-                }
-                if var cut { try cut.insert(db) }
-                forsakenPoints = try RecoveryPoint.filter(Column("lsn") > Int64(lsn.rawValue)).deleteAll(db)
-                try db.execute(sql: "DELETE FROM flush WHERE lsn > ?", arguments: [Int64(lsn.rawValue)])
-                try db.execute(sql: "DELETE FROM resync WHERE gapAfter >= ?", arguments: [Int64(lsn.rawValue)])
-                try db.execute(sql: "UPDATE grp SET lastLSN = ?", arguments: [Int64(lsn.rawValue)])
+                let forsakenPoints = try setAside(rows, cut: cut, after: lsn, writtenBy: { _ in current.number }, db)
                 let next = GroupGeneration(number: current.number + 1, owner: owner, ownerName: ownerName, forkLSN: lsn,
                                            state: planned ? .protected : .failedOver, startedAt: Date(), pointID: pointID)
                 try next.insert(db)
@@ -228,18 +218,9 @@ extension Vault {
             let rows = try catalog.read { db in try LayerRow.filter(Column("lastLSN") > Int64(lsn.rawValue)).order(Column("firstLSN")).fetchAll(db) }
             let cut = try rows.first { $0.firstLSN <= Int64(lsn.rawValue) }.map { try cutLayer($0, through: lsn, generation: current.number) }
             return try catalog.write { db in
-                for row in rows {
-                    // Rows up to the old fork were the old owner's; after it, the failed-over site's.
-                    let writer = row.firstLSN <= Int64(current.forkLSN.rawValue) ? current.number - 1 : current.number
-                    try ForsakenLayerRow(generation: writer, after: Int64(lsn.rawValue), firstLSN: row.firstLSN, lastLSN: row.lastLSN,
-                                         file: row.file, bytes: row.bytes).insert(db)
-                    _ = try LayerRow.deleteOne(db, key: row.id)
-                }
-                if var cut { try cut.insert(db) }
-                let points = try RecoveryPoint.filter(Column("lsn") > Int64(lsn.rawValue)).deleteAll(db)
-                try db.execute(sql: "DELETE FROM flush WHERE lsn > ?", arguments: [Int64(lsn.rawValue)])
-                try db.execute(sql: "DELETE FROM resync WHERE gapAfter >= ?", arguments: [Int64(lsn.rawValue)])
-                try db.execute(sql: "UPDATE grp SET lastLSN = ?", arguments: [Int64(lsn.rawValue)])
+                // Rows up to the old fork were the old owner's; after it, the failed-over site's.
+                let oldFork = Int64(current.forkLSN.rawValue)
+                let points = try setAside(rows, cut: cut, after: lsn, writtenBy: { $0.firstLSN <= oldFork ? current.number - 1 : current.number }, db)
                 // The old owner's records past the new fork: all of them are its own now.
                 try db.execute(sql: "UPDATE forsakenLayer SET after = ? WHERE generation = ?", arguments: [Int64(lsn.rawValue), current.number - 1])
                 current.forkLSN = lsn
@@ -255,54 +236,68 @@ extension Vault {
     /// its next contact it serves no writes, marks a final point, ships everything and reports
     /// it (`reportDrained`). Refused while a failover is not committed.
     public func planFailover() throws -> GroupGeneration {
-        try withWriterLock {
-            try catalog.write { db in
-                var current = try Self.currentGeneration(db)
-                if current.state == .failoverPlanned { return current }
-                guard current.state != .failedOver else {
-                    throw LifeboatError(.busy, "the group is failed over and not committed (generation \(current.number)): commit it first", path: root.string)
-                }
-                current.state = .failoverPlanned
-                current.plannedAt = Date()
-                current.drainedLSN = nil
-                try current.update(db)
-                return current
+        try updatingCurrentGeneration { current, _ in
+            if current.state == .failoverPlanned { return }  // asked again: the same plan
+            guard current.state != .failedOver else {
+                throw LifeboatError(.busy, "the group is failed over and not committed (generation \(current.number)): commit it first", path: root.string)
             }
+            current.state = .failoverPlanned
+            current.plannedAt = Date()
+            current.drainedLSN = nil
         }
     }
 
     /// Takes a planned failover back before it forked: the owner serves writes again.
     public func withdrawPlannedFailover() throws -> GroupGeneration {
-        try withWriterLock {
-            try catalog.write { db in
-                var current = try Self.currentGeneration(db)
-                guard current.state == .failoverPlanned else {
-                    throw LifeboatError(.invalidArgument, "no planned failover to withdraw: the group is \(current.state.rawValue)", path: root.string)
-                }
-                current.state = current.number == 1 || current.forkLSN == .zero ? .protected : .committed
-                current.plannedAt = nil
-                current.drainedLSN = nil
-                try current.update(db)
-                return current
+        try updatingCurrentGeneration { current, _ in
+            guard current.state == .failoverPlanned else {
+                throw LifeboatError(.invalidArgument, "no planned failover to withdraw: the group is \(current.state.rawValue)", path: root.string)
             }
+            current.state = current.number == 1 || current.forkLSN == .zero ? .protected : .committed
+            current.plannedAt = nil
+            current.drainedLSN = nil
         }
     }
 
     /// The owner has stopped serving writes and the vault holds everything through its final
     /// marker at `lsn`: the planned failover may fork there.
     public func reportDrained(at lsn: LSN, as writer: WriterClaim) throws -> GroupGeneration {
+        try updatingCurrentGeneration { current, db in
+            try requireWriter(writer, db)
+            guard current.state == .failoverPlanned else {
+                throw LifeboatError(.invalidArgument, "no planned failover is waiting for a drain: the group is \(current.state.rawValue)", path: root.string)
+            }
+            // The final marker is a point here (only its segment's seal may follow it).
+            guard try RecoveryPoint.filter(Column("lsn") == Int64(lsn.rawValue)).fetchCount(db) > 0 else {
+                throw LifeboatError(.invalidArgument, "drained at LSN \(lsn), but the vault has no point there: ship the final marker first", path: root.string)
+            }
+            current.drainedLSN = lsn
+        }
+    }
+
+    /// In the fork's transaction: `rows` (the layers past `lsn`) set aside as `writtenBy` says,
+    /// the cut layer cataloged, the points, flush boundaries and resync windows past `lsn`
+    /// deleted, the history ending at `lsn`. Returns the points deleted.
+    private func setAside(_ rows: [LayerRow], cut: LayerRow?, after lsn: LSN, writtenBy: (LayerRow) -> Int64, _ db: Database) throws -> Int {
+        for row in rows {
+            try ForsakenLayerRow(generation: writtenBy(row), after: Int64(lsn.rawValue), firstLSN: row.firstLSN, lastLSN: row.lastLSN,
+                                 file: row.file, bytes: row.bytes).insert(db)
+            _ = try LayerRow.deleteOne(db, key: row.id)
+        }
+        if var cut { try cut.insert(db) }
+        let points = try RecoveryPoint.filter(Column("lsn") > Int64(lsn.rawValue)).deleteAll(db)
+        try db.execute(sql: "DELETE FROM flush WHERE lsn > ?", arguments: [Int64(lsn.rawValue)])
+        try db.execute(sql: "DELETE FROM resync WHERE gapAfter >= ?", arguments: [Int64(lsn.rawValue)])
+        try db.execute(sql: "UPDATE grp SET lastLSN = ?", arguments: [Int64(lsn.rawValue)])
+        return points
+    }
+
+    /// The current generation changed by `change` in one transaction under the writer lock.
+    private func updatingCurrentGeneration(_ change: (inout GroupGeneration, Database) throws -> Void) throws -> GroupGeneration {
         try withWriterLock {
             try catalog.write { db in
-                try requireWriter(writer, db)
                 var current = try Self.currentGeneration(db)
-                guard current.state == .failoverPlanned else {
-                    throw LifeboatError(.invalidArgument, "no planned failover is waiting for a drain: the group is \(current.state.rawValue)", path: root.string)
-                }
-                // The final marker is a point here (only its segment's seal may follow it).
-                guard try RecoveryPoint.filter(Column("lsn") == Int64(lsn.rawValue)).fetchCount(db) > 0 else {
-                    throw LifeboatError(.invalidArgument, "drained at LSN \(lsn), but the vault has no point there: ship the final marker first", path: root.string)
-                }
-                current.drainedLSN = lsn
+                try change(&current, db)
                 try current.update(db)
                 return current
             }
@@ -311,16 +306,11 @@ extension Vault {
 
     /// Makes the current generation's failover final.
     public func commitFailover() throws -> GroupGeneration {
-        try withWriterLock {
-            try catalog.write { db in
-                var current = try Self.currentGeneration(db)
-                guard current.state == .failedOver else {
-                    throw LifeboatError(.invalidArgument, "no failover to commit: the group is \(current.state.rawValue) in generation \(current.number)", path: root.string)
-                }
-                current.state = .committed
-                try current.update(db)
-                return current
+        try updatingCurrentGeneration { current, _ in
+            guard current.state == .failedOver else {
+                throw LifeboatError(.invalidArgument, "no failover to commit: the group is \(current.state.rawValue) in generation \(current.number)", path: root.string)
             }
+            current.state = .committed
         }
     }
 

@@ -91,6 +91,9 @@ final class VaultService: @unchecked Sendable {
     /// Each site's group and its upkeep, opened at the site's first request.
     private let groups = Mutex<[String: (vault: Vault, maintenance: VaultMaintenance)]>([:])
     private var upkeepStarted = false
+    /// The readers of the point each site's re-protect or failback reads (`readPoint`, a MiB at a
+    /// time): opened once per point, not per request.
+    private let pointReaders = Mutex<[String: (lsn: LSN, pool: PointReaderPool)]>([:])
 
     init(home: VaultHome, authority: VaultAuthority, logger: Logger) {
         self.home = home
@@ -218,10 +221,14 @@ final class VaultService: @unchecked Sendable {
             guard offset >= 0, offset & 4095 == 0, length > 0, length <= 4 << 20, length & 4095 == 0 else {
                 throw LifeboatError(.invalidArgument, "readPoint: offset \(offset) and length \(length) must be whole 4 KiB blocks, at most 4 MiB")
             }
-            var data = [UInt8](repeating: 0, count: Int(length))
-            try data.withUnsafeMutableBytes { buffer in
-                try PointReaderPool(vault: vault, lsn: LSN(lsn), only: [DiskID(disk)]).with { try $0.read(disk: DiskID(disk), at: offset, into: buffer) }
+            let pool = try pointReaders.withLock { readers in
+                if let open = readers[site], open.lsn == LSN(lsn) { return open.pool }
+                let pool = try PointReaderPool(vault: vault, lsn: LSN(lsn))
+                readers[site] = (LSN(lsn), pool)
+                return pool
             }
+            var data = [UInt8](repeating: 0, count: Int(length))
+            try data.withUnsafeMutableBytes { buffer in try pool.with { try $0.read(disk: DiskID(disk), at: offset, into: buffer) } }
             answer = try data.withUnsafeBytes { try Zstd.compress($0, level: 1) }
         case "planFailover":
             answer = WireJSON.encode(try vault.planFailover())

@@ -66,6 +66,16 @@ struct FailoverCrashTests {
             return out
         }
 
+        /// Whether the running protect of `site` says, within 10 s, that generation `generation` fenced it.
+        func fenced(_ site: String, by generation: Int) throws -> Bool {
+            for _ in 0..<40 {
+                let status = try lifeboat("status", "--site", site).stdout
+                if status.contains("FENCED") && status.contains("the group is in generation \(generation)") { return true }
+                usleep(250_000)
+            }
+            return false
+        }
+
         func cleanup() {
             b?.stop()
             t.cleanup()
@@ -83,6 +93,19 @@ struct FailoverCrashTests {
         try lab.t.checkpointInVault("--label", "second")
         #expect(lab.t.protect?.stop() == 0)
         return first
+    }
+
+    /// From `protectedSite`: failed over to its first point, 2 MiB written on the failed-over
+    /// site and a point there, committed; both sites stopped.
+    static func failedOverToTheFirstPoint(_ lab: Lab) throws {
+        let first = try protectedSite(lab)
+        try check(lifeboat("failover", "--vault", lab.t.vault, "--point", String(first), "--to", lab.recovered, "--yes"))
+        lab.b = ProtectedSiteOnTheVaultHost(site: lab.recovered, mountpoint: lab.t.root + "/mnt-b")
+        try lab.b!.start()
+        try writeBytes(lab.b!.image("d0"), at: 40 << 20, randomBytes(2 << 20, seed: 93))
+        try lab.b!.checkpointInVault()
+        lab.b!.stop()
+        try check(lifeboat("failover", "commit", "--vault", lab.t.vault))
     }
 
     @Test func anUnplannedFailoverKilledAtAnyStepResumesToTheSameEnd() throws {
@@ -107,14 +130,7 @@ struct FailoverCrashTests {
     @Test func aReprotectKilledAtAnyStepResumesToTheSameEnd() throws {
         let lab = try Lab()
         defer { lab.cleanup() }
-        let first = try Self.protectedSite(lab)
-        try check(lifeboat("failover", "--vault", lab.t.vault, "--point", String(first), "--to", lab.recovered, "--yes"))
-        lab.b = ProtectedSiteOnTheVaultHost(site: lab.recovered, mountpoint: lab.t.root + "/mnt-b")
-        try lab.b!.start()
-        try writeBytes(lab.b!.image("d0"), at: 40 << 20, randomBytes(2 << 20, seed: 93))
-        try lab.b!.checkpointInVault()
-        lab.b!.stop()
-        try check(lifeboat("failover", "commit", "--vault", lab.t.vault))
+        try Self.failedOverToTheFirstPoint(lab)
         try lab.save()
         let command = ["reprotect", "--site", lab.t.site, "--json"]
         let clean = try run([lifeboatBinary] + command)
@@ -137,14 +153,7 @@ struct FailoverCrashTests {
     @Test func aFailbackKilledAtAnyStepResumesToTheSameEnd() throws {
         let lab = try Lab()
         defer { lab.cleanup() }
-        let first = try Self.protectedSite(lab)
-        try check(lifeboat("failover", "--vault", lab.t.vault, "--point", String(first), "--to", lab.recovered, "--yes"))
-        lab.b = ProtectedSiteOnTheVaultHost(site: lab.recovered, mountpoint: lab.t.root + "/mnt-b")
-        try lab.b!.start()
-        try writeBytes(lab.b!.image("d0"), at: 40 << 20, randomBytes(2 << 20, seed: 94))
-        try lab.b!.checkpointInVault()
-        lab.b!.stop()
-        try check(lifeboat("failover", "commit", "--vault", lab.t.vault))
+        try Self.failedOverToTheFirstPoint(lab)
         try check(lifeboat("reprotect", "--site", lab.t.site))
         try lab.save()
         /// The failed-over site serving again with the same last write, then the failback.
@@ -156,6 +165,7 @@ struct FailoverCrashTests {
             let result = try step.map { try lab.crashThenResume($0, command) } ?? run([lifeboatBinary] + command)
             #expect(result.status == 0, "\(step ?? "uninterrupted"): \(result.stdout)\(result.stderr)\n\(lab.b!.process?.output ?? "")")
             #expect(try run(["cmp", lab.t.site + "/disks/d0.img", lab.recovered + "/disks/d0.img"]).status == 0, "\(step ?? "uninterrupted"): zero loss")
+            #expect(try lab.fenced(lab.recovered, by: 3), "\(step ?? "uninterrupted"): the old owner is fenced at its next round")
             lab.b!.stop()
             return result
         }
@@ -227,6 +237,7 @@ struct FailoverCrashTests {
             let command = ["failover", "--vault", lab.t.vault, "--planned", "--to", lab.recovered, "--yes"]
             let result = try step.map { try lab.crashThenResume($0, command) } ?? run([lifeboatBinary] + command)
             #expect(result.status == 0, "\(step ?? "uninterrupted"): \(result.stdout)\(result.stderr)\n\(lab.t.protect?.output ?? "")")
+            #expect(try lab.fenced(lab.t.site, by: 2), "\(step ?? "uninterrupted"): the source is fenced at its next round")
             #expect(lab.t.protect?.stop() == 0)
             let exported = lab.t.root + "/final.raw"
             unlink(exported)
