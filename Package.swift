@@ -72,6 +72,7 @@ let package = Package(
                                                      .product(name: "Logging", package: "swift-log"), .product(name: "SystemPackage", package: "swift-system")]),
         // A recovery point as disks: the point-view filesystem and `mount`.
         .target(name: "LifeboatFailover", dependencies: ["LifeboatCore", "LifeboatJournal", "LifeboatSite", "LifeboatVault", .product(name: "Logging", package: "swift-log"),
+                                                        .product(name: "Yams", package: "Yams"),
                                                         .product(name: "SystemPackage", package: "swift-system")]),
         .target(name: "LifeboatPointView", dependencies: ["LifeboatCore", "LifeboatFUSE", "LifeboatVault", "LifeboatVHD",
                                                           .product(name: "Logging", package: "swift-log"), .product(name: "SystemPackage", package: "swift-system")]),

@@ -12,7 +12,7 @@ struct DrillCommand: ParsableCommand {
             `lifeboat drill PLAN` runs a plan (its options: `lifeboat drill run --help`). Exit 0 when every check passed, \
             1 when one failed, 70 when the drill could not run (infrastructure); 64 for a bad plan. Plans: Docs/operations.md.
             """,
-        subcommands: [Run.self, DrillExploreCommand.self, Cleanup.self], defaultSubcommand: Run.self)
+        subcommands: [Run.self, DrillExploreCommand.self, DrillRecoveryPlanCommand.self, Cleanup.self], defaultSubcommand: Run.self)
 
     struct Run: ParsableCommand {
         static let configuration = CommandConfiguration(commandName: "run", abstract: "Run a drill plan on a recovery point (the default: `lifeboat drill PLAN`).")

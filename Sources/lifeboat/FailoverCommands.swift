@@ -45,13 +45,17 @@ struct FailoverCommand: ParsableCommand {
         @Option(help: ArgumentHelp("Where the failed-over site is made (default: VAULT/recovered/NAME).", valueName: "dir")) var to: String?
         @Option(help: ArgumentHelp("Serve the disks here as NAME.img and protect them (foreground, as `lifeboat protect`).", valueName: "dir")) var mount: String?
         @Option(help: ArgumentHelp("The key file of an encrypted vault (default: $LIFEBOAT_VAULT_KEY); the failed-over site keeps its path.", valueName: "file")) var key: String?
-        @Flag(help: "Approve the failover without asking (scripts, CI).") var yes = false
+        @Option(help: ArgumentHelp("A recovery plan: its groups' sites failed over in order, with their scripts and gates (each to VAULT/recovered/NAME).",
+                                   valueName: "file")) var plan: String?
+        @Option(help: ArgumentHelp("With --plan: write a JUnit XML report here (a test suite per group).", valueName: "file")) var junit: String?
+        @Flag(help: "Approve the failover (and a plan's gates) without asking (scripts, CI).") var yes = false
         @Flag(help: "Print the report as JSON.") var json = false
 
         func validate() throws {
             if let site { try SiteName.validate(site) }
+            if plan != nil && (site != nil || to != nil || mount != nil) { throw ValidationError("--plan names its sites: --site, --to and --mount do not go with it") }
             switch (planned, point) {
-            case (false, nil): throw ValidationError("say which point to fail over to (--point latest, …), or --planned")
+            case (false, nil) where plan == nil: throw ValidationError("say which point to fail over to (--point latest, …), or --planned")
             case (true, .some): throw ValidationError("a planned failover is at the source's final point: --point does not go with --planned")
             default: break
             }
@@ -62,6 +66,7 @@ struct FailoverCommand: ParsableCommand {
             if mount != nil { try ProtectService.requireRoot() }
             guard let root = vault.path else { throw ValidationError("no vault given: pass --vault DIR or set LIFEBOAT_VAULT") }
             let home = try VaultHome(root: FilePath(absolutePath(root)), key: try vaultKey(key))
+            if let plan { return try runPlan(plan, home) }
             let group = try home.group(site: site)
             let name = site ?? "site"
             let target = FilePath(absolutePath(to ?? home.root.appending("recovered").appending(name).string))
@@ -82,6 +87,24 @@ struct FailoverCommand: ParsableCommand {
                 fflush(nil)
                 try ProtectService.run(site: try Site.open(target), mountpoint: absolutePath(mount), options: .init(), logger: makeLogger())
             }
+        }
+
+        /// `--plan`: every site of every group, in order, with the group's scripts and gate.
+        private func runPlan(_ path: String, _ home: VaultHome) throws {
+            let recovery = try RecoveryPlan.load(path)
+            try recovery.requireSites(known: try home.siteNames(), path: path)
+            for site in recovery.groups.flatMap(\.sites) { try warnWithoutRecentDrill(try home.siteGroup(site), site) }
+            try approveGate("About to fail over plan '\(recovery.name)' (\(recovery.groups.flatMap(\.sites).count) sites; their old hosts will be fenced)", yes: yes)
+            let reports = try RecoveryPlanRun.run(recovery, approve: { try approveGate($0, yes: yes) }) { site in
+                let group = try home.siteGroup(site)
+                let target = FilePath(home.root.appending("recovered").appending(site).string)
+                let r = planned
+                    ? try Failover.planned(vault: group, site: site, to: target, hostName: Failover.hostName(), keyFile: vaultKeyFile(key),
+                                           timeout: .milliseconds(Int64(try parseDuration(drainTimeout) * 1000)))
+                    : try Failover.unplanned(vault: group, site: site, point: point ?? "latest", to: target, hostName: Failover.hostName(), keyFile: vaultKeyFile(key))
+                return "generation \(r.generation) from LSN \(r.forkLSN) at \(r.recoveredSite)"
+            }
+            try finishPlanRun(recovery, reports, json: json, junit: junit)
         }
 
         private func warnWithoutRecentDrill(_ group: Vault, _ site: String) throws {
