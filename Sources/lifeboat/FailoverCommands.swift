@@ -73,13 +73,13 @@ struct FailoverCommand: ParsableCommand {
             try warnWithoutRecentDrill(group, name)
             let report: FailoverReport
             if planned {
-                try approve("fail site '\(name)' over, planned: its source stops serving writes now")
+                try approveGate("About to fail site '\(name)' over, planned: its source stops serving writes now", yes: yes)
                 report = try Failover.planned(vault: group, site: name, to: target, hostName: Failover.hostName(), keyFile: vaultKeyFile(key),
                                               timeout: .milliseconds(Int64(try parseDuration(drainTimeout) * 1000))) { line in
                     if !json { print(line) }
                 }
             } else {
-                try approve("fail site '\(name)' over to point '\(point ?? "")' (the old site will be fenced)")
+                try approveGate("About to fail site '\(name)' over to point '\(point ?? "")' (the old site will be fenced)", yes: yes)
                 report = try Failover.unplanned(vault: group, site: name, point: point ?? "latest", to: target, hostName: Failover.hostName(), keyFile: vaultKeyFile(key))
             }
             if json { try printJSON(report) } else { printReport(report) }
@@ -112,18 +112,6 @@ struct FailoverCommand: ParsableCommand {
             guard let passed, Date().timeIntervalSince(passed.finishedAt) <= FailoverCommand.drillAgeWarning else {
                 let when = passed.map { "the last passed \(ISO8601DateFormatter().string(from: $0.finishedAt))" } ?? "none ever passed"
                 return printWarning("site '\(site)' has no passing drill in the last 180 days (\(when)): this recovery is unproven")
-            }
-        }
-
-        /// The manual gate: `--yes`, or a "yes" typed at a terminal; anything else changes nothing.
-        private func approve(_ what: String) throws {
-            if yes { return }
-            guard isatty(STDIN_FILENO) == 1 else {
-                throw ValidationError("about to \(what): say --yes to approve (no terminal to ask at)")
-            }
-            FileHandle.standardError.write(Data("About to \(what). Type yes to go on: ".utf8))
-            guard readLine()?.trimmingCharacters(in: .whitespaces).lowercased() == "yes" else {
-                throw LifeboatError(.invalidArgument, "not approved: nothing changed")
             }
         }
 
@@ -165,11 +153,7 @@ struct FailoverCommand: ParsableCommand {
             guard let root = vault.path else { throw ValidationError("no vault given: pass --vault DIR or set LIFEBOAT_VAULT") }
             let home = try VaultHome(root: FilePath(absolutePath(root)), key: try vaultKey(key))
             let target = FilePath(absolutePath(to ?? home.root.appending("recovered").appending(site ?? "site").string))
-            if !yes {
-                guard isatty(STDIN_FILENO) == 1 else { throw ValidationError("a change of point discards what was written on the failed-over disks since the failover: say --yes to approve") }
-                FileHandle.standardError.write(Data("This discards what was written on the failed-over disks since the failover. Type yes to go on: ".utf8))
-                guard readLine()?.trimmingCharacters(in: .whitespaces).lowercased() == "yes" else { throw LifeboatError(.invalidArgument, "not approved: nothing changed") }
-            }
+            try approveGate("A change of point discards what was written on the failed-over disks since the failover", yes: yes)
             let r = try ChangePoint.run(vault: try home.group(site: site), site: target, point: point)
             if json { return try printJSON(r) }
             print("site \(site ?? "site"): the failover is now at LSN \(r.forkLSN)\(r.pointID.map { " (point \($0))" } ?? "")\(r.resumed ? " (an interrupted change, finished now)" : "")")
@@ -266,23 +250,51 @@ struct FailbackCommand: ParsableCommand {
             """)
     @OptionGroup var site: SiteOption
     @Option(help: ArgumentHelp("How long to wait for the current owner to drain before the failback is withdrawn.", valueName: "duration")) var drainTimeout = "120s"
-    @Flag(help: "Approve the failback without asking (scripts, CI).") var yes = false
+    @Option(help: ArgumentHelp("A recovery plan: its groups' sites failed back in order, with their scripts and gates; each site's directory on this host given by --site-dir.",
+                               valueName: "file")) var plan: String?
+    @Option(name: .customLong("site-dir"), help: ArgumentHelp("With --plan: NAME=DIR, the directory of the plan's site NAME on this host (one per site).",
+                                                               valueName: "name=dir")) var siteDirs: [String] = []
+    @Option(help: ArgumentHelp("With --plan: write a JUnit XML report here (a test suite per group).", valueName: "file")) var junit: String?
+    @Flag(help: "Approve the failback (and a plan's gates) without asking (scripts, CI).") var yes = false
     @Flag(help: "Print the report as JSON.") var json = false
 
-    func validate() throws { _ = try parseDuration(drainTimeout, what: "drain timeout") }
+    func validate() throws {
+        _ = try parseDuration(drainTimeout, what: "drain timeout")
+        if plan == nil && !siteDirs.isEmpty { throw ValidationError("--site-dir goes with --plan") }
+        for d in siteDirs where !d.contains("=") { throw ValidationError("--site-dir '\(d)': use NAME=DIR") }
+    }
+
+    private var timeout: Duration { get throws { .milliseconds(Int64(try parseDuration(drainTimeout) * 1000)) } }
 
     func run() throws {
+        if let plan { return try runPlan(plan) }
         let s = try site.open()
-        if !yes {
-            guard isatty(STDIN_FILENO) == 1 else { throw ValidationError("about to fail back to \(s.root): the current owner stops serving writes; say --yes to approve") }
-            FileHandle.standardError.write(Data("About to fail back to \(s.root): the current owner stops serving writes. Type yes to go on: ".utf8))
-            guard readLine()?.trimmingCharacters(in: .whitespaces).lowercased() == "yes" else { throw LifeboatError(.invalidArgument, "not approved: nothing changed") }
-        }
-        let report = try Failback.run(site: s, history: try history(for: s), drainTimeout: .milliseconds(Int64(try parseDuration(drainTimeout) * 1000)),
+        try approveGate("About to fail back to \(s.root): the current owner stops serving writes", yes: yes)
+        let report = try Failback.run(site: s, history: try history(for: s), drainTimeout: try timeout,
                                       logger: makeLogger()) { line in if !json { print(line) } }
         if json { return try printJSON(report) }
         printReprotect(report.catchUp, what: "caught up")
         print("site \(s.root) owns generation \(report.generation) from LSN \(report.forkLSN)\(report.digestsEqual ? "; zero loss: its digests equal the final point's" : "")")
         print("protect it: lifeboat protect --site \(s.root) MOUNTPOINT")
+    }
+
+    /// `--plan`: the plan's sites, each a directory on this host, failed back group by group.
+    private func runPlan(_ path: String) throws {
+        let recovery = try RecoveryPlan.load(path)
+        var dirs: [String: String] = [:]
+        for d in siteDirs {
+            let (name, dir) = (String(d.prefix { $0 != "=" }), String(d.drop { $0 != "=" }.dropFirst()))
+            dirs[name] = dir
+        }
+        try recovery.requireSites(known: dirs.keys.sorted(), path: path)
+        let sites = try dirs.mapValues { try Site.open(FilePath($0)) }
+        try approveGate("About to fail back plan '\(recovery.name)' (\(recovery.groups.flatMap(\.sites).count) sites: each current owner stops serving writes)", yes: yes)
+        let reports = try RecoveryPlanRun.run(recovery, approve: { try approveGate($0, yes: yes) }) { name in
+            let s = sites[name]!
+            let r = try Failback.run(site: s, history: try history(for: s), drainTimeout: try timeout, logger: makeLogger())
+            guard r.digestsEqual else { throw LifeboatError(.mismatch, "site '\(name)': its digests differ from the final point's") }
+            return "generation \(r.generation) from LSN \(r.forkLSN), \(humanBytes(r.catchUp.bytesMoved)) moved, zero loss"
+        }
+        try finishPlanRun(recovery, reports, json: json, junit: junit)
     }
 }

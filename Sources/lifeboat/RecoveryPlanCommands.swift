@@ -15,7 +15,7 @@ func approveGate(_ what: String, yes: Bool) throws {
     if yes { return }
     guard isatty(STDIN_FILENO) == 1 else { throw ValidationError("\(what): say --yes to approve (no terminal to ask at)") }
     FileHandle.standardError.write(Data("\(what). Type yes to go on: ".utf8))
-    guard readLine()?.trimmingCharacters(in: .whitespaces).lowercased() == "yes" else { throw LifeboatError(.invalidArgument, "not approved") }
+    guard readLine()?.trimmingCharacters(in: .whitespaces).lowercased() == "yes" else { throw LifeboatError(.invalidArgument, "not approved: nothing more was done") }
 }
 
 /// Prints a plan's run: a line per step, the RTO per group; writes JUnit; exits 1 if a step failed.

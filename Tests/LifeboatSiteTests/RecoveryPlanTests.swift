@@ -76,5 +76,29 @@ struct RecoveryPlanTests {
         for name in ["ledger", "web"] { #expect(FileManager.default.fileExists(atPath: vault + "/recovered/\(name)/site.json")) }
         let status = try lifeboat("status", "--vault", vault)
         #expect(status.stdout.contains("ledger") && status.stdout.contains("failed over"), "\(status.stdout)")
+
+        // Back with the plan: the failed-over sites serving and pointed, committed; the old sites
+        // re-protected; then failed back group by group on their host, zero loss each.
+        var serving: [ProtectedSiteOnTheVaultHost] = []
+        defer { serving.forEach { $0.stop() } }
+        for name in ["ledger", "web"] {
+            let b = ProtectedSiteOnTheVaultHost(site: vault + "/recovered/" + name, mountpoint: root + "/mnt-" + name)
+            serving.append(b)
+            try b.start()
+            try writeBytes(b.image("d0"), at: 8 << 20, randomBytes(1 << 20, seed: 103))
+            try b.checkpointInVault()
+            try check(lifeboat("failover", "commit", "--vault", vault, "--site", name))
+        }
+        for t in sites { try check(lifeboat("reprotect", "--site", t.site + "2")) }
+        unlink(root + "/order.log")
+        let back = try lifeboat("failback", "--plan", plan, "--site-dir", "ledger=" + sites[0].site + "2", "--site-dir", "web=" + sites[1].site + "2",
+                                "--yes", "--json")
+        #expect(back.status == 0, "\(back.stdout)\(back.stderr)")
+        #expect(try String(contentsOfFile: root + "/order.log", encoding: .utf8) == "pre-databases\npost-databases\npre-web\n")
+        for (t, b) in zip(sites, serving) {
+            #expect(try run(["cmp", t.site + "2/disks/d0.img", b.image("d0")]).status == 0, "zero loss: \(t.site)")
+        }
+        let missing = try lifeboat("failback", "--plan", plan, "--site-dir", "ledger=" + sites[0].site + "2", "--yes")
+        #expect(missing.status == 66 && missing.stderr.contains("web"), "a plan site without its directory here: \(missing.stderr)")
     }
 }
