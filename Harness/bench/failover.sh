@@ -30,16 +30,21 @@ trap cleanup EXIT INT TERM
 now() { date +%s.%N; }
 wait_mounted() { for _ in $(seq 200); do mountpoint -q "$1" && return 0; sleep 0.05; done; return 1; }
 
+# DIR SIZE: a site with its vault in DIR, one empty disk d0 of SIZE, protected at DIR/mnt.
+protected_site() {
+  mkdir -p "$1/mnt" "$1/mnt-b"
+  "$lifeboat" init --site "$1/site" --vault "$1/vault" >/dev/null
+  "$lifeboat" disk create d0 --size "$2" --site "$1/site" >/dev/null
+  "$lifeboat" protect "$1/mnt" --site "$1/site" 2>"$1/protect.log" & pids+=($!)
+  wait_mounted "$1/mnt"
+}
+
 rto() {
   echo "| disk | failover command | to first write acknowledged (RTO) | fill of the whole disk | export of the point (a copy first) |"
   echo "|---|---:|---:|---:|---:|"
   for size in "${sizes[@]}"; do
     local d="$work/$size"
-    mkdir -p "$d/mnt" "$d/mnt-b"
-    "$lifeboat" init --site "$d/site" --vault "$d/vault" >/dev/null
-    "$lifeboat" disk create d0 --size "$size" --site "$d/site" >/dev/null
-    "$lifeboat" protect "$d/mnt" --site "$d/site" 2>"$d/protect.log" & pids+=($!)
-    wait_mounted "$d/mnt"
+    protected_site "$d" "$size"
     local bytes blocks
     bytes=$(stat -c %s "$d/mnt/d0.img")
     for k in $(seq 0 15); do
@@ -94,11 +99,7 @@ PY
 reprotect() {
   local size=${sizes[0]:-16G} percent=${sizes[1]:-1}
   local d="$work/reprotect"
-  mkdir -p "$d/mnt" "$d/mnt-b"
-  "$lifeboat" init --site "$d/site" --vault "$d/vault" >/dev/null
-  "$lifeboat" disk create d0 --size "$size" --site "$d/site" >/dev/null
-  "$lifeboat" protect "$d/mnt" --site "$d/site" 2>"$d/protect.log" & pids+=($!)
-  wait_mounted "$d/mnt"
+  protected_site "$d" "$size"
   local bytes
   bytes=$(stat -c %s "$d/mnt/d0.img")
   write_percent "$d/mnt/d0.img" "$bytes" 5 1
