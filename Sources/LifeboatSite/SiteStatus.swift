@@ -3,6 +3,10 @@ import LifeboatCore
 import LifeboatJournal
 import SystemPackage
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// What `lifeboat status` shows, and what a running `protect` writes to
 /// `SITE/state/status.json` every second.
 public struct SiteStatus: Codable, Sendable {
@@ -70,6 +74,17 @@ public struct SiteStatus: Codable, Sendable {
     public var verified: VerifiedPoint?
     /// The generation of the group's history this site writes, and whether it is fenced.
     public var generation: SiteGeneration?
+    /// A failover transition begun at this site and not finished (interrupted: the command that
+    /// began it finishes it when run again): "re-protecting", "failing back", "changing point".
+    public var transition: String?
+
+    /// The transition files present at `site` (Docs/formats/failover.md), as `transition` says it.
+    public static func transition(at site: Site) -> String? {
+        if access(site.root.appending("reprotect/plan.json").string, F_OK) == 0 { return "re-protecting (run `lifeboat reprotect` or `lifeboat failback` again to finish)" }
+        if access(site.stateDirectory.appending("failback.json").string, F_OK) == 0 { return "failing back (run `lifeboat failback` again to finish)" }
+        if access(site.changePointIntentPath.string, F_OK) == 0 { return "changing point (run `lifeboat failover change-point` again to finish)" }
+        return nil
+    }
 
     package init(state: SiteState, pid: Int32?, mountpoint: String?, updatedAt: Date, journal: JournalFigures, disks: [Disk],
                  shipping: ShippingStatus?, verified: VerifiedPoint? = nil) {
@@ -150,6 +165,7 @@ public struct SiteStatus: Codable, Sendable {
             journal: JournalFigures(appendedLSN: appended, durableLSN: last, bytes: bytes, segments: segments.count, error: nil),
             disks: disks, shipping: shipping)
         status.generation = generation
+        status.transition = transition(at: site)
         return status
     }
 }

@@ -42,6 +42,7 @@ struct StatusCommand: ParsableCommand {
                 print("generation \(g.generation) of the group's history (a failover's, from LSN \(g.forkLSN ?? 0))")
             }
         }
+        if let transition = status.transition { print("\(transition)") }
         let unfilled = status.disks.reduce(Int64(0)) { $0 + ($1.unfilledBytes ?? 0) }
         if unfilled > 0 { print("filling from the recovery point: \(humanBytes(unfilled)) still read from the vault; no point until it ends") }
         let j = status.journal

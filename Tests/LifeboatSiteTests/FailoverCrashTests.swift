@@ -40,11 +40,13 @@ struct FailoverCrashTests {
         }
 
         /// The command killed at `step`, then run again; its second output.
-        func crashThenResume(_ step: String, _ arguments: [String]) throws -> CommandResult {
+        /// `between` runs after the kill, before the second run (what the interrupted state says).
+        func crashThenResume(_ step: String, _ arguments: [String], between: () throws -> Void = {}) throws -> CommandResult {
             var env = ProcessInfo.processInfo.environment
             env["LIFEBOAT_CRASH_AT"] = step
             let killed = try run([lifeboatBinary] + arguments, environment: env)
             #expect(killed.status == SIGKILL, "\(step): \(arguments.first ?? "") was not killed there (exit \(killed.status)): \(killed.stderr)")
+            try between()
             env["LIFEBOAT_CRASH_AT"] = nil
             return try run([lifeboatBinary] + arguments, environment: env)
         }
@@ -141,7 +143,11 @@ struct FailoverCrashTests {
         #expect(try run(["cmp", lab.t.site + "/disks/d0.img", lab.recovered + "/disks/d0.img"]).status == 0)
         for step in ["reprotect.staged", "reprotect.planned", "reprotect.applied", "reprotect.kept"] {
             try lab.restore()
-            let resumed = try lab.crashThenResume(step, command)
+            let resumed = try lab.crashThenResume(step, command) {
+                // Killed after its plan, the site says it is re-protecting; before it, nothing was switched.
+                let status = try lifeboat("status", "--site", lab.t.site).stdout
+                #expect(status.contains("re-protecting") == (step != "reprotect.staged"), "\(step): \(status)")
+            }
             #expect(resumed.status == 0, "\(step): \(resumed.stdout)\(resumed.stderr)")
             let after = try lab.state()
             #expect(after == uninterrupted, "\(step): \(after)\n---- uninterrupted:\n\(uninterrupted)")

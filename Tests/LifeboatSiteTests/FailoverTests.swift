@@ -116,6 +116,13 @@ struct FailoverTests {
         #expect(try writeErrno(s.t.image("d0"), at: 30 << 20) == EROFS)
         #expect(s.t.protect?.stop() == 0)
 
+        // Re-protect while the vault is out of reach: one clear line, nothing changed at A.
+        try s.net.partition("site", true)
+        let unreachable = try s.net.run(in: "site", [lifeboatBinary, "reprotect", "--site", s.t.site])
+        #expect(unreachable.status == 74 && unreachable.stderr.contains("the vault at \(s.address)"), "\(unreachable.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: s.t.site + "/reprotect") && !FileManager.default.fileExists(atPath: s.t.site + "/kept"))
+        try s.net.partition("site", false)
+
         // Re-protect B→A, on A's host over the wire: 1 MiB of A's own + 2 MiB of B's move, not 64 MiB.
         let reprotect = try s.net.run(in: "site", [lifeboatBinary, "reprotect", "--site", s.t.site, "--json"])
         #expect(reprotect.status == 0, "\(reprotect.stdout)\(reprotect.stderr)")
