@@ -33,7 +33,10 @@ extension Site {
             let primary = site.primaryPath(disk)
             do {
                 let fd = try FileDescriptor.open(primary, .writeOnly, options: [.create, .truncate, .closeOnExec], permissions: PrivateFiles.fileMode)
-                try fd.closeAfter { try fd.resize(to: disk.sizeBytes) }
+                try fd.closeAfter {
+                    try fd.resize(to: disk.sizeBytes)
+                    try fd.dataSync()  // its size survives a power loss: the fork names this site next
+                }
             } catch {
                 throw LifeboatError.wrapping(error, "cannot create the primary", path: primary.string)
             }
