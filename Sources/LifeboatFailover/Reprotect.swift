@@ -96,8 +96,14 @@ public enum Reprotect {
                                 path: site.root.string)
         }
         let mine = try SiteGeneration.load(site)
-        if let replica = mine.replicaLSN, mine.generation == current.number {
-            return (LSN(replica), [:])
+        if let replica = mine.replicaLSN.map({ LSN($0) }) {
+            if mine.generation == current.number { return (replica, [:]) }
+            // A replica of the generation before a newer failover: behind its fork, it only
+            // catches up; past it, it holds what that generation wrote after the fork.
+            if mine.generation == current.number - 1 {
+                guard replica > current.forkLSN else { return (replica, [:]) }
+                return (current.forkLSN, try history.forsakenBlocks(generation: mine.generation).mapValues(\.blocks))
+            }
         }
         guard mine.fenced != nil || mine.generation != current.number || mine.owner != current.owner else {
             throw LifeboatError(.invalidArgument, "this site writes the group's current generation (\(current.number)): there is nothing to re-protect",

@@ -154,6 +154,33 @@ struct FailoverCrashTests {
         }
     }
 
+    /// A replica follows the group through a second failover: re-protected in generation 2, the
+    /// failed-over site lost in turn, a new one in generation 3 — the replica catches up again,
+    /// moving only what was written since it was last equal.
+    @Test func aReplicaFollowsTheGroupThroughAnotherFailover() throws {
+        let lab = try Lab()
+        defer { lab.cleanup() }
+        try Self.failedOverToTheFirstPoint(lab)
+        try check(lifeboat("reprotect", "--site", lab.t.site))
+        try lab.b!.start()
+        try writeBytes(lab.b!.image("d0"), at: 44 << 20, randomBytes(1 << 20, seed: 99))
+        try lab.b!.checkpointInVault()
+        lab.b!.stop()
+        let second = lab.t.root + "/recovered-again"
+        try check(lifeboat("failover", "--vault", lab.t.vault, "--point", "latest", "--to", second, "--yes"))
+        let c = ProtectedSiteOnTheVaultHost(site: second, mountpoint: lab.t.root + "/mnt-c")
+        defer { c.stop() }
+        try c.start()
+        try writeBytes(c.image("d0"), at: 48 << 20, randomBytes(1 << 20, seed: 100))
+        try c.checkpointInVault()
+        c.stop()
+        try check(lifeboat("failover", "commit", "--vault", lab.t.vault))
+        let again = try lifeboat("reprotect", "--site", lab.t.site, "--json")
+        let report = (try? JSONSerialization.jsonObject(with: Data(again.stdout.utf8))) as? [String: Any] ?? [:]
+        #expect(again.status == 0 && report["generation"] as? Int == 3 && report["bytesMoved"] as? Int == 2 << 20, "\(again.stdout)\(again.stderr)")
+        #expect(try run(["cmp", lab.t.site + "/disks/d0.img", second + "/disks/d0.img"]).status == 0)
+    }
+
     /// From a re-protected old site, with the failed-over site serving: a failback killed at each
     /// step, run again: the old site owns generation 3 with the failed-over site's final bytes.
     @Test func aFailbackKilledAtAnyStepResumesToTheSameEnd() throws {
