@@ -30,10 +30,8 @@ public enum ChangePoint {
         let claim = try SiteGeneration.load(site).claim
         var resumed = false
         let intent: Intent
-        if let bytes = try? readWholeFile(site.changePointIntentPath) {
-            do { intent = try SiteConfig.decoder.decode(Intent.self, from: Data(bytes)) } catch {
-                throw LifeboatError(.corrupt, "change-point.json is not valid", path: site.changePointIntentPath.string, cause: error)
-            }
+        if let begun = try StateFile.read(Intent.self, at: site.changePointIntentPath, what: "the change of point begun") {
+            intent = begun
             resumed = true
         } else {
             let current = try vault.generation()
@@ -47,7 +45,7 @@ public enum ChangePoint {
             }
             try vault.requireConsistent(lsn)
             intent = Intent(lsn: lsn, pointID: point?.id)
-            try writeFileAtomically(site.changePointIntentPath, Array(try SiteConfig.encoder.encode(intent)))
+            try StateFile.write(intent, to: site.changePointIntentPath)
         }
         CrashPoint.reached("change-point.intent")
         let outcome = try vault.changeFork(to: intent.lsn, pointID: intent.pointID, as: claim)

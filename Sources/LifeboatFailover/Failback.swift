@@ -70,17 +70,12 @@ public enum Failback {
             let plan = try Reprotect.stage(site, history: history, to: point, since: LSN(replicaLSN), own: [:], generation: current.number, becomes: becomes)
             catchUp = try Reprotect.finish(site, plan, started: started, resumed: false)
             CrashPoint.reached("failback.caught-up")
-            try writeFileAtomically(pendingPath(site), Array(try SiteConfig.encoder.encode(Pending(token: token, lsn: final, generation: current.number + 1))))
+            try StateFile.write(Pending(token: token, lsn: final, generation: current.number + 1), to: pendingPath(site))
         }
         return try finishPending(site, history: history, Pending(token: token, lsn: final, generation: current.number + 1), started: started, catchUp: catchUp)
     }
 
-    static func loadPending(_ site: Site) throws -> Pending? {
-        guard let bytes = try? readWholeFile(pendingPath(site)) else { return nil }
-        do { return try SiteConfig.decoder.decode(Pending.self, from: Data(bytes)) } catch {
-            throw LifeboatError(.corrupt, "failback.json is not valid", path: pendingPath(site).string, cause: error)
-        }
-    }
+    static func loadPending(_ site: Site) throws -> Pending? { try StateFile.read(Pending.self, at: pendingPath(site), what: "the failback's token") }
 
     /// The takeover: the vault's fork to this site (unless it is done), then `generation.json`.
     static func finishPending(_ site: Site, history: VaultHistory, _ pending: Pending, started: ContinuousClock.Instant,

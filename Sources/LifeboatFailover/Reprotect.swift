@@ -53,6 +53,8 @@ public enum Reprotect {
     /// `SITE/reprotect/`: the staged blocks (`NAME.staged`) and `plan.json`.
     static func directory(_ site: Site) -> FilePath { site.root.appending("reprotect") }
     static func planPath(_ site: Site) -> FilePath { directory(site).appending("plan.json") }
+    /// Blocks read, staged and switched in one go: 1 MiB (a `readPoint` over the wire).
+    static let pieceBlocks = 256
 
     struct Plan: Codable {
         var generation: Int64
@@ -142,7 +144,7 @@ public enum Reprotect {
         let written = since < point.lsn ? try history.writtenBlocks(after: since, through: point.lsn) : [:]
         var extents: [String: BlockExtents] = [:]
         var figures: [ReprotectReport.DiskFigures] = []
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: BlockSize.bytes)
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: pieceBlocks << BlockSize.shift, alignment: BlockSize.bytes)
         defer { buffer.deallocate() }
         for disk in site.config.disks {
             let there = written[disk.diskID]?.blocks ?? []
@@ -152,16 +154,11 @@ public enum Reprotect {
             let fd = try FileDescriptor.open(staged, .writeOnly, options: [.create, .truncate, .closeOnExec], permissions: PrivateFiles.fileMode)
             try fd.closeAfter {
                 try fd.resize(to: disk.sizeBytes)
-                for run in moving.runs {
-                    var block = run[0]
-                    while block < run[0] + run[1] {
-                        let n = min(256, run[0] + run[1] - block)
-                        let piece = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<(n << BlockSize.shift)])
-                        let offset = Int64(block) << BlockSize.shift
-                        try history.read(pointAt: point.lsn, disk: disk.diskID, offset: offset, into: piece)
-                        _ = try fd.writeAll(toAbsoluteOffset: offset, UnsafeRawBufferPointer(piece))
-                        block += n
-                    }
+                for (block, n) in moving.pieces(maxBlocks: pieceBlocks) {
+                    let piece = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<(n << BlockSize.shift)])
+                    let offset = Int64(block) << BlockSize.shift
+                    try history.read(pointAt: point.lsn, disk: disk.diskID, offset: offset, into: piece)
+                    _ = try fd.writeAll(toAbsoluteOffset: offset, UnsafeRawBufferPointer(piece))
                 }
                 try fd.dataSync()
             }
@@ -172,47 +169,33 @@ public enum Reprotect {
         let plan = Plan(generation: generation, lsn: point.lsn, pointID: point.id, digests: point.digests, extents: extents, figures: figures,
                         becomes: becomes, diskBytes: site.config.disks.reduce(0) { $0 + $1.sizeBytes })
         CrashPoint.reached("reprotect.staged")
-        try writeFileAtomically(planPath(site), Array(try SiteConfig.encoder.encode(plan)))
+        try StateFile.write(plan, to: planPath(site))
         CrashPoint.reached("reprotect.planned")
         return plan
     }
 
-    static func loadPlan(_ site: Site) throws -> Plan? {
-        let bytes: [UInt8]
-        do { bytes = try readWholeFile(planPath(site)) } catch {
-            if error == .noSuchFileOrDirectory { return nil }
-            throw LifeboatError.system(error, "cannot read the re-protect plan", path: planPath(site).string)
-        }
-        do { return try SiteConfig.decoder.decode(Plan.self, from: Data(bytes)) } catch {
-            throw LifeboatError(.corrupt, "the re-protect plan is not valid", path: planPath(site).string, cause: error)
-        }
-    }
+    static func loadPlan(_ site: Site) throws -> Plan? { try StateFile.read(Plan.self, at: planPath(site), what: "the re-protect plan") }
 
     /// The switch (idempotent: run again after any interruption): the staged blocks into the
     /// primaries and their digest leaves, durable; the digests compared with the point's; the
     /// journal kept aside; the checkpoint at the point; `generation.json`; the plan removed.
     static func finish(_ site: Site, _ plan: Plan, started: ContinuousClock.Instant, resumed: Bool) throws -> ReprotectReport {
         var figures = plan.figures
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: BlockSize.bytes)
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: pieceBlocks << BlockSize.shift, alignment: BlockSize.bytes)
         defer { buffer.deallocate() }
-        for (i, disk) in site.config.disks.enumerated() {
+        for disk in site.config.disks {
             let staged = try FileDescriptor.open(directory(site).appending(disk.name + ".staged"), .readOnly, options: [.closeOnExec])
             let primary = try FileDescriptor.open(site.primaryPath(disk), .writeOnly, options: [.closeOnExec])
             let digest = try DigestMap(path: site.digestPath(disk), sizeBytes: disk.sizeBytes, rebuildFrom: nil)
             try staged.closeAfter {
                 try primary.closeAfter {
-                    for run in plan.extents[disk.name]?.runs ?? [] {
-                        var block = run[0]
-                        while block < run[0] + run[1] {
-                            let n = min(256, run[0] + run[1] - block)
-                            let piece = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<(n << BlockSize.shift)])
-                            let offset = Int64(block) << BlockSize.shift
-                            try staged.readAll(at: offset, into: piece)
-                            _ = try primary.writeAll(toAbsoluteOffset: offset, UnsafeRawBufferPointer(piece))
-                            for k in 0..<n {
-                                digest.update(block + k, with: UnsafeRawBufferPointer(rebasing: piece[(k << BlockSize.shift)..<((k + 1) << BlockSize.shift)]))
-                            }
-                            block += n
+                    for (block, n) in plan.extents[disk.name]?.pieces(maxBlocks: pieceBlocks) ?? [] {
+                        let piece = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<(n << BlockSize.shift)])
+                        let offset = Int64(block) << BlockSize.shift
+                        try staged.readAll(at: offset, into: piece)
+                        _ = try primary.writeAll(toAbsoluteOffset: offset, UnsafeRawBufferPointer(piece))
+                        for k in 0..<n {
+                            digest.update(block + k, with: UnsafeRawBufferPointer(rebasing: piece[(k << BlockSize.shift)..<((k + 1) << BlockSize.shift)]))
                         }
                     }
                     try primary.dataSync()
@@ -223,7 +206,6 @@ public enum Reprotect {
                 figures[j].digest = digest.root().description
                 figures[j].digestEqual = plan.digests[disk.name] == figures[j].digest
             }
-            _ = i
         }
         CrashPoint.reached("reprotect.applied")
         let kept = try keepJournal(site, generation: plan.generation)

@@ -44,7 +44,7 @@ public final class PointViewFilesystem: FUSEFilesystem, @unchecked Sendable {
     }
 
     private var disks: [Disk]
-    private let workers: ViewWorkerPool
+    private let workers: IdlePool<ViewWorker>
     private let modified: timespec
     /// Serializes overlay writes per filesystem (block read-modify-write); reads don't take it.
     private let writeLock = ConditionLock()
@@ -52,7 +52,7 @@ public final class PointViewFilesystem: FUSEFilesystem, @unchecked Sendable {
     /// `excluding`: write records to act as if they never happened (PointReader); `only`: the
     /// disks to serve (default: every disk of the vault).
     public init(vault: Vault, lsn: LSN, vhd: Bool, overlayDirectory: FilePath?, excluding: Set<LSN> = [], only: Set<DiskID>? = nil) throws {
-        workers = try ViewWorkerPool(vault: vault, lsn: lsn, excluding: excluding, only: only)
+        workers = try viewWorkers(vault: vault, lsn: lsn, excluding: excluding, only: only)
         let now = Date().timeIntervalSince1970
         modified = timespec(tv_sec: Int(now), tv_nsec: 0)
         disks = try vault.disks().filter { only?.contains($0.id) ?? true }.map { d in
@@ -208,27 +208,10 @@ final class ViewWorker {
     }
 }
 
-/// Idle workers, one made per concurrent FUSE thread on first need and reused after.
-final class ViewWorkerPool: @unchecked Sendable {
-    private let vault: Vault
-    private let lsn: LSN
-    private let excluded: Set<LSN>
-    private let only: Set<DiskID>?
-    private let lock = ConditionLock()
-    private var idle: [ViewWorker]
-
-    init(vault: Vault, lsn: LSN, excluding excluded: Set<LSN>, only: Set<DiskID>?) throws {
-        self.vault = vault
-        self.lsn = lsn
-        self.excluded = excluded
-        self.only = only
-        idle = [ViewWorker(reader: try PointReader(vault: vault, lsn: lsn, excluding: excluded, only: only))]  // opens now: a bad point fails the mount
-        idle.reserveCapacity(64)
-    }
-
-    func with<T>(_ body: (ViewWorker) throws -> T) throws -> T {
-        let worker = try lock.withLock { idle.popLast() } ?? ViewWorker(reader: PointReader(vault: vault, lsn: lsn, excluding: excluded, only: only))
-        defer { lock.withLock { idle.append(worker) } }
-        return try body(worker)
+/// Idle workers, one made per concurrent FUSE thread on first need and reused after; the first
+/// opens the point now, so a bad point fails the mount.
+func viewWorkers(vault: Vault, lsn: LSN, excluding excluded: Set<LSN>, only: Set<DiskID>?) throws -> IdlePool<ViewWorker> {
+    IdlePool(first: ViewWorker(reader: try PointReader(vault: vault, lsn: lsn, excluding: excluded, only: only))) {
+        ViewWorker(reader: try PointReader(vault: vault, lsn: lsn, excluding: excluded, only: only))
     }
 }

@@ -54,24 +54,12 @@ public struct SiteGeneration: Codable, Equatable, Sendable {
     static func path(in site: Site) -> FilePath { site.stateDirectory.appending("generation.json") }
 
     public static func load(_ site: Site) throws -> SiteGeneration {
-        let path = Self.path(in: site)
-        let bytes: [UInt8]
-        do { bytes = try readWholeFile(path) } catch {
-            if error == .noSuchFileOrDirectory { return .original }
-            throw LifeboatError.system(error, "cannot read the site's generation", path: path.string)
-        }
-        do { return try SiteConfig.decoder.decode(SiteGeneration.self, from: Data(bytes)) } catch {
-            throw LifeboatError(.corrupt, "generation.json is not valid", path: path.string, cause: error)
-        }
+        try StateFile.read(SiteGeneration.self, at: path(in: site), what: "the site's generation") ?? .original
     }
 
     /// Written atomically and durably: a fence must survive a crash (a restart must not serve
     /// writes the vault will refuse).
-    public func save(_ site: Site) throws {
-        let data: Data
-        do { data = try SiteConfig.encoder.encode(self) } catch { throw LifeboatError(.io, "cannot encode generation.json: \(error)") }
-        try writeFileAtomically(Self.path(in: site), Array(data))
-    }
+    public func save(_ site: Site) throws { try StateFile.write(self, to: Self.path(in: site)) }
 
     /// A new owner token: 16 random bytes, hex.
     public static func newOwnerToken() -> String { SiteConfig.newGroupID() }

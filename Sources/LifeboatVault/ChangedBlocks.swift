@@ -17,6 +17,11 @@ public struct BlockExtents: Codable, Sendable, Equatable {
     }
 
     public var blockCount: Int { runs.reduce(0) { $0 + $1[1] } }
+
+    /// The runs cut into pieces of at most `maxBlocks`, in order: what is copied in one go.
+    public func pieces(maxBlocks: Int) -> [(first: Int, count: Int)] {
+        runs.flatMap { run in stride(from: run[0], to: run[0] + run[1], by: maxBlocks).map { ($0, min(maxBlocks, run[0] + run[1] - $0)) } }
+    }
     public var blocks: Set<Int> { Set(runs.flatMap { $0[0]..<($0[0] + $0[1]) }) }
 }
 

@@ -139,7 +139,7 @@ extension Vault {
         let why = claim.generation < current.number
             ? "this writer serves generation \(claim.generation); the group is in generation \(current.number) since a failover at LSN \(current.forkLSN) (\(when)), served by \(current.ownerName)"
             : "this writer claims generation \(claim.generation), which the vault did not start (current: \(current.number), served by \(current.ownerName))"
-        return LifeboatError(.fenced, "fenced: \(why); it must serve no more writes until it is re-protected", path: root.string)
+        return LifeboatError(.fenced, "\(why): this writer is fenced and must serve no more writes until it is re-protected", path: root.string)
     }
 
     /// The file name of a layer: its LSN range, and its generation past the first (a new

@@ -36,8 +36,7 @@ struct StatusCommand: ParsableCommand {
         print(line)
         if let g = status.generation {
             if let fence = g.fenced {
-                let why = fence.why.hasPrefix("fenced: ") ? String(fence.why.dropFirst(8)) : fence.why
-                print("FENCED since \(ISO8601DateFormatter().string(from: fence.since)): writes are refused (EROFS): \(why)")
+                print("FENCED since \(ISO8601DateFormatter().string(from: fence.since)): writes are refused (EROFS): \(fence.why)")
             } else if g.generation > 1 || s.config.recoveredFrom != nil {
                 print("generation \(g.generation) of the group's history (a failover's, from LSN \(g.forkLSN ?? 0))")
             }

@@ -24,7 +24,7 @@ struct FailoverFormatTests {
     @Test func aFencedSitesGenerationReadsAsTheFormatSays() throws {
         let g = try SiteGeneration.load(try site(with: "fenced-generation.json"))
         #expect(g.generation == 1 && g.owner == "" && g.replicaLSN == nil && g.draining == nil)
-        #expect(g.fenced?.why.hasPrefix("fenced: this writer serves generation 1; the group is in generation 2") == true)
+        #expect(g.fenced?.why.hasPrefix("this writer serves generation 1; the group is in generation 2") == true)
         #expect(g.claim == .original)
     }
 
