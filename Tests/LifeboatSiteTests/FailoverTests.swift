@@ -285,9 +285,11 @@ final class ProtectedSiteOnTheVaultHost {
         self.mountpoint = mountpoint
     }
 
-    func start() throws {
+    /// `pointInterval`: how often protect marks a point by itself while there are writes; a test
+    /// that compares the points of two runs sets it long, so that only its own points exist.
+    func start(pointInterval: String = "1") throws {
         try FileManager.default.createDirectory(atPath: mountpoint, withIntermediateDirectories: true)
-        process = try ProtectProcess(site: site, mountpoint: mountpoint, extra: ["--point-interval", "1"])
+        process = try ProtectProcess(site: site, mountpoint: mountpoint, extra: ["--point-interval", pointInterval])
     }
 
     func image(_ name: String) -> String { mountpoint + "/" + name + ".img" }
