@@ -135,7 +135,11 @@ public func syncDirectory(_ path: FilePath) throws {
 /// `bypassingCache`: written past the page cache (O_DIRECT), for large files written once and
 /// not read soon — the vault's layers, where copying into the page cache was a third of the
 /// ingest's CPU (Docs/benchmarks.md). A filesystem that refuses O_DIRECT gets it through the cache.
-public func writeFileAtomically(_ path: FilePath, _ bytes: [UInt8], bypassingCache: Bool = false) throws(LifeboatError) {
+///
+/// `durable: false`: atomic (a reader sees the old file or the new one) but not synced — for a
+/// file rewritten every second whose loss in a power cut costs nothing (the running protect's
+/// status): its two fsyncs were device cache flushes that the write path's seals queued behind.
+public func writeFileAtomically(_ path: FilePath, _ bytes: [UInt8], bypassingCache: Bool = false, durable: Bool = true) throws(LifeboatError) {
     let tmp = FilePath(path.string + ".tmp")
     var renamed = false
     defer { if !renamed { _ = unlink(tmp.string) } }
@@ -147,8 +151,10 @@ public func writeFileAtomically(_ path: FilePath, _ bytes: [UInt8], bypassingCac
                 throw fault.errno
             }
             if bypassingCache { try fd.writeAllPastTheCache(bytes) } else { _ = try fd.writeAll(bytes) }
-            try FaultInjection.check(.sync, path: path)
-            try fd.fullSync()
+            if durable {
+                try FaultInjection.check(.sync, path: path)
+                try fd.fullSync()
+            }
             try fd.close()
         } catch {
             try? fd.close()
@@ -157,7 +163,7 @@ public func writeFileAtomically(_ path: FilePath, _ bytes: [UInt8], bypassingCac
         try FaultInjection.check(.rename, path: path)
         if case .failure(let e) = syscallRetrying({ Glibc.rename(tmp.string, path.string) }) { throw e }
         renamed = true
-        try syncDirectory(path.removingLastComponent())
+        if durable { try syncDirectory(path.removingLastComponent()) }
     } catch let e as Errno {
         throw .system(e, "cannot write file atomically", path: path.string)
     } catch {

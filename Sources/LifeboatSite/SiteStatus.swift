@@ -114,8 +114,10 @@ public struct SiteStatus: Codable, Sendable {
 
     package static func path(in site: Site) -> FilePath { site.stateDirectory.appending("status.json") }
 
+    /// Not synced: rewritten every second while protect runs, and after a power cut `read`
+    /// answers from the files (protect is not running), not from this.
     package func save(in site: Site) throws {
-        try writeFileAtomically(Self.path(in: site), Array(try SiteConfig.encoder.encode(self)))
+        try writeFileAtomically(Self.path(in: site), Array(try SiteConfig.encoder.encode(self)), durable: false)
     }
 
     /// The status of a site: what the running protect last wrote, or, when none runs, what
