@@ -138,7 +138,8 @@ public func syncDirectory(_ path: FilePath) throws {
 ///
 /// `durable: false`: atomic (a reader sees the old file or the new one) but not synced — for a
 /// file rewritten every second whose loss in a power cut costs nothing (the running protect's
-/// status): its two fsyncs were device cache flushes that the write path's seals queued behind.
+/// status), whose two fsyncs (device cache flushes) held protect's tick thread 0.5 s in every 3 s
+/// under streaming writes (Docs/benchmarks.md).
 public func writeFileAtomically(_ path: FilePath, _ bytes: [UInt8], bypassingCache: Bool = false, durable: Bool = true) throws(LifeboatError) {
     let tmp = FilePath(path.string + ".tmp")
     var renamed = false
