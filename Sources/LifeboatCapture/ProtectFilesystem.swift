@@ -14,6 +14,8 @@ public final class ProtectFilesystem: FUSEFilesystem, @unchecked Sendable {
     private let group: ProtectionGroup
     private let names: [String: Int]
     private let modified: timespec
+    /// For reads of a failed-over disk still being filled (assembled, not spliced).
+    private let scratch = IdlePool(first: ScratchBuffer()) { ScratchBuffer() }
 
     public init(group: ProtectionGroup) {
         self.group = group
@@ -67,10 +69,16 @@ public final class ProtectFilesystem: FUSEFilesystem, @unchecked Sendable {
         // A failed-over disk being filled: whole blocks, each from the primary or the point.
         let first = offset & ~Int64(BlockSize.bytes - 1)
         let end = (offset + Int64(length) + Int64(BlockSize.bytes) - 1) & ~Int64(BlockSize.bytes - 1)
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(end - first), alignment: BlockSize.bytes)
-        defer { buffer.deallocate() }
-        do { try disk.readBlocks(at: first, into: buffer) } catch { throw .from(error) }
-        reply(.bytes(UnsafeRawBufferPointer(rebasing: buffer[Int(offset - first)..<(Int(offset - first) + length)])))
+        do {
+            try scratch.with { scratch in
+                try scratch.with(Int(end - first)) { buffer in
+                    try disk.readBlocks(at: first, into: buffer)
+                    reply(.bytes(UnsafeRawBufferPointer(rebasing: buffer[Int(offset - first)..<(Int(offset - first) + length)])))
+                }
+            }
+        } catch {
+            throw .from(error)
+        }
     }
 
     public func write(_ inode: Inode, offset: Int64, data: UnsafeRawBufferPointer) throws(FUSEError) {

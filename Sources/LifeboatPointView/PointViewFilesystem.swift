@@ -115,7 +115,7 @@ public final class PointViewFilesystem: FUSEFilesystem, @unchecked Sendable {
         let end = (offset + Int64(length) + Int64(BlockSize.bytes) - 1) & ~Int64(BlockSize.bytes - 1)
         do {
             try workers.with { worker in
-                try worker.withScratch(Int(end - first)) { buffer in
+                try worker.scratch.with(Int(end - first)) { buffer in
                     try fill(d, from: first, into: buffer, reader: worker.reader)
                     reply(.bytes(UnsafeRawBufferPointer(rebasing: buffer[Int(offset - first)..<(Int(offset - first) + length)])))
                 }
@@ -160,7 +160,7 @@ public final class PointViewFilesystem: FUSEFilesystem, @unchecked Sendable {
         let end = (offset + Int64(data.count) + Int64(BlockSize.bytes) - 1) & ~Int64(BlockSize.bytes - 1)
         do {
             try workers.with { worker in
-                try worker.withScratch(Int(end - first)) { buffer in
+                try worker.scratch.with(Int(end - first)) { buffer in
                     if offset != first || end != offset + Int64(data.count) { try fill(d, from: first, into: buffer, reader: worker.reader) }
                     UnsafeMutableRawBufferPointer(rebasing: buffer[Int(offset - first)..<(Int(offset - first) + data.count)]).copyMemory(from: data)
                     _ = try overlay.fd.writeAll(toAbsoluteOffset: first, UnsafeRawBufferPointer(buffer))
@@ -187,25 +187,13 @@ public final class PointViewFilesystem: FUSEFilesystem, @unchecked Sendable {
 }
 
 /// What a FUSE worker thread borrows for one request: a point reader (not thread-safe: it keeps
-/// a decompression context and the last frame) and a block-aligned scratch buffer as large as
-/// the largest request the kernel sends plus alignment slack, so serving a read or an overlay
-/// write allocates nothing.
+/// a decompression context and the last frame) and a scratch buffer, so serving a read or an
+/// overlay write allocates nothing.
 final class ViewWorker {
-    /// FUSE's negotiated max_write / max pages (1 MiB), plus a block at each end for unaligned requests.
-    static let scratchBytes = (1 << 20) + 2 * BlockSize.bytes
     let reader: PointReader
-    private let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: scratchBytes, alignment: BlockSize.bytes)
+    let scratch = ScratchBuffer()
 
     init(reader: PointReader) { self.reader = reader }
-    deinit { scratch.deallocate() }
-
-    /// `count` bytes of scratch; a request larger than FUSE ever sends gets its own buffer.
-    func withScratch<T>(_ count: Int, _ body: (UnsafeMutableRawBufferPointer) throws -> T) rethrows -> T {
-        if count <= scratch.count { return try body(UnsafeMutableRawBufferPointer(rebasing: scratch[0..<count])) }
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: count, alignment: BlockSize.bytes)
-        defer { buffer.deallocate() }
-        return try body(buffer)
-    }
 }
 
 /// Idle workers, one made per concurrent FUSE thread on first need and reused after; the first
