@@ -192,9 +192,12 @@ struct FailoverCrashTests {
         /// The failed-over site serving again with the same last write, then the failback.
         func failback(crashingAt step: String?) throws -> CommandResult {
             try lab.restore()
-            // No point of its own between the write and the drain: the runs are compared point for point.
+            // The runs are compared LSN for LSN: the write is shipped under a point of the test's
+            // before the failback, so neither a point of protect's own (interval) nor a seal by
+            // age (which takes an LSN) can fall between it and the drain in one run and not another.
             try lab.b!.start(pointInterval: "600")
             try writeBytes(lab.b!.image("d0"), at: 50 << 20, randomBytes(1 << 20, seed: 95))
+            try lab.b!.checkpointInVault()
             let command = ["failback", "--site", lab.t.site, "--yes"]
             let result = try step.map { try lab.crashThenResume($0, command) } ?? run([lifeboatBinary] + command)
             #expect(result.status == 0, "\(step ?? "uninterrupted"): \(result.stdout)\(result.stderr)\n\(lab.b!.process?.output ?? "")")
@@ -268,6 +271,7 @@ struct FailoverCrashTests {
             try lab.restore()
             _ = try lab.t.startProtect(["--point-interval", "600"])
             try writeBytes(lab.t.image("d0"), at: 30 << 20, randomBytes(1 << 20, seed: 96))
+            try lab.t.checkpointInVault()  // shipped before the failover: see the failback's test
             let command = ["failover", "--vault", lab.t.vault, "--planned", "--to", lab.recovered, "--yes"]
             let result = try step.map { try lab.crashThenResume($0, command) } ?? run([lifeboatBinary] + command)
             #expect(result.status == 0, "\(step ?? "uninterrupted"): \(result.stdout)\(result.stderr)\n\(lab.t.protect?.output ?? "")")

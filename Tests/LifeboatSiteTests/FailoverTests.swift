@@ -109,7 +109,7 @@ struct FailoverTests {
         defer { b.stop() }
         try b.start()
         try writeBytes(b.image("d0"), at: 40 << 20, randomBytes(2 << 20, seed: 83))
-        try b.checkpointInVault()
+        let bPoint = try b.checkpointInVault()
         try check(lifeboat("failover", "commit", "--vault", s.vault, "--key", s.key, "--site", "branch"))
         try s.net.partition("site", false)
         #expect(try s.status(within: 30) { $0.contains("FENCED") }.contains("FENCED"))
@@ -125,7 +125,8 @@ struct FailoverTests {
 
         // Re-protect B→A, on A's host over the wire: 1 MiB of A's own + 2 MiB of B's move, not 64 MiB.
         let reprotect = try s.net.run(in: "site", [lifeboatBinary, "reprotect", "--site", s.t.site, "--json"])
-        #expect(reprotect.status == 0, "\(reprotect.stdout)\(reprotect.stderr)")
+        let diagnosis = reprotect.status == 0 ? "" : try whereTheyDiffer(s, bPoint: bPoint, a: s.t.site + "/disks/d0.img", b: recovered + "/disks/d0.img")
+        #expect(reprotect.status == 0, "\(reprotect.stdout)\(reprotect.stderr)\n\(diagnosis)")
         let rp = (try? JSONSerialization.jsonObject(with: Data(reprotect.stdout.utf8))) as? [String: Any] ?? [:]
         #expect(rp["bytesMoved"] as? Int == 3 << 20, "\(reprotect.stdout)")
         let disk = (rp["disks"] as? [[String: Any]])?.first ?? [:]
@@ -337,4 +338,19 @@ func writeErrno(_ path: String, at offset: Int64) throws -> Int32 {
     defer { try? fd.close() }
     do { _ = try fd.writeAll(toAbsoluteOffset: offset, [UInt8](repeating: 7, count: 4096)) } catch let e as Errno { return e.rawValue }
     return fsync(fd.rawValue) == 0 ? 0 : errno
+}
+
+/// For a failed re-protect's message: the 4 KiB blocks where B's point (exported), A's disk and
+/// B's disk differ, so that a digest mismatch names the side that is wrong and where.
+private func whereTheyDiffer(_ s: FailoverTests.Setup, bPoint: Int, a: String, b: String) throws -> String {
+    let exported = s.t.root + "/diagnosis-point.raw"
+    defer { unlink(exported) }
+    let export = try lifeboat("export", "--vault", s.vault, "--key", s.key, "--site", "branch", "--point", String(bPoint), "--disk", "d0", exported)
+    guard export.status == 0 else { return "(no export of point \(bPoint): \(export.stderr))" }
+    func blocks(_ x: String, _ y: String) throws -> String {
+        let out = try run(["cmp", "-l", x, y]).stdout
+        let differing = Set(out.split(separator: "\n").compactMap { $0.split(separator: " ").first.flatMap { Int64($0) }.map { ($0 - 1) >> 12 } })
+        return differing.isEmpty ? "equal" : "\(differing.count) blocks differ, first \(differing.sorted().prefix(8).map(String.init).joined(separator: ", "))"
+    }
+    return "point \(bPoint) vs A's disk: \(try blocks(exported, a)); point vs B's disk: \(try blocks(exported, b))"
 }
