@@ -55,24 +55,42 @@ public enum Failback {
         progress("asked generation \(current.number)'s owner (\(current.ownerName)) to stop serving writes and drain")
         let final = try Failover.waitForDrain(history, since: started, timeout: drainTimeout, path: site.root.string,
                                               giveUp: "the failback is withdrawn and nothing changed")
-        guard let point = try history.pointListing().points.last(where: { $0.lsn == final }) else {
-            throw LifeboatError(.internalError, "the owner drained at LSN \(final) but the vault lists no point there", path: site.root.string)
-        }
-        progress("drained: final point \(point.id ?? 0) at LSN \(final); catching up from LSN \(replicaLSN)")
         let token = SiteGeneration.newOwnerToken()
-        let becomes = SiteGeneration(generation: current.number, owner: "", forkLSN: current.forkLSN.rawValue,
-                                     fenced: .init(since: Date(), why: "failing back: the takeover at LSN \(final) is not finished (run `lifeboat failback` again)"),
-                                     replicaLSN: final.rawValue)
-        let lock = try site.lock(for: "failing back")
         let catchUp: ReprotectReport
         do {
+            guard let point = try history.pointListing().points.last(where: { $0.lsn == final }) else {
+                throw LifeboatError(.internalError, "the owner drained at LSN \(final) but the vault lists no point there", path: site.root.string)
+            }
+            progress("drained: final point \(point.id ?? 0) at LSN \(final); catching up from LSN \(replicaLSN)")
+            let becomes = SiteGeneration(generation: current.number, owner: "", forkLSN: current.forkLSN.rawValue,
+                                         fenced: .init(since: Date(), why: "failing back: the takeover at LSN \(final) is not finished (run `lifeboat failback` again)"),
+                                         replicaLSN: final.rawValue)
+            let lock = try site.lock(for: "failing back")
             defer { try? lock.close() }
             let plan = try Reprotect.stage(site, history: history, to: point, since: LSN(replicaLSN), own: [:], generation: current.number, becomes: becomes)
             catchUp = try Reprotect.finish(site, plan, started: started, resumed: false)
             CrashPoint.reached("failback.caught-up")
             try StateFile.write(Pending(token: token, lsn: final, generation: current.number + 1), to: pendingPath(site))
+        } catch {
+            throw withdrawing(after: error, history: history, owner: current.ownerName, site: site)
         }
         return try finishPending(site, history: history, Pending(token: token, lsn: final, generation: current.number + 1), started: started, catchUp: catchUp)
+    }
+
+    /// A catch-up that failed before the takeover was written down: the owner drained for
+    /// nothing, and would serve no writes until someone withdrew the plan, so the failback
+    /// withdraws it (the owner serves again at its next round) and says so with the error.
+    /// What the catch-up staged or switched stays: it is a point of the history, resumable.
+    static func withdrawing(after error: any Error, history: VaultHistory, owner: String, site: Site) -> LifeboatError {
+        let failed = LifeboatError.wrapping(error, "the failback's catch-up failed", path: site.root.string)
+        do {
+            try history.withdrawPlannedFailover()
+            return LifeboatError(failed.code, failed.description + "; the failback is withdrawn: \(owner) serves writes again "
+                                 + "(run `lifeboat failback` again once this is mended)")
+        } catch {
+            return LifeboatError(failed.code, failed.description + "; the failback could not be withdrawn either (\(error)): "
+                                 + "\(owner) serves no writes until `lifeboat failover cancel` or a failback that succeeds")
+        }
     }
 
     static func loadPending(_ site: Site) throws -> Pending? { try StateFile.read(Pending.self, at: pendingPath(site), what: "the failback's token") }

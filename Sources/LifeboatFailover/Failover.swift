@@ -87,7 +87,7 @@ public enum Failover {
                                timeout: Duration, progress: (String) -> Void = { _ in }) throws -> FailoverReport {
         let started = ContinuousClock.now
         if let existing = try? Site.open(root) {
-            return try resume(existing, vault: vault, site: name, current: try vault.generation(), started: started)
+            return try resume(existing, vault: vault, site: name, current: try vault.generation(), started: started, planned: true)
         }
         let asked = try vault.planFailover()
         CrashPoint.reached("failover.planned")
@@ -98,16 +98,19 @@ public enum Failover {
             throw LifeboatError(.internalError, "the source drained at LSN \(lsn) but the vault has no point there", path: vault.root.string)
         }
         progress("drained: final point \(point.id ?? 0) at LSN \(lsn)")
-        guard let groupID = try vault.groupID() else { throw LifeboatError(.notFound, "the vault holds no group", path: vault.root.string) }
-        let current = try vault.generation()
-        let generation = SiteGeneration(generation: current.number + 1, owner: SiteGeneration.newOwnerToken(), forkLSN: lsn.rawValue, fenced: nil)
+        let generation = SiteGeneration(generation: asked.number + 1, owner: SiteGeneration.newOwnerToken(), forkLSN: lsn.rawValue, fenced: nil)
         let recovery = SiteConfig.Recovery(vault: absolute(vault.root), lsn: lsn.rawValue, pointID: point.id, keyFile: keyFile)
         let site: Site
         do {
+            guard let groupID = try vault.groupID() else { throw LifeboatError(.notFound, "the vault holds no group", path: vault.root.string) }
             site = try Site.prepareRecovered(at: root, groupID: groupID, disks: try vault.disks(), recovery: recovery, generation: generation)
         } catch {
+            // Nothing was made: the source, drained for nothing, serves writes again.
             removePrepared(root)
-            throw error
+            let failed = LifeboatError.wrapping(error, "cannot make the failed-over site", path: root.string)
+            let withdrawn = (try? vault.withdrawPlannedFailover()) != nil
+            throw LifeboatError(failed.code, failed.description + (withdrawn ? "; the planned failover is withdrawn: the source serves writes again"
+                                                                   : "; the planned failover could not be withdrawn: `lifeboat failover cancel` lets the source serve writes again"))
         }
         CrashPoint.reached("failover.prepared")
         let outcome = try vault.fork(at: lsn, pointID: point.id, owner: generation.owner, ownerName: "\(hostName):\(site.root)", planned: true)
@@ -138,7 +141,9 @@ public enum Failover {
 
     /// A site a failover prepared at `root` before it was interrupted: done if the vault names it
     /// owner; forked now if the vault is still in the generation before it; refused otherwise.
-    private static func resume(_ site: Site, vault: Vault, site name: String, current: GroupGeneration, started: ContinuousClock.Instant) throws -> FailoverReport {
+    /// `planned`: asked by a planned failover, which forks only while the source stays drained.
+    private static func resume(_ site: Site, vault: Vault, site name: String, current: GroupGeneration, started: ContinuousClock.Instant,
+                               planned asked: Bool = false) throws -> FailoverReport {
         let claim = try SiteGeneration.load(site)
         guard let recovery = site.config.recoveredFrom, site.config.groupID == (try vault.groupID()) else {
             throw LifeboatError(.alreadyExists, "a site already exists here, and no failover of site '\(name)' made it", path: site.root.string)
@@ -149,8 +154,13 @@ public enum Failover {
                 throw LifeboatError(.alreadyExists, "a site already exists here: a failover made it for generation \(claim.generation), "
                                     + "but the group is in generation \(current.number) served by \(current.ownerName)", path: site.root.string)
             }
-            // A planned failover's site is forked only at the drained point it was made from.
+            // A planned failover's site is forked only at the drained point it was made from,
+            // and never once the plan is withdrawn (the source wrote on past that point).
             let planned = current.state == .failoverPlanned
+            guard planned || !asked else {
+                throw LifeboatError(.busy, "a site already exists here, made for a planned failover at LSN \(recovery.lsn), but the plan was withdrawn "
+                                    + "(the source serves writes again): remove \(site.root) and run the failover again", path: site.root.string)
+            }
             guard !planned || current.drainedLSN == LSN(recovery.lsn) else {
                 throw LifeboatError(.busy, "a site already exists here, made for a planned failover at LSN \(recovery.lsn), but the source drained at "
                                     + "\(current.drainedLSN.map { "LSN \($0)" } ?? "no point yet"): remove \(site.root) and run the failover again", path: site.root.string)

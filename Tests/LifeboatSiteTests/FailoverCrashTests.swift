@@ -216,6 +216,57 @@ struct FailoverCrashTests {
         }
     }
 
+    /// A failback whose catch-up fails after the owner drained (here A's disk cannot be opened
+    /// for writing) withdraws itself: the owner serves writes again instead of waiting, drained,
+    /// for `failover cancel`. Once mended, the failback runs again and loses nothing.
+    @Test func aFailbackWhoseCatchUpFailsLetsTheOwnerServeAgain() throws {
+        let lab = try Lab()
+        defer { lab.cleanup() }
+        try Self.failedOverToTheFirstPoint(lab)
+        try check(lifeboat("reprotect", "--site", lab.t.site))
+        try lab.b!.start(pointInterval: "600")
+        try writeBytes(lab.b!.image("d0"), at: 50 << 20, randomBytes(1 << 20, seed: 97))
+        let primary = lab.t.site + "/disks/d0.img"
+        try check(run(["mv", primary, primary + ".aside"]))
+        try FileManager.default.createDirectory(atPath: primary, withIntermediateDirectories: false)
+        let failed = try lifeboat("failback", "--site", lab.t.site, "--yes")
+        #expect(failed.status != 0 && failed.stderr.contains("the failback is withdrawn"), "\(failed.stdout)\(failed.stderr)")
+        #expect(try Self.servesWrites(lab.b!.image("d0"), at: 60 << 20), "the owner serves writes again\n\(lab.b!.process?.output ?? "")")
+        try FileManager.default.removeItem(atPath: primary)
+        try check(run(["mv", primary + ".aside", primary]))
+        let again = try lifeboat("failback", "--site", lab.t.site, "--yes")
+        #expect(again.status == 0, "\(again.stdout)\(again.stderr)\n\(lab.b!.process?.output ?? "")")
+        #expect(try run(["cmp", primary, lab.recovered + "/disks/d0.img"]).status == 0, "zero loss, the write after the withdrawal too")
+    }
+
+    /// The same for a planned failover whose failed-over site cannot be made (`--to` lies under
+    /// a file): the source serves writes again, and nothing is left at `--to`.
+    @Test func aPlannedFailoverThatCannotMakeItsSiteLetsTheSourceServeAgain() throws {
+        let lab = try Lab()
+        defer { lab.cleanup() }
+        _ = try Self.protectedSite(lab)
+        _ = try lab.t.startProtect(["--point-interval", "600"])
+        try writeBytes(lab.t.image("d0"), at: 30 << 20, randomBytes(1 << 20, seed: 98))
+        let file = lab.t.root + "/a-file"
+        try Data().write(to: URL(fileURLWithPath: file))
+        let failed = try lifeboat("failover", "--vault", lab.t.vault, "--planned", "--to", file + "/recovered", "--yes")
+        #expect(failed.status != 0 && failed.stderr.contains("the planned failover is withdrawn"), "\(failed.stdout)\(failed.stderr)")
+        #expect(try Self.servesWrites(lab.t.image("d0"), at: 40 << 20), "the source serves writes again\n\(lab.t.protect?.output ?? "")")
+        let generation = try run(["sqlite3", lab.t.vault + "/catalog.sqlite", "SELECT number, state FROM generation ORDER BY number DESC LIMIT 1"]).stdout
+        #expect(generation.hasPrefix("1|") && !generation.contains("planned"), "\(generation)")
+        #expect(lab.t.protect?.stop() == 0)
+    }
+
+    /// Whether a one-block write at `offset` is taken within 15 s (a drained owner sees a
+    /// withdrawn plan at its next round with the vault).
+    static func servesWrites(_ image: String, at offset: Int64) throws -> Bool {
+        for _ in 0..<60 {
+            if try writeErrno(image, at: offset) == 0 { return true }
+            usleep(250_000)
+        }
+        return false
+    }
+
     /// Before commit, the failed-over site goes back to the older point: its disks read as that
     /// point, its writes since are discarded (set aside), and the old site's re-protect then
     /// replaces what it wrote after the new fork too. Killed at each step, run again: the same.
