@@ -67,7 +67,8 @@ public enum Failback {
                                          replicaLSN: final.rawValue)
             let lock = try site.lock(for: "failing back")
             defer { try? lock.close() }
-            let plan = try Reprotect.stage(site, history: history, to: point, since: LSN(replicaLSN), own: [:], generation: current.number, becomes: becomes)
+            let plan = try Reprotect.stage(site, history: history, to: point, since: LSN(replicaLSN), own: [:], generation: current.number, becomes: becomes,
+                                           compareWholeDisks: mine.replicaDiffers == true)
             catchUp = try Reprotect.finish(site, plan, started: started, resumed: false)
             CrashPoint.reached("failback.caught-up")
             try StateFile.write(Pending(token: token, lsn: final, generation: current.number + 1), to: pendingPath(site))

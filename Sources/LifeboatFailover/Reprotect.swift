@@ -26,6 +26,9 @@ public struct ReprotectReport: Codable, Sendable {
         /// The disk's digest root after the switch, and whether it equals the point's.
         public var digest: String
         public var digestEqual: Bool
+        /// Every block was compared with the point's, because the last switch found the disk
+        /// unequal to its point: `movedBytes` are the blocks that differed.
+        public var comparedWholeDisk: Bool?
     }
     public var site: String
     public var generation: Int64
@@ -85,7 +88,8 @@ public enum Reprotect {
         let why = "a replica of generation \(current.number) (served by \(current.ownerName)) at LSN \(point.lsn): it serves no writes; `lifeboat failback` makes it the owner again"
         let becomes = SiteGeneration(generation: current.number, owner: "", forkLSN: current.forkLSN.rawValue,
                                      fenced: .init(since: Date(), why: why), replicaLSN: point.lsn.rawValue)
-        let plan = try stage(site, history: history, to: point, since: since, own: own, generation: current.number, becomes: becomes)
+        let plan = try stage(site, history: history, to: point, since: since, own: own, generation: current.number, becomes: becomes,
+                             compareWholeDisks: try SiteGeneration.load(site).replicaDiffers == true)
         return try finish(site, plan, started: started, resumed: false)
     }
 
@@ -136,12 +140,16 @@ public enum Reprotect {
 
     /// Writes the point's bytes of every block to move into `SITE/reprotect/NAME.staged`, makes
     /// them durable, then the plan: from here the switch happens whatever stops it.
+    /// `compareWholeDisks`: the history's account of what changed cannot be trusted here (the last
+    /// switch left a disk unequal to its point), so every block is read from the point and
+    /// compared, and the blocks that differ move — a full resync, as `drbdadm verify` would
+    /// follow with.
     static func stage(_ site: Site, history: VaultHistory, to point: ListedPoint, since: LSN, own: [DiskID: Set<Int>],
-                      generation: Int64, becomes: SiteGeneration) throws -> Plan {
+                      generation: Int64, becomes: SiteGeneration, compareWholeDisks: Bool = false) throws -> Plan {
         let dir = directory(site)
         try? FileManager.default.removeItem(atPath: dir.string)  // an interrupted staging: start again
         try PrivateFiles.makeDirectory(dir)
-        let written = since < point.lsn ? try history.writtenBlocks(after: since, through: point.lsn) : [:]
+        let written = since < point.lsn && !compareWholeDisks ? try history.writtenBlocks(after: since, through: point.lsn) : [:]
         var extents: [String: BlockExtents] = [:]
         var figures: [ReprotectReport.DiskFigures] = []
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: pieceBlocks << BlockSize.shift, alignment: BlockSize.bytes)
@@ -149,22 +157,25 @@ public enum Reprotect {
         for disk in site.config.disks {
             let there = written[disk.diskID]?.blocks ?? []
             let here = own[disk.diskID] ?? []
-            let moving = BlockExtents(blocks: there.union(here))
             let staged = dir.appending(disk.name + ".staged")
             let fd = try FileDescriptor.open(staged, .writeOnly, options: [.create, .truncate, .closeOnExec], permissions: PrivateFiles.fileMode)
-            try fd.closeAfter {
+            let moving = try fd.closeAfter {
                 try fd.resize(to: disk.sizeBytes)
-                for (block, n) in moving.pieces(maxBlocks: pieceBlocks) {
+                let moving = compareWholeDisks ? try stageDiffering(site, disk, history: history, at: point.lsn, into: fd, buffer: buffer)
+                                               : BlockExtents(blocks: there.union(here))
+                for (block, n) in compareWholeDisks ? [] : moving.pieces(maxBlocks: pieceBlocks) {
                     let piece = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<(n << BlockSize.shift)])
                     let offset = Int64(block) << BlockSize.shift
                     try history.read(pointAt: point.lsn, disk: disk.diskID, offset: offset, into: piece)
                     _ = try fd.writeAll(toAbsoluteOffset: offset, UnsafeRawBufferPointer(piece))
                 }
                 try fd.dataSync()
+                return moving
             }
             extents[disk.name] = moving
-            figures.append(.init(name: disk.name, sizeBytes: disk.sizeBytes, replacedHereBlocks: here.count, writtenThereBlocks: there.count,
-                                 movedBytes: Int64(moving.blockCount) << BlockSize.shift, extents: moving.runs.count, digest: "", digestEqual: false))
+            figures.append(.init(name: disk.name, sizeBytes: disk.sizeBytes, replacedHereBlocks: compareWholeDisks ? moving.blockCount : here.count,
+                                 writtenThereBlocks: there.count, movedBytes: Int64(moving.blockCount) << BlockSize.shift, extents: moving.runs.count,
+                                 digest: "", digestEqual: false, comparedWholeDisk: compareWholeDisks ? true : nil))
         }
         let plan = Plan(generation: generation, lsn: point.lsn, pointID: point.id, digests: point.digests, extents: extents, figures: figures,
                         becomes: becomes, diskBytes: site.config.disks.reduce(0) { $0 + $1.sizeBytes })
@@ -172,6 +183,33 @@ public enum Reprotect {
         try StateFile.write(plan, to: planPath(site))
         CrashPoint.reached("reprotect.planned")
         return plan
+    }
+
+    /// Reads every block of `disk` at the point and stages those that differ from the primary.
+    static func stageDiffering(_ site: Site, _ disk: SiteConfig.Disk, history: VaultHistory, at lsn: LSN, into staged: FileDescriptor,
+                               buffer: UnsafeMutableRawBufferPointer) throws -> BlockExtents {
+        let mine = UnsafeMutableRawBufferPointer.allocate(byteCount: buffer.count, alignment: BlockSize.bytes)
+        defer { mine.deallocate() }
+        let primary = try FileDescriptor.open(site.primaryPath(disk), .readOnly, options: [.closeOnExec])
+        return try primary.closeAfter {
+            var differing = Set<Int>()
+            let blocks = Int(disk.sizeBytes >> BlockSize.shift)
+            for first in stride(from: 0, to: blocks, by: pieceBlocks) {
+                let n = min(pieceBlocks, blocks - first)
+                let bytes = n << BlockSize.shift
+                let offset = Int64(first) << BlockSize.shift
+                let theirs = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<bytes])
+                try history.read(pointAt: lsn, disk: disk.diskID, offset: offset, into: theirs)
+                try primary.readAll(at: offset, into: UnsafeMutableRawBufferPointer(rebasing: mine[0..<bytes]))
+                for k in 0..<n {
+                    let range = (k << BlockSize.shift)..<((k + 1) << BlockSize.shift)
+                    guard memcmp(theirs.baseAddress! + range.lowerBound, mine.baseAddress! + range.lowerBound, BlockSize.bytes) != 0 else { continue }
+                    differing.insert(first + k)
+                    _ = try staged.writeAll(toAbsoluteOffset: offset + Int64(range.lowerBound), UnsafeRawBufferPointer(rebasing: theirs[range]))
+                }
+            }
+            return BlockExtents(blocks: differing)
+        }
     }
 
     static func loadPlan(_ site: Site) throws -> Plan? { try StateFile.read(Plan.self, at: planPath(site), what: "the re-protect plan") }
@@ -211,7 +249,11 @@ public enum Reprotect {
         let kept = try keepJournal(site, generation: plan.generation)
         CrashPoint.reached("reprotect.kept")
         try Checkpoint(appliedLSN: plan.lsn, cleanStop: true).save(in: site.stateDirectory)
-        try plan.becomes.save(site)
+        // A disk unequal to its point is not a replica the history can account for: say so in
+        // `generation.json`, and the next re-protect or failback compares every block.
+        var becomes = plan.becomes
+        if figures.contains(where: { !$0.digestEqual }) { becomes.replicaDiffers = true }
+        try becomes.save(site)
         try FileManager.default.removeItem(atPath: directory(site).string)
         try syncDirectory(site.root)
         let report = ReprotectReport(site: site.root.string, generation: plan.generation, lsn: plan.lsn, pointID: plan.pointID, disks: figures,
@@ -219,7 +261,8 @@ public enum Reprotect {
                                      seconds: started.duration(to: .now).inSeconds, keptJournal: kept, resumed: resumed)
         if let unequal = figures.first(where: { !$0.digestEqual }) {
             throw LifeboatError(.mismatch, "after the switch, disk '\(unequal.name)' has digest \(unequal.digest), the point at LSN \(plan.lsn) has "
-                                + "\(plan.digests[unequal.name] ?? "none"): the disk differs from the history outside what was moved", path: site.root.string)
+                                + "\(plan.digests[unequal.name] ?? "none"): the disk differs from the history outside what was moved; the next re-protect "
+                                + "or failback compares every block with the point", path: site.root.string)
         }
         return report
     }

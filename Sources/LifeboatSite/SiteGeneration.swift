@@ -22,6 +22,10 @@ public struct SiteGeneration: Codable, Equatable, Sendable {
     /// A re-protected site: a replica of `generation`, its disks equal to the history at this
     /// LSN (it serves no writes until a failback makes it the owner).
     public var replicaLSN: UInt64?
+    /// The last re-protect switched, then found a disk's digest unequal to the point's: what the
+    /// history says changed does not account for this disk, so the next re-protect or failback
+    /// compares every block with the point instead.
+    public var replicaDiffers: Bool?
 
     public struct Drain: Codable, Equatable, Sendable {
         public var since: Date

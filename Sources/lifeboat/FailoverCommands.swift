@@ -232,8 +232,9 @@ func printReprotect(_ r: ReprotectReport, what: String) {
           + (r.pointID.map { " (point \($0))" } ?? ""))
     print("moved \(humanBytes(r.bytesMoved)) of \(humanBytes(r.diskBytes)) in \(String(format: "%.2f", r.seconds)) s")
     for d in r.disks {
-        print("  \(d.name): \(humanBytes(d.movedBytes)) in \(d.extents) extent(s) — \(d.writtenThereBlocks) block(s) written since, "
-              + "\(d.replacedHereBlocks) block(s) of this site's own after the fork replaced; digest \(d.digest) \(d.digestEqual ? "= the point's" : "≠ THE POINT'S")")
+        let which = d.comparedWholeDisk == true ? "every block compared with the point, \(d.replacedHereBlocks) differed"
+            : "\(d.writtenThereBlocks) block(s) written since, \(d.replacedHereBlocks) block(s) of this site's own after the fork replaced"
+        print("  \(d.name): \(humanBytes(d.movedBytes)) in \(d.extents) extent(s) — \(which); digest \(d.digest) \(d.digestEqual ? "= the point's" : "≠ THE POINT'S")")
     }
     if let kept = r.keptJournal { print("this site's journal (its writes after the fork) is kept in \(kept)") }
 }

@@ -239,6 +239,51 @@ struct FailoverCrashTests {
         #expect(try run(["cmp", primary, lab.recovered + "/disks/d0.img"]).status == 0, "zero loss, the write after the withdrawal too")
     }
 
+    /// A replica whose disk is not what the history says (here a block changed behind its back,
+    /// leaf and all): the failback's switch finds the digest unequal, claims nothing, withdraws,
+    /// and records it; the next failback compares every block with the point, moves the ones that
+    /// differ and ends equal to the owner, losing nothing.
+    @Test func aReplicaUnequalToItsPointIsFoundAndHealedByTheNextFailback() throws {
+        let lab = try Lab()
+        defer { lab.cleanup() }
+        try Self.failedOverToTheFirstPoint(lab)
+        try check(lifeboat("reprotect", "--site", lab.t.site))
+        let primary = lab.t.site + "/disks/d0.img"
+        try writeBytes(primary, at: 60 << 20, randomBytes(4096, seed: 99))
+        try Self.rehash(primary, sidecar: lab.t.site + "/disks/d0.digest")
+        try lab.b!.start(pointInterval: "600")
+        try writeBytes(lab.b!.image("d0"), at: 50 << 20, randomBytes(1 << 20, seed: 100))
+
+        let found = try lifeboat("failback", "--site", lab.t.site, "--yes")
+        #expect(found.status == 1 && found.stderr.contains("the disk differs from the history") && found.stderr.contains("the failback is withdrawn"),
+                "\(found.stdout)\(found.stderr)")
+        let generation = try String(contentsOfFile: lab.t.site + "/state/generation.json", encoding: .utf8)
+        #expect(generation.contains("\"replicaDiffers\":true") || generation.contains("\"replicaDiffers\" : true"), "\(generation)")
+        let serves = try Self.servesWrites(lab.b!.image("d0"), at: 62 << 20)
+        let status = try lifeboat("status", "--site", lab.recovered).stdout
+        #expect(serves, "the owner serves writes again\n\(status)\n\(lab.b!.process?.output ?? "")")
+
+        let healed = try lifeboat("failback", "--site", lab.t.site, "--yes", "--json")
+        #expect(healed.status == 0, "\(healed.stdout)\(healed.stderr)")
+        let disk = (((try? JSONSerialization.jsonObject(with: Data(healed.stdout.utf8))) as? [String: Any])?["catchUp"] as? [String: Any])
+            .flatMap { ($0["disks"] as? [[String: Any]])?.first } ?? [:]
+        // The changed block, and the owner's write after the withdrawal: nothing else differed.
+        #expect(disk["comparedWholeDisk"] as? Bool == true && disk["replacedHereBlocks"] as? Int == 2 && disk["digestEqual"] as? Bool == true, "\(disk)")
+        #expect(try run(["cmp", primary, lab.recovered + "/disks/d0.img"]).status == 0, "equal to the owner's final point")
+        #expect(!(try String(contentsOfFile: lab.t.site + "/state/generation.json", encoding: .utf8)).contains("replicaDiffers"))
+    }
+
+    /// Rewrites a disk's digest sidecar from its primary (as a disk changed with its leaves).
+    static func rehash(_ primary: String, sidecar: String) throws {
+        let fd = try FileDescriptor.open(primary, .readOnly)
+        try fd.closeAfter {
+            let blocks = Int(try fd.seek(offset: 0, from: .end) >> 12)
+            var leaves = [UInt8](repeating: 0, count: blocks * DiskDigest.leafBytes)
+            try leaves.withUnsafeMutableBytes { try DiskDigest.computeLeaves(ofImage: fd, blocks: blocks, into: $0.baseAddress!) }
+            try Data(leaves).write(to: URL(fileURLWithPath: sidecar))
+        }
+    }
+
     /// The same for a planned failover whose failed-over site cannot be made (`--to` lies under
     /// a file): the source serves writes again, and nothing is left at `--to`.
     @Test func aPlannedFailoverThatCannotMakeItsSiteLetsTheSourceServeAgain() throws {
