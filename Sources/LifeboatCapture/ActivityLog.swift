@@ -5,7 +5,8 @@ import LifeboatSite
 /// Which regions of the disks may hold primary writes that the durable journal lacks — DRBD's
 /// activity log, kept in the journal itself (Docs/decisions/0003).
 ///
-/// A write appends its record, then writes the primary; both go through the page cache, so
+/// A write appends its record and writes the primary (one after the other, or — a large write
+/// to a warm region — at once, decision 0013); both go through the page cache, so
 /// after a power loss the primary may hold a write whose record never reached the disk. The
 /// rule that bounds where: a write to a *cold* region makes its record durable (a journal
 /// sync) before it touches the primary. A region is warm while it was written in this

@@ -87,6 +87,29 @@ import LifeboatSite
         #expect(try JournalVerifier.verify(site: site).ok)
     }
 
+    /// A large write to a warm region has its primary written beside its journal append
+    /// (PrimaryWriters): when the append fails, the primary already holds the blocks. They are
+    /// re-journaled before the next point, whose digest is the primary's, and the journal
+    /// replays to exactly the primary.
+    @Test func aLargeWriteWhoseRecordFailsIsReJournaledBeforeTheNextPoint() throws {
+        let site = try makeSite()
+        defer { FaultInjection.disarm(under: site.root.string); try? FileManager.default.removeItem(atPath: site.root.string) }
+        let group = try ProtectionGroup.open(site: site, logger: logger)
+        try randomBytes(4096, seed: 6).withUnsafeBytes { try group.write(disk: 0, offset: 0, data: $0) }  // region 0 is warm now
+        let large = randomBytes(512 << 10, seed: 7)
+        FaultInjection.arm(.write, under: site.journalDirectory.string, errno: .noSpace)
+        #expect(throws: LifeboatError.self) { try large.withUnsafeBytes { try group.write(disk: 0, offset: 1 << 20, data: $0) } }
+        let primary = try FileDescriptor.open(site.primaryPath(site.config.disks[0]), .readOnly)
+        defer { try? primary.close() }
+        var back = [UInt8](repeating: 0, count: large.count)
+        _ = try back.withUnsafeMutableBytes { try primary.read(fromAbsoluteOffset: 1 << 20, into: $0) }
+        #expect(back == large, "the helper wrote the primary while the append failed")
+        let (_, digests) = try group.mark(.crashConsistent, label: "after")
+        #expect(digests[site.config.disks[0].diskID] == (try DiskDigest.root(ofImage: primary, sizeBytes: 16 << 20)), "the point is the primary")
+        try group.close()
+        #expect(try JournalVerifier.verify(site: site).ok, "the journal holds what the primary holds")
+    }
+
     /// A primary fdatasync that fails at a checkpoint leaves the previous checkpoint in force:
     /// recovery replays everything after it.
     @Test func aFailedPrimarySyncKeepsThePreviousCheckpoint() throws {
