@@ -63,7 +63,8 @@ public final class ProtectionGroup: @unchecked Sendable {
     /// Writes whose primary took the blocks while their record failed (commitBesideTheJournal):
     /// disk position, first block, block count; re-journaled before the next marker or checkpoint.
     private let primaryAhead = Mutex<[(disk: Int, first: BlockIndex, count: Int)]>([])
-    /// One helper per core: a large write's primary is written beside its journal append.
+    /// Helpers (one per core but one, at most four) that write a large write's primary beside its
+    /// journal append (decision 0013).
     private let primaryWriters: PrimaryWriters
     /// Ships sealed segments to the site's vault, when it has one.
     private(set) var shipper: Shipper?
