@@ -8,7 +8,7 @@ import Synchronization
 /// (decision 0013). Only for writes to warm regions (ActivityLog: their order does not matter
 /// for recovery); the caller waits for both before it answers the write.
 ///
-/// One helper per core at most: a write finds an idle helper or writes its primary itself.
+/// A few helpers (one per core but one): a write finds an idle helper or writes its primary itself.
 /// Handing a job over costs no allocation: the job lives in the helper, the data stays the FUSE
 /// request's buffer, which outlives the wait.
 final class PrimaryWriters: @unchecked Sendable {

@@ -49,7 +49,9 @@ public struct ReprotectReport: Codable, Sendable {
 /// failover fenced — or fell behind it — a replica — becomes equal to the history's newest point
 /// by moving only the blocks that differ, which the history names: the blocks written in the
 /// current generation since the disks were last equal, and those this site wrote after the fork
-/// (its journal, and the layers it shipped that the failover set aside). Nothing is scanned.
+/// (its journal, and the layers it shipped that the failover set aside). Nothing is scanned —
+/// unless the last switch found a disk unequal to its point (`replicaDiffers`): then every block
+/// of the point is read and compared, since the history's account did not hold for that disk.
 /// The blocks are staged beside the disks first; a durable plan then switches to them, and a
 /// crash before the plan leaves the disks as they were, after it finishes the switch (redo).
 public enum Reprotect {
@@ -162,13 +164,7 @@ public enum Reprotect {
             let moving = try fd.closeAfter {
                 try fd.resize(to: disk.sizeBytes)
                 let moving = compareWholeDisks ? try stageDiffering(site, disk, history: history, at: point.lsn, into: fd, buffer: buffer)
-                                               : BlockExtents(blocks: there.union(here))
-                for (block, n) in compareWholeDisks ? [] : moving.pieces(maxBlocks: pieceBlocks) {
-                    let piece = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<(n << BlockSize.shift)])
-                    let offset = Int64(block) << BlockSize.shift
-                    try history.read(pointAt: point.lsn, disk: disk.diskID, offset: offset, into: piece)
-                    _ = try fd.writeAll(toAbsoluteOffset: offset, UnsafeRawBufferPointer(piece))
-                }
+                                               : try stageBlocks(there.union(here), of: disk, history: history, at: point.lsn, into: fd, buffer: buffer)
                 try fd.dataSync()
                 return moving
             }
@@ -183,6 +179,19 @@ public enum Reprotect {
         try StateFile.write(plan, to: planPath(site))
         CrashPoint.reached("reprotect.planned")
         return plan
+    }
+
+    /// Reads `blocks` of `disk` at the point into the staged file.
+    static func stageBlocks(_ blocks: Set<Int>, of disk: SiteConfig.Disk, history: VaultHistory, at lsn: LSN, into staged: FileDescriptor,
+                            buffer: UnsafeMutableRawBufferPointer) throws -> BlockExtents {
+        let moving = BlockExtents(blocks: blocks)
+        for (block, n) in moving.pieces(maxBlocks: pieceBlocks) {
+            let piece = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<(n << BlockSize.shift)])
+            let offset = Int64(block) << BlockSize.shift
+            try history.read(pointAt: lsn, disk: disk.diskID, offset: offset, into: piece)
+            _ = try staged.writeAll(toAbsoluteOffset: offset, UnsafeRawBufferPointer(piece))
+        }
+        return moving
     }
 
     /// Reads every block of `disk` at the point and stages those that differ from the primary.
