@@ -48,7 +48,7 @@ public final class LocalVaultReplica: ReplicaTarget, @unchecked Sendable {
         try vault().addDisk(group: group, id: id, name: name, sizeBytes: sizeBytes, initialContent: initialContent, progress: progress)
     }
 
-    public func heldThrough() throws -> LSN { try vault().lsnRange().last }
+    public func heldThrough() throws -> LSN { try vault().heldThrough(for: writer) }
 
     public func standing() throws -> WriterStanding { try vault().standing(of: writer) }
 
@@ -61,14 +61,14 @@ public final class LocalVaultReplica: ReplicaTarget, @unchecked Sendable {
     public func send(_ segment: PreparedSegment, name: String) throws -> PendingShip {
         let v = try vault()
         if case .ingested = try v.ingest(segment: segment.bytes, name: name, as: writer) { maintenance.dataArrived() }
-        let held = try v.lsnRange().last
+        let held = try v.heldThrough(for: writer)
         return PendingShip { held }
     }
 
     public func append(records: [UInt8], firstLSN: LSN, name: String) throws -> LSN {
         let v = try vault()
         if case .ingested = try v.ingest(records: records, firstLSN: firstLSN, name: name, as: writer) { maintenance.dataArrived() }
-        return try v.lsnRange().last
+        return try v.heldThrough(for: writer)
     }
 
     public func openResync(resumingAt: LSN) throws -> LSN { try vault().openResync(resumingAt: resumingAt, as: writer) }

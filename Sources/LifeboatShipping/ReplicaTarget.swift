@@ -31,7 +31,9 @@ public protocol ReplicaTarget: AnyObject, Sendable {
     func addDisk(group: String, id: DiskID, name: String, sizeBytes: Int64, initialContent: FilePath,
                  progress: (Int64) -> Void) throws
 
-    /// Everything up to this LSN is durably in the vault (read from its catalog).
+    /// Every record of this site's up to this LSN is durably in the vault (read from its
+    /// catalog; for a writer a failover fenced, no further than that failover's fork —
+    /// `Vault.heldThrough(for:)`): what the site may delete.
     func heldThrough() throws -> LSN
 
     /// Where this site stands in the group's history (decision 0012): the current generation's

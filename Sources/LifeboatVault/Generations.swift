@@ -123,6 +123,24 @@ extension Vault {
         }
     }
 
+    /// The LSN through which the vault holds `claim`'s records — what a site may delete its
+    /// journal up to. The current owner: everything the vault holds. A writer of an older
+    /// generation: only up to the fork that ended its generation, whatever later generations
+    /// shipped since (their LSNs go on after the fork, and are not its records). Any other
+    /// claim: nothing. So an answer that reaches a site after a failover it has not heard of yet
+    /// (a round that asked "where do I stand" before the fork) cannot make it delete the records
+    /// it wrote after the fork — the only copy of them, which re-protect moves back.
+    public func heldThrough(for claim: WriterClaim) throws -> LSN {
+        let last = try lsnRange().last
+        return try catalog.read { db in
+            let current = try Self.currentGeneration(db)
+            if claim.generation == current.number && claim.owner == current.owner { return last }
+            guard let mine = try GroupGeneration.filter(Column("number") == claim.generation).fetchOne(db), mine.owner == claim.owner,
+                  let next = try GroupGeneration.filter(Column("number") == claim.generation + 1).fetchOne(db) else { return .zero }
+            return min(last, next.forkLSN)
+        }
+    }
+
     /// Where `claim` stands: owner, owner asked to drain, or fenced (and why).
     public func standing(of claim: WriterClaim) throws -> WriterStanding {
         try catalog.read { db in

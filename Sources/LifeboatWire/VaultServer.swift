@@ -167,7 +167,7 @@ final class VaultService: @unchecked Sendable {
             r.site = site
             r.group = try vault.groupID()
             r.disks = try vault.disks().map(\.id.rawValue)
-            r.heldThrough = try vault.lsnRange().last.rawValue
+            r.heldThrough = try vault.heldThrough(for: writer).rawValue
             r.maintenanceError = maintenance.lastError
         case "addDiskBegin":
             let (group, disk, size) = try (required(request.group, "group"), required(request.disk, "disk"), required(request.sizeBytes, "sizeBytes"))
@@ -192,12 +192,12 @@ final class VaultService: @unchecked Sendable {
         case "ship":
             let outcome = try vault.ingest(compressedSegment: body, name: "\(site):\(request.name ?? "segment")", as: writer)
             if case .ingested = outcome { maintenance.dataArrived() }
-            r.heldThrough = try vault.lsnRange().last.rawValue
+            r.heldThrough = try vault.heldThrough(for: writer).rawValue
         case "append":
             let first = LSN(try required(request.lsn, "lsn"))
             let outcome = try vault.ingest(compressedRecords: body, firstLSN: first, name: "\(site):\(request.name ?? "stream")", as: writer)
             if case .ingested = outcome { maintenance.dataArrived() }
-            r.heldThrough = try vault.lsnRange().last.rawValue
+            r.heldThrough = try vault.heldThrough(for: writer).rawValue
         case "openResync":
             let resume = LSN(try required(request.lsn, "lsn"))
             let before = try vault.lsnRange().last

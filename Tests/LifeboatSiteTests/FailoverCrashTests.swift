@@ -302,6 +302,27 @@ struct FailoverCrashTests {
         #expect(lab.t.protect?.stop() == 0)
     }
 
+    /// A planned failover killed after it made its site, then withdrawn (`failover cancel`): the
+    /// source writes on past the drained point, so the site made for that point is never forked
+    /// — the command run again refuses, and the group stays in generation 1.
+    @Test func aSiteMadeForAWithdrawnPlanIsNeverForked() throws {
+        let lab = try Lab()
+        defer { lab.cleanup() }
+        _ = try Self.protectedSite(lab)
+        _ = try lab.t.startProtect(["--point-interval", "600"])
+        let command = ["failover", "--vault", lab.t.vault, "--planned", "--to", lab.recovered, "--yes"]
+        var env = ProcessInfo.processInfo.environment
+        env["LIFEBOAT_CRASH_AT"] = "failover.prepared"
+        #expect(try run([lifeboatBinary] + command, environment: env).status == SIGKILL)
+        try check(lifeboat("failover", "cancel", "--vault", lab.t.vault))
+        #expect(try Self.servesWrites(lab.t.image("d0"), at: 40 << 20), "the source serves writes again\n\(lab.t.protect?.output ?? "")")
+        let again = try lifeboat(command)
+        #expect(again.status == 75 && again.stderr.contains("the plan was withdrawn"), "\(again.stdout)\(again.stderr)")
+        let generation = try run(["sqlite3", lab.t.vault + "/catalog.sqlite", "SELECT max(number) FROM generation"]).stdout
+        #expect(generation.trimmingCharacters(in: .whitespacesAndNewlines) == "1", "\(generation)")
+        #expect(lab.t.protect?.stop() == 0)
+    }
+
     /// Whether a one-block write at `offset` is taken within 15 s (a drained owner sees a
     /// withdrawn plan at its next round with the vault).
     static func servesWrites(_ image: String, at offset: Int64) throws -> Bool {

@@ -391,6 +391,49 @@ struct ShippingFixture {
         #expect(try JournalDirectory.segments(in: site.journalDirectory).count == 1, "then the shipped, checkpointed ones go")
     }
 
+    /// A round that heard "owner" before a failover and asks what the vault holds after it
+    /// (the race CI caught: the old site deleted its own writes after the fork, the only copy of
+    /// them, and re-protect could no longer replace them). The vault answers for this writer's
+    /// records — through the fork — not with the new generation's LSNs, so only what the history
+    /// holds of it goes.
+    @Test func aWriterThatHearsOfAFailoverLateKeepsItsRecordsPastTheFork() throws {
+        let f = try ShippingFixture(writes: 1200)
+        defer { f.remove() }
+        let (dir, site, journal) = (f.dir, f.site, f.journal)
+        let segments = try JournalDirectory.segments(in: site.journalDirectory)
+        #expect(segments.count >= 4)
+        let vault = try Vault(root: FilePath(dir + "/vault"))
+        let zeros = dir + "/zeros.img"
+        #expect(FileManager.default.createFile(atPath: zeros, contents: nil) && truncate(zeros, 16 << 20) == 0)
+        try vault.addDisk(group: site.config.groupID, id: site.config.disks[0].diskID, name: "d0", sizeBytes: 16 << 20, initialContent: FilePath(zeros))
+        for s in segments.prefix(2) { _ = try vault.ingest(segment: try readWholeFile(s.path), name: s.path.string) }
+        let fork = LSN(segments[2].firstLSN.rawValue - 1)
+        let token = String(repeating: "b", count: 32)
+        _ = try vault.fork(at: fork, pointID: nil, owner: token, ownerName: "recovery host")
+        // The failed-over site writes on, in generation 2, past every LSN the old one has.
+        try FileManager.default.createDirectory(atPath: dir + "/b-journal", withIntermediateDirectories: false)
+        let (b, _) = try Journal.open(directory: FilePath(dir + "/b-journal"), groupID: site.config.groupIDBytes,
+                                      configuration: .init(segmentBytes: 1 << 20), durableThrough: fork, startingAfter: fork)
+        for i in 0..<1500 {
+            _ = try [UInt8](repeating: 7, count: 4096).withUnsafeBytes { try b.appendWrite(disk: DiskID(0), firstBlock: BlockIndex(UInt64(i % 4000)), data: $0) }
+        }
+        try b.sealIfOlder(than: .zero)
+        try b.close()
+        for s in try JournalDirectory.segments(in: FilePath(dir + "/b-journal")).dropLast() {  // the last is open
+            _ = try vault.ingest(segment: try readWholeFile(s.path), name: s.path.string, as: WriterClaim(generation: 2, owner: token))
+        }
+        #expect(try vault.lsnRange().last > LSN(segments.last!.firstLSN.rawValue))
+        #expect(try vault.heldThrough(for: .original) == fork)
+        #expect(try vault.heldThrough(for: WriterClaim(generation: 2, owner: token)) == vault.lsnRange().last)
+
+        let shipper = Shipper(site: site, target: StaleOwner(try LocalVaultReplica(root: FilePath(dir + "/vault"), logger: Logger(label: "test"))),
+                              journal: journal, logger: Logger(label: "test")) { LSN(1 << 40) }
+        defer { shipper.stop() }
+        _ = try? shipper.shipOnce()  // its first record past the fork is refused: fenced
+        let after = try JournalDirectory.segments(in: site.journalDirectory)
+        #expect(after.map(\.firstLSN) == Array(segments.dropFirst(2)).map(\.firstLSN), "only what the history holds of it went")
+    }
+
     @Test func aVaultOfAnotherGroupIsNeverShippedTo() throws {
         let f = try ShippingFixture(writes: 1, vaultGroup: "ffffffffffffffffffffffffffffffff")
         defer { f.remove() }
@@ -404,4 +447,34 @@ struct ShippingFixture {
         #expect(try Vault(root: FilePath(dir + "/vault")).disks().isEmpty, "nothing seeded into another group's vault")
         #expect(try JournalDirectory.segments(in: site.journalDirectory).count >= 1, "nothing local deleted")
     }
+}
+
+/// A replica target whose first `standing()` answers "owner": the answer to a question asked
+/// before a failover, arriving after it. Everything else is the vault's own answer.
+final class StaleOwner: ReplicaTarget, @unchecked Sendable {
+    let real: any ReplicaTarget
+    private var answeredOnce = false
+    init(_ real: any ReplicaTarget) { self.real = real }
+    var address: String { real.address }
+    func groupID() throws -> String? { try real.groupID() }
+    func diskIDs() throws -> Set<DiskID> { try real.diskIDs() }
+    func addDisk(group: String, id: DiskID, name: String, sizeBytes: Int64, initialContent: FilePath, progress: (Int64) -> Void) throws {
+        try real.addDisk(group: group, id: id, name: name, sizeBytes: sizeBytes, initialContent: initialContent, progress: progress)
+    }
+    func heldThrough() throws -> LSN { try real.heldThrough() }
+    func standing() throws -> WriterStanding {
+        if answeredOnce { return try real.standing() }
+        answeredOnce = true
+        return .owner
+    }
+    func reportDrained(at lsn: LSN) throws { try real.reportDrained(at: lsn) }
+    func prepare(segment: [UInt8]) throws -> PreparedSegment { try real.prepare(segment: segment) }
+    func send(_ segment: PreparedSegment, name: String) throws -> PendingShip { try real.send(segment, name: name) }
+    func append(records: [UInt8], firstLSN: LSN, name: String) throws -> LSN { try real.append(records: records, firstLSN: firstLSN, name: name) }
+    func openResync(resumingAt: LSN) throws -> LSN { try real.openResync(resumingAt: resumingAt) }
+    func point(at lsn: LSN) throws -> Int64? { try real.point(at: lsn) }
+    func annotate(point id: Int64, note: String) throws { try real.annotate(point: id, note: note) }
+    var maintenanceError: String? { real.maintenanceError }
+    func reset() { real.reset() }
+    func close() { real.close() }
 }
