@@ -262,8 +262,14 @@ struct DrillTests {
     @Test func interruptedDrillsLeaveNothingBehind() throws {
         let s = try DrillSite()
         defer { s.cleanup() }
-        let slow = try s.plan("slow", "disks:\n  d0:\n    checks:\n      - fsck\n      - script: {run: 'sleep 60 & sleep 60', timeout: 5m}\n")
+        // Each start runs its own script line, so a process of an earlier start (or anything
+        // else on the machine) cannot be taken for this one's: the drill is signalled only once
+        // its workspace exists and its check is running inside it.
+        var starts = 0
         func start() throws -> Process {
+            starts += 1
+            let marker = "sleep 60 & sleep 60\(starts)"
+            let slow = try s.plan("slow-\(starts)", "disks:\n  d0:\n    checks:\n      - fsck\n      - script: {run: '\(marker)', timeout: 5m}\n")
             let p = Process()
             p.executableURL = URL(fileURLWithPath: lifeboatBinary)
             p.arguments = ["drill", slow, "--vault", s.t.vault, "--work-dir", s.drills]
@@ -271,8 +277,14 @@ struct DrillTests {
             p.standardError = FileHandle.nullDevice
             try p.run()
             // Until the script runs: the filesystem is mounted on a loop device by then.
-            let deadline = Date().addingTimeInterval(30)
-            while Date() < deadline, (try? run(["pgrep", "-f", "sleep 60 & sleep 60"]))?.stdout.isEmpty ?? true { usleep(50_000) }
+            let deadline = Date().addingTimeInterval(120)
+            var running = false
+            while Date() < deadline, p.isRunning, !running {
+                usleep(50_000)
+                let workspaces = (try? FileManager.default.contentsOfDirectory(atPath: s.drills)) ?? []
+                running = !workspaces.isEmpty && !((try? run(["pgrep", "-f", marker]))?.stdout.isEmpty ?? true)
+            }
+            try #require(running, "the drill's script is running in its workspace before it is signalled (start \(starts))")
             return p
         }
         // SIGTERM and SIGINT: the drill stops, cleans up and exits with the infrastructure code.
