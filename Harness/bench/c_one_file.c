@@ -2,8 +2,12 @@
 // image file as MOUNT/disk.img, with the same choices as `lifeboat protect` (multithreaded
 // loop with clone_fd, 1 MiB max_write, reads answered by splice from the file descriptor,
 // no writeback cache, fsync = fdatasync of the file) and nothing else: no journal, no digest.
+// By default it keeps the kernel's page cache (keep_cache: protect's choice until decision
+// 0014, and the baseline issue 2 and 11 set their targets against).
 // Build: gcc -O2 c_one_file.c $(pkg-config --cflags --libs fuse3) -o c_one_file
-// Run:   ./c_one_file IMAGE MOUNTPOINT     (foreground; fusermount3 -u MOUNTPOINT stops it)
+// Run:   ./c_one_file IMAGE MOUNTPOINT [--direct-io]   (foreground; fusermount3 -u MOUNTPOINT stops it)
+// --direct-io answers every open with FOPEN_DIRECT_IO instead of keep_cache, as `lifeboat
+// protect` does since decision 0014: the like-for-like baseline for that choice.
 #define FUSE_USE_VERSION 312
 #include <fuse3/fuse_lowlevel.h>
 #include <errno.h>
@@ -15,6 +19,7 @@
 #include <unistd.h>
 
 static int image_fd;
+static int direct_io;
 static off_t image_size;
 
 static void fill(struct stat *st, fuse_ino_t ino) {
@@ -49,7 +54,7 @@ static void op_getattr(fuse_req_t r, fuse_ino_t ino, struct fuse_file_info *fi) 
 
 static void op_open(fuse_req_t r, fuse_ino_t ino, struct fuse_file_info *fi) {
     if (ino != 2) { fuse_reply_err(r, EISDIR); return; }
-    fi->keep_cache = 1;
+    if (direct_io) fi->direct_io = 1; else fi->keep_cache = 1;
     fuse_reply_open(r, fi);
 }
 
@@ -94,7 +99,8 @@ static void op_readdir(fuse_req_t r, fuse_ino_t ino, size_t size, off_t off, str
 }
 
 int main(int argc, char **argv) {
-    if (argc != 3) { fprintf(stderr, "usage: %s IMAGE MOUNTPOINT\n", argv[0]); return 64; }
+    direct_io = argc == 4 && strcmp(argv[3], "--direct-io") == 0;
+    if (argc != 3 && !direct_io) { fprintf(stderr, "usage: %s IMAGE MOUNTPOINT [--direct-io]\n", argv[0]); return 64; }
     image_fd = open(argv[1], O_RDWR);
     if (image_fd < 0) { perror(argv[1]); return 66; }
     image_size = lseek(image_fd, 0, SEEK_END);

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Benchmark of `lifeboat protect` (issue 2): fio psync on a 1 GiB image, in one run, against
 #   raw      the primary-like raw file on the same filesystem (no FUSE),
-#   cfuse    a minimal C FUSE server exposing one image file (c_one_file.c),
+#   cfuse    a minimal C FUSE server exposing one image file (c_one_file.c), through the
+#            kernel's page cache (keep_cache: the issue-2 baseline),
+#   cdirect  the same server with --direct-io (FOPEN_DIRECT_IO, as protect opens its disks),
 #   lifeboat `lifeboat protect` with journal and digest on.
-# Prints a Markdown table with ratios lifeboat/cfuse. Needs root and /dev/fuse.
+# Prints a Markdown table with ratios lifeboat/cfuse and lifeboat/cdirect. Needs root and /dev/fuse.
 #   bash Harness/bench/protect.sh [SECONDS_PER_JOB]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -17,26 +19,29 @@ gcc -O2 Harness/bench/c_one_file.c $(pkg-config --cflags --libs fuse3) -o "$work
 pids=()
 cleanup() {
   set +e
-  for m in "$work/cmnt" "$work/lmnt"; do mountpoint -q "$m" && umount "$m"; done
+  for m in "$work/cmnt" "$work/dmnt" "$work/lmnt"; do mountpoint -q "$m" && umount "$m"; done
   for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
   rm -rf "$work"
 }
 trap cleanup EXIT INT TERM
-mkdir -p "$work/cmnt" "$work/lmnt"
+mkdir -p "$work/cmnt" "$work/dmnt" "$work/lmnt"
 
 # Same starting content for all three: 1 GiB of written (not sparse) data.
 dd if=/dev/urandom of="$work/raw.img" bs=1M count=1024 status=none
 cp "$work/raw.img" "$work/cfuse.img"
+cp "$work/raw.img" "$work/cdirect.img"
 "$work/c_one_file" "$work/cfuse.img" "$work/cmnt" & pids+=($!)
+"$work/c_one_file" "$work/cdirect.img" "$work/dmnt" --direct-io & pids+=($!)
 "$lifeboat" init --site "$work/site" >/dev/null
 "$lifeboat" disk create disk --from "$work/raw.img" --site "$work/site" >/dev/null
 "$lifeboat" protect "$work/lmnt" --site "$work/site" 2>"$work/protect.log" & pids+=($!)
-for _ in $(seq 100); do mountpoint -q "$work/cmnt" && mountpoint -q "$work/lmnt" && break; sleep 0.1; done
+for _ in $(seq 100); do mountpoint -q "$work/cmnt" && mountpoint -q "$work/dmnt" && mountpoint -q "$work/lmnt" && break; sleep 0.1; done
 
-declare -A target=([raw]="$work/raw.img" [cfuse]="$work/cmnt/disk.img" [lifeboat]="$work/lmnt/disk.img")
+declare -A target=([raw]="$work/raw.img" [cfuse]="$work/cmnt/disk.img" [cdirect]="$work/dmnt/disk.img" [lifeboat]="$work/lmnt/disk.img")
 jobs=(
   "randwrite-4k|--rw=randwrite --bs=4k|iops"
   "seqwrite-1m|--rw=write --bs=1m|bw"
+  "seqwrite-1m-aligned|--rw=write --bs=1m --iomem_align=4096|bw"
   "randwrite-4k-fsync|--rw=randwrite --bs=4k --fsync=1|iops"
   "randread-4k|--rw=randread --bs=4k|iops"
   "seqread-1m|--rw=read --bs=1m|bw"
@@ -44,7 +49,7 @@ jobs=(
 declare -A result
 for job in "${jobs[@]}"; do
   IFS='|' read -r name args metric <<<"$job"
-  for t in raw cfuse lifeboat; do
+  for t in raw cfuse cdirect lifeboat; do
     sync; echo 3 >/proc/sys/vm/drop_caches
     out=$(fio --name="$name" --filename="${target[$t]}" $args --size=1G --ioengine=psync --iodepth=1 \
           --time_based --runtime="$runtime" --ramp_time=1 --output-format=json)
@@ -56,12 +61,12 @@ print(round(side["iops"]) if sys.argv[2]=="iops" else round(side["bw_bytes"]/1e6
 done
 
 echo
-echo "| job (fio psync, QD1, 1 GiB, ${runtime}s) | unit | raw file | C FUSE | lifeboat | lifeboat / C FUSE |"
-echo "|---|---|---:|---:|---:|---:|"
+echo "| job (fio psync, QD1, 1 GiB, ${runtime}s) | unit | raw file | C FUSE | C FUSE direct-io | lifeboat | lifeboat / C FUSE | lifeboat / C direct-io |"
+echo "|---|---|---:|---:|---:|---:|---:|---:|"
 for job in "${jobs[@]}"; do
   IFS='|' read -r name args metric <<<"$job"
   unit=$([ "$metric" = iops ] && echo IOPS || echo MB/s)
-  ratio=$(python3 -c "print(f'{float(\"${result[$name,lifeboat]}\")/float(\"${result[$name,cfuse]}\"):.0%}')")
-  echo "| $name | $unit | ${result[$name,raw]} | ${result[$name,cfuse]} | ${result[$name,lifeboat]} | $ratio |"
+  ratio() { python3 -c "print(f'{float(\"${result[$name,lifeboat]}\")/float(\"${result[$name,$1]}\"):.0%}')"; }
+  echo "| $name | $unit | ${result[$name,raw]} | ${result[$name,cfuse]} | ${result[$name,cdirect]} | ${result[$name,lifeboat]} | $(ratio cfuse) | $(ratio cdirect) |"
 done
 "$lifeboat" status --site "$work/site" | sed -n 2p

@@ -234,20 +234,41 @@ public final class ProtectionGroup: @unchecked Sendable {
         defer { applyLock.unlock() }
         if let refusal = fence.refusal { throw refusal }  // under the lock: see SiteFence.refusal
         try stripes.withBlocks(first: first, count: count) { () throws in
-            if offset & Int64(BlockSize.bytes - 1) == 0 && data.count & (BlockSize.bytes - 1) == 0 {
-                try commit(index, first: first, blocks: data)
-            } else {
-                // Partial blocks: read-modify-write whole blocks from the primary (rare: the
-                // kernel sends page-aligned writes for loop devices and most filesystems).
-                let whole = UnsafeMutableRawBufferPointer.allocate(byteCount: count << BlockSize.shift, alignment: BlockSize.bytes)
-                defer { whole.deallocate() }
-                do { try disk.readBlocks(at: first.byteOffset.rawValue, into: whole) } catch {
-                    throw LifeboatError.wrapping(error, "primary read for a partial-block write failed", path: disk.primaryPath.string, offset: first.byteOffset.rawValue)
-                }
-                let delta = Int(offset - first.byteOffset.rawValue)
-                UnsafeMutableRawBufferPointer(rebasing: whole[delta..<(delta + data.count)]).copyMemory(from: data)
-                try commit(index, first: first, blocks: UnsafeRawBufferPointer(whole))
+            let end = offset + Int64(data.count)
+            let wholeFrom = (offset + Int64(BlockSize.bytes - 1)) & ~Int64(BlockSize.bytes - 1)
+            let wholeTo = end & ~Int64(BlockSize.bytes - 1)
+            guard wholeFrom < wholeTo else {
+                // Within two blocks and none whole: read-modify-write them.
+                return try commitPartial(index, offset: offset, data: data)
             }
+            // The whole blocks go as they came; a partial block at either edge is read,
+            // overlaid and committed on its own. The kernel sends a writer's buffer that is not
+            // page-aligned (direct-io mode) as a request ending inside a block and a short one
+            // for the rest: this keeps the bulk of it free of copies. One write, up to three
+            // records: no marker can fall between them (the apply lock is held shared).
+            if offset < wholeFrom {
+                try commitPartial(index, offset: offset, data: UnsafeRawBufferPointer(rebasing: data[..<Int(wholeFrom - offset)]))
+            }
+            try commit(index, first: BlockIndex(UInt64(wholeFrom) >> UInt64(BlockSize.shift)),
+                       blocks: UnsafeRawBufferPointer(rebasing: data[Int(wholeFrom - offset)..<Int(wholeTo - offset)]))
+            if wholeTo < end {
+                try commitPartial(index, offset: wholeTo, data: UnsafeRawBufferPointer(rebasing: data[Int(wholeTo - offset)...]))
+            }
+        }
+    }
+
+    /// A write within at most two blocks that covers neither whole: the blocks are read from
+    /// the primary, overlaid and committed (a buffer on the stack: no allocation per request).
+    private func commitPartial(_ index: Int, offset: Int64, data: UnsafeRawBufferPointer) throws {
+        let disk = disks[index]
+        let (first, count) = BlockSize.blocks(coveringOffset: offset, length: data.count)
+        try withUnsafeTemporaryAllocation(byteCount: count << BlockSize.shift, alignment: BlockSize.bytes) { whole in
+            do { try disk.readBlocks(at: first.byteOffset.rawValue, into: whole) } catch {
+                throw LifeboatError.wrapping(error, "primary read for a partial-block write failed", path: disk.primaryPath.string, offset: first.byteOffset.rawValue)
+            }
+            let delta = Int(offset - first.byteOffset.rawValue)
+            UnsafeMutableRawBufferPointer(rebasing: whole[delta..<(delta + data.count)]).copyMemory(from: data)
+            try commit(index, first: first, blocks: UnsafeRawBufferPointer(whole))
         }
     }
 

@@ -14,8 +14,9 @@ public protocol FUSEFilesystem: AnyObject, Sendable {
     /// size changes other than to the current size. Time and mode changes are accepted and ignored.
     func truncate(_ inode: Inode, to size: Int64) throws(FUSEError) -> FileAttributes
 
-    /// OPEN: `flags` are the open(2) flags; throw EROFS to refuse writing.
-    func open(_ inode: Inode, flags: Int32) throws(FUSEError)
+    /// OPEN: `flags` are the open(2) flags; throw EROFS to refuse writing. The answer says
+    /// whether the kernel caches the file's data for this open.
+    func open(_ inode: Inode, flags: Int32) throws(FUSEError) -> OpenMode
 
     /// READ: at most `size` bytes at `offset`; fewer only at end of file (the kernel takes a
     /// short read as EOF).
@@ -36,4 +37,15 @@ public protocol FUSEFilesystem: AnyObject, Sendable {
 
     /// How long the kernel may cache attributes and entries, in seconds.
     var attributeTimeout: Double { get }
+}
+
+/// How the kernel treats the data of one open file (Documentation/filesystems/fuse-io.rst).
+public enum OpenMode: Sendable {
+    /// Through the kernel's page cache, kept across opens: for content that changes only
+    /// through this filesystem's own writes.
+    case cached
+    /// Around the page cache (FOPEN_DIRECT_IO): every read and write is a request, and a
+    /// write's pages go from the writer to the request without a copy into the cache. No
+    /// read-ahead; shared mmap is refused.
+    case direct
 }

@@ -97,10 +97,10 @@ func makeOperations() -> fuse_lowlevel_ops {
     ops.open = { req, ino, fi in
         let fs = box(req).filesystem
         do {
-            try fs.open(Inode(ino), flags: fi!.pointee.flags)
-            // Only this process changes the file, and every change goes through it: the kernel
-            // may keep its page cache across opens.
-            fi!.pointee.keep_cache = 1
+            switch try fs.open(Inode(ino), flags: fi!.pointee.flags) {
+            case .cached: fi!.pointee.keep_cache = 1
+            case .direct: fi!.pointee.direct_io = 1
+            }
             fuse_reply_open(req, fi)
         } catch { replyError(req, "open", error) }
     }

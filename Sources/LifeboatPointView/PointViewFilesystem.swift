@@ -101,9 +101,11 @@ public final class PointViewFilesystem: FUSEFilesystem, @unchecked Sendable {
         return a
     }
 
-    public func open(_ inode: LifeboatFUSE.Inode, flags: Int32) throws(FUSEError) {
+    public func open(_ inode: LifeboatFUSE.Inode, flags: Int32) throws(FUSEError) -> OpenMode {
         let i = try index(inode)
         if flags & O_ACCMODE != O_RDONLY && disks[i].overlay == nil { throw .readOnly }
+        // The point never changes, and an overlay changes only through this filesystem.
+        return .cached
     }
 
     public func read(_ inode: LifeboatFUSE.Inode, offset: Int64, size: Int, reply: (ReadSource) -> Void) throws(FUSEError) {

@@ -1,5 +1,6 @@
 import Foundation
 import LifeboatCore
+import SystemPackage
 import Testing
 
 #if canImport(Glibc)
@@ -81,6 +82,38 @@ struct MountTests {
             "--offset_increment=16M", "--ioengine=psync", "--numjobs=2", "--verify=crc32c", "--do_verify=1", "--verify_fatal=1", "--output-format=terse",
         ])
         #expect(mixed.status == 0, "fio: \(mixed.stderr)")
+        #expect(protect.stop() == 0)
+        #expect(try lifeboat("journal", "verify", "--site", t.site).status == 0)
+    }
+
+    /// The exposed disks are opened around the kernel's page cache (decision 0014): a shared
+    /// mapping is refused (ENODEV, only in that mode), a private one reads the disk, and a
+    /// handle opened and read before another handle's write reads the new data.
+    @Test func theDisksAreOpenedAroundThePageCache() throws {
+        let t = try TestSite(disks: [("d0", "16M")])
+        defer { t.cleanup() }
+        let protect = try t.startProtect()
+        let data = randomBytes(1 << 20, seed: 14)
+        do {
+            let reader = try FileDescriptor.open(t.image("d0"), .readOnly)
+            let writer = try FileDescriptor.open(t.image("d0"), .readWrite)
+            defer { try? reader.close(); try? writer.close() }  // before the stop: open files hold the mount
+            var before = [UInt8](repeating: 0xFF, count: 4096)
+            #expect(try before.withUnsafeMutableBytes { try reader.read(fromAbsoluteOffset: 8192, into: $0) } == 4096)
+            #expect(before == [UInt8](repeating: 0, count: 4096))
+            #expect(try writer.writeAll(toAbsoluteOffset: 0, data) == data.count)
+            var after = [UInt8](repeating: 0, count: 4096)
+            #expect(try after.withUnsafeMutableBytes { try reader.read(fromAbsoluteOffset: 8192, into: $0) } == 4096)
+            #expect(after == Array(data[8192..<12288]), "the first handle reads what the second wrote")
+
+            let shared = mmap(nil, 1 << 20, PROT_READ | PROT_WRITE, MAP_SHARED, writer.rawValue, 0)
+            let sharedErrno = errno
+            #expect(shared == MAP_FAILED && sharedErrno == ENODEV, "a shared mapping is refused in direct-io mode (errno \(sharedErrno))")
+            if shared != MAP_FAILED { munmap(shared, 1 << 20) }
+            let mapped = try #require(mmap(nil, 1 << 20, PROT_READ, MAP_PRIVATE, reader.rawValue, 0).flatMap { $0 == MAP_FAILED ? nil : $0 })
+            defer { munmap(mapped, 1 << 20) }
+            #expect(Array(UnsafeRawBufferPointer(start: mapped, count: 1 << 20)) == data, "a private mapping reads the disk")
+        }
         #expect(protect.stop() == 0)
         #expect(try lifeboat("journal", "verify", "--site", t.site).status == 0)
     }

@@ -43,7 +43,7 @@ import LifeboatSite
         var shadow = [UInt8](repeating: 0, count: 16 << 20)
         var g = SplitMix(state: 7)
         for i in 0..<300 {
-            let length = [1, 511, 4096, 5000, 65536, 131_072 + 3][Int(g.next() % 6)]
+            let length = [1, 511, 4096, 5000, 65536, 131_072 + 3, (1 << 20) - 16][Int(g.next() % 7)]
             let offset = Int(g.next() % UInt64(shadow.count - length))
             let data = randomBytes(length, seed: UInt64(i))
             try data.withUnsafeBytes { try fs.write(disk, offset: Int64(offset), data: $0) }
