@@ -60,9 +60,8 @@ public final class ProtectFilesystem: FUSEFilesystem, @unchecked Sendable {
 
     /// Every open goes around the kernel's page cache (decision 0014): a write's pages go from
     /// the writer straight into the request (the cached mode copies them into the FUSE file's
-    /// cache first, and keeps a third copy of the disk in memory beside the primary's and the
-    /// journal's), and a background fill of a failed-over disk can never be hidden by pages
-    /// cached before it. Reads are served from the primary's own page cache by splice.
+    /// cache first, on the writer's time, and keeps a third copy of the disk in memory beside
+    /// the primary's and the journal's). Reads are served from the primary's page cache by splice.
     public func open(_ inode: Inode, flags: Int32) throws(FUSEError) -> OpenMode {
         _ = try diskIndex(inode)
         return .direct
