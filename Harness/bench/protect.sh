@@ -5,12 +5,16 @@
 #            kernel's page cache (keep_cache: the issue-2 baseline),
 #   cdirect  the same server with --direct-io (FOPEN_DIRECT_IO, as protect opens its disks),
 #   lifeboat `lifeboat protect` with journal and digest on.
-# Prints a Markdown table with ratios lifeboat/cfuse and lifeboat/cdirect. Needs root and /dev/fuse.
-#   bash Harness/bench/protect.sh [SECONDS_PER_JOB]
+# Each job runs ROUNDS times (default 3), the four targets one after the other in every round,
+# so that a slow minute of this shared machine falls on all of them alike. Prints a Markdown table
+# of the median per target, the ratios of the medians lifeboat/cfuse and lifeboat/cdirect, and
+# the range of the per-round ratios lifeboat/cfuse. Needs root and /dev/fuse.
+#   bash Harness/bench/protect.sh [SECONDS_PER_JOB] [ROUNDS]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source Harness/setup.sh
 runtime=${1:-10}
+rounds=${2:-3}
 swift build -c release --product lifeboat 2>&1 | tail -1
 lifeboat=$(swift build -c release --show-bin-path)/lifeboat
 work=$(mktemp -d /var/tmp/lifeboat-bench.XXXXXX)
@@ -46,27 +50,37 @@ jobs=(
   "randread-4k|--rw=randread --bs=4k|iops"
   "seqread-1m|--rw=read --bs=1m|bw"
 )
-declare -A result
+declare -A result  # [job,target]: the rounds' figures, space-separated
 for job in "${jobs[@]}"; do
   IFS='|' read -r name args metric <<<"$job"
-  for t in raw cfuse cdirect lifeboat; do
-    sync; echo 3 >/proc/sys/vm/drop_caches
-    out=$(fio --name="$name" --filename="${target[$t]}" $args --size=1G --ioengine=psync --iodepth=1 \
-          --time_based --runtime="$runtime" --ramp_time=1 --output-format=json)
-    result[$name,$t]=$(python3 -c '
+  for round in $(seq "$rounds"); do
+    for t in raw cfuse cdirect lifeboat; do
+      sync; echo 3 >/proc/sys/vm/drop_caches
+      out=$(fio --name="$name" --filename="${target[$t]}" $args --size=1G --ioengine=psync --iodepth=1 \
+            --time_based --runtime="$runtime" --ramp_time=1 --output-format=json)
+      result[$name,$t]+="$(python3 -c '
 import json,sys
 j=json.loads(sys.argv[1])["jobs"][0]; side=j["write"] if j["write"]["io_bytes"] else j["read"]
-print(round(side["iops"]) if sys.argv[2]=="iops" else round(side["bw_bytes"]/1e6,1))' "$out" "$metric")
+print(round(side["iops"]) if sys.argv[2]=="iops" else round(side["bw_bytes"]/1e6,1))' "$out" "$metric") "
+    done
   done
 done
 
 echo
-echo "| job (fio psync, QD1, 1 GiB, ${runtime}s) | unit | raw file | C FUSE | C FUSE direct-io | lifeboat | lifeboat / C FUSE | lifeboat / C direct-io |"
-echo "|---|---|---:|---:|---:|---:|---:|---:|"
+echo "| job (fio psync, QD1, 1 GiB, ${runtime}s, median of $rounds) | unit | raw file | C FUSE | C FUSE direct-io | lifeboat | lifeboat / C FUSE | per round | lifeboat / C direct-io |"
+echo "|---|---|---:|---:|---:|---:|---:|---:|---:|"
 for job in "${jobs[@]}"; do
   IFS='|' read -r name args metric <<<"$job"
   unit=$([ "$metric" = iops ] && echo IOPS || echo MB/s)
-  ratio() { python3 -c "print(f'{float(\"${result[$name,lifeboat]}\")/float(\"${result[$name,$1]}\"):.0%}')"; }
-  echo "| $name | $unit | ${result[$name,raw]} | ${result[$name,cfuse]} | ${result[$name,cdirect]} | ${result[$name,lifeboat]} | $(ratio cfuse) | $(ratio cdirect) |"
+  python3 - "$name" "$unit" "${result[$name,raw]}" "${result[$name,cfuse]}" "${result[$name,cdirect]}" "${result[$name,lifeboat]}" <<'PY'
+import statistics, sys
+name, unit, *rows = sys.argv[1:]
+raw, cfuse, cdirect, lb = ([float(x) for x in r.split()] for r in rows)
+med = statistics.median
+rounds = [l / c for l, c in zip(lb, cfuse)]
+fmt = lambda v: f"{v:.0f}" if unit == "IOPS" else f"{v:.1f}"
+print(f"| {name} | {unit} | {fmt(med(raw))} | {fmt(med(cfuse))} | {fmt(med(cdirect))} | {fmt(med(lb))} | "
+      f"{med(lb) / med(cfuse):.0%} | {min(rounds):.0%}–{max(rounds):.0%} | {med(lb) / med(cdirect):.0%} |")
+PY
 done
 "$lifeboat" status --site "$work/site" | sed -n 2p

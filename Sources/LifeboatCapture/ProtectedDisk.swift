@@ -69,6 +69,15 @@ final class ProtectedDisk: @unchecked Sendable {
         }
     }
 
+    /// Starts reading the primary's block at `offset` into the page cache without waiting
+    /// (a partial-block write will read it soon). Advice only: a failure costs nothing but
+    /// the wait later; a disk still filling from its point reads elsewhere and is left alone.
+    @inline(__always)
+    func prefetchBlock(at offset: Int64) {
+        guard primaryHoldsAll else { return }
+        _ = posix_fadvise(primary.rawValue, off_t(offset), off_t(BlockSize.bytes), POSIX_FADV_WILLNEED)
+    }
+
     deinit { try? primary.close() }
 
     /// Writes whole blocks to the primary and updates their digest leaves.

@@ -244,13 +244,19 @@ public final class ProtectionGroup: @unchecked Sendable {
             // The whole blocks go as they came; a partial block at either edge is read,
             // overlaid and committed on its own. The kernel sends a writer's buffer that is not
             // page-aligned (direct-io mode) as a request ending inside a block and a short one
-            // for the rest: this keeps the bulk of it free of copies. One write, up to three
-            // records: no marker can fall between them (the apply lock is held shared).
+            // for the rest: this keeps the bulk of it free of copies. The edge blocks' reads
+            // are started first and the whole blocks committed while the device reads them
+            // (a block not in the page cache is a device read on the request's path: 15% of a
+            // sequential writer's speed). One write, up to three records, in any order (they
+            // hold different blocks): no marker can fall between them (the apply lock is held
+            // shared).
+            if offset < wholeFrom { disk.prefetchBlock(at: wholeFrom - Int64(BlockSize.bytes)) }
+            if wholeTo < end { disk.prefetchBlock(at: wholeTo) }
+            try commit(index, first: BlockIndex(UInt64(wholeFrom) >> UInt64(BlockSize.shift)),
+                       blocks: UnsafeRawBufferPointer(rebasing: data[Int(wholeFrom - offset)..<Int(wholeTo - offset)]))
             if offset < wholeFrom {
                 try commitPartial(index, offset: offset, data: UnsafeRawBufferPointer(rebasing: data[..<Int(wholeFrom - offset)]))
             }
-            try commit(index, first: BlockIndex(UInt64(wholeFrom) >> UInt64(BlockSize.shift)),
-                       blocks: UnsafeRawBufferPointer(rebasing: data[Int(wholeFrom - offset)..<Int(wholeTo - offset)]))
             if wholeTo < end {
                 try commitPartial(index, offset: wholeTo, data: UnsafeRawBufferPointer(rebasing: data[Int(wholeTo - offset)...]))
             }
