@@ -85,7 +85,7 @@ final class ProtectedDisk: @unchecked Sendable {
     func apply(firstBlock: BlockIndex, data: UnsafeRawBufferPointer) throws {
         do {
             try FaultInjection.check(.write, path: primaryPath)
-            _ = try primary.writeAll(toAbsoluteOffset: firstBlock.byteOffset.rawValue, data)
+            try primary.writeAll(at: firstBlock.byteOffset.rawValue, from: data)
         } catch {
             let e = LifeboatError.wrapping(error, "primary write failed", path: primaryPath.string, offset: firstBlock.byteOffset.rawValue)
             primaryError.withLock { $0 = e.description }

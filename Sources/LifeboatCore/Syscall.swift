@@ -72,6 +72,23 @@ extension FileDescriptor {
         if case .failure(let e) = syscallRetrying({ Glibc.fsync(fd) }) { throw e }
     }
 
+    /// Writes all of `buffer` at `offset` (pwrite, again after a short write). Not swift-system's
+    /// `writeAll(toAbsoluteOffset:)`: that one is generic over a byte sequence and runs
+    /// unspecialized from here, with metadata lookups on every write of the write path.
+    @inline(__always)
+    public func writeAll(at offset: Int64, from buffer: UnsafeRawBufferPointer) throws(Errno) {
+        let fd = rawValue
+        var done = 0
+        while done < buffer.count {
+            let rest = buffer.count - done
+            switch syscallRetrying({ Glibc.pwrite(fd, buffer.baseAddress! + done, rest, off_t(offset) + off_t(done)) }) {
+            case .success(0): throw Errno.ioError  // no progress on a regular file: never loop on it
+            case .success(let n): done += n
+            case .failure(let e): throw e
+            }
+        }
+    }
+
     /// Reads exactly `buffer.count` bytes at `offset`, or throws; a short file reads as zeros
     /// only when `zeroFillPastEOF` is set (sparse images shorter than their nominal size).
     public func readAll(at offset: Int64, into buffer: UnsafeMutableRawBufferPointer, zeroFillPastEOF: Bool = false) throws {

@@ -199,7 +199,7 @@ final class SegmentPreparer: @unchecked Sendable {
             var at: Int64 = 0
             let page = UnsafeRawBufferPointer(rebasing: zeros[0..<4096])
             while at < size {
-                _ = try fd.writeAll(toAbsoluteOffset: at, page)
+                try fd.writeAll(at: at, from: page)
                 at += 4096
             }
             try fd.dataSync()
