@@ -5,6 +5,8 @@
 #include <linux/fs.h>
 #include <net/if.h>
 #include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
 #include <spawn.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -134,4 +136,53 @@ int clinux_kvm_runs_guests(void) {
     int ok = ioctl(kvm, KVM_GET_API_VERSION, 0) == 12 && kvm_program_writes_k(kvm, 0) && kvm_program_writes_k(kvm, 1);
     close(kvm);
     return ok;
+}
+
+// The guarded copy of clinux_copy_to_mapping: a thread's copy in progress registers where
+// to jump back to; the handler jumps there for a SIGBUS raised during it (SA_NODEFER, so the
+// signal is not left blocked by the jump), and otherwise hands the signal on.
+static __thread sigjmp_buf *volatile mapping_copy_in_progress;
+static struct sigaction sigbus_before;
+static pthread_once_t sigbus_once = PTHREAD_ONCE_INIT;
+
+static void on_sigbus(int sig, siginfo_t *info, void *context) {
+    sigjmp_buf *back = mapping_copy_in_progress;
+    if (back != NULL && info->si_code > 0) {
+        mapping_copy_in_progress = NULL;
+        siglongjmp(*back, 1);
+    }
+    if (sigbus_before.sa_flags & SA_SIGINFO) {
+        if (sigbus_before.sa_sigaction != NULL) { sigbus_before.sa_sigaction(sig, info, context); return; }
+    } else if (sigbus_before.sa_handler != SIG_DFL && sigbus_before.sa_handler != SIG_IGN) {
+        sigbus_before.sa_handler(sig);
+        return;
+    }
+    // Default action: restore it; a fault re-executes and terminates, a sent signal is re-raised.
+    signal(SIGBUS, SIG_DFL);
+    if (info->si_code <= 0) raise(SIGBUS);
+}
+
+static void install_sigbus_handler(void) {
+    struct sigaction action;
+    memset(&action, 0, sizeof action);
+    action.sa_sigaction = on_sigbus;
+    action.sa_flags = SA_SIGINFO | SA_NODEFER | SA_ONSTACK;
+    sigemptyset(&action.sa_mask);
+    sigaction(SIGBUS, &action, &sigbus_before);
+}
+
+int clinux_copy_to_mapping(void *dst, const struct iovec *iov, int count) {
+    pthread_once(&sigbus_once, install_sigbus_handler);
+    sigjmp_buf back;
+    if (sigsetjmp(back, 0) != 0) return -1;
+    mapping_copy_in_progress = &back;
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);  // registered before the first byte is copied
+    char *at = dst;
+    for (int i = 0; i < count; i++) {
+        memcpy(at, iov[i].iov_base, iov[i].iov_len);
+        at += iov[i].iov_len;
+    }
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    mapping_copy_in_progress = NULL;
+    return 0;
 }

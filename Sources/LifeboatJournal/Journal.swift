@@ -223,6 +223,7 @@ public final class Journal: @unchecked Sendable {
         }
         nextLSN = sealLSN.next
         durableLSN = sealLSN
+        old.releaseMapping()
         preparer.retire(old, end: old.end)
         do {
             let syncedInSegment = syncs - syncsAtSegmentStart
@@ -300,6 +301,9 @@ public final class Journal: @unchecked Sendable {
         _ = try appendFlush()
         try sync()
     }
+
+    /// Whether small records are copied into the current segment's mapping (tests).
+    var appendsThroughMapping: Bool { lock.withLock { current.isMapped } }
 
     public var stats: Stats {
         lock.withLock {

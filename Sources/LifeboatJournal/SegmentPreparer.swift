@@ -34,6 +34,8 @@ final class SegmentPreparer: @unchecked Sendable {
         let fd: FileDescriptor
         let path: FilePath
         let size: Int64
+        /// Written with zeros and cached (not only reserved): appends may go through a mapping.
+        let zeroFilled: Bool
     }
 
     private let directory: FilePath
@@ -187,7 +189,7 @@ final class SegmentPreparer: @unchecked Sendable {
                 let rc = posix_fallocate(fd.rawValue, 0, off_t(size))
                 guard rc == 0 else { throw Errno(rawValue: rc) }
                 try fd.dataSync()
-                return Spare(fd: fd, path: path, size: size)
+                return Spare(fd: fd, path: path, size: size, zeroFilled: false)
             }
             let zeros = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 4096)
             defer { zeros.deallocate() }
@@ -208,6 +210,6 @@ final class SegmentPreparer: @unchecked Sendable {
             unlink(path.string)
             throw error
         }
-        return Spare(fd: fd, path: path, size: size)
+        return Spare(fd: fd, path: path, size: size, zeroFilled: true)
     }
 }

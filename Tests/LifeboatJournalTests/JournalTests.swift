@@ -412,6 +412,77 @@ func newestSegment(_ dir: FilePath) throws -> FilePath { try JournalDirectory.se
     }
 }
 
+/// Appends into a zero-filled spare are copies into its shared mapping (small records) or
+/// pwritev (large ones); both read back alike, and a mapping that faults fails the append
+/// instead of the process.
+@Suite(.timeLimit(.minutes(1))) struct MappedAppendTests {
+    /// Rolls the journal until it appends into an adopted (mapped) spare.
+    private func rollIntoMappedSpare(_ journal: Journal) throws {
+        for _ in 0..<1000 where !journal.appendsThroughMapping {
+            try journal.sealIfOlder(than: .zero)
+            _ = try blocks(0xEE).withUnsafeBytes { try journal.appendWrite(disk: DiskID(9), firstBlock: BlockIndex(0), data: $0) }
+            usleep(2000)  // the preparer zero-fills the next spare
+        }
+        try #require(journal.appendsThroughMapping, "no zero-filled spare was adopted")
+    }
+
+    @Test func smallAndLargeRecordsInAMappedSegmentReadBackWithTheirData() throws {
+        let dir = try temporaryDirectory()
+        let (journal, _) = try Journal.open(directory: dir, groupID: groupID, configuration: .init(segmentBytes: 4 << 20))
+        try rollIntoMappedSpare(journal)
+        let firstMapped = journal.stats.appendedLSN
+        // 1-block records (mapped copies) and 20-block ones (80 KiB: pwritev), interleaved,
+        // past the 1 MiB spare's end (the segment grows by pwritev there) and across a roll.
+        var expected: [LSN: (block: UInt64, count: Int, fill: UInt8)] = [:]
+        for i in 0..<400 {
+            let count = i % 7 == 3 ? 20 : 1
+            let fill = UInt8(truncatingIfNeeded: i * 37 + 1)
+            let lsn = try blocks(fill, count: count).withUnsafeBytes {
+                try journal.appendWrite(disk: DiskID(1), firstBlock: BlockIndex(UInt64(i)), data: $0)
+            }
+            expected[lsn] = (UInt64(i), count, fill)
+            if i == 200 { try journal.flush() }
+        }
+        try journal.close()
+        var seen = 0
+        try JournalDirectory.scanAll(dir, groupID: groupID, repairTornTail: false) { scan, bytes in
+            for record in scan.records where record.header.lsn > firstMapped && record.header.type == .write {
+                let want = try #require(expected[record.header.lsn])
+                let payload = record.payload(in: bytes)
+                let head = try #require(WritePayloadHeader.decode(payload))
+                #expect(head.firstBlock == BlockIndex(want.block) && Int(head.blockCount) == want.count)
+                let data = payload[JournalFormat.writePayloadHeaderSize...]
+                #expect(data.count == want.count * BlockSize.bytes && data.allSatisfy { $0 == want.fill }, "LSN \(record.header.lsn)")
+                seen += 1
+            }
+        }
+        #expect(seen == expected.count)
+    }
+
+    /// A page of the mapping that cannot be faulted in (here: the file was cut short under the
+    /// journal, so the page lies past its end) raises SIGBUS. The append fails with an I/O
+    /// error, the process lives, and the journal goes on through pwritev.
+    @Test func aFaultingMappingFailsTheAppendNotTheProcess() throws {
+        let dir = try temporaryDirectory()
+        let (journal, _) = try Journal.open(directory: dir, groupID: groupID, configuration: .init(segmentBytes: 4 << 20))
+        try rollIntoMappedSpare(journal)
+        let segment = journal.stats.currentSegmentPath
+        let end = journal.stats.currentSegmentBytes
+        #expect(truncate(segment.string, off_t(end)) == 0)
+        let error = #expect(throws: LifeboatError.self) {
+            _ = try blocks(2, count: 2).withUnsafeBytes { try journal.appendWrite(disk: DiskID(1), firstBlock: BlockIndex(1), data: $0) }
+        }
+        #expect(error?.code == .io && error?.path == segment.string)
+        #expect(!journal.appendsThroughMapping)
+        let lsn = try blocks(3, count: 2).withUnsafeBytes { try journal.appendWrite(disk: DiskID(1), firstBlock: BlockIndex(1), data: $0) }
+        try journal.flush()
+        let scan = try SegmentReader.scan(SegmentReader.load(segment), path: segment)
+        #expect(scan.end == .open)
+        #expect(scan.records.suffix(2).map(\.header.lsn) == [lsn, lsn.next], "the write and its flush, after the failed one")
+        try journal.close()
+    }
+}
+
 func mountTmpfs(_ dir: FilePath, bytes: Int) -> Bool {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: "/bin/mount")

@@ -2,6 +2,7 @@
 #define CLINUX_H
 #include <spawn.h>
 #include <stdint.h>
+#include <sys/uio.h>
 
 // Linux calls that Glibc declares only under _GNU_SOURCE, which a Swift-imported header must
 // not define (it would clash with the Glibc module). The definitions live in clinux.c.
@@ -51,6 +52,13 @@ static inline void clinux_store_u32(uint32_t *p, uint32_t v) { __atomic_store_n(
 // fill bitmap, read by every read without a lock and set after the primary holds the blocks.
 static inline uint64_t clinux_load_acquire_u64(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
 static inline uint64_t clinux_fetch_or_release_u64(uint64_t *p, uint64_t v) { return __atomic_fetch_or(p, v, __ATOMIC_RELEASE); }
+
+// Copies the iovecs one after the other to `dst`, an address inside a shared file mapping, and
+// returns 0; or -1 when touching the mapping raised SIGBUS (an I/O error reading a page in, a
+// filesystem that refuses the page's write fault, a page past the end of a truncated file):
+// the copy stops, the process lives on. The SIGBUS handler is installed on the first call and
+// chains to the one it replaced for any other SIGBUS.
+int clinux_copy_to_mapping(void *dst, const struct iovec *iov, int count);
 
 // 1 when /dev/kvm runs a real-mode guest (a nested hypervisor may not: qemu then fails).
 int clinux_kvm_runs_guests(void);
