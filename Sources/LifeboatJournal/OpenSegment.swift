@@ -19,8 +19,9 @@ final class OpenSegment: @unchecked Sendable {
     /// Where the last early writeback started (see `append`).
     var writebackStart: Int64 = 0
     static let writebackStride: Int64 = 4 << 20
-    /// A zero-filled spare mapped shared (`adopt`): records of at most `mappedRecordLimit` bytes
-    /// are copied into it instead of written with pwritev. Their pages are cached and the
+    /// A zero-filled spare mapped shared (`adopt`, unless the workload syncs often:
+    /// `SegmentPreparer.mapsAppends`): records of at most `mappedRecordLimit` bytes are copied
+    /// into it instead of written with pwritev. Their pages are cached and the
     /// blocks written, so the copy faults at most once per page and never allocates; it saves a
     /// system call and the filesystem's per-page write path (4 KiB random writes: about a
     /// tenth more of them, Docs/benchmarks.md). Larger records go through pwritev: a page
@@ -75,7 +76,7 @@ final class OpenSegment: @unchecked Sendable {
             throw LifeboatError.wrapping(error, "cannot put a new segment in place", path: path.string)
         }
         let segment = OpenSegment(fd: spare.fd, path: path, firstLSN: firstLSN, end: Int64(header.count))
-        if spare.zeroFilled, spare.size > 0,
+        if spare.mapsAppends, spare.size > 0,
            let mapped = mmap(nil, Int(spare.size), PROT_READ | PROT_WRITE, MAP_SHARED, spare.fd.rawValue, 0), mapped != MAP_FAILED {
             segment.mapping = mapped
             segment.mappedBytes = spare.size

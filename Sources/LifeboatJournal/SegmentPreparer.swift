@@ -36,6 +36,8 @@ final class SegmentPreparer: @unchecked Sendable {
         let size: Int64
         /// Written with zeros and cached (not only reserved): appends may go through a mapping.
         let zeroFilled: Bool
+        /// Decided when taken (`mapsAppends`): small records are copied into a shared mapping.
+        var mapsAppends = false
     }
 
     private let directory: FilePath
@@ -76,11 +78,22 @@ final class SegmentPreparer: @unchecked Sendable {
             case .zeros: wantsZeros = true
             case .reserved: wantsZeros = false
             }
-            let taken = spare
+            var taken = spare
+            if let zeroFilled = taken?.zeroFilled {
+                taken?.mapsAppends = zeroFilled && Self.mapsAppends(afterSegmentOf: lastSegmentBytes, syncs: syncs)
+            }
             spare = nil
             lock.broadcast()
             return taken
         }
+    }
+
+    /// Whether appends to a zero-filled spare go through a mapping (`OpenSegment`): not when
+    /// the segment before it was synced at least every 64 KiB. Each sync's writeback
+    /// write-protects the tail page, so the next copy faults again; with a sync per 4 KiB write
+    /// that cost a tenth of the rate (Docs/benchmarks.md).
+    static func mapsAppends(afterSegmentOf lastSegmentBytes: Int64, syncs: Int) -> Bool {
+        syncs == 0 || lastSegmentBytes / Int64(syncs) > 64 << 10
     }
 
     /// The power of two ≥ twice what the sealed segment held, between 1 MiB and the maximum.

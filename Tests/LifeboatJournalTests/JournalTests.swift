@@ -596,6 +596,10 @@ func mountTmpfs(_ dir: FilePath, bytes: Int) -> Bool {
         #expect(zeros(16384, 0) && zeros(1024, 0), "4 KiB or 64 KiB writes")
         #expect(zeros(64, 64) && zeros(64, 16000), "1 MiB writes synced every MiB or more often")
         #expect(!zeros(64, 63) && !zeros(64, 0) && !zeros(1023, 0), "streaming: big writes, rare syncs")
+        // Appends go through a mapping unless the last segment synced at least every 64 KiB.
+        let maps = { SegmentPreparer.mapsAppends(afterSegmentOf: 64 << 20, syncs: $0) }
+        #expect(maps(0) && maps(1023), "no syncs, or one per 64 KiB and more")
+        #expect(!maps(1024) && !maps(16384), "a sync per 64 KiB or per 4 KiB write")
     }
 
     /// Both kinds of spare read as zeros to their end and are allocated; only the zero-filled
