@@ -103,7 +103,6 @@ final class OpenSegment: @unchecked Sendable {
         var written = 0
         var result: Result<Int, Errno>
         if let fault = FaultInjection.take(.write, path: path), let first = iov.first {
-            releaseMapping()
             let n = min(fault.writtenBytes, first.iov_len)
             _ = syscallRetrying { Glibc.pwrite(fdRaw, first.iov_base, n, Int(start)) }
             result = .failure(fault.errno)
@@ -113,9 +112,8 @@ final class OpenSegment: @unchecked Sendable {
                 records += 1
                 return
             }
-            // SIGBUS: a page could not be read in or made writable. Cut the partial record off
-            // below, as after a failed pwritev.
-            releaseMapping()
+            // SIGBUS: a page could not be read in or made writable. Unmapped and cut off below,
+            // as after a failed pwritev.
             result = .failure(.ioError)
         } else {
             result = syscallRetrying { Glibc.pwritev(fdRaw, iov.baseAddress, Int32(iov.count), Int(start)) }
