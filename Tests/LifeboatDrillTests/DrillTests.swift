@@ -315,14 +315,19 @@ struct DrillTests {
         // --keep: once the checks are done the targets stay, past the plan's timeout (it bounds
         // the checks), inside the worker's namespaces the printed nsenter command enters; a stop
         // signal then ends the drill with its verdict and cleans up.
-        let keepPlan = try s.plan("keep", "timeout: 4s\ndisks:\n  d0:\n    checks: [fsck]\n")
+        // 10 s: the timeout also bounds the worker's start and the fsck, which a loaded CI
+        // machine once stretched past 4 s (the drill then ended with no verdict, exit 70).
+        let keepPlan = try s.plan("keep", "timeout: 10s\ndisks:\n  d0:\n    checks: [fsck]\n")
         let keepLog = s.t.root + "/keep.log"
+        let keepReport = s.t.root + "/keep.report"
         try #require(FileManager.default.createFile(atPath: keepLog, contents: nil))
+        try #require(FileManager.default.createFile(atPath: keepReport, contents: nil))
         let kept = Process()
         kept.executableURL = URL(fileURLWithPath: lifeboatBinary)
         kept.arguments = ["drill", keepPlan, "--keep", "--vault", s.t.vault, "--work-dir", s.drills]
-        kept.standardOutput = FileHandle.nullDevice
+        kept.standardOutput = FileHandle(forWritingAtPath: keepReport)
         kept.standardError = FileHandle(forWritingAtPath: keepLog)
+        let keptOutput = { ((try? String(contentsOfFile: keepLog, encoding: .utf8)) ?? "") + ((try? String(contentsOfFile: keepReport, encoding: .utf8)) ?? "") }
         try kept.run()
         var notice = ""
         let keepDeadline = Date().addingTimeInterval(30)
@@ -331,16 +336,16 @@ struct DrillTests {
             notice = (try? String(contentsOfFile: keepLog, encoding: .utf8)) ?? ""
         }
         let enter = notice.firstRange(of: /nsenter -t (\d+) -m -n -p/).map { String(notice[$0]) } ?? ""
-        #expect(!enter.isEmpty, "\(notice)")
+        #expect(!enter.isEmpty, "\(keptOutput())")
         #expect(notice.contains("checks done: PASSED (1 check(s), 0 failed)"), "the verdict comes when the checks end, before Ctrl-C: \(notice)")
         // Exactly the printed command (its PID namespace has its own /proc).
         let inside = try run(enter.split(separator: " ").map(String.init) + ["cat", "/proc/self/mountinfo"])
         #expect(inside.stdout.contains(s.drills + "/") && inside.stdout.contains("ext4"), "the kept target is mounted inside: \(inside.stdout)\(inside.stderr) — \(notice)")
-        sleep(5)
-        #expect(kept.isRunning, "a kept drill outlives the plan's timeout")
+        sleep(11)
+        #expect(kept.isRunning, "a kept drill outlives the plan's timeout: \(keptOutput())")
         kill(kept.processIdentifier, SIGINT)
         kept.waitUntilExit()
-        #expect(kept.terminationStatus == 0, "\((try? String(contentsOfFile: keepLog, encoding: .utf8)) ?? "")")
+        #expect(kept.terminationStatus == 0, "\(keptOutput())")
         s.expectNothingLeft("after --keep and a stop signal")
         // The plan's timeout and a check's timeout.
         let timeout = try s.plan("timeout", "timeout: 3s\ndisks:\n  d0:\n    checks:\n      - script: {run: 'sleep 60'}\n")
