@@ -183,7 +183,7 @@ public final class Journal: @unchecked Sendable {
         }
         lastAppendError = nil
         nextLSN = lsn.next
-        if current.end >= configuration.segmentBytes {
+        if current.end >= min(configuration.segmentBytes, current.capacity) {
             try rollLocked()
         }
         return lsn
@@ -228,7 +228,8 @@ public final class Journal: @unchecked Sendable {
         do {
             let syncedInSegment = syncs - syncsAtSegmentStart
             syncsAtSegmentStart = syncs
-            if let spare = preparer.take(lastSegmentBytes: old.end, records: old.records, syncs: syncedInSegment) {
+            if let spare = preparer.take(lastSegmentBytes: old.end, filledItsSpare: old.end >= old.capacity,
+                                         records: old.records, syncs: syncedInSegment) {
                 current = try OpenSegment.adopt(spare, in: directory, groupID: groupID, firstLSN: nextLSN)
                 needsDirectorySync = true
             } else {
@@ -304,6 +305,9 @@ public final class Journal: @unchecked Sendable {
 
     /// Whether small records are copied into the current segment's mapping (tests).
     var appendsThroughMapping: Bool { lock.withLock { current.isMapped } }
+
+    /// The bytes prepared for the current segment, at which it is sealed (tests).
+    var currentSegmentCapacity: Int64 { lock.withLock { current.capacity } }
 
     public var stats: Stats {
         lock.withLock {

@@ -16,6 +16,10 @@ final class OpenSegment: @unchecked Sendable {
     /// Offset of the next record (guarded by the journal's lock).
     var end: Int64
     var records = 0
+    /// The bytes prepared for it (a spare's size): the journal seals the segment once its
+    /// records reach this, since appends past it grow the file and every fdatasync would then
+    /// commit filesystem metadata. `Int64.max` for a segment created without a spare.
+    private(set) var capacity: Int64 = .max
     /// Where the last early writeback started (see `append`).
     var writebackStart: Int64 = 0
     static let writebackStride: Int64 = 4 << 20
@@ -76,6 +80,7 @@ final class OpenSegment: @unchecked Sendable {
             throw LifeboatError.wrapping(error, "cannot put a new segment in place", path: path.string)
         }
         let segment = OpenSegment(fd: spare.fd, path: path, firstLSN: firstLSN, end: Int64(header.count))
+        segment.capacity = spare.size
         if spare.mapsAppends, spare.size > 0,
            let mapped = mmap(nil, Int(spare.size), PROT_READ | PROT_WRITE, MAP_SHARED, spare.fd.rawValue, 0), mapped != MAP_FAILED {
             segment.mapping = mapped

@@ -70,9 +70,9 @@ final class SegmentPreparer: @unchecked Sendable {
     /// Takes the prepared spare, if one is ready, and asks for the next one sized from how
     /// much the segment being sealed held (so a lightly written journal does not zero-fill
     /// full-size segments every seal interval), zero-filled unless that segment streamed.
-    func take(lastSegmentBytes: Int64, records: Int, syncs: Int) -> Spare? {
+    func take(lastSegmentBytes: Int64, filledItsSpare: Bool, records: Int, syncs: Int) -> Spare? {
         lock.withLock {
-            wantedBytes = Self.spareSize(afterSegmentOf: lastSegmentBytes, maximum: maximumBytes)
+            wantedBytes = Self.spareSize(afterSegmentOf: lastSegmentBytes, filledItsSpare: filledItsSpare, maximum: maximumBytes)
             switch fill {
             case .adaptive: wantsZeros = Self.zeroFills(afterSegmentOf: lastSegmentBytes, records: records, syncs: syncs)
             case .zeros: wantsZeros = true
@@ -96,11 +96,17 @@ final class SegmentPreparer: @unchecked Sendable {
         syncs == 0 || lastSegmentBytes / Int64(syncs) > 64 << 10
     }
 
-    /// The power of two ≥ twice what the sealed segment held, between 1 MiB and the maximum.
-    static func spareSize(afterSegmentOf lastSegmentBytes: Int64, maximum: Int64) -> Int64 {
-        var next: Int64 = 1 << 20
-        while next < 2 * lastSegmentBytes && next < maximum { next <<= 1 }
-        return min(next, maximum)
+    /// A quarter more than the sealed segment held (rounded up to whole MiB, between 1 MiB and
+    /// the maximum), or twice as much when it filled its spare (sealed for its size, not its
+    /// age: the writes come faster than the last spare was sized for). Every byte of a
+    /// zero-filled spare is written to the disk once more, and whatever is unused is cut off at
+    /// retirement: with an fsync per 4 KiB write the zero-fill was half of all the bytes the
+    /// journal wrote when spares were twice the need, and every fdatasync's flush waits for
+    /// what is in flight.
+    static func spareSize(afterSegmentOf lastSegmentBytes: Int64, filledItsSpare: Bool, maximum: Int64) -> Int64 {
+        let mib: Int64 = 1 << 20
+        let wanted = filledItsSpare ? 2 * lastSegmentBytes : lastSegmentBytes + lastSegmentBytes / 4
+        return min(max(mib, (wanted + mib - 1) / mib * mib), maximum)
     }
 
     /// Whether the next spare is zero-filled: the segment before it held records of at most

@@ -432,7 +432,7 @@ func newestSegment(_ dir: FilePath) throws -> FilePath { try JournalDirectory.se
         try rollIntoMappedSpare(journal)
         let firstMapped = journal.stats.appendedLSN
         // 1-block records (mapped copies) and 20-block ones (80 KiB: pwritev), interleaved,
-        // past the 1 MiB spare's end (the segment grows by pwritev there) and across a roll.
+        // up to the spare's end and across rolls.
         var expected: [LSN: (block: UInt64, count: Int, fill: UInt8)] = [:]
         for i in 0..<400 {
             let count = i % 7 == 3 ? 20 : 1
@@ -457,6 +457,27 @@ func newestSegment(_ dir: FilePath) throws -> FilePath { try JournalDirectory.se
             }
         }
         #expect(seen == expected.count)
+    }
+
+    /// A segment is sealed once its records reach the size of the spare it was made from, not
+    /// only at the configured maximum: past the spare, appends would grow the file and every
+    /// fdatasync commit filesystem metadata.
+    @Test func aSegmentIsSealedWhenItFillsItsSpare() throws {
+        let dir = try temporaryDirectory()
+        let (journal, _) = try Journal.open(directory: dir, groupID: groupID, configuration: .init(segmentBytes: 64 << 20))
+        try rollIntoMappedSpare(journal)
+        let capacity = journal.currentSegmentCapacity
+        let segment = journal.stats.currentSegmentPath
+        try #require(capacity < 64 << 20, "a spare sized after the small segments before it")
+        let record = Int64(JournalFormat.recordHeaderSize + JournalFormat.writePayloadHeaderSize + BlockSize.bytes)
+        for i in 0..<Int(capacity / record + 2) where journal.stats.currentSegmentPath == segment {
+            _ = try blocks(1).withUnsafeBytes { try journal.appendWrite(disk: DiskID(1), firstBlock: BlockIndex(UInt64(i)), data: $0) }
+        }
+        #expect(journal.stats.currentSegmentPath != segment, "sealed at its spare's size")
+        try journal.close()
+        let scan = try SegmentReader.scan(SegmentReader.load(segment), path: segment)
+        #expect(scan.end == .sealed)
+        #expect(Int64(scan.validEnd) >= capacity && Int64(scan.validEnd) <= capacity + record + Int64(JournalFormat.recordHeaderSize))
     }
 
     /// A page of the mapping that cannot be faulted in (here: the file was cut short under the
@@ -561,7 +582,7 @@ func mountTmpfs(_ dir: FilePath, bytes: Int) -> Bool {
 @Suite(.timeLimit(.minutes(1))) struct SegmentPreparerTests {
     private func next(_ p: SegmentPreparer, lastSegmentBytes: Int64) throws -> SegmentPreparer.Spare {
         for _ in 0..<2000 {
-            if let spare = p.take(lastSegmentBytes: lastSegmentBytes, records: 1000, syncs: 0) { return spare }
+            if let spare = p.take(lastSegmentBytes: lastSegmentBytes, filledItsSpare: false, records: 1000, syncs: 0) { return spare }
             usleep(5000)
         }
         throw LifeboatError(.io, "no spare was prepared within 10 s")
@@ -586,11 +607,14 @@ func mountTmpfs(_ dir: FilePath, bytes: Int) -> Bool {
             _ = try tail.withUnsafeMutableBytes { try spare.fd.read(fromAbsoluteOffset: spare.size - 4096, into: $0) }
             #expect(tail.allSatisfy { $0 == 0 })
         }
-        #expect(sizes.isSubset(of: [1 << 20, 2 << 20, 4 << 20]))
-        // The sizing rule: the power of two ≥ twice the last segment's bytes, 1 MiB to the maximum.
-        let rule = { SegmentPreparer.spareSize(afterSegmentOf: $0, maximum: 64 << 20) }
-        #expect(rule(0) == 1 << 20 && rule(100 << 10) == 1 << 20 && rule(700 << 10) == 2 << 20)
-        #expect(rule(3 << 20) == 8 << 20 && rule(40 << 20) == 64 << 20 && rule(1 << 40) == 64 << 20)
+        #expect(sizes.isSubset(of: [1 << 20, 4 << 20]))
+        // The sizing rule: a quarter more than the last segment held, in whole MiB from 1 MiB to
+        // the maximum; twice as much when that segment filled its spare.
+        let rule = { SegmentPreparer.spareSize(afterSegmentOf: $0, filledItsSpare: false, maximum: 64 << 20) }
+        #expect(rule(0) == 1 << 20 && rule(100 << 10) == 1 << 20 && rule(900 << 10) == 2 << 20)
+        #expect(rule(3 << 20) == 4 << 20 && rule(30_000_000) == 36 << 20 && rule(1 << 40) == 64 << 20)
+        let grown = { SegmentPreparer.spareSize(afterSegmentOf: $0, filledItsSpare: true, maximum: 64 << 20) }
+        #expect(grown(1 << 20) == 2 << 20 && grown(3 << 20) == 6 << 20 && grown(40 << 20) == 64 << 20)
         // Zero-filled after small records or a segment synced at least every MiB; else reserved.
         let zeros = { SegmentPreparer.zeroFills(afterSegmentOf: 64 << 20, records: $0, syncs: $1) }
         #expect(zeros(16384, 0) && zeros(1024, 0), "4 KiB or 64 KiB writes")
