@@ -155,7 +155,24 @@ final class OpenSegment: @unchecked Sendable {
     func takeWritebackDue() -> (from: Int64, to: Int64)? {
         guard end - writebackStart >= Self.writebackStride else { return nil }
         defer { writebackStart = end }
+        unmapPages(from: writebackStart, to: end)
         return (writebackStart, end)
+    }
+
+    /// Drops the mapping's page-table entries for the whole pages in `from..<to`, about to be
+    /// written back and never copied into again (the tail only moves on). Writeback
+    /// write-protects every mapped page it cleans, one TLB shootdown per page (with the copies
+    /// running on the other CPU: a sixteenth of all samples on 4 KiB random writes); with the
+    /// entries gone there is nothing to protect, and one flush covers the range. The pages stay
+    /// in the cache, dirty (a shared file mapping hands its dirty bits to them). Journal lock
+    /// held: the mapping cannot be released meanwhile.
+    private func unmapPages(from: Int64, to: Int64) {
+        guard let mapping else { return }
+        let page = Int64(4096)
+        let first = (from + page - 1) / page * page
+        let last = min(to, mappedBytes) / page * page
+        guard last > first else { return }
+        _ = madvise(mapping.advanced(by: Int(first)), Int(last - first), MADV_DONTNEED)
     }
 }
 

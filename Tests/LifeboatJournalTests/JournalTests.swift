@@ -459,6 +459,50 @@ func newestSegment(_ dir: FilePath) throws -> FilePath { try JournalDirectory.se
         #expect(seen == expected.count)
     }
 
+    /// A mapped segment larger than the early-writeback stride: the page-table entries behind
+    /// the tail are dropped before each writeback (`OpenSegment.unmapPages`), and every record
+    /// still reads back with its data, from the cache and after the cache is dropped.
+    @Test func recordsBehindAnUnmappedStrideKeepTheirData() throws {
+        let dir = try temporaryDirectory()
+        let (journal, _) = try Journal.open(directory: dir, groupID: groupID, configuration: .init(segmentBytes: 64 << 20))
+        let stride = OpenSegment.writebackStride
+        for round in 0..<40 where !(journal.appendsThroughMapping && journal.currentSegmentCapacity > stride + (1 << 20)) {
+            // Segments of 5 MiB sealed by age: the spares grow to hold that much.
+            for i in 0..<1300 {
+                _ = try blocks(0xEE).withUnsafeBytes { try journal.appendWrite(disk: DiskID(9), firstBlock: BlockIndex(UInt64(round * 2000 + i)), data: $0) }
+            }
+            try journal.sealIfOlder(than: .zero)
+            usleep(50_000)  // the preparer zero-fills the next spare
+        }
+        try #require(journal.appendsThroughMapping && journal.currentSegmentCapacity > stride + (1 << 20), "no mapped spare larger than a stride")
+        let segment = journal.stats.currentSegmentPath
+        let firstMapped = journal.stats.appendedLSN
+        var expected: [LSN: UInt8] = [:]
+        for i in 0..<Int((stride + (1 << 20)) / 4136) {
+            let fill = UInt8(truncatingIfNeeded: i * 13 + 7)
+            expected[try blocks(fill).withUnsafeBytes { try journal.appendWrite(disk: DiskID(1), firstBlock: BlockIndex(UInt64(i)), data: $0) }] = fill
+        }
+        #expect(journal.stats.currentSegmentPath == segment, "one segment, past a stride")
+        try journal.close()
+        for dropCache in [false, true] {
+            if dropCache {
+                let fd = try FileDescriptor.open(segment, .readOnly)
+                _ = posix_fadvise(fd.rawValue, 0, 0, POSIX_FADV_DONTNEED)
+                try fd.close()
+            }
+            var seen = 0
+            try JournalDirectory.scanAll(dir, groupID: groupID, repairTornTail: false) { scan, bytes in
+                for record in scan.records where record.header.lsn > firstMapped && record.header.type == .write {
+                    let fill = try #require(expected[record.header.lsn])
+                    let data = record.payload(in: bytes)[JournalFormat.writePayloadHeaderSize...]
+                    #expect(data.allSatisfy { $0 == fill }, "LSN \(record.header.lsn)")
+                    seen += 1
+                }
+            }
+            #expect(seen == expected.count)
+        }
+    }
+
     /// A segment is sealed once its records reach the size of the spare it was made from, not
     /// only at the configured maximum: past the spare, appends would grow the file and every
     /// fdatasync commit filesystem metadata.
