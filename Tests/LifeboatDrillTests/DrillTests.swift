@@ -273,8 +273,13 @@ struct DrillTests {
             let p = Process()
             p.executableURL = URL(fileURLWithPath: lifeboatBinary)
             p.arguments = ["drill", slow, "--vault", s.t.vault, "--work-dir", s.drills]
-            p.standardOutput = FileHandle.nullDevice
-            p.standardError = FileHandle.nullDevice
+            // The drill's report and errors, for the failure message: why it ended early.
+            let output = s.t.root + "/drill-\(starts).out"
+            _ = FileManager.default.createFile(atPath: output, contents: nil)
+            let outputHandle = try FileHandle(forWritingTo: URL(fileURLWithPath: output))
+            defer { try? outputHandle.close() }
+            p.standardOutput = outputHandle
+            p.standardError = outputHandle
             try p.run()
             // Until the script runs: the filesystem is mounted on a loop device by then.
             let deadline = Date().addingTimeInterval(120)
@@ -284,7 +289,11 @@ struct DrillTests {
                 let workspaces = (try? FileManager.default.contentsOfDirectory(atPath: s.drills)) ?? []
                 running = !workspaces.isEmpty && !((try? run(["pgrep", "-f", marker]))?.stdout.isEmpty ?? true)
             }
-            try #require(running, "the drill's script is running in its workspace before it is signalled (start \(starts))")
+            try #require(running, """
+                the drill's script is running in its workspace before it is signalled (start \(starts); \
+                drill \(p.isRunning ? "still running" : "exited \(p.terminationStatus)")): \
+                \((try? String(contentsOfFile: output, encoding: .utf8)) ?? "")
+                """)
             return p
         }
         // SIGTERM and SIGINT: the drill stops, cleans up and exits with the infrastructure code.
