@@ -54,6 +54,16 @@ public func run(_ arguments: [String], environment: [String: String]? = nil) thr
 public func lifeboat(_ arguments: String...) throws -> CommandResult { try run([lifeboatBinary] + arguments) }
 public func lifeboat(_ arguments: [String]) throws -> CommandResult { try run([lifeboatBinary] + arguments) }
 
+/// `sqlite3 DATABASE STATEMENT`'s output, trimmed. It waits up to 10 s for a lock (the CLI
+/// waits for none: a read that meets a running daemon's write transaction or the WAL's
+/// recovery fails with "database is locked" and prints nothing), and a failure throws with
+/// sqlite3's own words rather than returning an empty answer.
+public func sqlite(_ database: String, _ statement: String) throws -> String {
+    let r = try run(["sqlite3", "-cmd", ".timeout 10000", database, statement])
+    guard r.status == 0 else { throw TestFailure("sqlite3 \(database) \(statement): exit \(r.status): \(r.stderr)") }
+    return r.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+}
+
 public func makeTemporaryDirectory(_ tag: String = "t") throws -> String {
     let path = "/tmp/lifeboat-\(tag)-" + UUID().uuidString.prefix(8)
     try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)

@@ -55,8 +55,8 @@ struct FailoverCrashTests {
         /// generations (tokens aside), each site's generation file (tokens and times aside), its
         /// checkpoint and every disk's bytes.
         func state() throws -> String {
-            var out = try run(["sqlite3", t.vault + "/catalog.sqlite",
-                               "SELECT number, forkLSN, state, pointID, drainedLSN FROM generation ORDER BY number; SELECT lsn, kind FROM point ORDER BY lsn;"]).stdout
+            var out = try sqlite(t.vault + "/catalog.sqlite",
+                                "SELECT number, forkLSN, state, pointID, drainedLSN FROM generation ORDER BY number; SELECT lsn, kind FROM point ORDER BY lsn;") + "\n"
             for dir in [t.site, recovered] where FileManager.default.fileExists(atPath: dir + "/site.json") {
                 let generation = (try? String(contentsOfFile: dir + "/state/generation.json", encoding: .utf8)) ?? "{}"
                 let g = (try? JSONSerialization.jsonObject(with: Data(generation.utf8))) as? [String: Any] ?? [:]
@@ -297,7 +297,7 @@ struct FailoverCrashTests {
         let failed = try lifeboat("failover", "--vault", lab.t.vault, "--planned", "--to", file + "/recovered", "--yes")
         #expect(failed.status != 0 && failed.stderr.contains("the planned failover is withdrawn"), "\(failed.stdout)\(failed.stderr)")
         #expect(try Self.servesWrites(lab.t.image("d0"), at: 40 << 20), "the source serves writes again\n\(lab.t.protect?.output ?? "")")
-        let generation = try run(["sqlite3", lab.t.vault + "/catalog.sqlite", "SELECT number, state FROM generation ORDER BY number DESC LIMIT 1"]).stdout
+        let generation = try sqlite(lab.t.vault + "/catalog.sqlite", "SELECT number, state FROM generation ORDER BY number DESC LIMIT 1")
         #expect(generation.hasPrefix("1|") && !generation.contains("planned"), "\(generation)")
         #expect(lab.t.protect?.stop() == 0)
     }
@@ -318,8 +318,8 @@ struct FailoverCrashTests {
         #expect(try Self.servesWrites(lab.t.image("d0"), at: 40 << 20), "the source serves writes again\n\(lab.t.protect?.output ?? "")")
         let again = try lifeboat(command)
         #expect(again.status == 75 && again.stderr.contains("the plan was withdrawn"), "\(again.stdout)\(again.stderr)")
-        let generation = try run(["sqlite3", lab.t.vault + "/catalog.sqlite", "SELECT max(number) FROM generation"]).stdout
-        #expect(generation.trimmingCharacters(in: .whitespacesAndNewlines) == "1", "\(generation)")
+        let generation = try sqlite(lab.t.vault + "/catalog.sqlite", "SELECT max(number) FROM generation")
+        #expect(generation == "1", "\(generation)")
         #expect(lab.t.protect?.stop() == 0)
     }
 

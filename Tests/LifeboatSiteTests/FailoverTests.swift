@@ -173,13 +173,8 @@ struct FailoverTests {
             try run(["fio", "--name=\(write ? "write" : "verify")", "--filename=\(file)", "--rw=\(write ? "write" : "read")", "--bs=64k", "--size=8M",
                      "--ioengine=psync", "--verify=crc32c", "--do_verify=1", "--verify_fatal=1", "--verify_state_save=0", "--output-format=terse"])
         }
-        func sql(_ db: String, _ statement: String) throws -> String {
-            let r = try run(["sqlite3", db, statement])
-            guard r.status == 0 else { throw TestFailure("sqlite3 \(statement): \(r.stderr)") }
-            return r.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
-        }
         try check(fio(s.t.fsMount + "/a.fio", write: true))
-        _ = try sql(s.t.fsMount + "/app.db", "CREATE TABLE orders(id INTEGER PRIMARY KEY, amount INTEGER); "
+        _ = try sqlite(s.t.fsMount + "/app.db", "CREATE TABLE orders(id INTEGER PRIMARY KEY, amount INTEGER); "
                     + "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000) INSERT INTO orders(amount) SELECT i FROM n;")
         let app = try lifeboat("checkpoint", "--site", s.t.site, "--app-consistent", "--label", "app", "--json", "--timeout", "120s")
         #expect(app.status == 0 && app.stdout.contains("\"pointID\""), "\(app.stdout)\(app.stderr)")
@@ -195,9 +190,9 @@ struct FailoverTests {
         let bdev = try s.t.attachLoop(b.image("d0"))
         try check(run(["mount", bdev, bfs]))
         #expect(try fio(bfs + "/a.fio", write: false).status == 0, "A's fio data verifies on B")
-        #expect(try sql(bfs + "/app.db", "PRAGMA integrity_check; SELECT count(*) FROM orders;") == "ok\n1000")
+        #expect(try sqlite(bfs + "/app.db", "PRAGMA integrity_check; SELECT count(*) FROM orders;") == "ok\n1000")
         try check(fio(bfs + "/b.fio", write: true))
-        _ = try sql(bfs + "/app.db", "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 500) INSERT INTO orders(amount) SELECT i FROM n;")
+        _ = try sqlite(bfs + "/app.db", "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 500) INSERT INTO orders(amount) SELECT i FROM n;")
         try check(run(["umount", bfs]))
         s.t.detachLoop(bdev)
         try b.checkpointInVault()
@@ -223,7 +218,7 @@ struct FailoverTests {
         try check(run(["mount", dev, s.t.fsMount]))
         #expect(try fio(s.t.fsMount + "/a.fio", write: false).status == 0)
         #expect(try fio(s.t.fsMount + "/b.fio", write: false).status == 0, "B's fio data verifies on A")
-        #expect(try sql(s.t.fsMount + "/app.db", "PRAGMA integrity_check; SELECT count(*) FROM orders;") == "ok\n1500")
+        #expect(try sqlite(s.t.fsMount + "/app.db", "PRAGMA integrity_check; SELECT count(*) FROM orders;") == "ok\n1500")
         let home = try lifeboat("checkpoint", "--site", s.t.site, "--app-consistent", "--label", "home", "--json", "--timeout", "120s")
         let homeID = ((try? JSONSerialization.jsonObject(with: Data(home.stdout.utf8))) as? [String: Any])?["pointID"] as? Int
         #expect(home.status == 0 && homeID != nil, "\(home.stdout)\(home.stderr)")
