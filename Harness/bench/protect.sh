@@ -8,8 +8,10 @@
 # Each job runs ROUNDS times (default 3), the four targets one after the other in every round,
 # so that a slow minute of this shared machine falls on all of them alike. Prints a Markdown table
 # of the median per target, the ratios of the medians lifeboat/cfuse and lifeboat/cdirect, and
-# the range of the per-round ratios lifeboat/cfuse. Needs root and /dev/fuse.
+# the range of the per-round ratios lifeboat/cfuse. Needs root and /dev/fuse. JOBS (names,
+# space-separated) runs only those jobs, e.g. more rounds of the two 4 KiB write jobs:
 #   bash Harness/bench/protect.sh [SECONDS_PER_JOB] [ROUNDS]
+#   JOBS="randwrite-4k randwrite-4k-fsync" bash Harness/bench/protect.sh 6 7
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source Harness/setup.sh
@@ -50,6 +52,12 @@ jobs=(
   "randread-4k|--rw=randread --bs=4k|iops"
   "seqread-1m|--rw=read --bs=1m|bw"
 )
+if [ -n "${JOBS:-}" ]; then
+  chosen=()
+  for job in "${jobs[@]}"; do [[ " $JOBS " == *" ${job%%|*} "* ]] && chosen+=("$job"); done
+  [ ${#chosen[@]} -gt 0 ] || { echo "JOBS names none of: ${jobs[*]%%|*}" >&2; exit 64; }
+  jobs=("${chosen[@]}")
+fi
 declare -A result  # [job,target]: the rounds' figures, space-separated
 for job in "${jobs[@]}"; do
   IFS='|' read -r name args metric <<<"$job"

@@ -173,17 +173,18 @@ public final class Journal: @unchecked Sendable {
         if let failure { throw failure }
         let lsn = nextLSN
         RecordHeader(payloadCRC: payloadCRC, length: UInt32(payloadLength), type: type, lsn: lsn).store(into: header)
+        let segment = current  // one retain for the append, not one per use of `current`
         do {
-            try current.append(iov, total: JournalFormat.recordHeaderSize + payloadLength)
-            if let due = current.takeWritebackDue() { preparer.startWriteback(current, from: due.from, to: due.to) }
+            try segment.append(iov, total: JournalFormat.recordHeaderSize + payloadLength)
+            if let due = segment.takeWritebackDue() { preparer.startWriteback(segment, from: due.from, to: due.to) }
         } catch {
-            let e = LifeboatError.wrapping(error, "journal append failed", path: current.path.string, offset: current.end)
+            let e = LifeboatError.wrapping(error, "journal append failed", path: segment.path.string, offset: segment.end)
             lastAppendError = e
             throw e
         }
         lastAppendError = nil
         nextLSN = lsn.next
-        if current.end >= min(configuration.segmentBytes, current.capacity) {
+        if segment.end >= min(configuration.segmentBytes, segment.capacity) {
             try rollLocked()
         }
         return lsn
