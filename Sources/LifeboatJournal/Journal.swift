@@ -176,7 +176,7 @@ public final class Journal: @unchecked Sendable {
         let segment = current  // one retain for the append, not one per use of `current`
         do {
             try segment.append(iov, total: JournalFormat.recordHeaderSize + payloadLength)
-            if let due = segment.takeWritebackDue() { preparer.startWriteback(segment, from: due.from, to: due.to) }
+            if let due = segment.takeWritebackDue() { preparer.startWriteback(segment, from: due.from, to: due.to, populate: due.populate) }
         } catch {
             let e = LifeboatError.wrapping(error, "journal append failed", path: segment.path.string, offset: segment.end)
             lastAppendError = e

@@ -33,6 +33,16 @@ final class OpenSegment: @unchecked Sendable {
     private var mapping: UnsafeMutableRawPointer?
     private var mappedBytes: Int64 = 0
     static let mappedRecordLimit = 64 << 10
+    /// Held while `mapping` changes and while the preparer populates it (`populate`), so that
+    /// a seal never unmaps pages under a populate in progress.
+    private let mappingLock = ConditionLock()
+    /// A populated spare's mapping (`SegmentPreparer.Spare.mapping`): its pages up to here are
+    /// cached and writable; each writeback stride asks for the pages up to `populateAhead`
+    /// past the tail. 0 for any other segment. Journal lock.
+    private var populatedTo: Int64 = 0
+    /// Pages are populated this far ahead of the tail, and no farther: every fdatasync of the
+    /// segment writes back its dirty pages, the populated zeros ahead of the tail too.
+    static let populateAhead: Int64 = 8 << 20
 
     init(fd: FileDescriptor, path: FilePath, firstLSN: LSN, end: Int64) {
         self.fd = fd
@@ -51,9 +61,29 @@ final class OpenSegment: @unchecked Sendable {
 
     /// Unmaps the segment (sealed, or after a failed append); appends go through pwritev after.
     func releaseMapping() {
-        if let mapping { munmap(mapping, Int(mappedBytes)) }
-        mapping = nil
-        mappedBytes = 0
+        mappingLock.withLock {
+            if let mapping { munmap(mapping, Int(mappedBytes)) }
+            mapping = nil
+            mappedBytes = 0
+        }
+    }
+
+    /// Brings the mapping's pages in `range` into the cache, writable (the preparer's thread;
+    /// asked for by `takeWritebackDue`), a MiB at a time so that a seal's `releaseMapping`
+    /// waits for one MiB at most. Stops if the mapping has been released meanwhile. A page the
+    /// populate cannot bring in is left to fault on the copy, as without it.
+    func populate(_ range: Range<Int64>) {
+        var at = range.lowerBound
+        while at < range.upperBound {
+            let next = min(at + (1 << 20), range.upperBound)
+            let released = mappingLock.withLock { () -> Bool in
+                guard let mapping, next <= mappedBytes else { return true }
+                _ = madvise(mapping.advanced(by: Int(at)), Int(next - at), MADV_POPULATE_WRITE)
+                return false
+            }
+            if released { return }
+            at = next
+        }
     }
 
     /// Creates a segment whose header is durable before it is visible under its name:
@@ -76,12 +106,17 @@ final class OpenSegment: @unchecked Sendable {
             try FaultInjection.check(.rename, path: path)
             if case .failure(let e) = syscallRetrying({ Glibc.rename(spare.path.string, path.string) }) { throw e }
         } catch {
+            if let mapping = spare.mapping { munmap(mapping, Int(spare.size)) }
             try? spare.fd.close()
             throw LifeboatError.wrapping(error, "cannot put a new segment in place", path: path.string)
         }
         let segment = OpenSegment(fd: spare.fd, path: path, firstLSN: firstLSN, end: Int64(header.count))
         segment.capacity = spare.size
-        if spare.mapsAppends, spare.size > 0,
+        if let mapping = spare.mapping {
+            segment.mapping = mapping
+            segment.mappedBytes = spare.size
+            segment.populatedTo = spare.populatedBytes
+        } else if spare.mapsAppends, spare.size > 0,
            let mapped = mmap(nil, Int(spare.size), PROT_READ | PROT_WRITE, MAP_SHARED, spare.fd.rawValue, 0), mapped != MAP_FAILED {
             segment.mapping = mapped
             segment.mappedBytes = spare.size
@@ -152,11 +187,18 @@ final class OpenSegment: @unchecked Sendable {
     /// The range whose early writeback is due, if a full stride has been appended since the
     /// last one (RocksDB's wal_bytes_per_sync): a seal's fdatasync then waits for little, and
     /// writeback never arrives in one burst. The caller has it started off the write path.
-    func takeWritebackDue() -> (from: Int64, to: Int64)? {
+    /// With a populated mapping, the pages to populate next come with it.
+    func takeWritebackDue() -> (from: Int64, to: Int64, populate: Range<Int64>?)? {
         guard end - writebackStart >= Self.writebackStride else { return nil }
         defer { writebackStart = end }
         unmapPages(from: writebackStart, to: end)
-        return (writebackStart, end)
+        var populate: Range<Int64>?
+        let ahead = min((end + Self.populateAhead) & ~4095, mappedBytes)  // madvise wants whole pages
+        if populatedTo > 0, mapping != nil, ahead > populatedTo {
+            populate = populatedTo..<ahead
+            populatedTo = ahead
+        }
+        return (writebackStart, end, populate)
     }
 
     /// Drops the mapping's page-table entries for the whole pages in `from..<to`, about to be

@@ -412,6 +412,48 @@ func newestSegment(_ dir: FilePath) throws -> FilePath { try JournalDirectory.se
     }
 }
 
+/// A spare prepared for small records synced rarely is mapped with its first pages already
+/// cached and writable, and each writeback stride asks for the pages ahead of the tail (done
+/// here at once, as the preparer's thread does soon after): the copies of its appends take no
+/// page fault (a zero-filled spare's fault once per page), and what they copied reads back.
+@Test(.timeLimit(.minutes(1))) func appendsIntoAPopulatedSpareTakeNoPageFault() throws {
+    let dir = try temporaryDirectory()
+    let spare = try SegmentPreparer.prepare(dir.appending("spare"), size: 16 << 20, zeroFilled: true, mapped: true)
+    try #require(spare.mapping != nil, "mapped and populated (MADV_POPULATE_WRITE, Linux 5.14 and later)")
+    let segment = try OpenSegment.adopt(spare, in: dir, groupID: groupID, firstLSN: LSN(1))
+    let recordBytes = BlockSize.bytes + 40
+    let count = 3000  // about 12 MiB: past the first populated 8 MiB
+    func faults() -> Int {
+        var usage = rusage()
+        getrusage(__rusage_who_t(1), &usage)  // RUSAGE_THREAD (glibc defines it only under _GNU_SOURCE)
+        return usage.ru_minflt + usage.ru_majflt
+    }
+    var record = [UInt8](repeating: 0, count: recordBytes)
+    var taken = 0  // by the appends' copies (the populate's own faults are the preparer's)
+    var populated: [Range<Int64>] = []
+    try record.withUnsafeMutableBytes { raw in
+        for i in 0..<count {
+            raw.storeBytes(of: UInt32(i), as: UInt32.self)
+            var iov = iovec(iov_base: raw.baseAddress, iov_len: raw.count)
+            let before = faults()
+            try withUnsafePointer(to: &iov) { try segment.append(UnsafeBufferPointer(start: $0, count: 1), total: raw.count) }
+            taken += faults() - before
+            if let populate = segment.takeWritebackDue()?.populate {
+                populated.append(populate)
+                segment.populate(populate)
+            }
+        }
+    }
+    #expect(populated.count == 2 && populated.allSatisfy { $0.lowerBound % 4096 == 0 && $0.upperBound % 4096 == 0 }, "\(populated)")
+    #expect(taken < count / 20, "\(taken) page faults for \(count) appends of \(recordBytes) bytes")
+    let start = Int64(JournalFormat.segmentHeaderSize)
+    for i in [0, 1, count / 2, count - 1] {
+        var back = [UInt8](repeating: 0xFF, count: 4)
+        _ = try back.withUnsafeMutableBytes { try segment.fd.read(fromAbsoluteOffset: start + Int64(i * recordBytes), into: $0) }
+        #expect(back.withUnsafeBytes { $0.load(as: UInt32.self) } == UInt32(i))
+    }
+}
+
 /// Appends into a zero-filled spare are copies into its shared mapping (small records) or
 /// pwritev (large ones); both read back alike, and a mapping that faults fails the append
 /// instead of the process.
@@ -670,13 +712,18 @@ func mountTmpfs(_ dir: FilePath, bytes: Int) -> Bool {
         #expect(!maps(1024) && !maps(16384), "a sync per 64 KiB or per 4 KiB write")
     }
 
-    /// Both kinds of spare read as zeros to their end and are allocated; only the zero-filled
-    /// one has its blocks written (no unwritten extents for an fdatasync to convert).
+    /// Every kind of spare (zero-filled, reserved, reserved and mapped with its pages
+    /// populated) reads as zeros to its end and is allocated; only the zero-filled one has its
+    /// blocks written (no unwritten extents for an fdatasync to convert).
     @Test func aReservedSpareReadsAsZerosAndIsAllocated() throws {
         let dir = try temporaryDirectory()
-        for zeroFilled in [true, false] {
-            let spare = try SegmentPreparer.prepare(dir.appending("spare-\(zeroFilled)"), size: 2 << 20, zeroFilled: zeroFilled)
-            defer { try? spare.fd.close() }
+        for (zeroFilled, mapped) in [(true, false), (false, false), (true, true)] {
+            let spare = try SegmentPreparer.prepare(dir.appending("spare-\(zeroFilled)-\(mapped)"), size: 2 << 20, zeroFilled: zeroFilled, mapped: mapped)
+            defer {
+                if let mapping = spare.mapping { munmap(mapping, Int(spare.size)) }
+                try? spare.fd.close()
+            }
+            #expect((spare.mapping != nil) == mapped && spare.populatedBytes == (mapped ? 2 << 20 : 0))
             var st = stat()
             #expect(fstat(spare.fd.rawValue, &st) == 0)
             #expect(Int64(st.st_size) == 2 << 20)
