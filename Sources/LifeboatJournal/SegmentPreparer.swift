@@ -7,8 +7,9 @@ import SystemPackage
 import Glibc
 #endif
 
-/// How spare segments are prepared: zero-filled or only reserved, chosen per segment from the
-/// last one's writes (`adaptive`), or always one way.
+/// How spare segments are prepared: zero-filled or only reserved (and populated, for a mapped
+/// segment), chosen per segment from the last one's writes (`adaptive`), or always one way
+/// (`zeros`: zero-filled for every small-record segment, mapped or not).
 public enum SpareFill: String, Sendable, CaseIterable {
     case adaptive, zeros, reserved
 }
@@ -22,7 +23,11 @@ public enum SpareFill: String, Sendable, CaseIterable {
 /// For streaming (big writes, rare fsyncs) it is only allocated (fallocate: reserved, unwritten
 /// blocks that read as zeros): zero-filling would write every journaled byte twice, to the
 /// cache and to the disk (measured on 1 MiB sequential writes: this thread took half of
-/// protect's CPU), while the extents' conversion costs one metadata commit per seal.
+/// protect's CPU), while the extents' conversion costs one metadata commit per seal. For
+/// small writes synced rarely (the segments whose appends go through a mapping) it is
+/// reserved too, and mapped with its pages brought into the cache writable ahead of the tail
+/// (`prepare(…, mapped: true)`): the copies take no page fault, and no zero is written ahead
+/// of need.
 ///
 /// It also starts the early writeback of the open segment (`sync_file_range`, every 4 MiB
 /// appended): submitting that I/O took 7% of protect's CPU on the write path itself on 1 MiB
@@ -124,8 +129,8 @@ final class SegmentPreparer: @unchecked Sendable {
         (records > 0 && lastSegmentBytes / Int64(records) <= 64 << 10) || (syncs > 0 && lastSegmentBytes / Int64(syncs) <= 1 << 20)
     }
 
-    /// Starts writeback of `from..<to` of the open segment soon, on this thread, after
-    /// populating `populate` of its mapping (the pages the next appends copy into).
+    /// Starts writeback of `from..<to` of the open segment soon, on this thread, then populates
+    /// `populate` of its mapping (the pages the next appends copy into).
     func startWriteback(_ segment: OpenSegment, from: Int64, to: Int64, populate: Range<Int64>? = nil) {
         lock.withLock {
             writebacks.append((segment, from, to, populate))
