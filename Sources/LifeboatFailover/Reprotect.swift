@@ -81,7 +81,8 @@ public enum Reprotect {
         let started = ContinuousClock.now
         if let plan = try loadPlan(site) { return try finish(site, plan, started: started, resumed: true) }
         let current = try history.currentGeneration()
-        let (since, own) = try divergence(site, current: current, history: history)
+        let mine = try SiteGeneration.load(site)
+        let (since, own) = try divergence(site, mine: mine, current: current, history: history)
         let listing = try history.pointListing()
         guard let point = listing.points.last(where: { $0.lsn >= current.forkLSN && $0.lsn >= since }) else {
             throw LifeboatError(.notFound, "generation \(current.number) has no point yet to re-protect to (its site marks one once its disks are filled)",
@@ -91,19 +92,19 @@ public enum Reprotect {
         let becomes = SiteGeneration(generation: current.number, owner: "", forkLSN: current.forkLSN.rawValue,
                                      fenced: .init(since: Date(), why: why), replicaLSN: point.lsn.rawValue)
         let plan = try stage(site, history: history, to: point, since: since, own: own, generation: current.number, becomes: becomes,
-                             compareWholeDisks: try SiteGeneration.load(site).replicaDiffers == true)
+                             compareWholeDisks: mine.replicaDiffers == true)
         return try finish(site, plan, started: started, resumed: false)
     }
 
     /// Where `site`'s disks left the history, and the blocks it wrote on its own since: a replica
     /// of the current generation is equal at its replica LSN; the fenced owner of the generation
-    /// before is equal up to the fork, plus its own writes past it.
-    static func divergence(_ site: Site, current: GroupGeneration, history: VaultHistory) throws -> (LSN, [DiskID: Set<Int>]) {
+    /// before is equal up to the fork, plus its own writes past it. `mine`: the site's
+    /// `generation.json`.
+    static func divergence(_ site: Site, mine: SiteGeneration, current: GroupGeneration, history: VaultHistory) throws -> (LSN, [DiskID: Set<Int>]) {
         guard try Checkpoint.load(from: site.stateDirectory).cleanStop else {
             throw LifeboatError(.busy, "the site did not stop cleanly: run `lifeboat protect` once to recover it (it stays fenced), stop it, then re-protect",
                                 path: site.root.string)
         }
-        let mine = try SiteGeneration.load(site)
         if let replica = mine.replicaLSN.map({ LSN($0) }) {
             if mine.generation == current.number { return (replica, [:]) }
             // A replica of the generation before a newer failover: behind its fork, it only

@@ -43,6 +43,8 @@ final class OpenSegment: @unchecked Sendable {
     /// Pages are populated this far ahead of the tail, and no farther: every fdatasync of the
     /// segment writes back its dirty pages, the populated zeros ahead of the tail too.
     static let populateAhead: Int64 = 8 << 20
+    /// The system's page: what madvise ranges are made of.
+    static let pageBytes = Int64(sysconf(Int32(_SC_PAGESIZE)))
 
     init(fd: FileDescriptor, path: FilePath, firstLSN: LSN, end: Int64) {
         self.fd = fd
@@ -193,7 +195,7 @@ final class OpenSegment: @unchecked Sendable {
         defer { writebackStart = end }
         unmapPages(from: writebackStart, to: end)
         var populate: Range<Int64>?
-        let ahead = min((end + Self.populateAhead) & ~4095, mappedBytes)  // madvise wants whole pages
+        let ahead = min((end + Self.populateAhead) / Self.pageBytes * Self.pageBytes, mappedBytes)  // madvise wants whole pages
         if populatedTo > 0, mapping != nil, ahead > populatedTo {
             populate = populatedTo..<ahead
             populatedTo = ahead
@@ -210,7 +212,7 @@ final class OpenSegment: @unchecked Sendable {
     /// held: the mapping cannot be released meanwhile.
     private func unmapPages(from: Int64, to: Int64) {
         guard let mapping else { return }
-        let page = Int64(4096)
+        let page = Self.pageBytes
         let first = (from + page - 1) / page * page
         let last = min(to, mappedBytes) / page * page
         guard last > first else { return }

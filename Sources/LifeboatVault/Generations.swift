@@ -131,8 +131,8 @@ extension Vault {
     /// (a round that asked "where do I stand" before the fork) cannot make it delete the records
     /// it wrote after the fork — the only copy of them, which re-protect moves back.
     public func heldThrough(for claim: WriterClaim) throws -> LSN {
-        let last = try lsnRange().last
-        return try catalog.read { db in
+        try catalog.read { db in
+            let last = try Self.lsnRange(db).last
             let current = try Self.currentGeneration(db)
             if claim.generation == current.number && claim.owner == current.owner { return last }
             guard let mine = try GroupGeneration.filter(Column("number") == claim.generation).fetchOne(db), mine.owner == claim.owner,

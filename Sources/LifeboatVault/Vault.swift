@@ -104,11 +104,14 @@ public final class Vault: @unchecked Sendable {
     /// Below `base` nothing can be read: merged into the bases, or being merged (a prune's
     /// committed target).
     public func lsnRange() throws -> (base: LSN, last: LSN) {
-        try catalog.read { db in
-            guard let g = try GroupRow.fetchOne(db) else { return (.zero, .zero) }
-            let target = try String.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'pruneTarget'").flatMap { UInt64($0) } ?? 0
-            return (LSN(max(UInt64(g.baseLSN), target)), LSN(UInt64(g.lastLSN)))
-        }
+        try catalog.read { db in try Self.lsnRange(db) }
+    }
+
+    /// `lsnRange()` inside a read the caller holds.
+    static func lsnRange(_ db: Database) throws -> (base: LSN, last: LSN) {
+        guard let g = try GroupRow.fetchOne(db) else { return (.zero, .zero) }
+        let target = try String.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'pruneTarget'").flatMap { UInt64($0) } ?? 0
+        return (LSN(max(UInt64(g.baseLSN), target)), LSN(UInt64(g.lastLSN)))
     }
 
     /// The LSN an interrupted prune committed to merge the bases up to, if one has not finished.
