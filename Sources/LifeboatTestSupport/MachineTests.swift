@@ -55,8 +55,8 @@ public func lifeboat(_ arguments: String...) throws -> CommandResult { try run([
 public func lifeboat(_ arguments: [String]) throws -> CommandResult { try run([lifeboatBinary] + arguments) }
 
 /// `sqlite3 DATABASE STATEMENT`'s output, trimmed. It waits up to 10 s for a lock (the CLI
-/// waits for none: a read that meets a running daemon's write transaction or the WAL's
-/// recovery fails with "database is locked" and prints nothing), and a failure throws with
+/// waits for none: a read that meets a running daemon's write transaction fails with
+/// "database is locked" and prints nothing), and a failure throws with
 /// sqlite3's own words rather than returning an empty answer.
 public func sqlite(_ database: String, _ statement: String) throws -> String {
     let r = try run(["sqlite3", "-cmd", ".timeout 10000", database, statement])

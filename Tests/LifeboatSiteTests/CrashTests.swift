@@ -195,8 +195,22 @@ struct CrashTests {
         let t = try TestSite(disks: [("d0", "64M")])
         defer { t.cleanup() }
         var g = SplitMix(state: 5)
+        /// The running protect's appended LSN (`status --json`), once it says it is protecting.
+        func appendedWhileProtecting() throws -> Int? {
+            let r = try lifeboat("status", "--site", t.site, "--json")
+            guard let json = try? JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any],
+                  json["state"] as? String == "protecting" else { return nil }
+            return (json["journal"] as? [String: Any])?["appendedLSN"] as? Int
+        }
         for round in 0..<3 {
             let protect = try t.startProtect()
+            var started: Int?
+            let ready = Date().addingTimeInterval(60)
+            while started == nil, Date() < ready {
+                started = try appendedWhileProtecting()
+                if started == nil { usleep(100_000) }
+            }
+            let before = try #require(started, "round \(round): status says protecting")
             let job = ["fio", "--name=crash\(round)", "--filename=\(t.image("d0"))", "--rw=randwrite", "--bs=4k", "--size=32M",
                        "--verify=crc32c", "--ioengine=psync", "--randseed=\(round + 1)"]
             let writer = Process()
@@ -206,7 +220,11 @@ struct CrashTests {
             writer.standardOutput = FileHandle.nullDevice
             writer.standardError = FileHandle.nullDevice
             try writer.run()
-            usleep(useconds_t(500_000 + g.next() % 1_000_000))
+            // The kill falls while fio writes, not while it starts (seconds on a loaded CI
+            // machine): a fio whose file went away before its first write saves no state.
+            let writing = Date().addingTimeInterval(60)
+            while Date() < writing, try (appendedWhileProtecting() ?? 0) < before + 100 { usleep(100_000) }
+            usleep(useconds_t(g.next() % 1_000_000))
             protect.crash()
             writer.waitUntilExit()
             try check(run(["umount", "-l", t.mountpoint]))
