@@ -16,6 +16,27 @@ public struct PreparedSegment: Sendable {
     public init(bytes: [UInt8]) { self.bytes = bytes }
 }
 
+/// What the vault says of this site in one answer: the group it holds, its disks, how far it
+/// holds this site's records, and where the site stands. A full round of the shipper asks once:
+/// a vault on another machine answers it in one request where the four questions took four.
+public struct ReplicaState: Sendable {
+    /// The protection group the vault holds, nil for a new vault.
+    public var groupID: String?
+    /// The disks the vault holds (initial replication done).
+    public var diskIDs: Set<DiskID>
+    /// As `ReplicaTarget.heldThrough()`.
+    public var heldThrough: LSN
+    /// As `ReplicaTarget.standing()`.
+    public var standing: WriterStanding
+
+    public init(groupID: String?, diskIDs: Set<DiskID>, heldThrough: LSN, standing: WriterStanding) {
+        self.groupID = groupID
+        self.diskIDs = diskIDs
+        self.heldThrough = heldThrough
+        self.standing = standing
+    }
+}
+
 public protocol ReplicaTarget: AnyObject, Sendable {
     /// Where the vault is, for status and logs: a path or an address.
     var address: String { get }
@@ -41,6 +62,9 @@ public protocol ReplicaTarget: AnyObject, Sendable {
     /// the group). Every call that sends records carries the site's claim, and the vault refuses
     /// them with a `.fenced` error as well; this asks before anything is sent.
     func standing() throws -> WriterStanding
+
+    /// The answers of `groupID()`, `diskIDs()`, `heldThrough()` and `standing()` at once.
+    func state() throws -> ReplicaState
 
     /// The owner stopped serving writes and the vault holds its final marker at `lsn`: a planned
     /// failover may fork there.

@@ -274,12 +274,14 @@ public final class Shipper: @unchecked Sendable {
     /// the local prefix that is both shipped and checkpointed.
     func shipOnce() throws {
         // The group first: another group's vault must not be compared by LSN, seeded or shipped to.
-        if let group = try target.groupID(), group != site.config.groupID {
+        // One question for the four (one request to a vault on another machine).
+        let state = try target.state()
+        if let group = state.groupID, group != site.config.groupID {
             throw Vault.belongsToAnotherGroup(group, not: site.config.groupID, root: FilePath(target.address))
         }
-        if case .fenced(let why) = try target.standing() { throw LifeboatError(.fenced, why, path: target.address) }
-        try seedDisks()
-        var shipped = try target.heldThrough()
+        if case .fenced(let why) = state.standing { throw LifeboatError(.fenced, why, path: target.address) }
+        try seedDisks(held: state.diskIDs)  // seeding registers disks; what the vault holds of the journal stays
+        var shipped = state.heldThrough
         if let resume = try overflow?.announcement(vaultHolds: shipped) {
             // Records were dropped past the spool limit: the vault learns of the gap before the
             // records after it (it refuses a gap otherwise), and makes no point until the resync ends.
@@ -507,9 +509,9 @@ public final class Shipper: @unchecked Sendable {
         return (segments, bytes)
     }
 
-    /// Initial replication: each disk's initial content becomes its base in the vault.
-    private func seedDisks() throws {
-        let held = try target.diskIDs()
+    /// Initial replication of the disks the vault does not hold (`held`): each one's initial
+    /// content becomes its base in the vault.
+    private func seedDisks(held: Set<DiskID>) throws {
         for disk in site.config.disks where !held.contains(disk.diskID) {
             logger.notice("initial replication of \(disk.name) (\(disk.sizeBytes) bytes) to \(target.address)")
             var reported: Int64 = -1

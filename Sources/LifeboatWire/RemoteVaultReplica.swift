@@ -74,16 +74,21 @@ public final class RemoteVaultReplica: ReplicaTarget, @unchecked Sendable {
 
     // MARK: ReplicaTarget
 
-    public func groupID() throws -> String? { try state().group }
+    public func groupID() throws -> String? { try state().groupID }
 
-    public func diskIDs() throws -> Set<DiskID> { Set((try state().disks ?? []).map { DiskID($0) }) }
+    public func diskIDs() throws -> Set<DiskID> { try state().diskIDs }
 
-    public func heldThrough() throws -> LSN { LSN(try state().heldThrough ?? 0) }
+    public func heldThrough() throws -> LSN { try state().heldThrough }
 
-    public func standing() throws -> WriterStanding {
-        let s = try state()
-        if let why = s.fenced { return .fenced(why) }
-        return s.drainAsked == true ? .drainAsked : .owner
+    public func standing() throws -> WriterStanding { try state().standing }
+
+    /// One `state` request: the vault answers all four questions in it.
+    public func state() throws -> ReplicaState {
+        let r = try call(WireRequest(op: "state"))
+        lastMaintenanceError.withLock { $0 = r.maintenanceError }
+        let standing: WriterStanding = if let why = r.fenced { .fenced(why) } else if r.drainAsked == true { .drainAsked } else { .owner }
+        return ReplicaState(groupID: r.group, diskIDs: Set((r.disks ?? []).map { DiskID($0) }),
+                            heldThrough: LSN(r.heldThrough ?? 0), standing: standing)
     }
 
     public func reportDrained(at lsn: LSN) throws {
@@ -184,12 +189,6 @@ public final class RemoteVaultReplica: ReplicaTarget, @unchecked Sendable {
     public func close() { reset() }
 
     // MARK: Calls
-
-    private func state() throws -> WireResponse {
-        let r = try call(WireRequest(op: "state"))
-        lastMaintenanceError.withLock { $0 = r.maintenanceError }
-        return r
-    }
 
     /// One request and its answer; the vault's refusal becomes a LifeboatError with its words.
     @discardableResult

@@ -5,6 +5,7 @@ import LifeboatJournal
 import LifeboatVault
 import LifeboatVHD
 import Logging
+import Synchronization
 import SystemPackage
 import Testing
 
@@ -434,6 +435,20 @@ struct ShippingFixture {
         #expect(after.map(\.firstLSN) == Array(segments.dropFirst(2)).map(\.firstLSN), "only what the history holds of it went")
     }
 
+    /// A full round asks the vault one question (`state()`) where it asked four: one request,
+    /// not four, to a vault on another machine.
+    @Test func aFullRoundAsksTheVaultOneQuestion() throws {
+        let f = try ShippingFixture(writes: 1200)
+        defer { f.remove() }
+        try f.journal.sealIfOlder(than: .zero)
+        let counting = QuestionCounter(try LocalVaultReplica(root: FilePath(f.dir + "/vault"), logger: Logger(label: "test")))
+        let shipper = Shipper(site: f.site, target: counting, journal: f.journal, logger: Logger(label: "test")) { LSN(1 << 40) }
+        defer { shipper.stop() }
+        try shipper.shipOnce()
+        #expect(counting.asked.withLock { $0 } == ["state"])
+        #expect(try Vault(root: FilePath(f.dir + "/vault")).lsnRange().last > .zero, "the round shipped")
+    }
+
     @Test func aVaultOfAnotherGroupIsNeverShippedTo() throws {
         let f = try ShippingFixture(writes: 1, vaultGroup: "ffffffffffffffffffffffffffffffff")
         defer { f.remove() }
@@ -466,6 +481,41 @@ final class StaleOwner: ReplicaTarget, @unchecked Sendable {
         if answeredOnce { return try real.standing() }
         answeredOnce = true
         return .owner
+    }
+    func state() throws -> ReplicaState {
+        var state = try real.state()
+        if !answeredOnce {
+            answeredOnce = true
+            state.standing = .owner
+        }
+        return state
+    }
+    func reportDrained(at lsn: LSN) throws { try real.reportDrained(at: lsn) }
+    func prepare(segment: [UInt8]) throws -> PreparedSegment { try real.prepare(segment: segment) }
+    func send(_ segment: PreparedSegment, name: String) throws -> PendingShip { try real.send(segment, name: name) }
+    func append(records: [UInt8], firstLSN: LSN, name: String) throws -> LSN { try real.append(records: records, firstLSN: firstLSN, name: name) }
+    func openResync(resumingAt: LSN) throws -> LSN { try real.openResync(resumingAt: resumingAt) }
+    func point(at lsn: LSN) throws -> Int64? { try real.point(at: lsn) }
+    func annotate(point id: Int64, note: String) throws { try real.annotate(point: id, note: note) }
+    var maintenanceError: String? { real.maintenanceError }
+    func reset() { real.reset() }
+    func close() { real.close() }
+}
+
+/// A replica target that notes which of the vault's four questions it is asked (the answers
+/// are the vault's own).
+final class QuestionCounter: ReplicaTarget, @unchecked Sendable {
+    let real: any ReplicaTarget
+    let asked = Mutex<[String]>([])
+    init(_ real: any ReplicaTarget) { self.real = real }
+    var address: String { real.address }
+    func groupID() throws -> String? { asked.withLock { $0.append("groupID") }; return try real.groupID() }
+    func diskIDs() throws -> Set<DiskID> { asked.withLock { $0.append("diskIDs") }; return try real.diskIDs() }
+    func heldThrough() throws -> LSN { asked.withLock { $0.append("heldThrough") }; return try real.heldThrough() }
+    func standing() throws -> WriterStanding { asked.withLock { $0.append("standing") }; return try real.standing() }
+    func state() throws -> ReplicaState { asked.withLock { $0.append("state") }; return try real.state() }
+    func addDisk(group: String, id: DiskID, name: String, sizeBytes: Int64, initialContent: FilePath, progress: (Int64) -> Void) throws {
+        try real.addDisk(group: group, id: id, name: name, sizeBytes: sizeBytes, initialContent: initialContent, progress: progress)
     }
     func reportDrained(at lsn: LSN) throws { try real.reportDrained(at: lsn) }
     func prepare(segment: [UInt8]) throws -> PreparedSegment { try real.prepare(segment: segment) }
