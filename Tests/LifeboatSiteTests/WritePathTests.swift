@@ -464,31 +464,18 @@ struct ShippingFixture {
     }
 }
 
-/// A replica target whose first `standing()` answers "owner": the answer to a question asked
-/// before a failover, arriving after it. Everything else is the vault's own answer.
-final class StaleOwner: ReplicaTarget, @unchecked Sendable {
+/// A replica target that passes every call to a real one: tests override what they change.
+class ForwardingTarget: ReplicaTarget, @unchecked Sendable {
     let real: any ReplicaTarget
-    private var answeredOnce = false
     init(_ real: any ReplicaTarget) { self.real = real }
     var address: String { real.address }
     func groupID() throws -> String? { try real.groupID() }
     func diskIDs() throws -> Set<DiskID> { try real.diskIDs() }
+    func heldThrough() throws -> LSN { try real.heldThrough() }
+    func standing() throws -> WriterStanding { try real.standing() }
+    func state() throws -> ReplicaState { try real.state() }
     func addDisk(group: String, id: DiskID, name: String, sizeBytes: Int64, initialContent: FilePath, progress: (Int64) -> Void) throws {
         try real.addDisk(group: group, id: id, name: name, sizeBytes: sizeBytes, initialContent: initialContent, progress: progress)
-    }
-    func heldThrough() throws -> LSN { try real.heldThrough() }
-    func standing() throws -> WriterStanding {
-        if answeredOnce { return try real.standing() }
-        answeredOnce = true
-        return .owner
-    }
-    func state() throws -> ReplicaState {
-        var state = try real.state()
-        if !answeredOnce {
-            answeredOnce = true
-            state.standing = .owner
-        }
-        return state
     }
     func reportDrained(at lsn: LSN) throws { try real.reportDrained(at: lsn) }
     func prepare(segment: [UInt8]) throws -> PreparedSegment { try real.prepare(segment: segment) }
@@ -502,29 +489,32 @@ final class StaleOwner: ReplicaTarget, @unchecked Sendable {
     func close() { real.close() }
 }
 
+/// A replica target whose first answer on standing says "owner": the answer to a question
+/// asked before a failover, arriving after it. Everything else is the vault's own answer.
+final class StaleOwner: ForwardingTarget, @unchecked Sendable {
+    private var answeredOnce = false
+    override func standing() throws -> WriterStanding {
+        if answeredOnce { return try real.standing() }
+        answeredOnce = true
+        return .owner
+    }
+    override func state() throws -> ReplicaState {
+        var state = try real.state()
+        if !answeredOnce {
+            answeredOnce = true
+            state.standing = .owner
+        }
+        return state
+    }
+}
+
 /// A replica target that notes which of the vault's four questions it is asked (the answers
 /// are the vault's own).
-final class QuestionCounter: ReplicaTarget, @unchecked Sendable {
-    let real: any ReplicaTarget
+final class QuestionCounter: ForwardingTarget, @unchecked Sendable {
     let asked = Mutex<[String]>([])
-    init(_ real: any ReplicaTarget) { self.real = real }
-    var address: String { real.address }
-    func groupID() throws -> String? { asked.withLock { $0.append("groupID") }; return try real.groupID() }
-    func diskIDs() throws -> Set<DiskID> { asked.withLock { $0.append("diskIDs") }; return try real.diskIDs() }
-    func heldThrough() throws -> LSN { asked.withLock { $0.append("heldThrough") }; return try real.heldThrough() }
-    func standing() throws -> WriterStanding { asked.withLock { $0.append("standing") }; return try real.standing() }
-    func state() throws -> ReplicaState { asked.withLock { $0.append("state") }; return try real.state() }
-    func addDisk(group: String, id: DiskID, name: String, sizeBytes: Int64, initialContent: FilePath, progress: (Int64) -> Void) throws {
-        try real.addDisk(group: group, id: id, name: name, sizeBytes: sizeBytes, initialContent: initialContent, progress: progress)
-    }
-    func reportDrained(at lsn: LSN) throws { try real.reportDrained(at: lsn) }
-    func prepare(segment: [UInt8]) throws -> PreparedSegment { try real.prepare(segment: segment) }
-    func send(_ segment: PreparedSegment, name: String) throws -> PendingShip { try real.send(segment, name: name) }
-    func append(records: [UInt8], firstLSN: LSN, name: String) throws -> LSN { try real.append(records: records, firstLSN: firstLSN, name: name) }
-    func openResync(resumingAt: LSN) throws -> LSN { try real.openResync(resumingAt: resumingAt) }
-    func point(at lsn: LSN) throws -> Int64? { try real.point(at: lsn) }
-    func annotate(point id: Int64, note: String) throws { try real.annotate(point: id, note: note) }
-    var maintenanceError: String? { real.maintenanceError }
-    func reset() { real.reset() }
-    func close() { real.close() }
+    override func groupID() throws -> String? { asked.withLock { $0.append("groupID") }; return try real.groupID() }
+    override func diskIDs() throws -> Set<DiskID> { asked.withLock { $0.append("diskIDs") }; return try real.diskIDs() }
+    override func heldThrough() throws -> LSN { asked.withLock { $0.append("heldThrough") }; return try real.heldThrough() }
+    override func standing() throws -> WriterStanding { asked.withLock { $0.append("standing") }; return try real.standing() }
+    override func state() throws -> ReplicaState { asked.withLock { $0.append("state") }; return try real.state() }
 }
