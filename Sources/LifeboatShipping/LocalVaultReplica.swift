@@ -41,8 +41,6 @@ public final class LocalVaultReplica: ReplicaTarget, @unchecked Sendable {
 
     public func groupID() throws -> String? { try vault().groupID() }
 
-    public func diskIDs() throws -> Set<DiskID> { Set(try vault().disks().map(\.id)) }
-
     public func addDisk(group: String, id: DiskID, name: String, sizeBytes: Int64, initialContent: FilePath,
                         progress: (Int64) -> Void) throws {
         try vault().addDisk(group: group, id: id, name: name, sizeBytes: sizeBytes, initialContent: initialContent, progress: progress)

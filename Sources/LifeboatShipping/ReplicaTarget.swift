@@ -44,9 +44,6 @@ public protocol ReplicaTarget: AnyObject, Sendable {
     /// The protection group the vault holds, nil for a new vault.
     func groupID() throws -> String?
 
-    /// The disks the vault holds (initial replication done).
-    func diskIDs() throws -> Set<DiskID>
-
     /// Initial replication: the disk's content before any journaled write becomes its base in
     /// the vault. `progress` is called with the bytes sent so far.
     func addDisk(group: String, id: DiskID, name: String, sizeBytes: Int64, initialContent: FilePath,
@@ -63,7 +60,8 @@ public protocol ReplicaTarget: AnyObject, Sendable {
     /// them with a `.fenced` error as well; this asks before anything is sent.
     func standing() throws -> WriterStanding
 
-    /// The answers of `groupID()`, `diskIDs()`, `heldThrough()` and `standing()` at once.
+    /// The answers of `groupID()`, `heldThrough()` and `standing()`, and the disks the vault
+    /// holds, at once.
     func state() throws -> ReplicaState
 
     /// The owner stopped serving writes and the vault holds its final marker at `lsn`: a planned

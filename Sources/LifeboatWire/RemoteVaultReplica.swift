@@ -76,6 +76,7 @@ public final class RemoteVaultReplica: ReplicaTarget, @unchecked Sendable {
 
     public func groupID() throws -> String? { try state().groupID }
 
+    /// The disks the vault holds (`disk remove` asks before it removes one).
     public func diskIDs() throws -> Set<DiskID> { try state().diskIDs }
 
     public func heldThrough() throws -> LSN { try state().heldThrough }

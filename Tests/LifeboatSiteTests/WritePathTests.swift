@@ -470,7 +470,6 @@ class ForwardingTarget: ReplicaTarget, @unchecked Sendable {
     init(_ real: any ReplicaTarget) { self.real = real }
     var address: String { real.address }
     func groupID() throws -> String? { try real.groupID() }
-    func diskIDs() throws -> Set<DiskID> { try real.diskIDs() }
     func heldThrough() throws -> LSN { try real.heldThrough() }
     func standing() throws -> WriterStanding { try real.standing() }
     func state() throws -> ReplicaState { try real.state() }
@@ -508,12 +507,11 @@ final class StaleOwner: ForwardingTarget, @unchecked Sendable {
     }
 }
 
-/// A replica target that notes which of the vault's four questions it is asked (the answers
+/// A replica target that notes which of the vault's questions it is asked (the answers
 /// are the vault's own).
 final class QuestionCounter: ForwardingTarget, @unchecked Sendable {
     let asked = Mutex<[String]>([])
     override func groupID() throws -> String? { asked.withLock { $0.append("groupID") }; return try real.groupID() }
-    override func diskIDs() throws -> Set<DiskID> { asked.withLock { $0.append("diskIDs") }; return try real.diskIDs() }
     override func heldThrough() throws -> LSN { asked.withLock { $0.append("heldThrough") }; return try real.heldThrough() }
     override func standing() throws -> WriterStanding { asked.withLock { $0.append("standing") }; return try real.standing() }
     override func state() throws -> ReplicaState { asked.withLock { $0.append("state") }; return try real.state() }
