@@ -449,6 +449,31 @@ struct ShippingFixture {
         #expect(try Vault(root: FilePath(f.dir + "/vault")).lsnRange().last > .zero, "the round shipped")
     }
 
+    /// The once-a-second standing check takes the answer a full round got under a second ago:
+    /// while writes seal a segment every quarter second, the shipper asks the vault `state`
+    /// (once a round) and never `standing` beside it.
+    @Test(.timeLimit(.minutes(1))) func theStandingCheckTakesAFreshRoundsAnswer() throws {
+        let f = try ShippingFixture(writes: 1)
+        defer { f.remove() }
+        let counting = QuestionCounter(try LocalVaultReplica(root: FilePath(f.dir + "/vault"), logger: Logger(label: "test")))
+        let shipper = Shipper(site: f.site, target: counting, journal: f.journal, logger: Logger(label: "test"),
+                              fence: try SiteFence(site: f.site)) { LSN(1 << 40) }
+        defer { shipper.stop() }
+        try shipper.start()
+        for i in 0..<10 {  // 2.5 s: the standing check falls due twice
+            _ = try [UInt8](repeating: UInt8(i), count: 4096).withUnsafeBytes {
+                try f.journal.appendWrite(disk: DiskID(0), firstBlock: BlockIndex(UInt64(i)), data: $0)
+            }
+            try f.journal.sync()
+            try f.journal.sealIfOlder(than: .zero)
+            shipper.poke()
+            Thread.sleep(forTimeInterval: 0.25)
+        }
+        let asked = counting.asked.withLock { $0 }
+        #expect(asked.filter { $0 == "state" }.count >= 5, "full rounds ran: \(asked)")
+        #expect(!asked.contains("standing"), "\(asked)")
+    }
+
     @Test func aVaultOfAnotherGroupIsNeverShippedTo() throws {
         let f = try ShippingFixture(writes: 1, vaultGroup: "ffffffffffffffffffffffffffffffff")
         defer { f.remove() }
