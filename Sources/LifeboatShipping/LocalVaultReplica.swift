@@ -50,12 +50,7 @@ public final class LocalVaultReplica: ReplicaTarget, @unchecked Sendable {
 
     public func standing() throws -> WriterStanding { try vault().standing(of: writer) }
 
-    /// Four reads of the catalog on this machine: nothing to save by joining them.
-    public func state() throws -> ReplicaState {
-        let v = try vault()
-        return ReplicaState(groupID: try v.groupID(), diskIDs: Set(try v.disks().map(\.id)),
-                            heldThrough: try v.heldThrough(for: writer), standing: try v.standing(of: writer))
-    }
+    public func state() throws -> ReplicaState { try vault().state(of: writer) }
 
     public func reportDrained(at lsn: LSN) throws { _ = try vault().reportDrained(at: lsn, as: writer) }
 

@@ -16,26 +16,9 @@ public struct PreparedSegment: Sendable {
     public init(bytes: [UInt8]) { self.bytes = bytes }
 }
 
-/// What the vault says of this site in one answer: the group it holds, its disks, how far it
-/// holds this site's records, and where the site stands. A full round of the shipper asks once:
-/// a vault on another machine answers it in one request where the four questions took four.
-public struct ReplicaState: Sendable {
-    /// The protection group the vault holds, nil for a new vault.
-    public var groupID: String?
-    /// The disks the vault holds (initial replication done).
-    public var diskIDs: Set<DiskID>
-    /// As `ReplicaTarget.heldThrough()`.
-    public var heldThrough: LSN
-    /// As `ReplicaTarget.standing()`.
-    public var standing: WriterStanding
-
-    public init(groupID: String?, diskIDs: Set<DiskID>, heldThrough: LSN, standing: WriterStanding) {
-        self.groupID = groupID
-        self.diskIDs = diskIDs
-        self.heldThrough = heldThrough
-        self.standing = standing
-    }
-}
+/// What the vault says of this site in one answer (`Vault.state(of:)`): the group it holds, its
+/// disks, how far it holds this site's records, and where the site stands.
+public typealias ReplicaState = WriterState
 
 public protocol ReplicaTarget: AnyObject, Sendable {
     /// Where the vault is, for status and logs: a path or an address.

@@ -44,6 +44,28 @@ public enum GroupState: String, Codable, Sendable, DatabaseValueConvertible {
     case failoverPlanned = "failover planned"
 }
 
+/// What the vault says of one writer in one answer (`Vault.state(of:)`): the group it holds,
+/// its disks, how far it holds this writer's records, and where the writer stands. A shipper's
+/// full round asks once: a vault on another machine answers in one request where four
+/// questions took four.
+public struct WriterState: Sendable, Equatable {
+    /// The protection group the vault holds, nil for a new vault.
+    public var groupID: String?
+    /// The disks the vault holds (initial replication done).
+    public var diskIDs: Set<DiskID>
+    /// As `Vault.heldThrough(for:)`.
+    public var heldThrough: LSN
+    /// As `Vault.standing(of:)`.
+    public var standing: WriterStanding
+
+    public init(groupID: String?, diskIDs: Set<DiskID>, heldThrough: LSN, standing: WriterStanding) {
+        self.groupID = groupID
+        self.diskIDs = diskIDs
+        self.heldThrough = heldThrough
+        self.standing = standing
+    }
+}
+
 /// Where a writer stands in the group's history.
 public enum WriterStanding: Sendable, Equatable {
     /// It owns the current generation: it serves writes and ships them.
@@ -131,24 +153,38 @@ extension Vault {
     /// (a round that asked "where do I stand" before the fork) cannot make it delete the records
     /// it wrote after the fork — the only copy of them, which re-protect moves back.
     public func heldThrough(for claim: WriterClaim) throws -> LSN {
-        try catalog.read { db in
-            let last = try Self.lsnRange(db).last
-            let current = try Self.currentGeneration(db)
-            if claim.generation == current.number && claim.owner == current.owner { return last }
-            guard let mine = try GroupGeneration.filter(Column("number") == claim.generation).fetchOne(db), mine.owner == claim.owner,
-                  let next = try GroupGeneration.filter(Column("number") == claim.generation + 1).fetchOne(db) else { return .zero }
-            return min(last, next.forkLSN)
-        }
+        try catalog.read { db in try Self.heldThrough(for: claim, db) }
+    }
+
+    static func heldThrough(for claim: WriterClaim, _ db: Database) throws -> LSN {
+        let last = try lsnRange(db).last
+        let current = try currentGeneration(db)
+        if claim.generation == current.number && claim.owner == current.owner { return last }
+        guard let mine = try GroupGeneration.filter(Column("number") == claim.generation).fetchOne(db), mine.owner == claim.owner,
+              let next = try GroupGeneration.filter(Column("number") == claim.generation + 1).fetchOne(db) else { return .zero }
+        return min(last, next.forkLSN)
     }
 
     /// Where `claim` stands: owner, owner asked to drain, or fenced (and why).
     public func standing(of claim: WriterClaim) throws -> WriterStanding {
+        try catalog.read { db in try standing(of: claim, db) }
+    }
+
+    private func standing(of claim: WriterClaim, _ db: Database) throws -> WriterStanding {
+        let current = try Self.currentGeneration(db)
+        guard claim.generation == current.number && claim.owner == current.owner else {
+            return .fenced(Self.fencedError(claim, current, root: root).message)
+        }
+        return current.state == .failoverPlanned ? .drainAsked : .owner
+    }
+
+    /// All a writer asks before it ships, in one catalog read (one consistent answer): the
+    /// group, the disks held, `heldThrough(for:)` and `standing(of:)`. The local replica and
+    /// `vault serve`'s `state` answer both come from here.
+    public func state(of claim: WriterClaim) throws -> WriterState {
         try catalog.read { db in
-            let current = try Self.currentGeneration(db)
-            guard claim.generation == current.number && claim.owner == current.owner else {
-                return .fenced(Self.fencedError(claim, current, root: root).message)
-            }
-            return current.state == .failoverPlanned ? .drainAsked : .owner
+            WriterState(groupID: try GroupRow.fetchOne(db)?.id, diskIDs: Set(try VaultDisk.fetchAll(db).map(\.id)),
+                        heldThrough: try Self.heldThrough(for: claim, db), standing: try standing(of: claim, db))
         }
     }
 

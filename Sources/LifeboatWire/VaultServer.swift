@@ -159,15 +159,16 @@ final class VaultService: @unchecked Sendable {
         }
         switch request.op {
         case "state":
-            switch try vault.standing(of: writer) {
+            let state = try vault.state(of: writer)
+            switch state.standing {
             case .owner: break
             case .drainAsked: r.drainAsked = true
             case .fenced(let why): r.fenced = why
             }
             r.site = site
-            r.group = try vault.groupID()
-            r.disks = try vault.disks().map(\.id.rawValue)
-            r.heldThrough = try vault.heldThrough(for: writer).rawValue
+            r.group = state.groupID
+            r.disks = state.diskIDs.map(\.rawValue).sorted()
+            r.heldThrough = state.heldThrough.rawValue
             r.maintenanceError = maintenance.lastError
         case "addDiskBegin":
             let (group, disk, size) = try (required(request.group, "group"), required(request.disk, "disk"), required(request.sizeBytes, "sizeBytes"))

@@ -426,6 +426,13 @@ struct ShippingFixture {
         #expect(try vault.lsnRange().last > LSN(segments.last!.firstLSN.rawValue))
         #expect(try vault.heldThrough(for: .original) == fork)
         #expect(try vault.heldThrough(for: WriterClaim(generation: 2, owner: token)) == vault.lsnRange().last)
+        // The one-read answer says the same, for each writer.
+        let disk: Set<DiskID> = [site.config.disks[0].diskID]
+        #expect(try vault.state(of: WriterClaim(generation: 2, owner: token))
+                == WriterState(groupID: site.config.groupID, diskIDs: disk, heldThrough: vault.lsnRange().last, standing: .owner))
+        let old = try vault.state(of: .original)
+        #expect(old.groupID == site.config.groupID && old.diskIDs == disk && old.heldThrough == fork)
+        #expect(old.standing == (try vault.standing(of: .original)) && old.standing != .owner, "the old writer is fenced")
 
         let shipper = Shipper(site: site, target: StaleOwner(try LocalVaultReplica(root: FilePath(dir + "/vault"), logger: Logger(label: "test"))),
                               journal: journal, logger: Logger(label: "test")) { LSN(1 << 40) }
