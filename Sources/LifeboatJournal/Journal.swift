@@ -12,7 +12,8 @@ import Glibc
 /// Thread safety: every method may be called from any thread. Appends are serialized by one
 /// lock (they are page-cache writes); `sync` runs fdatasync outside the lock, and callers that
 /// arrive while one is running wait for it and then, if still needed, run one more for all of
-/// them: many concurrent fsyncs cost one or two fdatasyncs.
+/// them: many concurrent fsyncs cost one or two fdatasyncs. A seal's fdatasync runs outside
+/// the lock too, on the segment preparer's thread (`pendingSeal`, decision 0002).
 public final class Journal: @unchecked Sendable {
     public struct Configuration: Sendable {
         /// A segment is sealed once it holds this many bytes.
@@ -21,7 +22,7 @@ public final class Journal: @unchecked Sendable {
         /// dropping them at the seal would make it read every byte back from the disk. Without
         /// one, they are dropped (written once, read rarely).
         public var keepsSealedSegmentsCached = false
-        /// Called after each seal (with the journal's lock held: keep it to a wake-up).
+        /// Called once each seal is durable (with the journal's lock held: keep it to a wake-up).
         public var sealed: (@Sendable () -> Void)?
         /// How spare segments are prepared (`SegmentPreparer`): by the last segment's writes, or
         /// always one way (the power-loss harness proves each way on its own).
@@ -43,6 +44,10 @@ public final class Journal: @unchecked Sendable {
         public var failure: LifeboatError?
         /// First LSN of the segment being appended to: every segment before it is sealed.
         public var currentSegmentFirstLSN: LSN
+        /// Every segment that starts before this LSN is sealed *and durable*: what may be shipped
+        /// whole. `currentSegmentFirstLSN`, or the first LSN of the segment before it while that
+        /// one's seal is still being synced (`pendingSeal`).
+        public var durablySealedBefore: LSN
         /// Bytes of records in that segment (its file is preallocated: its size says nothing).
         public var currentSegmentBytes: Int64
         /// The segment's file, and how many of its bytes (header included) are durable: a
@@ -56,6 +61,11 @@ public final class Journal: @unchecked Sendable {
     private let configuration: Configuration
     private let lock = ConditionLock()
     private var current: OpenSegment
+    /// The segment sealed last, while its seal is not known durable: its fdatasync runs on the
+    /// preparer's thread, off the write path, and a `sync` or the next roll finishes it first if
+    /// it has not (decision 0002). At most one; meanwhile the current segment, the one after it,
+    /// keeps its spare's temporary name (`OpenSegment.provisionalPath`).
+    private var pendingSeal: (segment: OpenSegment, lsn: LSN)?
     /// A segment was renamed into place since the last directory fsync.
     private var needsDirectorySync = false
     private let preparer: SegmentPreparer
@@ -205,55 +215,133 @@ public final class Journal: @unchecked Sendable {
 
     // MARK: Segments
 
-    /// Seals the current segment (seal record, fdatasync) and starts the next one, from the
-    /// preparer's spare when one is ready. Lock held. The seal is durable before the next
-    /// segment exists, so on disk every segment but the newest is sealed: a crash can only
-    /// ever leave the newest one torn (see Docs/decisions/0002).
+    /// Seals the current segment (its seal record) and starts the next one, from the
+    /// preparer's spare when one is ready. Lock held. The seal's fdatasync is not waited for
+    /// here — it stalled every writer for milliseconds, a few times a second under load — but
+    /// run on the preparer's thread (`pendingSeal`), and the new segment keeps the spare's
+    /// temporary name until the seal is durable; a `sync` finishes the seal first. So on disk,
+    /// as before, every segment but the newest is sealed and durable: a crash before the seal
+    /// is durable leaves the new segment under a name recovery removes, and none of its records
+    /// was acknowledged (Docs/decisions/0002).
     private func rollLocked() throws {
+        if let pending = pendingSeal {
+            // A segment filled before the last seal's fdatasync ended (rare): finish that one
+            // first, here, so that at most one seal is ever pending.
+            try sealNowLocked(pending.segment)
+        }
         let old = current
         let sealLSN = nextLSN
         do {
             try Journal.appendSeal(to: old, lsn: sealLSN)
-            try FaultInjection.check(.sync, path: old.path)
-            try old.fd.dataSync()
         } catch {
-            let e = LifeboatError.wrapping(error, "cannot sync sealed segment", path: old.path.string)
-            failure = e
-            lock.broadcast()
+            let e = LifeboatError.wrapping(error, "cannot seal segment", path: old.path.string)
+            poison(e)
             throw e
         }
         nextLSN = sealLSN.next
-        durableLSN = sealLSN
         old.releaseMapping()
-        preparer.retire(old, end: old.end)
+        pendingSeal = (old, sealLSN)
         do {
             let syncedInSegment = syncs - syncsAtSegmentStart
             syncsAtSegmentStart = syncs
             if let spare = preparer.take(lastSegmentBytes: old.end, filledItsSpare: old.end >= old.capacity,
                                          records: old.records, syncs: syncedInSegment) {
                 current = try OpenSegment.adopt(spare, in: directory, groupID: groupID, firstLSN: nextLSN)
-                needsDirectorySync = true
+                preparer.retire(old, end: old.end) { [weak self] error in self?.sealSynced(old, error: error) }
             } else {
+                // No spare ready: the new segment is created under its own name, so the seal
+                // must be durable first (the old way, under the lock; rare).
+                try sealNowLocked(old)
+                preparer.retire(old, end: old.end) { _ in }
                 current = try OpenSegment.create(in: directory, groupID: groupID, firstLSN: nextLSN)
             }
             durableBytes = Int64(JournalFormat.segmentHeaderSize)
         } catch {
             let e = (error as? LifeboatError) ?? LifeboatError(.io, "\(error)", path: directory.string)
-            failure = e
-            lock.broadcast()
+            poison(e)
             throw e
         }
+        lock.broadcast()
+    }
+
+    /// fdatasync of a sealed segment (outside the lock, but for `sealNowLocked`).
+    private static func syncSealed(_ segment: OpenSegment) throws {
+        do {
+            try FaultInjection.check(.sync, path: segment.path)
+            try segment.fd.dataSync()
+        } catch {
+            throw LifeboatError.wrapping(error, "cannot sync sealed segment", path: segment.path.string)
+        }
+    }
+
+    /// Syncs `segment`'s seal under the lock and records it durable; poisons on failure.
+    private func sealNowLocked(_ segment: OpenSegment) throws {
+        do { try Journal.syncSealed(segment) } catch {
+            let e = error as? LifeboatError ?? LifeboatError(.io, "\(error)", path: segment.path.string)
+            poison(e)
+            throw e
+        }
+        sealBecameDurableLocked(segment)
+        if let failure { throw failure }
+    }
+
+    /// The preparer's fdatasync of a sealed segment ended.
+    private func sealSynced(_ segment: OpenSegment, error: LifeboatError?) {
+        lock.withLock {
+            if let error { poison(error) } else { sealBecameDurableLocked(segment) }
+        }
+    }
+
+    /// `segment`'s seal is durable: every LSN through it is (the segments before it were
+    /// before it was sealed), and the segment after it — the current one — takes its name
+    /// (a rename under the lock, once per seal; its directory entry is made durable by the
+    /// next sync, before any of its records is acknowledged). Lock held; once per seal,
+    /// whoever synced it.
+    private func sealBecameDurableLocked(_ segment: OpenSegment) {
+        guard failure == nil, let pending = pendingSeal, pending.segment === segment else { return }
+        if current.provisionalPath != nil {
+            do { try current.moveIntoPlace() } catch {
+                poison(error as? LifeboatError ?? LifeboatError(.io, "\(error)", path: current.path.string))
+                return
+            }
+            needsDirectorySync = true
+        }
+        pendingSeal = nil
+        if pending.lsn > durableLSN { durableLSN = pending.lsn }
         lock.broadcast()
         configuration.sealed?()
     }
 
+    /// Makes the pending seal durable now, its fdatasync outside the lock, if there is one.
+    private func finishPendingSeal() throws {
+        guard let pending = lock.withLock({ pendingSeal?.segment }) else { return }
+        do { try Journal.syncSealed(pending) } catch {
+            lock.withLock { poison(error as? LifeboatError ?? LifeboatError(.io, "\(error)", path: pending.path.string)) }
+            throw error
+        }
+        try lock.withLock { () throws in
+            sealBecameDurableLocked(pending)
+            if let failure { throw failure }  // the rename failed, or the preparer's fdatasync of it did
+        }
+    }
+
+    /// Nothing more is acknowledged until a restart re-reads the journal (fsyncgate: after a
+    /// failed fdatasync the page cache may have dropped our data). Lock held; the first reason stays.
+    private func poison(_ error: LifeboatError) {
+        if failure == nil { failure = error }
+        lock.broadcast()
+    }
+
     /// Seals the current segment if it holds records and is at least `age` old: shipping
-    /// needs a sealed segment at least this often while there are writes.
+    /// needs a sealed segment at least this often while there are writes. Returns once the
+    /// seal is durable (its fdatasync outside the lock: writers go on meanwhile).
     public func sealIfOlder(than age: Duration) throws {
+        try finishPendingSeal()
         try lock.withLock { () throws in
             guard failure == nil, current.records > 0, current.openedAt.duration(to: .now) >= age else { return }
             try rollLocked()
         }
+        try finishPendingSeal()
     }
 
     // MARK: Durability
@@ -270,6 +358,21 @@ public final class Journal: @unchecked Sendable {
                 continue
             }
             syncing = true
+            if let sealed = pendingSeal?.segment {
+                // A seal still being synced goes first: nothing after it is durable before it
+                // is, and the segment after it must have its name. Then look again (another
+                // seal may be pending by then).
+                lock.unlock()
+                let synced = Result { try Journal.syncSealed(sealed) }
+                lock.lock()
+                syncing = false
+                switch synced {
+                case .success: sealBecameDurableLocked(sealed)
+                case .failure(let error): poison(error as? LifeboatError ?? LifeboatError(.io, "\(error)", path: sealed.path.string))
+                }
+                lock.broadcast()
+                continue
+            }
             let segment = current
             let directorySync = needsDirectorySync
             needsDirectorySync = false
@@ -289,8 +392,8 @@ public final class Journal: @unchecked Sendable {
             syncing = false
             syncs += 1
             if let (errno, path) = syncError {
-                failure = .system(errno, "journal fdatasync failed; nothing more is acknowledged until restart", path: path.string)
-            } else if goal > durableLSN {
+                poison(.system(errno, "journal fdatasync failed; nothing more is acknowledged until restart", path: path.string))
+            } else if failure == nil && goal > durableLSN {
                 durableLSN = goal
                 if current === segment { durableBytes = max(durableBytes, goalBytes) }
             }
@@ -304,6 +407,12 @@ public final class Journal: @unchecked Sendable {
         try sync()
     }
 
+    /// Tests: the preparer leaves seals pending while `hold` is set (a `sync` still finishes them).
+    func holdSeals(_ hold: Bool) { preparer.holdRetirements(hold) }
+
+    /// Whether the preparer has a spare ready for the next roll (tests).
+    var spareIsReady: Bool { preparer.hasSpare }
+
     /// Whether small records are copied into the current segment's mapping (tests).
     var appendsThroughMapping: Bool { lock.withLock { current.isMapped } }
 
@@ -313,7 +422,8 @@ public final class Journal: @unchecked Sendable {
     public var stats: Stats {
         lock.withLock {
             Stats(appendedLSN: LSN(nextLSN.rawValue - 1), durableLSN: durableLSN, syncs: syncs, failure: failure ?? lastAppendError,
-                  currentSegmentFirstLSN: current.firstLSN, currentSegmentBytes: current.end,
+                  currentSegmentFirstLSN: current.firstLSN, durablySealedBefore: pendingSeal?.segment.firstLSN ?? current.firstLSN,
+                  currentSegmentBytes: current.end,
                   currentSegmentPath: current.path, currentSegmentDurableBytes: durableBytes)
         }
     }

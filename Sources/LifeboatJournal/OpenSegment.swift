@@ -10,7 +10,11 @@ import Glibc
 /// of fdatasync keeps the descriptor open even if a rollover replaces the segment meanwhile.
 final class OpenSegment: @unchecked Sendable {
     let fd: FileDescriptor
+    /// Its name in the journal directory (`SegmentName`).
     let path: FilePath
+    /// Where the file is while the seal before it is not durable: the spare's temporary name,
+    /// which recovery removes. Moved to `path` once that seal is (`moveIntoPlace`). Journal lock.
+    private(set) var provisionalPath: FilePath?
     let firstLSN: LSN
     let openedAt: ContinuousClock.Instant
     /// Offset of the next record (guarded by the journal's lock).
@@ -98,21 +102,21 @@ final class OpenSegment: @unchecked Sendable {
     }
 
     /// Turns a prepared spare into the segment starting at `firstLSN`: header written into its
-    /// first (cached) page, then renamed into place. Both become durable with the next sync
-    /// (fdatasync of the file, fsync of the directory), before any record in it is acknowledged.
+    /// first (cached) page; it keeps the spare's temporary name (`provisionalPath`) until the
+    /// seal before it is durable (`moveIntoPlace`). The header, the name and the directory entry
+    /// become durable with the next sync, before any record in it is acknowledged.
     static func adopt(_ spare: SegmentPreparer.Spare, in directory: FilePath, groupID: [UInt8], firstLSN: LSN) throws -> OpenSegment {
         let path = directory.appending(SegmentName.make(firstLSN: firstLSN))
         let header = SegmentHeader(groupID: groupID, firstLSN: firstLSN, createdNanos: wallClockNanos()).encoded()
         do {
             _ = try spare.fd.writeAll(toAbsoluteOffset: 0, header)
-            try FaultInjection.check(.rename, path: path)
-            if case .failure(let e) = syscallRetrying({ Glibc.rename(spare.path.string, path.string) }) { throw e }
         } catch {
             if let mapping = spare.mapping { munmap(mapping, Int(spare.size)) }
             try? spare.fd.close()
-            throw LifeboatError.wrapping(error, "cannot put a new segment in place", path: path.string)
+            throw LifeboatError.wrapping(error, "cannot write a new segment's header", path: spare.path.string)
         }
         let segment = OpenSegment(fd: spare.fd, path: path, firstLSN: firstLSN, end: Int64(header.count))
+        segment.provisionalPath = spare.path
         segment.capacity = spare.size
         if let mapping = spare.mapping {
             segment.mapping = mapping
@@ -124,6 +128,19 @@ final class OpenSegment: @unchecked Sendable {
             segment.mappedBytes = spare.size
         }
         return segment
+    }
+
+    /// Gives the segment its name in the journal (the seal before it is durable). The directory
+    /// entry is durable after the next directory fsync (`Journal.sync`).
+    func moveIntoPlace() throws {
+        guard let provisional = provisionalPath else { return }
+        do {
+            try FaultInjection.check(.rename, path: path)
+            if case .failure(let e) = syscallRetrying({ Glibc.rename(provisional.string, path.string) }) { throw e }
+        } catch {
+            throw LifeboatError.wrapping(error, "cannot put a new segment in place", path: path.string)
+        }
+        provisionalPath = nil
     }
 
     static func openForAppend(_ path: FilePath, firstLSN: LSN, end: Int64) throws -> OpenSegment {

@@ -31,7 +31,8 @@ public enum SpareFill: String, Sendable, CaseIterable {
 ///
 /// It also starts the early writeback of the open segment (`sync_file_range`, every 4 MiB
 /// appended): submitting that I/O took 7% of protect's CPU on the write path itself on 1 MiB
-/// writes. And it retires sealed segments once they are durable: cuts the unused zero tail and, unless
+/// writes. And it retires sealed segments: makes the seal durable (the fdatasync the journal's
+/// lock no longer waits for, `Journal.pendingSeal`), then cuts the unused zero tail and, unless
 /// a reader comes for them at once (the shipper, which drops them after reading), drops their
 /// pages from the cache.
 final class SegmentPreparer: @unchecked Sendable {
@@ -58,9 +59,13 @@ final class SegmentPreparer: @unchecked Sendable {
     private var wantedBytes: Int64
     private var wantsZeros = true
     private var wantsMapping = false
-    private var retiring: [(OpenSegment, Int64)] = []
+    /// Told how a retired segment's fdatasync went (nil: its seal is durable).
+    typealias SealSynced = @Sendable (LifeboatError?) -> Void
+    private var retiring: [(OpenSegment, Int64, SealSynced)] = []
     private var writebacks: [(OpenSegment, from: Int64, to: Int64, populate: Range<Int64>?)] = []
     private var stopping = false
+    /// Tests: retirements (and so the seals' fdatasyncs) wait while set.
+    private var holdingRetirements = false
     private var thread: JoinableThread?
     private var counter = 0
     private let dropsRetiredPages: Bool
@@ -138,10 +143,22 @@ final class SegmentPreparer: @unchecked Sendable {
         }
     }
 
-    /// Cuts a durable sealed segment to its used length and drops its cached pages.
-    func retire(_ segment: OpenSegment, end: Int64) {
+    /// Whether a spare is ready to be taken (tests).
+    var hasSpare: Bool { lock.withLock { spare != nil } }
+
+    /// Tests: holds retirements (the seals' fdatasyncs) back while `hold` is set.
+    func holdRetirements(_ hold: Bool) {
         lock.withLock {
-            retiring.append((segment, end))
+            holdingRetirements = hold
+            lock.broadcast()
+        }
+    }
+
+    /// Makes a sealed segment durable (fdatasync; `synced` is told how it went), then cuts it
+    /// to its used length and drops its cached pages. Seals go before any spare is prepared.
+    func retire(_ segment: OpenSegment, end: Int64, synced: @escaping SealSynced) {
+        lock.withLock {
+            retiring.append((segment, end, synced))
             lock.broadcast()
         }
     }
@@ -160,9 +177,10 @@ final class SegmentPreparer: @unchecked Sendable {
             defer { spare = nil; retiring = []; writebacks = [] }
             return (spare, retiring)
         }
-        // Segments sealed just before the stop: retire them here, so that their descriptors
-        // close now rather than with the last reference (a filesystem can then be unmounted).
-        for (segment, end) in unretired { retireNow(segment, end: end) }
+        // Segments sealed just before the stop: retire them here (their seals made durable), so
+        // that their descriptors close now rather than with the last reference (a filesystem
+        // can then be unmounted).
+        for (segment, end, synced) in unretired { retireNow(segment, end: end, synced: synced) }
         if let leftover {
             if let mapping = leftover.mapping { munmap(mapping, Int(leftover.size)) }
             try? leftover.fd.close()
@@ -172,12 +190,12 @@ final class SegmentPreparer: @unchecked Sendable {
 
     private func loop() {
         while true {
-            var job: (OpenSegment, Int64)?
+            var job: (OpenSegment, Int64, SealSynced)?
             var size: Int64 = 0
             var zeros = true
             var mapped = false
             lock.lock()
-            while !stopping && writebacks.isEmpty && retiring.isEmpty && spare != nil { lock.wait() }
+            while !stopping && writebacks.isEmpty && (retiring.isEmpty || holdingRetirements) && spare != nil { lock.wait() }
             if stopping {
                 lock.unlock()
                 return
@@ -185,7 +203,14 @@ final class SegmentPreparer: @unchecked Sendable {
             // Writebacks first: a segment's are all queued before its retirement.
             let writeback = writebacks.isEmpty ? nil : writebacks.removeFirst()
             if writeback == nil {
-                if !retiring.isEmpty { job = retiring.removeFirst() } else { (size, zeros, mapped) = (wantedBytes, wantsZeros, wantsMapping) }
+                if !retiring.isEmpty && !holdingRetirements {
+                    job = retiring.removeFirst()
+                } else if spare == nil {
+                    (size, zeros, mapped) = (wantedBytes, wantsZeros, wantsMapping)
+                } else {
+                    lock.unlock()
+                    continue  // only held retirements are queued: wait again
+                }
             }
             lock.unlock()
 
@@ -195,8 +220,8 @@ final class SegmentPreparer: @unchecked Sendable {
                 continue
             }
 
-            if let (segment, end) = job {
-                retireNow(segment, end: end)
+            if let (segment, end, synced) = job {
+                retireNow(segment, end: end, synced: synced)
                 continue
             }
             counter += 1
@@ -214,7 +239,15 @@ final class SegmentPreparer: @unchecked Sendable {
         }
     }
 
-    private func retireNow(_ segment: OpenSegment, end: Int64) {
+    private func retireNow(_ segment: OpenSegment, end: Int64, synced: SealSynced) {
+        do {
+            try FaultInjection.check(.sync, path: segment.path)
+            try segment.fd.dataSync()
+        } catch {
+            synced(LifeboatError.wrapping(error, "cannot sync sealed segment", path: segment.path.string))
+            return  // the journal is poisoned: nothing more to do with it
+        }
+        synced(nil)
         _ = try? segment.fd.resize(to: end)
         if dropsRetiredPages { _ = posix_fadvise(segment.fd.rawValue, 0, 0, POSIX_FADV_DONTNEED) }
     }

@@ -299,7 +299,9 @@ public final class Shipper: @unchecked Sendable {
             shipped = try target.openResync(resumingAt: resume)
             logger.warning("the vault lacks LSNs up to \(resume.rawValue - 1), dropped past the spool limit: resyncing their regions from the primaries")
         }
-        let currentFirst = journal.stats.currentSegmentFirstLSN
+        // Only segments whose seal is durable: a crash could still take the rest of one whose
+        // seal is being synced (and the vault must never hold what the site may lose).
+        let currentFirst = journal.stats.durablySealedBefore
         let local = try JournalDirectory.segments(in: journal.directory)
         let sealed = local.filter { $0.firstLSN < currentFirst }
         // Local segments are deleted as a prefix only, against one reading of the checkpoint:
@@ -391,7 +393,7 @@ public final class Shipper: @unchecked Sendable {
         guard pending > limit || (overflow.isDropping && failing) else { return }
         do {
             let applied = appliedLSN()
-            let currentFirst = journal.stats.currentSegmentFirstLSN
+            let currentFirst = journal.stats.durablySealedBefore  // never drop a segment a crash could still cut
             let local = try JournalDirectory.segments(in: journal.directory)
             var drop: [(path: FilePath, lastLSN: LSN)] = []
             for (i, segment) in local.enumerated() where segment.firstLSN < currentFirst {
@@ -448,6 +450,9 @@ public final class Shipper: @unchecked Sendable {
         if let stream, stream.segment == stats.currentSegmentFirstLSN {
             position = (stream.offset, stream.next)
         } else {
+            // The segment before the open one is sealed but its seal not yet durable: the full
+            // round its durability pokes ships it; until then the open one's records would be a gap.
+            guard stats.durablySealedBefore == stats.currentSegmentFirstLSN else { return }
             let shipped = try known ?? target.heldThrough()
             // A segment sealed since the last full round goes first, whole or its rest: the next
             // full round (its seal poked it) ships it; the open one's records would be a gap.

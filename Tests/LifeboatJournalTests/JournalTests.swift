@@ -375,6 +375,7 @@ func newestSegment(_ dir: FilePath) throws -> FilePath { try JournalDirectory.se
             _ = try blocks(1).withUnsafeBytes { try journal.appendWrite(disk: DiskID(0), firstBlock: BlockIndex(UInt64(i)), data: $0) }
         }
         let segments = { try JournalDirectory.segments(in: dir).count }
+        try journal.sync()  // the last roll's segment is named once the seal before it is durable
         let bySize = try segments()
         #expect(bySize == 3)  // 600 × 4.1 KiB ≈ 2.4 MiB in 1 MiB segments
         try journal.sealIfOlder(than: .zero)
@@ -599,6 +600,101 @@ func mountTmpfs(_ dir: FilePath, bytes: Int) -> Bool {
     return p.terminationStatus == 0
 }
 
+/// The seal's fdatasync off the write path (decision 0002): appends go on while it runs, a
+/// sync finishes it first, and a crash before it is durable loses only what was never
+/// acknowledged.
+@Suite struct PendingSealTests {
+    /// Fills the current segment (1 MiB segments) until it rolls into a prepared spare; returns
+    /// the sealed one's path.
+    func fillUntilRoll(_ journal: Journal, from block: inout UInt64) throws -> FilePath {
+        for _ in 0..<2000 where !journal.spareIsReady { usleep(5000) }
+        try #require(journal.spareIsReady, "the preparer made no spare")
+        let sealed = journal.stats.currentSegmentPath
+        while journal.stats.currentSegmentPath == sealed {
+            _ = try blocks(UInt8(block & 0xFF)).withUnsafeBytes { try journal.appendWrite(disk: DiskID(0), firstBlock: BlockIndex(block), data: $0) }
+            block += 1
+        }
+        return sealed
+    }
+
+    @Test(.timeLimit(.minutes(1))) func appendsGoOnWhileASealIsSyncedAndASyncFinishesItFirst() throws {
+        let dir = try temporaryDirectory()
+        let (journal, _) = try Journal.open(directory: dir, groupID: groupID, configuration: .init(segmentBytes: 1 << 20))
+        defer { try? journal.close() }
+        journal.holdSeals(true)
+        var block: UInt64 = 0
+        _ = try fillUntilRoll(journal, from: &block)
+        let rolled = journal.stats
+        #expect(rolled.durablySealedBefore < rolled.currentSegmentFirstLSN, "the seal is pending")
+        #expect(rolled.durableLSN < LSN(rolled.currentSegmentFirstLSN.rawValue - 1), "its LSN is not durable yet")
+        for _ in 0..<10 {  // the writes go on into the next segment meanwhile
+            _ = try blocks(9).withUnsafeBytes { try journal.appendWrite(disk: DiskID(0), firstBlock: BlockIndex(block), data: $0) }
+            block += 1
+        }
+        #expect(journal.stats.durablySealedBefore < journal.stats.currentSegmentFirstLSN, "still pending: the preparer is held")
+        try journal.sync()
+        let synced = journal.stats
+        #expect(synced.durablySealedBefore == synced.currentSegmentFirstLSN, "the sync made the seal durable first")
+        #expect(synced.durableLSN == synced.appendedLSN)
+        // Held again, the next seal is finished by the preparer once released.
+        _ = try fillUntilRoll(journal, from: &block)
+        #expect(journal.stats.durablySealedBefore < journal.stats.currentSegmentFirstLSN)
+        journal.holdSeals(false)
+        let deadline = ContinuousClock.now + .seconds(20)
+        while journal.stats.durablySealedBefore < journal.stats.currentSegmentFirstLSN && ContinuousClock.now < deadline {
+            Thread.sleep(forTimeInterval: 0.01)
+        }
+        let released = journal.stats
+        #expect(released.durablySealedBefore == released.currentSegmentFirstLSN, "the preparer synced it")
+        #expect(released.durableLSN >= LSN(released.currentSegmentFirstLSN.rawValue - 1), "through the seal's LSN")
+    }
+
+    /// Until the seal before it is durable, the new segment is not in the journal's namespace:
+    /// it keeps the spare's temporary name, which recovery removes — the state a power loss
+    /// before the seal's fdatasync leaves. None of its records was acknowledged; recovery goes
+    /// on after the sealed one, and every segment it finds but the newest is sealed.
+    @Test func theSegmentAfterAPendingSealKeepsItsTemporaryNameUntilTheSealIsDurable() throws {
+        let dir = try temporaryDirectory()
+        var (journal, _) = try Journal.open(directory: dir, groupID: groupID, configuration: .init(segmentBytes: 1 << 20))
+        journal.holdSeals(true)
+        var block: UInt64 = 0
+        let sealed = try fillUntilRoll(journal, from: &block)
+        for _ in 0..<5 {
+            _ = try blocks(7).withUnsafeBytes { try journal.appendWrite(disk: DiskID(0), firstBlock: BlockIndex(block), data: $0) }
+            block += 1
+        }
+        let named = try JournalDirectory.segments(in: dir).map(\.path)
+        #expect(named.last == sealed, "the new segment has no segment name yet")
+        #expect(!FileManager.default.fileExists(atPath: journal.stats.currentSegmentPath.string))
+        let sealLSN = LSN(journal.stats.currentSegmentFirstLSN.rawValue - 1)
+        let appended = journal.stats.appendedLSN
+
+        // A crash now: the journal is dropped unclosed (its preparer still syncs the seal on
+        // the way out, but nothing names the new segment any more).
+        journal = try Journal.open(directory: try temporaryDirectory(), groupID: groupID).0
+        let leftovers = try FileManager.default.contentsOfDirectory(atPath: dir.string).filter { $0.hasSuffix(".prep") }
+        #expect(!leftovers.isEmpty, "the new segment is still under its temporary name")
+        var visitedLast = LSN.zero
+        let report: RecoveryReport
+        (journal, report) = try Journal.open(directory: dir, groupID: groupID) { scan, _ in visitedLast = scan.lastLSN }
+        defer { try? journal.close() }
+        #expect(report.lastLSN == sealLSN && visitedLast == sealLSN, "recovery ends at the seal: none of the \(appended.rawValue - sealLSN.rawValue) later records")
+        #expect(try JournalDirectory.segments(in: dir).map(\.firstLSN).suffix(2) == [LSN(1), sealLSN.next], "the sealed one, then a new one after it")
+        let next = try blocks(3).withUnsafeBytes { try journal.appendWrite(disk: DiskID(0), firstBlock: BlockIndex(0), data: $0) }
+        #expect(next == sealLSN.next)
+        try journal.sync()
+
+        // Released and synced, the segment after a seal takes its name.
+        journal.holdSeals(true)
+        let before = journal.stats.currentSegmentPath
+        _ = try fillUntilRoll(journal, from: &block)
+        #expect(journal.stats.currentSegmentPath != before)
+        try journal.sync()
+        #expect(FileManager.default.fileExists(atPath: journal.stats.currentSegmentPath.string), "named once the seal is durable")
+        #expect(try JournalDirectory.segments(in: dir).last?.path == journal.stats.currentSegmentPath)
+    }
+}
+
 /// Injected failures (FaultInjection, armed under each test's own directory): what the journal
 /// does when the system fails it.
 @Suite struct JournalFaultTests {
@@ -622,19 +718,23 @@ func mountTmpfs(_ dir: FilePath, bytes: Int) -> Bool {
     }
 
     /// A seal whose fdatasync fails poisons the journal like any failed sync: the segment may
-    /// not be durable, so no later segment may exist on top of it and nothing more is acknowledged.
+    /// not be durable, so nothing after it is acknowledged — whichever thread ran the
+    /// fdatasync (the preparer's, or the seal's caller, which waits for it).
     @Test func aFailedSealPoisonsTheJournal() throws {
         let dir = try temporaryDirectory()
         let (journal, _) = try Journal.open(directory: dir, groupID: groupID)
         defer { FaultInjection.disarm(under: dir.string) }
         _ = try blocks(1).withUnsafeBytes { try journal.appendWrite(disk: DiskID(0), firstBlock: BlockIndex(0), data: $0) }
-        let segmentsBefore = try JournalDirectory.segments(in: dir).count
-        FaultInjection.arm(.sync, under: dir.string, errno: .ioError)
+        try journal.flush()
+        let durable = journal.stats.durableLSN
+        // The fault hits the fdatasync of the segment being sealed, not the new one's creation.
+        FaultInjection.arm(.sync, under: journal.stats.currentSegmentPath.string, errno: .ioError)
         let error = #expect(throws: LifeboatError.self) { try journal.sealIfOlder(than: .zero) }
         #expect(error?.message.contains("cannot sync sealed segment") == true)
-        #expect(try JournalDirectory.segments(in: dir).count == segmentsBefore, "no segment after the failed seal")
         #expect(throws: LifeboatError.self) { _ = try blocks(2).withUnsafeBytes { try journal.appendWrite(disk: DiskID(0), firstBlock: BlockIndex(1), data: $0) } }
+        #expect(throws: LifeboatError.self) { try journal.sync() }
         #expect(journal.stats.failure?.message.contains("cannot sync sealed segment") == true, "status shows why")
+        #expect(journal.stats.durableLSN == durable, "the seal's LSN never counted as durable")
     }
 
     @Test func aShortAppendIsCutOffAndNotAcknowledgedAndTheJournalGoesOn() throws {

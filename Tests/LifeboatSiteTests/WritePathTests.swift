@@ -1,7 +1,7 @@
 import Foundation
 import LifeboatCore
 import LifeboatFUSE
-import LifeboatJournal
+@testable import LifeboatJournal
 import LifeboatVault
 import LifeboatVHD
 import Logging
@@ -306,6 +306,13 @@ import LifeboatSite
 
 /// A site with one 16 MiB disk and a journal of `writes` single-block writes in 1 MiB
 /// segments, and a vault claimed by the site's group (or by `vaultGroup`).
+/// Waits until every seal is durable and so every segment named (the preparer syncs a seal
+/// off the write path, decision 0002), without making the open segment's records durable.
+func waitForDurableSeals(_ journal: Journal) throws {
+    for _ in 0..<2000 where journal.stats.durablySealedBefore < journal.stats.currentSegmentFirstLSN { usleep(5000) }
+    try #require(journal.stats.durablySealedBefore == journal.stats.currentSegmentFirstLSN, "a seal stayed pending")
+}
+
 struct ShippingFixture {
     let dir: String
     let site: Site
@@ -323,6 +330,7 @@ struct ShippingFixture {
                 try journal.appendWrite(disk: DiskID(0), firstBlock: BlockIndex(UInt64(i % 4000)), data: $0)
             }
         }
+        try waitForDurableSeals(journal)
     }
 
     func remove() {
@@ -373,6 +381,7 @@ struct ShippingFixture {
                 try journal.appendWrite(disk: DiskID(0), firstBlock: BlockIndex(UInt64(i % 4000)), data: $0)
             }
         }
+        try waitForDurableSeals(journal)
         let before = try JournalDirectory.segments(in: site.journalDirectory)
         FaultInjection.arm(operation, under: dir + "/" + under, errno: errno, writtenBytes: 1000)
         defer { FaultInjection.disarm(under: dir + "/" + under) }
@@ -454,6 +463,32 @@ struct ShippingFixture {
         try shipper.shipOnce()
         #expect(counting.asked.withLock { $0 } == ["state"])
         #expect(try Vault(root: FilePath(f.dir + "/vault")).lsnRange().last > .zero, "the round shipped")
+    }
+
+    /// A segment whose seal is still being synced is not shipped: a crash could still take its
+    /// tail, and the vault must never hold what the site may lose. Once the seal is durable, it goes.
+    @Test func aSegmentIsShippedOnlyOnceItsSealIsDurable() throws {
+        let f = try ShippingFixture(writes: 0)
+        defer { f.remove() }
+        f.journal.holdSeals(true)
+        for _ in 0..<2000 where !f.journal.spareIsReady { usleep(5000) }  // without one a seal is synced at once
+        try #require(f.journal.spareIsReady)
+        let first = f.journal.stats.currentSegmentPath
+        var block: UInt64 = 0
+        while f.journal.stats.currentSegmentPath == first {  // 1 MiB segments: fill one until it rolls
+            _ = try [UInt8](repeating: 1, count: 4096).withUnsafeBytes { try f.journal.appendWrite(disk: DiskID(0), firstBlock: BlockIndex(block), data: $0) }
+            block += 1
+        }
+        let shipper = Shipper(site: f.site, target: try LocalVaultReplica(root: FilePath(f.dir + "/vault"), logger: Logger(label: "test")),
+                              journal: f.journal, logger: Logger(label: "test")) { LSN(1 << 40) }
+        defer { shipper.stop() }
+        try shipper.shipOnce()
+        let vault = try Vault(root: FilePath(f.dir + "/vault"))
+        #expect(try vault.lsnRange().last == .zero, "nothing of the segment whose seal is pending")
+        f.journal.holdSeals(false)
+        try f.journal.sync()
+        try shipper.shipOnce()
+        #expect(try vault.lsnRange().last == LSN(f.journal.stats.currentSegmentFirstLSN.rawValue - 1), "all of it, seal included, once durable")
     }
 
     /// The once-a-second standing check takes the answer a full round got under a second ago:
