@@ -252,7 +252,7 @@ public final class Journal: @unchecked Sendable {
                 // No spare ready: the new segment is created under its own name, so the seal
                 // must be durable first (the old way, under the lock; rare).
                 try sealNowLocked(old)
-                preparer.retire(old, end: old.end) { _ in }
+                preparer.retire(old, end: old.end, synced: nil)  // durable already
                 current = try OpenSegment.create(in: directory, groupID: groupID, firstLSN: nextLSN)
             }
             durableBytes = Int64(JournalFormat.segmentHeaderSize)
@@ -264,19 +264,9 @@ public final class Journal: @unchecked Sendable {
         lock.broadcast()
     }
 
-    /// fdatasync of a sealed segment (outside the lock, but for `sealNowLocked`).
-    private static func syncSealed(_ segment: OpenSegment) throws {
-        do {
-            try FaultInjection.check(.sync, path: segment.path)
-            try segment.fd.dataSync()
-        } catch {
-            throw LifeboatError.wrapping(error, "cannot sync sealed segment", path: segment.path.string)
-        }
-    }
-
     /// Syncs `segment`'s seal under the lock and records it durable; poisons on failure.
     private func sealNowLocked(_ segment: OpenSegment) throws {
-        do { try Journal.syncSealed(segment) } catch {
+        do { try segment.syncSeal() } catch {
             let e = error as? LifeboatError ?? LifeboatError(.io, "\(error)", path: segment.path.string)
             poison(e)
             throw e
@@ -315,7 +305,7 @@ public final class Journal: @unchecked Sendable {
     /// Makes the pending seal durable now, its fdatasync outside the lock, if there is one.
     private func finishPendingSeal() throws {
         guard let pending = lock.withLock({ pendingSeal?.segment }) else { return }
-        do { try Journal.syncSealed(pending) } catch {
+        do { try pending.syncSeal() } catch {
             lock.withLock { poison(error as? LifeboatError ?? LifeboatError(.io, "\(error)", path: pending.path.string)) }
             throw error
         }
@@ -363,7 +353,7 @@ public final class Journal: @unchecked Sendable {
                 // is, and the segment after it must have its name. Then look again (another
                 // seal may be pending by then).
                 lock.unlock()
-                let synced = Result { try Journal.syncSealed(sealed) }
+                let synced = Result { try sealed.syncSeal() }
                 lock.lock()
                 syncing = false
                 switch synced {

@@ -130,6 +130,17 @@ final class OpenSegment: @unchecked Sendable {
         return segment
     }
 
+    /// fdatasync of the segment once sealed (on the preparer's thread, or by whoever needs the
+    /// seal durable first: `Journal.pendingSeal`).
+    func syncSeal() throws {
+        do {
+            try FaultInjection.check(.sync, path: path)
+            try fd.dataSync()
+        } catch {
+            throw LifeboatError.wrapping(error, "cannot sync sealed segment", path: path.string)
+        }
+    }
+
     /// Gives the segment its name in the journal (the seal before it is durable). The directory
     /// entry is durable after the next directory fsync (`Journal.sync`).
     func moveIntoPlace() throws {

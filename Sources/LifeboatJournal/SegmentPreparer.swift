@@ -61,7 +61,7 @@ final class SegmentPreparer: @unchecked Sendable {
     private var wantsMapping = false
     /// Told how a retired segment's fdatasync went (nil: its seal is durable).
     typealias SealSynced = @Sendable (LifeboatError?) -> Void
-    private var retiring: [(OpenSegment, Int64, SealSynced)] = []
+    private var retiring: [(OpenSegment, Int64, SealSynced?)] = []
     private var writebacks: [(OpenSegment, from: Int64, to: Int64, populate: Range<Int64>?)] = []
     private var stopping = false
     /// Tests: retirements (and so the seals' fdatasyncs) wait while set.
@@ -154,9 +154,10 @@ final class SegmentPreparer: @unchecked Sendable {
         }
     }
 
-    /// Makes a sealed segment durable (fdatasync; `synced` is told how it went), then cuts it
-    /// to its used length and drops its cached pages. Seals go before any spare is prepared.
-    func retire(_ segment: OpenSegment, end: Int64, synced: @escaping SealSynced) {
+    /// Makes a sealed segment durable (fdatasync; `synced` is told how it went — nil: the seal
+    /// is durable already), then cuts it to its used length and drops its cached pages. Seals
+    /// go before any spare is prepared.
+    func retire(_ segment: OpenSegment, end: Int64, synced: SealSynced?) {
         lock.withLock {
             retiring.append((segment, end, synced))
             lock.broadcast()
@@ -190,7 +191,7 @@ final class SegmentPreparer: @unchecked Sendable {
 
     private func loop() {
         while true {
-            var job: (OpenSegment, Int64, SealSynced)?
+            var job: (OpenSegment, Int64, SealSynced?)?
             var size: Int64 = 0
             var zeros = true
             var mapped = false
@@ -239,15 +240,14 @@ final class SegmentPreparer: @unchecked Sendable {
         }
     }
 
-    private func retireNow(_ segment: OpenSegment, end: Int64, synced: SealSynced) {
-        do {
-            try FaultInjection.check(.sync, path: segment.path)
-            try segment.fd.dataSync()
-        } catch {
-            synced(LifeboatError.wrapping(error, "cannot sync sealed segment", path: segment.path.string))
-            return  // the journal is poisoned: nothing more to do with it
+    private func retireNow(_ segment: OpenSegment, end: Int64, synced: SealSynced?) {
+        if let synced {
+            do { try segment.syncSeal() } catch {
+                synced(error as? LifeboatError ?? LifeboatError(.io, "\(error)", path: segment.path.string))
+                return  // the journal is poisoned: nothing more to do with it
+            }
+            synced(nil)
         }
-        synced(nil)
         _ = try? segment.fd.resize(to: end)
         if dropsRetiredPages { _ = posix_fadvise(segment.fd.rawValue, 0, 0, POSIX_FADV_DONTNEED) }
     }
