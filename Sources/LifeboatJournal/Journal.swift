@@ -239,8 +239,7 @@ public final class Journal: @unchecked Sendable {
             throw e
         }
         nextLSN = sealLSN.next
-        old.releaseMapping()
-        pendingSeal = (old, sealLSN)
+        pendingSeal = (old, sealLSN)  // its mapping is released by the preparer (`retire`)
         do {
             let syncedInSegment = syncs - syncsAtSegmentStart
             syncsAtSegmentStart = syncs

@@ -154,8 +154,9 @@ final class SegmentPreparer: @unchecked Sendable {
         }
     }
 
-    /// Makes a sealed segment durable (fdatasync; `synced` is told how it went — nil: the seal
-    /// is durable already), then cuts it to its used length and drops its cached pages. Seals
+    /// Unmaps a sealed segment and makes it durable (fdatasync; `synced` is told how it went —
+    /// nil: the seal is durable already), then cuts it to its used length and drops its cached
+    /// pages. Seals
     /// go before any spare is prepared.
     func retire(_ segment: OpenSegment, end: Int64, synced: SealSynced?) {
         lock.withLock {
@@ -216,6 +217,7 @@ final class SegmentPreparer: @unchecked Sendable {
             lock.unlock()
 
             if let (segment, from, to, populate) = writeback {
+                segment.unmapPages(from: from, to: to)
                 _ = clinux_start_writeback(segment.fd.rawValue, from, to - from)
                 if let populate { segment.populate(populate) }
                 continue
@@ -241,6 +243,7 @@ final class SegmentPreparer: @unchecked Sendable {
     }
 
     private func retireNow(_ segment: OpenSegment, end: Int64, synced: SealSynced?) {
+        segment.releaseMapping()  // before the cut below: no mapped page may lie past the end
         if let synced {
             do { try segment.syncSeal() } catch {
                 synced(error as? LifeboatError ?? LifeboatError(.io, "\(error)", path: segment.path.string))
