@@ -405,6 +405,9 @@ public final class Journal: @unchecked Sendable {
     /// Whether small records are copied into the current segment's mapping (tests).
     var appendsThroughMapping: Bool { lock.withLock { current.isMapped } }
 
+    /// The sealed segment whose seal is not durable yet, if any (tests).
+    var segmentPendingSeal: OpenSegment? { lock.withLock { pendingSeal?.segment } }
+
     /// The bytes prepared for the current segment, at which it is sealed (tests).
     var currentSegmentCapacity: Int64 { lock.withLock { current.capacity } }
 

@@ -63,7 +63,7 @@ final class OpenSegment: @unchecked Sendable {
         try? fd.close()
     }
 
-    var isMapped: Bool { mapping != nil }
+    var isMapped: Bool { mappingLock.withLock { mapping != nil } }
 
     /// Unmaps the segment: once sealed, on the preparer's thread (`SegmentPreparer.retire`: a
     /// munmap under the journal lock waited for a populate in progress and for the address

@@ -649,6 +649,31 @@ func mountTmpfs(_ dir: FilePath, bytes: Int) -> Bool {
         #expect(released.durableLSN >= LSN(released.currentSegmentFirstLSN.rawValue - 1), "through the seal's LSN")
     }
 
+    /// A roll leaves the sealed segment's munmap to the preparer, which unmaps it before its
+    /// seal's fdatasync: under the journal lock the munmap waited for a populate in progress
+    /// and for the address space's lock (Docs/benchmarks.md).
+    @Test(.timeLimit(.minutes(1))) func aSealedSegmentIsUnmappedByItsRetirementNotByTheRoll() throws {
+        let dir = try temporaryDirectory()
+        let (journal, _) = try Journal.open(directory: dir, groupID: groupID, configuration: .init(segmentBytes: 1 << 20))
+        defer { try? journal.close() }
+        var block: UInt64 = 0
+        for _ in 0..<1000 where !journal.appendsThroughMapping {
+            try journal.sealIfOlder(than: .zero)
+            _ = try blocks(0xEE).withUnsafeBytes { try journal.appendWrite(disk: DiskID(9), firstBlock: BlockIndex(0), data: $0) }
+            usleep(2000)
+        }
+        try #require(journal.appendsThroughMapping, "no mapped spare was adopted")
+        journal.holdSeals(true)
+        _ = try fillUntilRoll(journal, from: &block)
+        let sealed = try #require(journal.segmentPendingSeal)
+        #expect(sealed.isMapped, "still mapped after the roll: the preparer unmaps it")
+        journal.holdSeals(false)
+        let deadline = ContinuousClock.now + .seconds(20)
+        while journal.segmentPendingSeal != nil && ContinuousClock.now < deadline { Thread.sleep(forTimeInterval: 0.01) }
+        #expect(journal.segmentPendingSeal == nil, "the preparer synced the seal")
+        #expect(!sealed.isMapped, "and unmapped the segment first")
+    }
+
     /// Until the seal before it is durable, the new segment is not in the journal's namespace:
     /// it keeps the spare's temporary name, which recovery removes — the state a power loss
     /// before the seal's fdatasync leaves. None of its records was acknowledged; recovery goes
