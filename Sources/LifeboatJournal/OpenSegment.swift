@@ -79,21 +79,27 @@ final class OpenSegment: @unchecked Sendable {
 
     /// Brings the mapping's pages in `range` into the cache, writable (the preparer's thread;
     /// asked for by `takeWritebackDue`), a MiB at a time so that a failed append's
-    /// `releaseMapping` waits for one MiB at most. Stops if the mapping has been released meanwhile. A page the
-    /// populate cannot bring in is left to fault on the copy, as without it.
+    /// `releaseMapping` waits for one MiB at most. Stops if the mapping has been released
+    /// meanwhile. A page the populate cannot bring in is left to fault on the copy, as without it.
     func populate(_ range: Range<Int64>) {
         var at = range.lowerBound
         while at < range.upperBound {
-            let next = min(at + (1 << 20), range.upperBound)
+            let next = min(at + Self.populatePiece, range.upperBound)
             let released = mappingLock.withLock { () -> Bool in
                 guard let mapping, next <= mappedBytes else { return true }
                 _ = madvise(mapping.advanced(by: Int(at)), Int(next - at), MADV_POPULATE_WRITE)
                 return false
             }
             if released { return }
+            sched_yield()
             at = next
         }
     }
+
+    /// How much one populate call brings in before the preparer yields its CPU: a reserved page
+    /// costs 1.5–4 µs to populate, and a FUSE worker woken onto the preparer's CPU waited for the
+    /// whole call — a MiB took 1–3 ms — until the scheduler preempted it (Docs/benchmarks.md).
+    static let populatePiece: Int64 = 128 << 10
 
     /// Creates a segment whose header is durable before it is visible under its name:
     /// write `NAME.tmp`, fdatasync, rename, fsync the directory.

@@ -156,8 +156,7 @@ final class SegmentPreparer: @unchecked Sendable {
 
     /// Unmaps a sealed segment and makes it durable (fdatasync; `synced` is told how it went —
     /// nil: the seal is durable already), then cuts it to its used length and drops its cached
-    /// pages. Seals
-    /// go before any spare is prepared.
+    /// pages. Seals go before any spare is prepared.
     func retire(_ segment: OpenSegment, end: Int64, synced: SealSynced?) {
         lock.withLock {
             retiring.append((segment, end, synced))
@@ -252,7 +251,17 @@ final class SegmentPreparer: @unchecked Sendable {
             synced(nil)
         }
         _ = try? segment.fd.resize(to: end)
-        if dropsRetiredPages { _ = posix_fadvise(segment.fd.rawValue, 0, 0, POSIX_FADV_DONTNEED) }
+        if dropsRetiredPages {
+            // Piece by piece, yielding between: dropping a whole segment's pages took up to 5 ms
+            // in one call, with any request woken onto this CPU waiting for it.
+            let piece: Int64 = 4 << 20
+            var at: Int64 = 0
+            while at < end {
+                _ = posix_fadvise(segment.fd.rawValue, off_t(at), off_t(min(piece, end - at)), POSIX_FADV_DONTNEED)
+                sched_yield()
+                at += piece
+            }
+        }
     }
 
     /// A spare of `size` bytes at `path`: zero-filled, or only reserved — and then, if `mapped`
@@ -287,6 +296,7 @@ final class SegmentPreparer: @unchecked Sendable {
             while at < size {
                 try fd.writeAll(at: at, from: page)
                 at += 4096
+                if at % OpenSegment.populatePiece == 0 { sched_yield() }  // as the populate does
             }
             try fd.dataSync()
         } catch {
@@ -301,9 +311,19 @@ final class SegmentPreparer: @unchecked Sendable {
     /// Advised random first, so the faults bring in page-sized folios (see the zero-fill above).
     private static func populatedMapping(_ fd: FileDescriptor, size: Int64, populating: Int64) -> UnsafeMutableRawPointer? {
         guard let mapping = mmap(nil, Int(size), PROT_READ | PROT_WRITE, MAP_SHARED, fd.rawValue, 0), mapping != MAP_FAILED else { return nil }
-        guard madvise(mapping, Int(size), MADV_RANDOM) == 0, madvise(mapping, Int(populating), MADV_POPULATE_WRITE) == 0 else {
+        guard madvise(mapping, Int(size), MADV_RANDOM) == 0 else {
             munmap(mapping, Int(size))
             return nil
+        }
+        var at: Int64 = 0
+        while at < populating {  // in pieces, yielding between (`OpenSegment.populatePiece`)
+            let length = min(OpenSegment.populatePiece, populating - at)
+            guard madvise(mapping.advanced(by: Int(at)), Int(length), MADV_POPULATE_WRITE) == 0 else {
+                munmap(mapping, Int(size))
+                return nil
+            }
+            sched_yield()
+            at += length
         }
         return mapping
     }

@@ -674,6 +674,39 @@ func mountTmpfs(_ dir: FilePath, bytes: Int) -> Bool {
         #expect(!sealed.isMapped, "and unmapped the segment first")
     }
 
+    /// A retired segment's pages leave the page cache (written once, read rarely), all of them:
+    /// the preparer drops them 4 MiB at a time, yielding its CPU between.
+    @Test(.timeLimit(.minutes(1))) func aRetiredSegmentLeavesThePageCacheWhole() throws {
+        let dir = try temporaryDirectory()
+        let (journal, _) = try Journal.open(directory: dir, groupID: groupID, configuration: .init(segmentBytes: 64 << 20))
+        defer { try? journal.close() }
+        let segment = journal.stats.currentSegmentPath
+        for i in 0..<2600 {  // about 10.5 MiB: three pieces
+            _ = try blocks(UInt8(i & 0xFF)).withUnsafeBytes { try journal.appendWrite(disk: DiskID(0), firstBlock: BlockIndex(UInt64(i)), data: $0) }
+        }
+        try journal.sealIfOlder(than: .zero)
+        let fd = try FileDescriptor.open(segment, .readOnly)
+        defer { try? fd.close() }
+        let size = Int(try fd.seek(offset: 0, from: .end))
+        try #require(size > 10 << 20)
+        // Counted without touching the pages: a fresh read-only mapping and mincore(2).
+        func residentPages() -> Int {
+            guard let mapping = mmap(nil, size, PROT_READ, MAP_SHARED, fd.rawValue, 0), mapping != MAP_FAILED else { return -1 }
+            defer { munmap(mapping, size) }
+            let pages = (size + 4095) / 4096
+            var vector = [UInt8](repeating: 0, count: pages)
+            guard mincore(mapping, size, &vector) == 0 else { return -1 }
+            return vector.filter { $0 & 1 != 0 }.count
+        }
+        var resident = residentPages()
+        let deadline = ContinuousClock.now + .seconds(10)
+        while resident != 0 && ContinuousClock.now < deadline {
+            Thread.sleep(forTimeInterval: 0.02)
+            resident = residentPages()
+        }
+        #expect(resident == 0, "\(resident) of \(size / 4096) pages still cached")
+    }
+
     /// Until the seal before it is durable, the new segment is not in the journal's namespace:
     /// it keeps the spare's temporary name, which recovery removes — the state a power loss
     /// before the seal's fdatasync leaves. None of its records was acknowledged; recovery goes
