@@ -33,7 +33,8 @@ cleanup() {
   mountpoint -q "$mnt" && umount -l "$mnt"
   rm -rf "$work"
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'exit 130' INT; trap 'exit 143' TERM  # a signal ends the script (cleanup runs at exit), not only the step it came in
 mkdir -p "$mnt" "$fs"
 export LIFEBOAT_SITE=$site LIFEBOAT_VAULT=$vault LIFEBOAT_DRILL_DIR=$work/drills
 

@@ -49,7 +49,8 @@ cleanup() {
   if [ -n "${KEEP_RECORDING:-}" ]; then echo "kept: $work" >&2; else rm -rf "$work"; fi
   rm -rf "$images"
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'exit 130' INT; trap 'exit 143' TERM  # a signal ends the script (cleanup runs at exit), not only the step it came in
 mkdir -p "$rmnt" "$fs" "$smnt"
 wait_mounted() { for _ in $(seq 100); do mountpoint -q "$1" && return 0; sleep 0.1; done; cat "$2" >&2; return 1; }
 

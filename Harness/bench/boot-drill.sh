@@ -15,7 +15,8 @@ lifeboat=$(swift build -c release --show-bin-path)/lifeboat
 work=$(mktemp -d /var/tmp/lifeboat-boot.XXXXXX)
 pid=""
 cleanup() { set +e; [ -n "$pid" ] && kill -TERM "$pid" && wait "$pid"; mountpoint -q "$work/mnt" && umount -l "$work/mnt"; rm -rf "$work"; }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'exit 130' INT; trap 'exit 143' TERM  # a signal ends the script (cleanup runs at exit), not only the step it came in
 mkdir -p "$work/mnt"
 bash Images/recipes/sample-machine.sh "$work/machine.img"
 "$lifeboat" init --site "$work/site" --vault "$work/vault" >/dev/null

@@ -22,7 +22,8 @@ cleanup() {
   [ -n "$work" ] && { mountpoint -q "$work/m" && umount -l "$work/m"; rm -rf "$work"; }
   work="" protect="" loopdev=""
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'exit 130' INT; trap 'exit 143' TERM  # a signal ends the script (cleanup runs at exit), not only the step it came in
 
 printf "%-6s %-8s %8s %8s %8s\n" size written rto_s digest_s fsck_s
 for c in "${cases[@]}"; do

@@ -33,7 +33,8 @@ cleanup() {
   for ns in $(ip netns list | awk '{print $1}' | grep -E "^lb[hr]-$tag"); do ip netns del "$ns"; done
   rm -rf "$work"
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'exit 130' INT; trap 'exit 143' TERM  # a signal ends the script (cleanup runs at exit), not only the step it came in
 
 in_ns() { local ns=$1; shift; nsenter --net=/run/netns/"$ns" -- "$@"; }
 # In the background, its pid the program's own (nsenter execs it): what a kill -TERM must reach.

@@ -22,7 +22,8 @@ cleanup() {
   for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
   rm -rf "$work"
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'exit 130' INT; trap 'exit 143' TERM  # a signal ends the script (cleanup runs at exit), not only the step it came in
 mkdir -p "$work/m" "$work/view" "$work/c"
 export LIFEBOAT_SITE=$work/site LIFEBOAT_VAULT=$work/vault
 "$lifeboat" init >/dev/null

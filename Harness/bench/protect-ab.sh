@@ -21,7 +21,8 @@ cleanup() {
   [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
   rm -rf "$work"
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'exit 130' INT; trap 'exit 143' TERM  # a signal ends the script (cleanup runs at exit), not only the step it came in
 mkdir -p "$work/m"
 dd if=/dev/urandom of="$work/seed.img" bs=1M count=1024 status=none
 

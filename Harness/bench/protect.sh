@@ -29,7 +29,8 @@ cleanup() {
   for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
   rm -rf "$work"
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'exit 130' INT; trap 'exit 143' TERM  # a signal ends the script (cleanup runs at exit), not only the step it came in
 mkdir -p "$work/cmnt" "$work/dmnt" "$work/lmnt"
 
 # Same starting content for all three: 1 GiB of written (not sparse) data.
@@ -38,10 +39,20 @@ cp "$work/raw.img" "$work/cfuse.img"
 cp "$work/raw.img" "$work/cdirect.img"
 "$work/c_one_file" "$work/cfuse.img" "$work/cmnt" & pids+=($!)
 "$work/c_one_file" "$work/cdirect.img" "$work/dmnt" --direct-io & pids+=($!)
-"$lifeboat" init --site "$work/site" >/dev/null
-"$lifeboat" disk create disk --from "$work/raw.img" --site "$work/site" >/dev/null
-"$lifeboat" protect "$work/lmnt" --site "$work/site" 2>"$work/protect.log" & pids+=($!)
-for _ in $(seq 100); do mountpoint -q "$work/cmnt" && mountpoint -q "$work/dmnt" && mountpoint -q "$work/lmnt" && break; sleep 0.1; done
+# A fresh site for every job: with no vault, protect keeps its whole journal (it is what a
+# vault added later ships), and six jobs of 1 MiB writes at disk speed would fill /var/tmp.
+protect_pid=
+fresh_protect() {
+  if [ -n "$protect_pid" ]; then umount "$work/lmnt"; wait "$protect_pid" || true; fi
+  rm -rf "$work/site"
+  "$lifeboat" init --site "$work/site" >/dev/null
+  "$lifeboat" disk create disk --from "$work/seed.img" --site "$work/site" >/dev/null
+  "$lifeboat" protect "$work/lmnt" --site "$work/site" 2>>"$work/protect.log" & protect_pid=$!
+  pids+=($protect_pid)
+  for _ in $(seq 100); do mountpoint -q "$work/lmnt" && break; sleep 0.1; done
+}
+cp "$work/raw.img" "$work/seed.img"
+for _ in $(seq 100); do mountpoint -q "$work/cmnt" && mountpoint -q "$work/dmnt" && break; sleep 0.1; done
 
 declare -A target=([raw]="$work/raw.img" [cfuse]="$work/cmnt/disk.img" [cdirect]="$work/dmnt/disk.img" [lifeboat]="$work/lmnt/disk.img")
 jobs=(
@@ -61,6 +72,7 @@ fi
 declare -A result  # [job,target]: the rounds' figures, space-separated
 for job in "${jobs[@]}"; do
   IFS='|' read -r name args metric <<<"$job"
+  fresh_protect
   for round in $(seq "$rounds"); do
     for t in raw cfuse cdirect lifeboat; do
       sync; echo 3 >/proc/sys/vm/drop_caches

@@ -15,7 +15,8 @@ fi
 work=$(mktemp -d /var/tmp/lifeboat-ship.XXXXXX)
 pid=""
 cleanup() { set +e; [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null && wait "$pid"; mountpoint -q "$work/mnt" && umount -l "$work/mnt"; rm -rf "$work"; }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'exit 130' INT; trap 'exit 143' TERM  # a signal ends the script (cleanup runs at exit), not only the step it came in
 # 256 MiB of data: each 64 KiB is 32 KiB random then 32 KiB zeros (2:1 for zstd).
 python3 - "$work/data" <<'PY'
 import os, sys
