@@ -78,9 +78,10 @@ final class OpenSegment: @unchecked Sendable {
     }
 
     /// Brings the mapping's pages in `range` into the cache, writable (the preparer's thread;
-    /// asked for by `takeWritebackDue`), a MiB at a time so that a failed append's
-    /// `releaseMapping` waits for one MiB at most. Stops if the mapping has been released
-    /// meanwhile. A page the populate cannot bring in is left to fault on the copy, as without it.
+    /// asked for by `takeWritebackDue`), a piece (`populatePiece`) at a time, yielding the CPU
+    /// between, so that a failed append's `releaseMapping` waits for one piece at most. Stops if
+    /// the mapping has been released meanwhile. A page the populate cannot bring in is left to
+    /// fault on the copy, as without it.
     func populate(_ range: Range<Int64>) {
         var at = range.lowerBound
         while at < range.upperBound {

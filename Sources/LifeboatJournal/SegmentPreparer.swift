@@ -256,11 +256,12 @@ final class SegmentPreparer: @unchecked Sendable {
             // in one call, with any request woken onto this CPU waiting for it.
             let piece: Int64 = 4 << 20
             var at: Int64 = 0
-            while at < end {
-                _ = posix_fadvise(segment.fd.rawValue, off_t(at), off_t(min(piece, end - at)), POSIX_FADV_DONTNEED)
+            repeat {
+                let length = end - at > piece ? piece : 0  // the last piece: to the end of the file
+                _ = posix_fadvise(segment.fd.rawValue, off_t(at), off_t(length), POSIX_FADV_DONTNEED)
                 sched_yield()
                 at += piece
-            }
+            } while at < end
         }
     }
 
