@@ -266,9 +266,8 @@ public final class Journal: @unchecked Sendable {
     /// Syncs `segment`'s seal under the lock and records it durable; poisons on failure.
     private func sealNowLocked(_ segment: OpenSegment) throws {
         do { try segment.syncSeal() } catch {
-            let e = error as? LifeboatError ?? LifeboatError(.io, "\(error)", path: segment.path.string)
-            poison(e)
-            throw e
+            poison(error)
+            throw error
         }
         sealBecameDurableLocked(segment)
         if let failure { throw failure }
@@ -305,7 +304,7 @@ public final class Journal: @unchecked Sendable {
     private func finishPendingSeal() throws {
         guard let pending = lock.withLock({ pendingSeal?.segment }) else { return }
         do { try pending.syncSeal() } catch {
-            lock.withLock { poison(error as? LifeboatError ?? LifeboatError(.io, "\(error)", path: pending.path.string)) }
+            lock.withLock { poison(error) }
             throw error
         }
         try lock.withLock { () throws in
@@ -352,12 +351,12 @@ public final class Journal: @unchecked Sendable {
                 // is, and the segment after it must have its name. Then look again (another
                 // seal may be pending by then).
                 lock.unlock()
-                let synced = Result { try sealed.syncSeal() }
+                let synced = Result { () throws(LifeboatError) in try sealed.syncSeal() }
                 lock.lock()
                 syncing = false
                 switch synced {
                 case .success: sealBecameDurableLocked(sealed)
-                case .failure(let error): poison(error as? LifeboatError ?? LifeboatError(.io, "\(error)", path: sealed.path.string))
+                case .failure(let error): poison(error)
                 }
                 lock.broadcast()
                 continue

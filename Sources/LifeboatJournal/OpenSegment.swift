@@ -142,7 +142,7 @@ final class OpenSegment: @unchecked Sendable {
 
     /// fdatasync of the segment once sealed (on the preparer's thread, or by whoever needs the
     /// seal durable first: `Journal.pendingSeal`).
-    func syncSeal() throws {
+    func syncSeal() throws(LifeboatError) {
         do {
             try FaultInjection.check(.sync, path: path)
             try fd.dataSync()

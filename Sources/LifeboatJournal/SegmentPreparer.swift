@@ -245,7 +245,7 @@ final class SegmentPreparer: @unchecked Sendable {
         segment.releaseMapping()  // before the cut below: no mapped page may lie past the end
         if let synced {
             do { try segment.syncSeal() } catch {
-                synced(error as? LifeboatError ?? LifeboatError(.io, "\(error)", path: segment.path.string))
+                synced(error)
                 return  // the journal is poisoned: nothing more to do with it
             }
             synced(nil)
